@@ -1,0 +1,2 @@
+"""fito: checkpoints that commit by protocol, not by clock."""
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from fito.cli import main
+
+sys.exit(main())

@@ -1,0 +1,72 @@
+"""The decision log interface: a checkpoint epoch exists only if a record here says it committed.
+
+Writes are guarded by a fencing token: `acquire_fence()` hands out a strictly increasing token, and
+`publish()` refuses any token older than the newest handed out, so a stale (zombie) coordinator cannot
+commit after a newer one took over. Publishing is idempotent on `decision_id`: a retry after a timeout
+that may or may not have landed is safe.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Literal
+
+Outcome = Literal["commit", "abort"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    epoch: int
+    attempt: str
+    outcome: Outcome
+    manifest: str = ""  # path of the manifest relative to the checkpoint root ("" for aborts)
+    manifest_hash: str = ""  # "algo:hex" of the manifest bytes
+    decision_id: str = ""  # unique per attempt; makes publish idempotent
+    fence: int = 0
+    seq: int = 0  # commit order, assigned by the store
+    retired: bool = False  # set by retention before the files are deleted
+    created: float = field(default=0.0, compare=False)
+
+
+class DecisionStore(abc.ABC):
+    """Durable, atomic, fenced record of checkpoint decisions."""
+
+    @abc.abstractmethod
+    def acquire_fence(self) -> int:
+        """Return a new fencing token, strictly greater than every token handed out before."""
+
+    @abc.abstractmethod
+    def current_fence(self) -> int:
+        """The newest token handed out (0 if none)."""
+
+    @abc.abstractmethod
+    def publish(self, decision: Decision, fence: int) -> Decision:
+        """Durably record `decision` if `fence` is current; return it with `seq` assigned.
+        Raises StaleFenceError if a newer fence exists. Re-publishing the same decision_id returns
+        the stored record (idempotent retry)."""
+
+    @abc.abstractmethod
+    def decisions(self) -> list[Decision]:
+        """Every decision, in commit order (ascending seq)."""
+
+    @abc.abstractmethod
+    def retire(self, epoch: int, attempt: str, fence: int) -> None:
+        """Mark a committed decision as retired (no longer restorable) before its files are deleted."""
+
+    def close(self) -> None:  # pragma: no cover - trivial default
+        pass
+
+    def committed(self) -> list[Decision]:
+        """Committed, non-retired decisions in commit order; for an epoch committed twice the later wins."""
+        latest: dict[int, Decision] = {}
+        for d in self.decisions():
+            if d.outcome == "commit" and not d.retired:
+                latest.pop(d.epoch, None)
+                latest[d.epoch] = d
+        return sorted(latest.values(), key=lambda d: d.seq)
+
+    def outcome_of(self, epoch: int, attempt: str) -> Outcome | None:
+        for d in self.decisions():
+            if d.epoch == epoch and d.attempt == attempt:
+                return d.outcome
+        return None
