@@ -36,3 +36,24 @@ class StaleFenceError(FitoError):
 class StateMismatchError(FitoError):
     """The checkpoint is whole but does not fit the objects it is restored into
     (different keys, shapes, dtypes or world size)."""
+
+
+class CoordinationUnavailableError(FitoError):
+    """The coordination service (etcd quorum, SQLite file) could not be reached within the deadline.
+    Nothing was decided by this call; a commit that timed out may still land, so retry with the same
+    decision id (publishing is idempotent on it) before deciding anything else."""
+
+
+class EpochConflictError(FitoError):
+    """A fleet epoch transition was proposed from an epoch that is no longer current
+    (another coordinator moved the fleet first)."""
+
+
+class EpochFencedError(FitoError):
+    """A node tried to act (join a collective, acknowledge) under an epoch that is not the committed one,
+    or without a live lease: it has not observed the latest transition and is fenced out."""
+
+
+class EpochMismatchError(FitoError):
+    """The participants of one collective carried different protocol epochs; the collective was
+    aborted on every rank before any payload was combined."""

@@ -1,0 +1,223 @@
+"""Start and stop real etcd servers for tests and benchmarks.
+
+Everything listens on 127.0.0.1 only, on free ports, with a temporary data directory; processes are
+stopped by their PID (never by name). Election timeouts are short so leader loss is noticed fast.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+
+def etcd_binary() -> str:
+    """Path of the etcd server; a clear error if it is not installed."""
+    found = shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else None)
+    if found is None:
+        raise FileNotFoundError("etcd server not found (Debian: apt-get install etcd-server)")
+    return found
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports the kernel says are free right now (bound together, then released)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _http_json(url: str, body: dict | None = None, timeout: float = 1.0) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback only
+        return json.loads(resp.read().decode())
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{HOST}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{HOST}:{self.peer_port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass(eq=False)
+class EtcdCluster:
+    """A local etcd cluster of `size` members (1 or 3 in the tests). Use as a context manager."""
+
+    size: int = 1
+    heartbeat_ms: int = 50
+    election_ms: int = 500
+    start_timeout: float = 20.0
+    members: list[EtcdMember] = field(default_factory=list)
+    base_dir: Path | None = None
+
+    def __enter__(self) -> "EtcdCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.client_url for m in self.members]
+
+    def start(self) -> "EtcdCluster":
+        self.base_dir = Path(tempfile.mkdtemp(prefix="fito-etcd-"))
+        ports = free_ports(2 * self.size)
+        token = f"fito-{os.getpid()}-{int(time.time() * 1000)}"
+        self.members = [
+            EtcdMember(
+                name=f"m{i}", client_port=ports[2 * i], peer_port=ports[2 * i + 1],
+                data_dir=self.base_dir / f"m{i}", log_path=self.base_dir / f"m{i}.log",
+            )
+            for i in range(self.size)
+        ]
+        self._token = token
+        _LIVE.append(self)
+        for m in self.members:
+            self._spawn(m, state="new")
+        self.wait_healthy()
+        return self
+
+    def _initial_cluster(self) -> str:
+        return ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+
+    def _spawn(self, m: EtcdMember, *, state: str) -> None:
+        args = [
+            etcd_binary(), "--name", m.name, "--data-dir", str(m.data_dir),
+            "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
+            "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+            "--initial-cluster", self._initial_cluster(), "--initial-cluster-state", state,
+            "--initial-cluster-token", self._token,
+            "--heartbeat-interval", str(self.heartbeat_ms), "--election-timeout", str(self.election_ms),
+            "--logger", "zap", "--log-level", "warn",
+        ]
+        log = open(m.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        try:
+            m.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
+
+    def healthy(self, i: int) -> bool:
+        m = self.members[i]
+        if not m.alive:
+            return False
+        try:
+            return _http_json(f"{m.client_url}/health", timeout=0.5).get("health") == "true"
+        except (OSError, ValueError):
+            return False
+
+    def wait_healthy(self, indices: list[int] | None = None, timeout: float | None = None) -> None:
+        """Block until every listed member (default: every live one) reports health; raise otherwise."""
+        deadline = time.monotonic() + (timeout or self.start_timeout)
+        want = indices if indices is not None else [i for i, m in enumerate(self.members) if m.alive]
+        while True:
+            pending = [i for i in want if not self.healthy(i)]
+            if not pending:
+                return
+            dead = [i for i in pending if not self.members[i].alive]
+            if dead or time.monotonic() > deadline:
+                logs = "\n".join(self.log_tail(i) for i in pending)
+                self.stop()
+                raise RuntimeError(f"etcd members {pending} not healthy (dead: {dead}); log tail:\n{logs}")
+            time.sleep(0.05)
+
+    def log_tail(self, i: int, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.members[i].log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def status(self, i: int) -> dict:
+        return _http_json(f"{self.members[i].client_url}/v3/maintenance/status", body={}, timeout=1.0)
+
+    def leader(self, timeout: float = 10.0) -> int:
+        """Index of the current leader, as the live members report it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i, m in enumerate(self.members):
+                if not m.alive:
+                    continue
+                try:
+                    st = self.status(i)
+                except (OSError, ValueError):
+                    continue
+                if st.get("leader") and st["leader"] == st["header"]["member_id"]:
+                    return i
+            time.sleep(0.05)
+        raise RuntimeError("no etcd leader elected")
+
+    def kill(self, i: int) -> None:
+        """SIGKILL member i (a crash: no clean shutdown)."""
+        m = self.members[i]
+        if m.proc is not None and m.proc.poll() is None:
+            os.kill(m.proc.pid, signal.SIGKILL)
+            m.proc.wait(timeout=10)
+
+    def restart(self, i: int) -> None:
+        """Start a killed member again on its data directory."""
+        m = self.members[i]
+        if m.alive:
+            return
+        self._spawn(m, state="existing")
+
+    def stop(self) -> None:
+        for m in self.members:
+            if m.proc is not None and m.proc.poll() is None:
+                os.kill(m.proc.pid, signal.SIGTERM)
+        for m in self.members:
+            if m.proc is None:
+                continue
+            try:
+                m.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(m.proc.pid, signal.SIGKILL)
+                m.proc.wait(timeout=5)
+        if self.base_dir is not None:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+            self.base_dir = None
+        if self in _LIVE:
+            _LIVE.remove(self)
+
+
+_LIVE: list[EtcdCluster] = []
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """A crashed test must not leave etcd servers running."""
+    for cluster in list(_LIVE):
+        cluster.stop()
