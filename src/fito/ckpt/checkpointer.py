@@ -1,0 +1,356 @@
+"""`Checkpointer`: runs the commit protocol's machines over real storage, a real decision store and the
+ranks' process group; restores strictly (every byte verified before any caller object is touched)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from contextlib import nullcontext
+from typing import Any, Callable, Iterator, Mapping, MutableMapping
+
+import numpy as np
+import torch
+
+from fito.ckpt import manifest as manifest_mod
+from fito.ckpt.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
+from fito.ckpt.progress import ByteProgress
+from fito.ckpt.retention import collect_garbage
+from fito.ckpt.shard import read_shard, tensor_bytes, write_shard
+from fito.ckpt.state import Action, capture, plan_restore
+from fito.ckpt.transport import Transport, default_transport
+from fito.ckpt.tree import DTYPES, array_specs, decode, encode, numpy_dtype
+from fito.coord.base import Decision, DecisionStore
+from fito.coord.sqlite import SqliteDecisionStore
+from fito.errors import (
+    CheckpointCorruptError, FitoError, NoCommittedEpochError, SaveAbortedError, StaleFenceError,
+    StateMismatchError, UnsafeCheckpointError,
+)
+from fito.protocol import (
+    Begin, CollectGarbage, Coordinator, DecisionPublished, FsyncDir, FsyncFile, Fsynced, ManifestWritten,
+    Notify, Participant, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady,
+    UnitEntry, WriteManifest, WriteShard, choose_epoch,
+)
+from fito.protocol.messages import Aborted, Committed, attempt_dir
+from fito.storage.localfs import LocalFS
+
+log = logging.getLogger("fito")
+STATE_UNIT = "__state__"
+STATE_FORMAT = "fito-state/1"
+
+
+class Checkpointer:
+    """Save and restore a training state under `root`.
+
+    Under torch.distributed every rank creates a Checkpointer on the same root (a shared file system) and
+    calls `save`/`restore` together; each rank writes and reads only its own units, rank 0 coordinates.
+    `keep`: after each commit, keep only the newest `keep` committed epochs (None keeps all).
+    `store`: where decisions live (default: SQLite file in `root`; see fito.coord for etcd)."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, keep: int | None = None, hash: str = DEFAULT_ALGORITHM,
+        process_group: Any = None, progress: bool | None = None, store: DecisionStore | None = None,
+    ) -> None:
+        if keep is not None and keep < 1:
+            raise ValueError(f"keep={keep}: at least the newest committed epoch is always kept; use keep >= 1 or None")
+        if hash not in ALGORITHMS:
+            raise ValueError(f"hash={hash!r}: choose one of {sorted(ALGORITHMS)}")
+        self.storage = LocalFS(root)
+        self.root = self.storage.root
+        self.keep = keep
+        self.algorithm = hash
+        self.transport: Transport = default_transport(process_group)
+        self.rank, self.world_size = self.transport.rank, self.transport.world_size
+        self.progress = progress
+        self._store = store
+        self._fence: int | None = None
+
+    # ---------------------------------------------------------------- decisions
+    @property
+    def store(self) -> DecisionStore:
+        if self._store is None:
+            self._store = SqliteDecisionStore(self.root / SqliteDecisionStore.FILENAME)
+        return self._store
+
+    def committed(self) -> list[int]:
+        """Steps that a durable decision says committed (and not retired), oldest commit first."""
+        return [d.epoch for d in self.store.committed()]
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- save
+    def save(self, step: int, state: Mapping[str, Any]) -> int:
+        """Persist `state` as epoch `step` and commit it. Returns `step` once the decision is durable.
+        Raises SaveAbortedError if the attempt aborted; the previous committed epoch is then intact."""
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step must be a non-negative int, got {step!r}")
+        units = self._units(state)
+        attempt = self.transport.broadcast(_new_attempt_id().encode() if self.rank == 0 else None).decode()
+        ready, local_error = self._participate(step, attempt, units)
+        message = json.dumps(_ready_to_json(ready) if ready else {"failed": local_error}).encode()
+        try:
+            gathered = self.transport.gather(message)
+        except Exception as exc:  # a peer died or timed out inside the collective
+            if self.rank == 0:
+                self._record_abort(step, attempt, f"collective failed: {exc}")
+            raise SaveAbortedError(
+                f"save of step {step} aborted: lost contact with another rank ({exc}); "
+                "the previous committed epoch is intact — restart the job and restore"
+            ) from exc
+        notify = self._coordinate(step, attempt, gathered) if self.rank == 0 else None
+        try:
+            word = json.loads(self.transport.broadcast(json.dumps(notify).encode() if notify else None))
+        except Exception as exc:
+            raise SaveAbortedError(
+                f"save of step {step}: the coordinator could not be reached for the outcome ({exc}); it may or may "
+                f"not have committed — `fito inspect {self.root}` shows the decision log"
+            ) from exc
+        if self.rank == 0 and word["outcome"] == "commit":
+            collect_garbage(self.storage, self.store, self._fence or 0, self.keep)
+        if word["outcome"] != "commit":
+            raise SaveAbortedError(f"save of step {step} aborted: {word.get('reason') or 'unknown reason'}; "
+                                   "the previous committed epoch is intact")
+        return step
+
+    def _units(self, state: Mapping[str, Any]) -> list[tuple[str, memoryview]]:
+        arrays: list[tuple[str, Any]] = []
+        tree = encode(capture(state), "", arrays)
+        doc = json.dumps({"format": STATE_FORMAT, "tree": tree}, separators=(",", ":")).encode()
+        units = [(STATE_UNIT, memoryview(doc))]
+        for name, a in arrays:
+            data = tensor_bytes(a) if isinstance(a, torch.Tensor) else memoryview(a).cast("B")
+            units.append((name.lstrip("/"), data))
+        return units
+
+    def _participate(self, step: int, attempt: str, units: list[tuple[str, memoryview]]) -> tuple[Ready | None, str]:
+        participant = Participant(self.rank)
+        events: list[Any] = [Begin(step, attempt)]
+        ready: Ready | None = None
+        total = sum(len(u) for _, u in units)
+        try:
+            with self._progress(f"save step {step}", total) as advance:
+                while events:
+                    participant, commands = participant.handle(events.pop(0))
+                    for cmd in commands:
+                        if isinstance(cmd, WriteShard):
+                            self.storage.makedirs(attempt_dir(cmd.epoch, cmd.attempt))
+                            events.append(write_shard(self.storage, cmd.path, epoch=cmd.epoch, rank=cmd.rank,
+                                                      units=units, algorithm=self.algorithm, progress=advance))
+                        elif isinstance(cmd, FsyncFile):
+                            self.storage.fsync_file(cmd.path)
+                            events.append(Fsynced(cmd.path))
+                        elif isinstance(cmd, FsyncDir):
+                            self.storage.fsync_dir(cmd.path)
+                            events.append(Fsynced(cmd.path))
+                        elif isinstance(cmd, SendReady):
+                            ready = cmd.ready
+        except Exception as exc:  # report to the coordinator instead of leaving it waiting
+            log.exception("rank %d failed to persist step %d", self.rank, step)
+            return None, f"{type(exc).__name__}: {exc}"
+        return ready, ""
+
+    def _coordinate(self, step: int, attempt: str, gathered: list[bytes] | None) -> dict[str, str]:
+        assert gathered is not None
+        coordinator = Coordinator(self.world_size)
+        events: list[Any] = [Begin(step, attempt)]
+        for rank, raw in enumerate(gathered):
+            msg = json.loads(raw)
+            events.append(RankFailed(rank, msg["failed"]) if "failed" in msg else ReadyReceived(_ready_from_json(msg)))
+        notify: Notify | None = None
+        try:
+            while events:
+                coordinator, commands = coordinator.handle(events.pop(0))
+                for cmd in commands:
+                    if isinstance(cmd, WriteManifest):
+                        data = manifest_mod.build(cmd.epoch, cmd.attempt, cmd.readies, self.algorithm)
+                        self.storage.write_bytes(cmd.path, data)
+                        events.append(ManifestWritten(cmd.path, digest(self.algorithm, data)))
+                    elif isinstance(cmd, FsyncFile):
+                        self.storage.fsync_file(cmd.path)
+                        events.append(Fsynced(cmd.path))
+                    elif isinstance(cmd, FsyncDir):
+                        self.storage.fsync_dir(cmd.path)
+                        events.append(Fsynced(cmd.path))
+                    elif isinstance(cmd, PublishDecision):
+                        events.append(self._publish(cmd))
+                    elif isinstance(cmd, Notify):
+                        notify = cmd
+                    elif isinstance(cmd, CollectGarbage):
+                        pass  # done after the ranks are told; see save()
+        except Exception as exc:
+            log.exception("coordinator failed during step %d", step)
+            return {"outcome": "abort", "reason": f"coordinator error: {type(exc).__name__}: {exc}"}
+        if notify is None:
+            return {"outcome": "abort", "reason": f"protocol ended in phase {coordinator.phase.value}"}
+        return {"outcome": notify.outcome, "reason": notify.reason}
+
+    def _publish(self, cmd: PublishDecision) -> DecisionPublished | PublishRejected:
+        if self._fence is None:
+            self._fence = self.store.acquire_fence()
+        decision = Decision(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash,
+                            decision_id=f"{cmd.epoch}:{cmd.attempt}:{cmd.outcome}")
+        try:
+            self.store.publish(decision, self._fence)
+        except StaleFenceError as exc:
+            return PublishRejected(str(exc))
+        return DecisionPublished(cmd.outcome)
+
+    def _record_abort(self, step: int, attempt: str, reason: str) -> None:
+        try:
+            self._publish(PublishDecision(step, attempt, "abort"))
+        except Exception:  # the abort record is a courtesy; presumed abort already holds
+            log.warning("could not record the abort of step %d", step, exc_info=True)
+
+    # ---------------------------------------------------------------- restore
+    def restore(self, state: MutableMapping[str, Any], step: int | None = None, *, fallback: bool = False) -> int:
+        """Load the newest committed epoch (or `step`) into `state`, in place, and return its step.
+
+        Every unit of this rank is checked (manifest hash from the decision, shard size, unit epoch tags,
+        content hashes, shapes and dtypes against `state`) before anything is copied; on any mismatch the
+        caller's objects are untouched. With `fallback=True`, a damaged epoch is skipped for the previous
+        committed one (all ranks move together)."""
+        candidates = self._candidates(step)
+        plans: dict[str, list[Action]] = {}
+
+        def verify(d: Decision) -> Exception | None:
+            error: Exception | None = None
+            try:
+                plans[d.attempt] = self._load_and_plan(d, state)
+            except FitoError as exc:
+                error = exc
+            if not self.transport.all_ok(error is None):
+                return error or CheckpointCorruptError(
+                    path=d.manifest, unit=None, expected="every rank's units whole", found="another rank's units failed verification")
+            return None
+
+        decision, skipped = choose_epoch(candidates, verify, fallback=fallback)
+        for d, exc in skipped:
+            log.warning("skipped committed step %d: %s", d.epoch, exc)
+        for action in plans[decision.attempt]:
+            action()
+        return decision.epoch
+
+    def _candidates(self, step: int | None) -> list[Decision]:
+        payload = None
+        if self.rank == 0:
+            committed = self.store.committed()
+            if step is not None:
+                matches = [i for i, d in enumerate(committed) if d.epoch == step]
+                if not matches:
+                    payload = json.dumps({"error": f"step {step} is not committed in {self.root}; committed: {[d.epoch for d in committed]}"})
+                else:
+                    committed = committed[: matches[-1] + 1]
+            if payload is None:
+                payload = json.dumps([[d.epoch, d.attempt, d.manifest, d.manifest_hash, d.seq] for d in committed])
+        doc = json.loads(self.transport.broadcast(payload.encode() if payload else None))
+        if isinstance(doc, dict):
+            raise NoCommittedEpochError(doc["error"])
+        if not doc:
+            raise NoCommittedEpochError(f"{self.root}: no committed checkpoint (no decision record says any step committed)")
+        return [Decision(e, a, "commit", m, h, seq=s) for e, a, m, h, s in doc]
+
+    def _load_and_plan(self, d: Decision, state: MutableMapping[str, Any]) -> list[Action]:
+        m = load_manifest(self.storage, d)
+        if m.world_size != self.world_size:
+            raise StateMismatchError(f"{d.manifest}: saved by {m.world_size} ranks, restoring on {self.world_size}")
+        shard = m.shard(self.rank)
+        with self._progress(f"restore step {d.epoch}", shard.size) as advance:
+            verified = read_shard(self.storage, shard.file, size=shard.size, epoch=d.epoch, rank=self.rank,
+                                  units=shard.units, algorithm=m.algorithm, progress=advance)
+        saved = decode_state(verified.payload, shard.units, where=shard.file)
+        return plan_restore(state, saved, where=f"{shard.file} (step {d.epoch})")
+
+    # ---------------------------------------------------------------- helpers
+    def _progress(self, label: str, total: int) -> Any:
+        show = self.progress if self.progress is not None else (self.rank == 0 and total >= 256 << 20 and _stderr_is_tty())
+        return ByteProgress(label, total) if show else nullcontext(None)
+
+
+def load_manifest(storage: LocalFS, d: Decision) -> manifest_mod.Manifest:
+    """Read the manifest a decision names, check its bytes against the decision's hash, and parse it."""
+    algorithm = d.manifest_hash.split(":", 1)[0]
+    if algorithm not in ALGORITHMS:
+        raise UnsafeCheckpointError(path=d.manifest, unit=None, expected="a known manifest hash", found=repr(d.manifest_hash))
+    try:
+        data = storage.read_bytes(d.manifest, manifest_mod.MAX_MANIFEST_BYTES)
+    except FileNotFoundError:
+        raise CheckpointCorruptError(path=d.manifest, unit=None, expected=f"the manifest of step {d.epoch}", found="no such file") from None
+    found = digest(algorithm, data)
+    if found != d.manifest_hash:
+        raise CheckpointCorruptError(path=d.manifest, unit=None, expected=f"manifest hash {d.manifest_hash}", found=found)
+    m = manifest_mod.parse(data, where=d.manifest, epoch=d.epoch, attempt=d.attempt)
+    for shard in m.ranks:
+        for u in shard.units:
+            if u.epoch != d.epoch:
+                raise CheckpointCorruptError(path=shard.file, unit=u.name, expected=f"epoch tag {d.epoch}", found=f"epoch tag {u.epoch}")
+    return m
+
+
+def decode_state(payload: Callable[[int], torch.Tensor], units: tuple[UnitEntry, ...], *, where: str) -> dict[str, Any]:
+    """Rebuild the saved mapping from verified unit payloads (views into the read buffer, no copies)."""
+    if not units or units[0].name != STATE_UNIT:
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="the state tree as unit 0", found=repr(units[0].name if units else None))
+    try:
+        doc = json.loads(bytes(payload(0).numpy()))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="JSON", found=str(exc)) from None
+    if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected=f"format {STATE_FORMAT}", found=repr(doc)[:80])
+    specs: dict[int, tuple[str, str, list[int]]] = {}
+    array_specs(doc.get("tree"), specs)
+    if sorted(specs) != list(range(len(units) - 1)):
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected=f"{len(units) - 1} arrays", found=f"{len(specs)}")
+    arrays: list[Any] = []
+    for index in range(len(units) - 1):
+        tag, dtype, shape = specs[index]
+        raw = payload(index + 1)
+        arrays.append(_array(tag, dtype, shape, raw, where=where, unit=units[index + 1].name))
+    tree = decode(doc["tree"], arrays, where)
+    if not isinstance(tree, dict):
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="a mapping of names", found=type(tree).__name__)
+    return tree
+
+
+def _array(tag: str, dtype: str, shape: list[int], raw: torch.Tensor, *, where: str, unit: str) -> Any:
+    if tag == "T":
+        torch_dtype = DTYPES[dtype]
+        itemsize = torch.empty((), dtype=torch_dtype).element_size()
+    else:
+        np_dtype = numpy_dtype(dtype)
+        itemsize = np_dtype.itemsize
+    count = int(np.prod(shape)) if shape else 1
+    if count * itemsize != raw.numel():
+        raise UnsafeCheckpointError(path=where, unit=unit, expected=f"{count * itemsize} bytes for {dtype}{shape}", found=f"{raw.numel()} bytes")
+    if tag == "N":
+        return np.frombuffer(raw.numpy(), dtype=np_dtype).reshape(shape)
+    if count == 0:
+        return torch.empty(shape, dtype=torch_dtype)
+    return raw.view(torch_dtype).reshape(shape)
+
+
+def _new_attempt_id() -> str:
+    return f"a{time.time_ns() // 1_000_000:x}-{secrets.token_hex(4)}"
+
+
+def _ready_to_json(r: Ready) -> dict[str, Any]:
+    return {"epoch": r.epoch, "attempt": r.attempt, "rank": r.rank, "file": r.file, "size": r.size,
+            "units": [[u.name, u.offset, u.length, u.hash, u.epoch] for u in r.units]}
+
+
+def _ready_from_json(d: dict[str, Any]) -> Ready:
+    return Ready(d["epoch"], d["attempt"], d["rank"], d["file"], d["size"], tuple(UnitEntry(*u) for u in d["units"]))
+
+
+def _stderr_is_tty() -> bool:
+    import sys
+    return sys.stderr.isatty()

@@ -1,0 +1,31 @@
+"""Retention and garbage: runs only after a commit is durable. Keeps the newest `keep` committed epochs
+(the newest is never removed), retires a decision in the log BEFORE deleting its files (so recovery never
+picks an epoch whose files are going away), and removes attempts no committed decision names."""
+from __future__ import annotations
+
+from fito.coord.base import DecisionStore
+from fito.protocol.messages import attempt_dir
+from fito.storage.localfs import LocalFS
+
+
+def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int, keep: int | None) -> list[str]:
+    removed: list[str] = []
+    committed = store.committed()
+    if keep is not None and len(committed) > keep:
+        for d in committed[: len(committed) - keep]:
+            store.retire(d.epoch, d.attempt, fence)
+            storage.remove_tree(attempt_dir(d.epoch, d.attempt))
+            removed.append(attempt_dir(d.epoch, d.attempt))
+    live = {attempt_dir(d.epoch, d.attempt) for d in store.committed()}
+    if store.current_fence() != fence:
+        return removed  # another coordinator took over: its in-flight attempts are not ours to judge
+    for epoch_name in storage.listdir("epochs"):
+        epoch_rel = f"epochs/{epoch_name}"
+        for attempt_name in storage.listdir(epoch_rel):
+            rel = f"{epoch_rel}/{attempt_name}"
+            if rel not in live:
+                storage.remove_tree(rel)
+                removed.append(rel)
+        if not storage.listdir(epoch_rel):
+            storage.remove_tree(epoch_rel)
+    return removed

@@ -1,0 +1,19 @@
+"""Sans-I/O commit protocol: participants and coordinator are state machines that consume events and
+emit commands. The library executes the commands against real storage and a real decision store; the
+model checker (fito.model.explorer) executes the very same machines against simulated ones."""
+from fito.protocol.coordinator import Coordinator, CoordinatorPhase
+from fito.protocol.messages import (
+    Aborted, Begin, CollectGarbage, Command, Committed, DecisionPublished, Event, FsyncDir, FsyncFile,
+    Fsynced, ManifestWritten, Notify, PublishDecision, PublishRejected, Ready, ReadyReceived, RankFailed,
+    SendReady, ShardWritten, TimedOut, UnitEntry, WriteManifest, WriteShard,
+)
+from fito.protocol.participant import Participant, ParticipantPhase
+from fito.protocol.recovery import choose_epoch
+
+__all__ = [
+    "Aborted", "Begin", "CollectGarbage", "Command", "Committed", "Coordinator", "CoordinatorPhase",
+    "DecisionPublished", "Event", "FsyncDir", "FsyncFile", "Fsynced", "ManifestWritten", "Notify",
+    "Participant", "ParticipantPhase", "PublishDecision", "PublishRejected", "RankFailed", "Ready",
+    "ReadyReceived", "SendReady", "ShardWritten", "TimedOut", "UnitEntry", "WriteManifest", "WriteShard",
+    "choose_epoch",
+]

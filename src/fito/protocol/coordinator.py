@@ -1,0 +1,98 @@
+"""The coordinator's side: collect READY from every rank, write and fsync the manifest, then publish the
+decision durably under its fencing token (the commit point), and only then tell the ranks. Anything
+short of a published commit is an abort (presumed abort). Garbage collection comes strictly after."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+from fito.protocol.messages import (
+    Begin, CollectGarbage, Command, DecisionPublished, Event, FsyncDir, FsyncFile, Fsynced,
+    ManifestWritten, Notify, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived,
+    TimedOut, WriteManifest, attempt_dir, manifest_path,
+)
+
+
+class CoordinatorPhase(enum.Enum):
+    IDLE = "idle"
+    COLLECTING = "collecting"
+    WRITING_MANIFEST = "writing-manifest"
+    FSYNC_MANIFEST = "fsync-manifest"
+    FSYNC_DIR = "fsync-dir"
+    PUBLISHING = "publishing"
+    COMMITTED = "committed"
+    ABORTING = "aborting"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class Coordinator:
+    world_size: int
+    phase: CoordinatorPhase = CoordinatorPhase.IDLE
+    epoch: int = -1
+    attempt: str = ""
+    readies: tuple[Ready, ...] = ()
+    manifest: str = ""
+    manifest_hash: str = ""
+    reason: str = ""
+
+    def handle(self, event: Event) -> tuple["Coordinator", list[Command]]:
+        C = CoordinatorPhase
+        if isinstance(event, Begin) and self.phase in (C.IDLE, C.COMMITTED, C.ABORTED):
+            return Coordinator(self.world_size, C.COLLECTING, event.epoch, event.attempt), []
+        if isinstance(event, ReadyReceived) and self.phase is C.COLLECTING:
+            return self.on_ready(event.ready)
+        if isinstance(event, ManifestWritten) and self.phase is C.WRITING_MANIFEST:
+            return replace(self, phase=C.FSYNC_MANIFEST, manifest=event.path, manifest_hash=event.hash), [FsyncFile(event.path)]
+        if isinstance(event, Fsynced) and self.phase is C.FSYNC_MANIFEST:
+            return replace(self, phase=C.FSYNC_DIR), [FsyncDir(attempt_dir(self.epoch, self.attempt))]
+        if isinstance(event, Fsynced) and self.phase is C.FSYNC_DIR:
+            return self.publish()
+        if isinstance(event, DecisionPublished) and self.phase is C.PUBLISHING:
+            return self.on_published()
+        if isinstance(event, DecisionPublished) and self.phase is C.ABORTING:
+            return replace(self, phase=C.ABORTED), [Notify(self.epoch, self.attempt, "abort", self.reason)]
+        if isinstance(event, PublishRejected) and self.phase in (C.PUBLISHING, C.ABORTING):
+            # Fenced out: our decision never landed, so by presumed abort the attempt is aborted.
+            reason = f"decision refused: {event.reason}"
+            return replace(self, phase=C.ABORTED, reason=reason), [Notify(self.epoch, self.attempt, "abort", reason)]
+        if isinstance(event, (RankFailed, TimedOut)) and self.phase in (
+            C.COLLECTING, C.WRITING_MANIFEST, C.FSYNC_MANIFEST, C.FSYNC_DIR,
+        ):
+            reason = f"rank {event.rank} failed: {event.reason}" if isinstance(event, RankFailed) else event.reason
+            return self.abort(reason)
+        return self, []
+
+    def on_ready(self, ready: Ready) -> tuple["Coordinator", list[Command]]:
+        if ready.epoch != self.epoch or ready.attempt != self.attempt:
+            return self, []  # READY from another attempt: not ours to count
+        if any(r.rank == ready.rank for r in self.readies):
+            return self, []
+        readies = tuple(sorted(self.readies + (ready,), key=lambda r: r.rank))
+        nxt = replace(self, readies=readies)
+        if len(readies) < self.world_size:
+            return nxt, []
+        return self.write_manifest(nxt)
+
+    def write_manifest(self, nxt: "Coordinator") -> tuple["Coordinator", list[Command]]:
+        path = manifest_path(self.epoch, self.attempt)
+        return replace(nxt, phase=CoordinatorPhase.WRITING_MANIFEST), [
+            WriteManifest(path, self.epoch, self.attempt, nxt.readies)
+        ]
+
+    def publish(self) -> tuple["Coordinator", list[Command]]:
+        return replace(self, phase=CoordinatorPhase.PUBLISHING), [
+            PublishDecision(self.epoch, self.attempt, "commit", self.manifest, self.manifest_hash)
+        ]
+
+    def on_published(self) -> tuple["Coordinator", list[Command]]:
+        return replace(self, phase=CoordinatorPhase.COMMITTED), [
+            Notify(self.epoch, self.attempt, "commit"),
+            CollectGarbage(self.epoch, self.attempt),
+        ]
+
+    def abort(self, reason: str) -> tuple["Coordinator", list[Command]]:
+        # Recording the abort is a courtesy for `fito inspect`; safety rests on presumed abort.
+        return replace(self, phase=CoordinatorPhase.ABORTING, reason=reason), [
+            PublishDecision(self.epoch, self.attempt, "abort")
+        ]

@@ -1,0 +1,178 @@
+"""Events (inputs) and commands (outputs) of the commit protocol. Plain frozen dataclasses: hashable,
+so the model checker can fingerprint states that contain them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Union
+
+Outcome = Literal["commit", "abort"]
+
+
+@dataclass(frozen=True)
+class UnitEntry:
+    """What a participant vouches for after fsync: one unit of its shard file."""
+
+    name: str
+    offset: int
+    length: int
+    hash: str  # "algo:hex" over the unit's bytes (header + payload)
+    epoch: int  # the epoch tag embedded in the unit's header
+
+
+@dataclass(frozen=True)
+class Ready:
+    """READY(e, attempt, rank, file, size, units): sent only after the file and its directory are fsynced."""
+
+    epoch: int
+    attempt: str
+    rank: int
+    file: str  # relative to the checkpoint root
+    size: int
+    units: tuple[UnitEntry, ...]
+
+
+# ---- commands (machine -> driver) ----
+@dataclass(frozen=True)
+class WriteShard:
+    rank: int
+    epoch: int
+    attempt: str
+    path: str  # relative to the checkpoint root, unique per (epoch, attempt, rank)
+
+
+@dataclass(frozen=True)
+class FsyncFile:
+    path: str
+
+
+@dataclass(frozen=True)
+class FsyncDir:
+    path: str
+
+
+@dataclass(frozen=True)
+class SendReady:
+    ready: Ready
+
+
+@dataclass(frozen=True)
+class WriteManifest:
+    path: str
+    epoch: int
+    attempt: str
+    readies: tuple[Ready, ...]  # sorted by rank
+
+
+@dataclass(frozen=True)
+class PublishDecision:
+    """The commit point (for outcome "commit"): a durable, atomic, fenced write of the decision record."""
+
+    epoch: int
+    attempt: str
+    outcome: Outcome
+    manifest: str = ""
+    manifest_hash: str = ""
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Tell every participant the outcome. Only after the decision is durable (or for an abort)."""
+
+    epoch: int
+    attempt: str
+    outcome: Outcome
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CollectGarbage:
+    """Retention: issued only after a newer commit is durable; never touches the newest committed epoch."""
+
+    newest_epoch: int
+    newest_attempt: str
+
+
+Command = Union[WriteShard, FsyncFile, FsyncDir, SendReady, WriteManifest, PublishDecision, Notify, CollectGarbage]
+
+
+# ---- events (driver -> machine) ----
+@dataclass(frozen=True)
+class Begin:
+    epoch: int
+    attempt: str
+
+
+@dataclass(frozen=True)
+class ShardWritten:
+    path: str
+    size: int
+    units: tuple[UnitEntry, ...]
+
+
+@dataclass(frozen=True)
+class Fsynced:
+    path: str
+
+
+@dataclass(frozen=True)
+class ReadyReceived:
+    ready: Ready
+
+
+@dataclass(frozen=True)
+class ManifestWritten:
+    path: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class DecisionPublished:
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class PublishRejected:
+    reason: str
+
+
+@dataclass(frozen=True)
+class RankFailed:
+    rank: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    reason: str = "timeout waiting for READY"
+
+
+@dataclass(frozen=True)
+class Committed:
+    epoch: int
+    attempt: str
+
+
+@dataclass(frozen=True)
+class Aborted:
+    epoch: int
+    attempt: str
+    reason: str = ""
+
+
+Event = Union[
+    Begin, ShardWritten, Fsynced, ReadyReceived, ManifestWritten, DecisionPublished, PublishRejected,
+    RankFailed, TimedOut, Committed, Aborted,
+]
+
+
+def attempt_dir(epoch: int, attempt: str) -> str:
+    """Directory of one attempt, relative to the root: unique per (epoch, attempt), never reused."""
+    return f"epochs/{epoch:012d}/{attempt}"
+
+
+def shard_path(epoch: int, attempt: str, rank: int) -> str:
+    return f"{attempt_dir(epoch, attempt)}/rank-{rank:05d}.fito"
+
+
+def manifest_path(epoch: int, attempt: str) -> str:
+    return f"{attempt_dir(epoch, attempt)}/manifest.json"

@@ -1,0 +1,4 @@
+"""Storage with durability as explicit steps: create-exclusive, write, fsync file, fsync directory."""
+from fito.storage.localfs import LocalFS, safe_relpath
+
+__all__ = ["LocalFS", "safe_relpath"]

@@ -1,0 +1,123 @@
+"""Local file system storage. Every durability step is explicit and named, so the protocol decides when
+data is on disk, and the crash-state explorer can record exactly which steps a save performed.
+
+Paths handed in are relative to the root and are confined to it: a manifest that names `../x`, an absolute
+path, or a path through a symlink leaving the root is refused before anything is opened."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from fito.errors import UnsafeCheckpointError
+
+
+def safe_relpath(rel: str) -> PurePosixPath:
+    """Validate a root-relative POSIX path from an untrusted record (manifest, decision)."""
+    p = PurePosixPath(rel)
+    if not rel or p.is_absolute() or "\\" in rel or "\x00" in rel or any(part in ("..", ".", "") for part in rel.split("/")):
+        raise UnsafeCheckpointError(
+            path=rel or "<empty>", unit=None, expected="a relative path inside the checkpoint root",
+            found=f"{rel!r}", hint="the manifest is hostile or damaged; nothing was read or restored",
+        )
+    return p
+
+
+class LocalFS:
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.root = Path(root).absolute()
+        if create:
+            created = not self.root.exists()
+            self.root.mkdir(parents=True, exist_ok=True)
+            if created:
+                self._fsync_dir_path(self.root.parent)
+        elif not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: not a directory")
+        self._real_root = self.root.resolve()
+
+    # ---- paths ----
+    def path(self, rel: str) -> Path:
+        """Absolute path of `rel`, refusing anything that resolves outside the root (symlinks included)."""
+        full = self.root / safe_relpath(rel)
+        real = full.resolve()
+        if real != self._real_root and self._real_root not in real.parents:
+            raise UnsafeCheckpointError(
+                path=rel, unit=None, expected=f"a path inside {self.root}", found=f"it resolves to {real}",
+                hint="a symlink points out of the checkpoint root; refusing to follow it",
+            )
+        return full
+
+    # ---- writing ----
+    def makedirs(self, rel: str) -> None:
+        """Create `rel` and missing parents, fsyncing each new directory's parent so the entry is durable."""
+        target = self.path(rel)
+        missing = []
+        p = target
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            d.mkdir()
+            self._fsync_dir_path(d.parent)
+
+    def create(self, rel: str) -> BinaryIO:
+        """Open a new file for writing; never opens an existing one (nothing committed is overwritten)."""
+        fd = os.open(self.path(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return os.fdopen(fd, "wb", buffering=0)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        with self.create(rel) as f:
+            f.write(data)
+
+    def fsync_file(self, rel: str) -> None:
+        fd = os.open(self.path(rel), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def fsync_dir(self, rel: str) -> None:
+        self._fsync_dir_path(self.path(rel) if rel else self.root)
+
+    @staticmethod
+    def _fsync_dir_path(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def remove_tree(self, rel: str) -> None:
+        target = self.path(rel)
+        if target.exists():
+            shutil.rmtree(target)
+            self._fsync_dir_path(target.parent)
+
+    # ---- reading ----
+    def open_read(self, rel: str) -> BinaryIO:
+        full = self.path(rel)
+        if full.is_symlink() or not full.is_file():
+            raise FileNotFoundError(f"{full}: missing or not a regular file")
+        return open(full, "rb", buffering=0)
+
+    def read_bytes(self, rel: str, limit: int) -> bytes:
+        """Read a whole small file, refusing ones larger than `limit` (hostile manifests)."""
+        with self.open_read(rel) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise UnsafeCheckpointError(path=rel, unit=None, expected=f"at most {limit} bytes", found="a larger file")
+        return data
+
+    def size(self, rel: str) -> int:
+        return self.path(rel).stat().st_size
+
+    def exists(self, rel: str) -> bool:
+        try:
+            return self.path(rel).exists()
+        except UnsafeCheckpointError:
+            return False
+
+    def listdir(self, rel: str) -> list[str]:
+        target = self.path(rel) if rel else self.root
+        return sorted(os.listdir(target)) if target.is_dir() else []
