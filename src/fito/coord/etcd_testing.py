@@ -202,7 +202,7 @@ class EtcdCluster:
             if m.proc is None:
                 continue
             try:
-                m.proc.wait(timeout=5)
+                m.proc.wait(timeout=2)  # a leader may stall its exit trying to hand over leadership
             except subprocess.TimeoutExpired:
                 os.kill(m.proc.pid, signal.SIGKILL)
                 m.proc.wait(timeout=5)
