@@ -58,7 +58,7 @@ class LocalFS:
             missing.append(p)
             p = p.parent
         for d in reversed(missing):
-            d.mkdir()
+            d.mkdir(exist_ok=True)  # ranks create the same attempt directory concurrently
             self._fsync_dir_path(d.parent)
 
     def create(self, rel: str) -> BinaryIO:
