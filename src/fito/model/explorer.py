@@ -1,0 +1,475 @@
+"""Explicit-state model checker for checkpoint commit protocols.
+
+The explorer drives the SAME sans-I/O machines the library uses (`fito.protocol.Participant` and
+`Coordinator`, or a variant from `fito.model.protocols`) through every interleaving of: command execution
+by each process, delivery, delay and loss of every message, coordinator timeouts, crash-and-restart of any
+process at any point (the node's un-fsynced writes are lost), and job restarts that retry the save.
+
+Scenario: epoch 1 is committed and durable; epoch 2 is being saved. At EVERY reachable state the checker
+also pulls the plug: it enumerates every post-crash disk POSIX allows (un-fsynced data lost, kept or torn;
+un-fsynced directory entries lost or kept) for the files recovery reads, runs the variant's recovery on
+each, and checks the properties. Exploration is breadth-first in a deterministic order, so the first
+counterexample found for a property is a shortest one; `replay` re-executes a trace and re-checks it."""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field, fields
+from typing import Callable, Iterable, NamedTuple
+
+from fito.model.protocols import (
+    ATTEMPTS, INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, CommitPoint, DiscardTentative, MarkStable, Record,
+    Recovery, Variant, WriteInPlace, committed_records, get_variant, manifest_content, mark_path,
+)
+from fito.model.simfs import MISSING, Content, SimDisk, content_hash, each_crash_image, short_path, unit
+from fito.protocol import (
+    Aborted, Begin, CollectGarbage, Committed, DecisionPublished, FsyncDir, FsyncFile, Fsynced,
+    ManifestWritten, Notify, PublishDecision, ReadyReceived, SendReady, ShardWritten, TimedOut, UnitEntry,
+    WriteManifest, WriteShard,
+)
+from fito.protocol.messages import attempt_dir
+
+Attempt = tuple[int, str]
+
+
+class Ghost(NamedTuple):
+    """History the properties need but no process knows: what was committed or aborted, ever."""
+
+    committed: tuple[Attempt, ...]  # in commit order
+    aborted: tuple[Attempt, ...]  # sorted
+    current: Attempt
+    attempts: int  # attempts of epoch 2 begun so far
+
+
+class World(NamedTuple):
+    machines: tuple  # participants 0..n-1, then the coordinator
+    pending: tuple[tuple, ...]  # commands each process emitted and has not executed yet
+    net: tuple[tuple[int, object], ...]  # in-flight messages (destination, event), sorted: a multiset
+    disk: SimDisk
+    store: tuple[Record, ...]  # the durable, atomic decision log
+    ghost: Ghost
+
+
+@dataclass(frozen=True)
+class Config:
+    ranks: int = 2
+    attempts: int = 1  # attempts of epoch 2; more than one lets a job restart retry the save
+    keep: int = 1  # retention: committed epochs kept after a commit
+    crashes: bool = True
+    message_loss: bool = True
+    timeouts: bool = True
+
+
+# ---- properties ----
+PROPERTIES: dict[str, str] = {
+    "AlwaysRecoversOneCommittedEpoch": "always: after any crash, recovery returns all units of ONE committed "
+    "(epoch, attempt), or fails loudly; never a mix, never torn bytes",
+    "CommittedStaysRecoverable": "always: once an epoch is committed, recovery returns it (or a newer "
+    "commit); it may only disappear when a newer commit is durable",
+    "AbortedNeverVisible": "always: no unit of an aborted attempt is ever returned by recovery",
+    "EventuallyDecides": "eventually: when no process has work left and no message is in flight, the "
+    "attempt is committed or aborted (no silent limbo)",
+}
+
+
+class Violation(NamedTuple):
+    property: str
+    detail: str
+
+
+@dataclass
+class Counterexample:
+    property: str
+    trace: list[str]
+    detail: str
+
+    def render(self) -> str:
+        lines = [f"counterexample to {self.property} ({len(self.trace)} steps):"]
+        lines += [f"  {i:2d}. {step}" for i, step in enumerate(self.trace, 1)]
+        lines.append(f"  => {self.detail}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {"property": self.property, "trace": self.trace, "detail": self.detail}
+
+
+@dataclass
+class Result:
+    protocol: str
+    config: Config
+    states: int = 0
+    transitions: int = 0
+    crash_images: int = 0
+    max_depth: int = 0
+    seconds: float = 0.0
+    complete: bool = True
+    violations: dict[str, Counterexample] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def to_json(self) -> dict:
+        return {
+            "protocol": self.protocol, "ranks": self.config.ranks, "attempts": self.config.attempts,
+            "keep": self.config.keep, "states": self.states, "transitions": self.transitions,
+            "crash_images": self.crash_images, "max_depth": self.max_depth, "seconds": round(self.seconds, 3),
+            "states_per_second": round(self.states / self.seconds, 1) if self.seconds else None,
+            "complete": self.complete, "ok": self.ok,
+            "properties": {p: ("violated" if p in self.violations else "holds") for p in PROPERTIES},
+            "counterexamples": [c.to_json() for c in self.violations.values()],
+        }
+
+
+# ---- the model ----
+class Model:
+    """One protocol variant under one configuration: initial state, successors, property checks."""
+
+    def __init__(self, variant: Variant, config: Config) -> None:
+        self.variant = variant
+        self.config = config
+        self.n = config.ranks
+        self._check_memo: dict[tuple, tuple[list[Violation], int]] = {}
+        self._fresh = [self.fresh(i) for i in range(self.n + 1)]
+
+    # -- names --
+    def who(self, i: int) -> str:
+        return "coord" if i == self.n else f"rank{i}"
+
+    def fresh(self, i: int) -> object:
+        return self.variant.coordinator(self.n) if i == self.n else self.variant.participant(i)
+
+    # -- initial state --
+    def initial(self) -> World:
+        disk, store = self.variant.initial_disk(self.n)
+        ghost = Ghost(((INITIAL_EPOCH, INITIAL_ATTEMPT),), (), (NEXT_EPOCH, ATTEMPTS[0]), 1)
+        return self._begin(disk, store, ghost)
+
+    def initial_label(self) -> str:
+        return (f"start: epoch {INITIAL_EPOCH} committed and durable on {self.n} ranks; every process begins "
+                f"saving epoch {NEXT_EPOCH} attempt {ATTEMPTS[0]}")
+
+    def _begin(self, disk: SimDisk, store: tuple[Record, ...], ghost: Ghost) -> World:
+        machines, pending = [], []
+        for i in range(self.n + 1):
+            m, cmds = _handle(self.fresh(i), Begin(*ghost.current))
+            machines.append(m)
+            pending.append(tuple(cmds))
+        return World(tuple(machines), tuple(pending), (), disk, store, ghost)
+
+    # -- transitions --
+    def successors(self, w: World) -> list[tuple[str, World]]:
+        out: list[tuple[str, World]] = []
+        for i in range(self.n + 1):
+            if w.pending[i]:
+                out.append(self._exec(w, i))
+        seen_msgs = set()
+        for k, (dest, ev) in enumerate(w.net):
+            if (dest, ev) in seen_msgs:
+                continue
+            seen_msgs.add((dest, ev))
+            rest = w.net[:k] + w.net[k + 1:]
+            m, cmds = _handle(w.machines[dest], ev)
+            lost = World(w.machines, w.pending, rest, w.disk, w.store, w.ghost)
+            out.append((f"net: deliver {_msg(ev)} to {self.who(dest)}",
+                        self._set(lost, dest, m, w.pending[dest] + tuple(cmds))))
+            if self.config.message_loss:
+                out.append((f"net: lose {_msg(ev)} to {self.who(dest)}", lost))
+        if self.config.timeouts:
+            coord = w.machines[self.n]
+            m, cmds = _handle(coord, TimedOut())
+            if m != coord or cmds:
+                out.append(("coord: timeout waiting for READY", self._set(w, self.n, m, w.pending[self.n] + tuple(cmds))))
+        if self.config.crashes:
+            for i in range(self.n + 1):
+                nxt = self._crash(w, i)
+                if nxt != w:
+                    out.append((f"crash {self.who(i)} (restarts empty; its un-fsynced writes are lost)", nxt))
+        g = w.ghost
+        if g.attempts < min(self.config.attempts, len(ATTEMPTS)) and g.current not in g.committed:
+            nxt_attempt = (NEXT_EPOCH, ATTEMPTS[g.attempts])
+            ghost = g._replace(aborted=_add(g.aborted, g.current), current=nxt_attempt, attempts=g.attempts + 1)
+            out.append((f"job restart: every process restarts and begins epoch {NEXT_EPOCH} attempt {nxt_attempt[1]}",
+                        self._begin(w.disk, w.store, ghost)))
+        return [(label, s) for label, s in out if s != w]
+
+    @staticmethod
+    def _set(w: World, i: int, machine: object, pending: tuple) -> World:
+        return World(
+            w.machines[:i] + (machine,) + w.machines[i + 1:], w.pending[:i] + (pending,) + w.pending[i + 1:],
+            w.net, w.disk, w.store, w.ghost,
+        )
+
+    def _crash(self, w: World, i: int) -> World:
+        ghost = w.ghost
+        if i == self.n and self.variant.presumed_abort and ghost.current not in ghost.committed:
+            ghost = ghost._replace(aborted=_add(ghost.aborted, ghost.current))
+        fresh = self._fresh[i]
+        if w.machines[i] == fresh and not w.pending[i] and ghost is w.ghost and not w.disk.has_volatile(i):
+            return w  # crashing a process that holds nothing changes nothing
+        w = self._set(w, i, fresh, ())
+        return World(w.machines, w.pending, w.net, w.disk.lose_volatile(i), w.store, ghost)
+
+    def _exec(self, w: World, i: int) -> tuple[str, World]:
+        """Execute process i's next command as the library would, and feed the reply back to it."""
+        cmd, rest = w.pending[i][0], w.pending[i][1:]
+        disk, store, net, ghost = w.disk, w.store, w.net, w.ghost
+        reply: object | None = None
+        if isinstance(cmd, WriteShard):
+            c = unit(cmd.rank, cmd.epoch, cmd.attempt)
+            disk = disk.create(cmd.path, c, i)
+            reply = ShardWritten(cmd.path, 1, (UnitEntry(f"rank{cmd.rank}", 0, 1, content_hash(c), cmd.epoch),))
+            label = f"write shard {short_path(cmd.path)}"
+        elif isinstance(cmd, WriteInPlace):
+            c = unit(cmd.rank, cmd.epoch, cmd.attempt)
+            disk = disk.overwrite(cmd.path, c, i)
+            reply = ShardWritten(cmd.path, 1, (UnitEntry(f"rank{cmd.rank}", 0, 1, content_hash(c), cmd.epoch),))
+            label = f"overwrite {cmd.path} in place with epoch {cmd.epoch}"
+        elif isinstance(cmd, FsyncFile):
+            disk = disk.fsync_file(cmd.path)
+            reply, label = Fsynced(cmd.path), f"fsync {short_path(cmd.path)}"
+        elif isinstance(cmd, FsyncDir):
+            disk = disk.fsync_dir(cmd.path)
+            reply, label = Fsynced(cmd.path), f"fsync dir {short_path(cmd.path)}"
+        elif isinstance(cmd, SendReady):
+            net = _net_add(net, self.n, ReadyReceived(cmd.ready))
+            label = f"send READY(e{cmd.ready.epoch}/{cmd.ready.attempt})"
+        elif isinstance(cmd, WriteManifest):
+            c = manifest_content(cmd.epoch, cmd.attempt, cmd.readies)
+            disk = disk.create(cmd.path, c, i)
+            reply, label = ManifestWritten(cmd.path, content_hash(c)), f"write manifest {short_path(cmd.path)}"
+        elif isinstance(cmd, PublishDecision):
+            att = (cmd.epoch, cmd.attempt)
+            if not any((r.epoch, r.attempt) == att for r in store):  # idempotent on the decision id
+                store = store + (Record(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash),)
+            if cmd.outcome == "commit" and att not in ghost.committed:
+                ghost = ghost._replace(committed=ghost.committed + (att,))
+            elif cmd.outcome == "abort" and att not in ghost.committed:
+                ghost = ghost._replace(aborted=_add(ghost.aborted, att))
+            reply = DecisionPublished(cmd.outcome)
+            label = f"publish decision {cmd.outcome} e{cmd.epoch}/{cmd.attempt} (durable, atomic)"
+        elif isinstance(cmd, Notify):
+            for r in range(self.n):
+                ev = Committed(cmd.epoch, cmd.attempt) if cmd.outcome == "commit" else Aborted(cmd.epoch, cmd.attempt, cmd.reason)
+                net = _net_add(net, r, ev)
+            if cmd.outcome == "abort" and (cmd.epoch, cmd.attempt) not in ghost.committed:
+                ghost = ghost._replace(aborted=_add(ghost.aborted, (cmd.epoch, cmd.attempt)))
+            label = f"notify every rank: {cmd.outcome} e{cmd.epoch}/{cmd.attempt}"
+        elif isinstance(cmd, CollectGarbage):
+            older = [r for r in committed_records(store) if r.epoch < cmd.newest_epoch]
+            doomed = older[: max(0, len(older) - (self.config.keep - 1))]
+            for rec in doomed:  # retire first (durable), then delete: recovery never chooses a retired epoch
+                store = tuple(r._replace(retired=True) if (r.epoch, r.attempt) == (rec.epoch, rec.attempt) else r for r in store)
+                disk = disk.remove_tree(attempt_dir(rec.epoch, rec.attempt))
+            label = f"collect garbage (keep {self.config.keep}): retire+delete {[f'e{r.epoch}/{r.attempt}' for r in doomed]}"
+        elif isinstance(cmd, CommitPoint):
+            att = (cmd.epoch, cmd.attempt)
+            if att not in ghost.committed:
+                ghost = ghost._replace(committed=ghost.committed + (att,))
+            label = f"decide commit e{cmd.epoch}/{cmd.attempt} (the variant's commit point)"
+        elif isinstance(cmd, MarkStable):
+            disk = disk.write_durable(mark_path(cmd.rank), ("mark", cmd.epoch, cmd.attempt), i)
+            label = f"mark e{cmd.epoch}/{cmd.attempt} stable locally (atomic, durable)"
+        elif isinstance(cmd, DiscardTentative):
+            disk = disk.unlink(cmd.path)
+            label = f"discard tentative {short_path(cmd.path)}"
+        else:  # pragma: no cover - a new command type must be taught to the model
+            raise TypeError(f"the model does not know how to execute {cmd!r}")
+        machine = w.machines[i]
+        if reply is not None:
+            machine, more = _handle(machine, reply)
+            rest = rest + tuple(more)
+        nxt = self._set(World(w.machines, w.pending, net, disk, store, ghost), i, machine, rest)
+        return f"{self.who(i)}: {label}", nxt
+
+    # -- properties --
+    def check(self, w: World) -> tuple[list[Violation], int]:
+        """Violations in state w, and how many crash images were examined (memoised on disk+store+ghost)."""
+        key = (w.disk, w.store, w.ghost.committed, w.ghost.aborted)
+        hit = self._check_memo.get(key)
+        images = 0
+        if hit is None:
+            hit = self._check_crashes(w)
+            self._check_memo[key] = hit
+            images = hit[1]
+        violations = hit[0]
+        liveness = self._check_liveness(w)
+        return (violations + liveness if liveness else violations), images
+
+    def _check_crashes(self, w: World) -> tuple[list[Violation], int]:
+        g = w.ghost
+        newest = g.committed[-1]
+        found: dict[str, Violation] = {}
+        images = 0
+        for image, rec in each_crash_image(w.disk, lambda read: self.variant.recover(read, w.store, self.n)):
+            images += 1
+            assert isinstance(rec, Recovery)
+            loaded = _describe_units(rec)
+            where = f"power failure now; {image.describe()}; recovery {loaded}"
+            got = _uniform(rec.units, self.n) if rec.units is not None else None
+            if rec.units is not None and (got is None or got not in g.committed):
+                found.setdefault("AlwaysRecoversOneCommittedEpoch", Violation(
+                    "AlwaysRecoversOneCommittedEpoch",
+                    f"{where} -- committed so far: {_atts(g.committed)}"))
+            if got != newest:
+                found.setdefault("CommittedStaysRecoverable", Violation(
+                    "CommittedStaysRecoverable", f"{where} -- but e{newest[0]}/{newest[1]} is committed"))
+            if rec.units is not None and any(_att(c) in g.aborted for c in rec.units if _att(c) is not None):
+                found.setdefault("AbortedNeverVisible", Violation(
+                    "AbortedNeverVisible", f"{where} -- aborted: {_atts(g.aborted)}"))
+        return list(found.values()), images
+
+    def _check_liveness(self, w: World) -> list[Violation]:
+        if any(w.pending) or w.net:
+            return []
+        g = w.ghost
+        if g.current in g.committed or g.current in g.aborted:
+            return []
+        coord = w.machines[self.n]
+        if self.config.timeouts and _handle(coord, TimedOut()) != (coord, []):
+            return []  # the timeout will still decide
+        return [Violation("EventuallyDecides",
+                          f"nothing left to do and no message in flight, yet e{g.current[0]}/{g.current[1]} is "
+                          f"neither committed nor aborted")]
+
+
+# ---- helpers ----
+def _handle(machine: object, event: object) -> tuple[object, list]:
+    nxt, cmds = machine.handle(event)  # type: ignore[attr-defined]
+    if type(nxt) is not type(machine) and isinstance(machine, type(nxt)):
+        # A machine method built its base class explicitly (Coordinator.handle on Begin does); keep the
+        # subclass, so a variant or mutation stays itself across attempts.
+        nxt = type(machine)(**{f.name: getattr(nxt, f.name) for f in fields(nxt)})
+    return nxt, list(cmds)
+
+
+def _net_add(net: tuple, dest: int, ev: object) -> tuple:
+    return tuple(sorted(net + ((dest, ev),), key=lambda m: (m[0], repr(m[1]))))
+
+
+def _add(items: tuple[Attempt, ...], att: Attempt) -> tuple[Attempt, ...]:
+    return items if att in items else tuple(sorted(items + (att,)))
+
+
+def _att(c: object) -> Attempt | None:
+    return (c[2], c[3]) if isinstance(c, tuple) and c and c[0] == "unit" else None
+
+
+def _uniform(units: tuple[Content, ...] | None, ranks: int) -> Attempt | None:
+    """The (epoch, attempt) if the units are exactly every rank's unit of one attempt, else None."""
+    if units is None or len(units) != ranks:
+        return None
+    first = _att(units[0])
+    if first is None:
+        return None
+    return first if all(u == unit(r, *first) for r, u in enumerate(units)) else None
+
+
+def _describe_units(rec: Recovery) -> str:
+    if rec.units is None:
+        return f"fails loudly ({rec.error})"
+    parts = []
+    for r, c in enumerate(rec.units):
+        if c is MISSING:
+            parts.append(f"rank{r}=<missing file>")
+        elif c is None:
+            parts.append(f"rank{r}=<empty file>")
+        elif c[0] == "unit":
+            parts.append(f"rank{r}=e{c[2]}/{c[3]}")
+        else:
+            parts.append(f"rank{r}=<torn bytes>")
+    return "loads " + ", ".join(parts)
+
+
+def _atts(items: Iterable[Attempt]) -> str:
+    return "[" + ", ".join(f"e{e}/{a}" for e, a in items) + "]"
+
+
+def _msg(ev: object) -> str:
+    if isinstance(ev, ReadyReceived):
+        return f"READY(rank{ev.ready.rank}, e{ev.ready.epoch}/{ev.ready.attempt})"
+    if isinstance(ev, Committed):
+        return f"COMMIT(e{ev.epoch}/{ev.attempt})"
+    if isinstance(ev, Aborted):
+        return f"ABORT(e{ev.epoch}/{ev.attempt})"
+    return repr(ev)
+
+
+# ---- search ----
+ProgressFn = Callable[[int, int, int], None]  # (states, frontier, depth)
+
+
+def explore(
+    protocol: str | Variant, config: Config = Config(), *, mutation: str | None = None,
+    stop_at_first: bool = False, max_states: int | None = None, progress: ProgressFn | None = None,
+) -> Result:
+    """Breadth-first search of every reachable state; every state is checked against every property."""
+    variant = protocol if isinstance(protocol, Variant) else get_variant(protocol, mutation)
+    model = Model(variant, config)
+    start = time.perf_counter()
+    init = model.initial()
+    # state -> (parent, label, depth); one dict, one hash per successor
+    parents: dict[World, tuple[World | None, str, int]] = {init: (None, "", 0)}
+    frontier: deque[World] = deque([init])
+    result = Result(variant.name, config)
+    popped = 0
+    while frontier:
+        w = frontier.popleft()
+        d = parents[w][2]
+        result.max_depth = max(result.max_depth, d)
+        violations, images = model.check(w)
+        result.crash_images += images
+        for v in violations:
+            if v.property not in result.violations:
+                result.violations[v.property] = Counterexample(v.property, _trace(parents, w, model), v.detail)
+        if stop_at_first and result.violations:
+            result.complete = False
+            break
+        for label, nxt in model.successors(w):
+            result.transitions += 1
+            size = len(parents)
+            parents.setdefault(nxt, (w, label, d + 1))
+            if len(parents) != size:
+                frontier.append(nxt)
+        if max_states is not None and len(parents) >= max_states and frontier:
+            result.complete = False
+            break
+        popped += 1
+        if progress is not None and popped % 1000 == 0:
+            progress(len(parents), len(frontier), d)
+    result.states = len(parents)
+    result.seconds = time.perf_counter() - start
+    if progress is not None:
+        progress(result.states, 0, result.max_depth)
+    return result
+
+
+def _trace(parents: dict, w: World, model: Model) -> list[str]:
+    steps: list[str] = []
+    while True:
+        parent, label, _ = parents[w]
+        if parent is None:
+            break
+        steps.append(label)
+        w = parent
+    steps.append(model.initial_label())
+    return list(reversed(steps))
+
+
+def replay(
+    protocol: str | Variant, config: Config, trace: list[str], *, mutation: str | None = None,
+) -> tuple[World, list[Violation]]:
+    """Re-execute a trace (as printed: first line is the start) and re-check the final state."""
+    variant = protocol if isinstance(protocol, Variant) else get_variant(protocol, mutation)
+    model = Model(variant, config)
+    w = model.initial()
+    steps = trace[1:] if trace and trace[0].startswith("start:") else trace
+    for n, step in enumerate(steps, 1):
+        for label, nxt in model.successors(w):
+            if label == step:
+                w = nxt
+                break
+        else:
+            raise ValueError(f"step {n} ({step!r}) is not enabled in the replayed state")
+    violations, _ = model.check(w)
+    return w, violations
