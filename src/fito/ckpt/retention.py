@@ -3,12 +3,17 @@
 picks an epoch whose files are going away), and removes attempts no committed decision names."""
 from __future__ import annotations
 
+import time
+
 from fito.coord.base import DecisionStore
 from fito.protocol.messages import attempt_dir
 from fito.storage.localfs import LocalFS
 
 
-def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int, keep: int | None) -> list[str]:
+def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int, keep: int | None, *,
+                    grace_seconds: float = 0.0) -> list[str]:
+    """`grace_seconds`: leave undecided attempts younger than this alone (an operator's `fito gc` may run
+    while a job is mid-save; the job's own collection runs between saves and uses 0)."""
     removed: list[str] = []
     committed = store.committed()
     if keep is not None and len(committed) > keep:
@@ -23,7 +28,7 @@ def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int, keep: in
         epoch_rel = f"epochs/{epoch_name}"
         for attempt_name in storage.listdir(epoch_rel):
             rel = f"{epoch_rel}/{attempt_name}"
-            if rel not in live:
+            if rel not in live and time.time() - storage.path(rel).stat().st_mtime >= grace_seconds:
                 storage.remove_tree(rel)
                 removed.append(rel)
         if not storage.listdir(epoch_rel):

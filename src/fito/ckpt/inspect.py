@@ -1,0 +1,136 @@
+"""Read-only views of a checkpoint directory for `fito inspect` and `fito verify`: what the decision log
+says about each attempt, where each rank's units sit in the epoch lattice, and whether an epoch is whole."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from fito.ckpt.checkpointer import decode_state, load_manifest
+from fito.ckpt.shard import read_shard
+from fito.coord.base import Decision
+from fito.coord.sqlite import SqliteDecisionStore
+from fito.errors import FitoError, NoCommittedEpochError
+from fito.storage.localfs import LocalFS
+
+
+@dataclass
+class AttemptInfo:
+    epoch: int
+    attempt: str
+    status: str  # committed | retired | aborted | undecided
+    seq: int | None
+    shards: list[str] = field(default_factory=list)  # shard files present on disk
+    bytes: int = 0
+    lattice: str = ""  # one letter per rank: C committed, A ambiguous (written, undecided), R reverted/absent
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def open_store(root: str | os.PathLike[str]) -> tuple[LocalFS, SqliteDecisionStore]:
+    storage = LocalFS(root, create=False)
+    return storage, SqliteDecisionStore(storage.root / SqliteDecisionStore.FILENAME, create=False)
+
+
+def describe(root: str | os.PathLike[str]) -> list[AttemptInfo]:
+    storage, store = open_store(root)
+    try:
+        decisions = store.decisions()
+    finally:
+        store.close()
+    latest: dict[tuple[int, str], Decision] = {(d.epoch, d.attempt): d for d in decisions}
+    world = _world_size(storage, decisions)
+    seen: dict[tuple[int, str], AttemptInfo] = {}
+    for epoch_name in storage.listdir("epochs"):
+        for attempt in storage.listdir(f"epochs/{epoch_name}"):
+            if not epoch_name.isdigit():
+                continue
+            key = (int(epoch_name), attempt)
+            seen[key] = _info(storage, key, latest.get(key), world)
+    for key, d in latest.items():
+        seen.setdefault(key, _info(storage, key, d, world))
+    return sorted(seen.values(), key=lambda i: (i.epoch, i.seq if i.seq is not None else 1 << 62))
+
+
+def _world_size(storage: LocalFS, decisions: list[Decision]) -> int:
+    for d in reversed(decisions):
+        if d.outcome == "commit" and not d.retired:
+            try:
+                return load_manifest(storage, d).world_size
+            except FitoError:
+                continue
+    return 0
+
+
+def _info(storage: LocalFS, key: tuple[int, str], d: Decision | None, world: int) -> AttemptInfo:
+    epoch, attempt = key
+    rel = f"epochs/{epoch:012d}/{attempt}"
+    shards = [f for f in storage.listdir(rel) if f.endswith(".fito")] if storage.exists(rel) else []
+    size = sum(storage.size(f"{rel}/{f}") for f in shards)
+    if d is None:
+        status = "undecided"
+    elif d.outcome == "commit":
+        status = "retired" if d.retired else "committed"
+    else:
+        status = "aborted"
+    ranks = max(world, len(shards))
+    present = {int(f[5:10]) for f in shards if f[5:10].isdigit()}
+    if status == "committed":
+        letters = "".join("C" if r in present else "?" for r in range(ranks))
+    elif status == "undecided":
+        letters = "".join("A" if r in present else "R" for r in range(ranks))
+    else:
+        letters = "R" * ranks
+    return AttemptInfo(epoch, attempt, status, d.seq if d else None, shards, size, letters)
+
+
+@dataclass
+class VerifyReport:
+    root: str
+    epoch: int | None = None
+    attempt: str = ""
+    ranks: int = 0
+    units: int = 0
+    bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def whole(self) -> bool:
+        return self.epoch is not None and not self.errors
+
+
+def verify(root: str | os.PathLike[str], epoch: int | None = None,
+           progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None) -> VerifyReport:
+    """Re-hash every unit of every rank of a committed epoch (the newest by default)."""
+    storage, store = open_store(root)
+    report = VerifyReport(str(storage.root))
+    try:
+        committed = store.committed()
+    finally:
+        store.close()
+    chosen = [d for d in committed if epoch is None or d.epoch == epoch]
+    if not chosen:
+        raise NoCommittedEpochError(
+            f"{storage.root}: {'no committed epoch' if epoch is None else f'epoch {epoch} is not committed'}; "
+            f"committed: {[d.epoch for d in committed]}")
+    d = chosen[-1]
+    report.epoch, report.attempt = d.epoch, d.attempt
+    try:
+        m = load_manifest(storage, d)
+    except FitoError as exc:
+        report.errors.append(str(exc))
+        return report
+    report.ranks = m.world_size
+    if on_total:
+        on_total(m.total_bytes)
+    for shard in m.ranks:
+        try:
+            verified = read_shard(storage, shard.file, size=shard.size, epoch=d.epoch, rank=shard.rank,
+                                  units=shard.units, algorithm=m.algorithm, progress=progress)
+            decode_state(verified.payload, shard.units, where=shard.file)
+            report.units += len(shard.units)
+            report.bytes += shard.size
+        except FitoError as exc:
+            report.errors.append(str(exc))
+    return report

@@ -1,0 +1,44 @@
+"""`fito gc DIR --keep K`: keep the newest K committed epochs and delete garbage attempts."""
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from fito.ckpt.inspect import open_store
+from fito.ckpt.retention import collect_garbage
+from fito.errors import FitoError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "gc", help="keep the newest K committed epochs, delete the rest and aborted/undecided leftovers",
+        description="Retires committed epochs beyond the newest K in the decision log, then deletes their files, "
+                    "and deletes attempts no committed decision names (aborted or undecided) once they are older "
+                    "than --grace seconds. The newest committed epoch is never deleted.",
+    )
+    p.add_argument("dir", help="checkpoint directory")
+    p.add_argument("--keep", type=int, required=True, help="committed epochs to keep (>= 1)")
+    p.add_argument("--grace", type=float, default=3600.0,
+                   help="leave undecided attempts younger than this many seconds (a running job may be writing them); default 3600")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(highlight=False)
+    if args.keep < 1:
+        console.print("[red]--keep must be at least 1: the newest committed epoch is never deleted")
+        return 2
+    try:
+        storage, store = open_store(args.dir)
+    except (FitoError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    try:
+        removed = collect_garbage(storage, store, store.current_fence(), args.keep, grace_seconds=args.grace)
+    finally:
+        store.close()
+    for rel in removed:
+        console.print(f"removed {rel}")
+    console.print(f"{len(removed)} attempt(s) removed; kept the newest {args.keep} committed epoch(s)")
+    return 0

@@ -1,0 +1,43 @@
+"""`fito inspect DIR`: every attempt in a checkpoint directory with its decision and lattice position."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from fito.ckpt.inspect import describe
+from fito.errors import FitoError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect", help="list epochs with their decision and per-rank lattice position",
+        description="Lists every save attempt under DIR: its decision in the log (committed, retired, aborted, or "
+                    "undecided = presumed aborted), its shard files, and one letter per rank for its position in the "
+                    "epoch lattice: C committed, A ambiguous (written, no decision), R reverted/absent.",
+    )
+    p.add_argument("dir", help="checkpoint directory")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        infos = describe(args.dir)
+    except (FitoError, FileNotFoundError) as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        return 2
+    if args.json:
+        print(json.dumps([i.as_dict() for i in infos], indent=2))
+        return 0
+    table = Table(title=f"fito checkpoint {args.dir}")
+    for col in ("epoch", "attempt", "decision", "commit #", "lattice", "shards", "bytes"):
+        table.add_column(col)
+    colors = {"committed": "green", "retired": "dim", "aborted": "red", "undecided": "yellow"}
+    for i in infos:
+        table.add_row(str(i.epoch), i.attempt, f"[{colors[i.status]}]{i.status}", str(i.seq or "-"), i.lattice,
+                      str(len(i.shards)), f"{i.bytes:,}")
+    Console().print(table)
+    return 0

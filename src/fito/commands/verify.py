@@ -1,0 +1,48 @@
+"""`fito verify DIR [--epoch E]`: re-hash every unit of a committed epoch; exit 0 only if it is whole."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from fito.ckpt.inspect import verify
+from fito.errors import FitoError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify", help="re-hash every unit of a committed epoch (exit 1 if not whole)",
+        description="Checks the newest committed epoch (or --epoch E) of DIR: the manifest against the hash in its "
+                    "decision record, every rank's shard size, every unit's epoch tag and content hash, and the "
+                    "state tree. Exit 0 if whole, 1 if not, 2 if DIR is not a checkpoint or E is not committed.",
+    )
+    p.add_argument("dir", help="checkpoint directory")
+    p.add_argument("--epoch", type=int, help="committed epoch (step) to verify; default the newest")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    err = Console(stderr=True)
+    with Progress(TextColumn("verify"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=err, transient=True, disable=args.json) as progress:
+        task = progress.add_task("verify", total=None)
+        try:
+            report = verify(args.dir, args.epoch, progress=lambda n: progress.advance(task, n),
+                            on_total=lambda total: progress.update(task, total=total))
+        except (FitoError, FileNotFoundError) as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            return 2
+    if args.json:
+        print(json.dumps({"epoch": report.epoch, "attempt": report.attempt, "whole": report.whole, "ranks": report.ranks,
+                          "units": report.units, "bytes": report.bytes, "errors": report.errors}, indent=2))
+    else:
+        out = Console(highlight=False)
+        if report.whole:
+            out.print(f"[green]epoch {report.epoch} is whole[/green]: {report.ranks} ranks, {report.units} units, "
+                      f"{report.bytes:,} bytes verified")
+        for e in report.errors:
+            out.print(f"[red]NOT WHOLE[/red] epoch {report.epoch}: {e}", markup=True)
+    return 0 if report.whole else 1
