@@ -46,8 +46,9 @@ def test_verify_exit_codes(tmp_path, capsys):
     assert main(["verify", str(tmp_path)]) == 0
     assert "epoch 3 is whole" in capsys.readouterr().out
     shard = next((tmp_path / "epochs" / "000000000002").glob("*/rank-00000.fito"))
+    units = json.loads((shard.parent / "manifest.json").read_bytes())["ranks"][0]["units"]
     data = bytearray(shard.read_bytes())
-    data[-10] ^= 1
+    data[units[-1][1] + 100] ^= 1  # inside the payload of unit "w"
     shard.write_bytes(bytes(data))
     assert main(["verify", str(tmp_path)]) == 0  # the newest epoch is still whole
     capsys.readouterr()

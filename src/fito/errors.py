@@ -12,7 +12,7 @@ class CheckpointCorruptError(FitoError):
     def __init__(self, *, path: str, unit: str | None, expected: str, found: str, hint: str = "") -> None:
         self.path, self.unit, self.expected, self.found = path, unit, expected, found
         what = f"unit {unit!r} in {path}" if unit else path
-        hint = hint or "restore with fallback=True (CLI: --fallback) to use the previous committed epoch"
+        hint = hint or "restore(..., fallback=True) uses the previous committed epoch instead"
         super().__init__(f"{what}: expected {expected}, found {found}; {hint}")
 
 

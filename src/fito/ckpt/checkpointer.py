@@ -127,9 +127,10 @@ class Checkpointer:
         tree = encode(capture(state), "", arrays)
         doc = json.dumps({"format": STATE_FORMAT, "tree": tree}, separators=(",", ":")).encode()
         units = [(STATE_UNIT, memoryview(doc))]
-        for name, a in arrays:
+        for path, a in arrays:
             data = tensor_bytes(a) if isinstance(a, torch.Tensor) else memoryview(a).cast("B")
-            units.append((name.lstrip("/"), data))
+            entry, _data, *rest = path.lstrip("/").split("/")  # "/model/data/0.weight" -> "model/0.weight"
+            units.append(("/".join([entry, *rest]), data))
         return units
 
     def _participate(self, step: int, attempt: str, units: list[tuple[str, memoryview]]) -> tuple[Ready | None, str]:
