@@ -89,11 +89,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(_clean(out), indent=2))
         return 0
 
-    console = Console()
+    console = Console(width=max(Console().width, 100))
     title = f"epoch lattice, n = {args.n}, " + (
         f"ternary (C,R,A) = ({spec.p_c}, {spec.p_r}, {spec.p_a})" if spec.p_a or args.ternary
         else f"p = {spec.p_c!r}" + (f", {spec.model} rho = {spec.rho}" if spec.rho else ", independent"))
-    table = Table(title=title)
+    console.print(f"[bold]{title}[/bold]")
+    table = Table()
     table.add_column("event")
     table.add_column("closed form", justify="right")
     if indep is not None:
@@ -119,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     if out.get("first_n_below_0.67"):
         console.print(f"independent model: P(all C) = p^n < 0.67 first at n = {out['first_n_below_0.67']} for this p")
     if args.table:
-        t = Table(title="§5.4 table recomputed (n = 4000)")
+        console.print("[bold]§5.4 table recomputed (n = 4000)[/bold]")
+        t = Table()
         for col in ("p", "paper", "ours p^n + (1-p)^n", "exp(-n(1-p))", "P(mixed)"):
             t.add_column(col, justify="right")
         for r in section_5_4_table():

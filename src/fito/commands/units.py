@@ -47,8 +47,10 @@ def run(args: argparse.Namespace) -> int:
         out["p_all_committed"] = p_all_c
         print(json.dumps(out, indent=2))
         return 0
-    table = Table(title=(f"{layout.params / 1e9:g}B params, TP {layout.tp} x PP {layout.pp} x DP {layout.dp} "
-                         f"= {layout.ranks} ranks, ZeRO-{layout.zero}"))
+    console = Console(width=max(Console().width, 100))
+    console.print(f"[bold]{layout.params / 1e9:g}B params, TP {layout.tp} x PP {layout.pp} x DP {layout.dp} "
+                  f"= {layout.ranks} ranks, ZeRO-{layout.zero}[/bold]")
+    table = Table()
     table.add_column("component")
     table.add_column("units", justify="right")
     table.add_column("rule")
@@ -56,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
     for line in count.lines:
         table.add_row(line.component, f"{line.units:,}", line.rule, _human(line.bytes_per_unit))
     table.add_row("total", f"{count.persistence_units:,}", "", "")
-    console = Console()
     console.print(table)
     if layout.split_write_fsync:
         console.print(f"write and fsync counted separately: {count.persistence_steps:,} persistence steps")

@@ -147,7 +147,7 @@ class Problem:
     def new_optimizer(self, model: nn.Module) -> torch.optim.AdamW:
         c = self.cfg
         return torch.optim.AdamW(model.parameters(), lr=c.lr, betas=c.betas, eps=c.eps,
-                                 weight_decay=c.weight_decay, foreach=False)
+                                 weight_decay=c.weight_decay, foreach=True)
 
     @torch.no_grad()
     def eval_loss(self, model: nn.Module) -> float:

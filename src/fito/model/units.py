@@ -82,7 +82,7 @@ def count_units(layout: Parallelism) -> UnitCount:
             units = shards * layout.dp
             return UnitLine(name, units, f"TP*PP*DP (ZeRO-{layout.zero} shards it over DP)",
                             per_slice * nbytes / layout.dp)
-        return UnitLine(name, shards, "TP*PP (DP replicas hold copies; one is saved)", per_slice * nbytes)
+        return UnitLine(name, shards, "TP*PP (DP replicas are copies; one is saved)", per_slice * nbytes)
 
     count = UnitCount(layout)
     count.lines.append(sharded(3, "weight shards", layout.weight_bytes))
