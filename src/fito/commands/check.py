@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--protocol", choices=sorted(VARIANTS), default="bilateral")
     parser.add_argument("--ranks", type=int, default=2, help="number of ranks (default 2; 3 takes about a minute)")
-    parser.add_argument("--attempts", type=int, default=1, help="attempts of epoch 2 (job restarts + 1, default 1)")
+    parser.add_argument("--attempts", type=int, default=1, help="attempts per epoch (job restarts + 1, default 1)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs saved after epoch 1, one after another (default 1)")
     parser.add_argument("--keep", type=int, default=1, help="committed epochs retained by garbage collection")
     parser.add_argument("--mutation", choices=sorted(MUTATIONS), help="plant a bug in the bilateral protocol")
     parser.add_argument("--no-crashes", action="store_true", help="no process crashes (power failure still checked)")
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fito check: {exc}", file=sys.stderr)
         return 2
-    config = Config(ranks=args.ranks, attempts=args.attempts, keep=args.keep,
+    config = Config(ranks=args.ranks, attempts=args.attempts, epochs=args.epochs, keep=args.keep,
                     crashes=not args.no_crashes, message_loss=not args.no_loss)
     if args.json:
         result = explore(variant, config, stop_at_first=args.stop_at_first, max_states=args.max_states)
@@ -80,7 +81,8 @@ def _print(result: Result, summary: str) -> None:
     console.print(f"[bold]{result.protocol}[/bold]: {summary}")
     rate = result.states / result.seconds if result.seconds else 0.0
     console.print(
-        f"{c.ranks} ranks, {c.attempts} attempt(s), keep {c.keep}: {result.states:,} states, "
+        f"{c.ranks} ranks, {c.epochs} epoch(s) after epoch 1, {c.attempts} attempt(s) each, keep {c.keep}: "
+        f"{result.states:,} states, "
         f"{result.transitions:,} transitions, {result.crash_images:,} distinct crash images, depth "
         f"{result.max_depth}, {result.seconds:.2f} s ({rate:,.0f} states/s)"
         + ("" if result.complete else " [yellow](search cut short)[/yellow]")

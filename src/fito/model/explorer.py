@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable, NamedTuple
 
 from fito.model.protocols import (
-    ATTEMPTS, INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, CommitPoint, DiscardTentative, MarkStable, Record,
-    Recovery, Variant, WriteInPlace, committed_records, get_variant, manifest_content, mark_path,
+    INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, CommitPoint, DiscardTentative, MarkStable, Record,
+    Recovery, Variant, WriteInPlace, attempt_name, committed_records, get_variant, manifest_content, mark_path,
 )
 from fito.model.simfs import MISSING, Content, SimDisk, content_hash, each_crash_image, short_path, unit
 from fito.protocol import (
@@ -38,7 +38,8 @@ class Ghost(NamedTuple):
     committed: tuple[Attempt, ...]  # in commit order
     aborted: tuple[Attempt, ...]  # sorted
     current: Attempt
-    attempts: int  # attempts of epoch 2 begun so far
+    attempts: int  # attempts of the current epoch begun so far
+    named: int  # attempts begun in the whole run (names them)
 
 
 class World(NamedTuple):
@@ -53,7 +54,8 @@ class World(NamedTuple):
 @dataclass(frozen=True)
 class Config:
     ranks: int = 2
-    attempts: int = 1  # attempts of epoch 2; more than one lets a job restart retry the save
+    attempts: int = 1  # attempts per epoch; more than one lets a job restart retry the save
+    epochs: int = 1  # epochs saved after the committed epoch 1 (2, 3, ...), each once the previous committed
     keep: int = 1  # retention: committed epochs kept after a commit
     crashes: bool = True
     message_loss: bool = True
@@ -112,6 +114,7 @@ class Result:
     def to_json(self) -> dict:
         return {
             "protocol": self.protocol, "ranks": self.config.ranks, "attempts": self.config.attempts,
+            "epochs": self.config.epochs,
             "keep": self.config.keep, "states": self.states, "transitions": self.transitions,
             "crash_images": self.crash_images, "max_depth": self.max_depth, "seconds": round(self.seconds, 3),
             "states_per_second": round(self.states / self.seconds, 1) if self.seconds else None,
@@ -142,12 +145,12 @@ class Model:
     # -- initial state --
     def initial(self) -> World:
         disk, store = self.variant.initial_disk(self.n)
-        ghost = Ghost(((INITIAL_EPOCH, INITIAL_ATTEMPT),), (), (NEXT_EPOCH, ATTEMPTS[0]), 1)
+        ghost = Ghost(((INITIAL_EPOCH, INITIAL_ATTEMPT),), (), (NEXT_EPOCH, attempt_name(0)), 1, 1)
         return self._begin(disk, store, ghost)
 
     def initial_label(self) -> str:
         return (f"start: epoch {INITIAL_EPOCH} committed and durable on {self.n} ranks; every process begins "
-                f"saving epoch {NEXT_EPOCH} attempt {ATTEMPTS[0]}")
+                f"saving epoch {NEXT_EPOCH} attempt {attempt_name(0)}")
 
     def _begin(self, disk: SimDisk, store: tuple[Record, ...], ghost: Ghost) -> World:
         machines, pending = [], []
@@ -186,11 +189,20 @@ class Model:
                 if nxt != w:
                     out.append((f"crash {self.who(i)} (restarts empty; its un-fsynced writes are lost)", nxt))
         g = w.ghost
-        if g.attempts < min(self.config.attempts, len(ATTEMPTS)) and g.current not in g.committed:
-            nxt_attempt = (NEXT_EPOCH, ATTEMPTS[g.attempts])
-            ghost = g._replace(aborted=_add(g.aborted, g.current), current=nxt_attempt, attempts=g.attempts + 1)
-            out.append((f"job restart: every process restarts and begins epoch {NEXT_EPOCH} attempt {nxt_attempt[1]}",
+        epoch = g.current[0]
+        if g.attempts < self.config.attempts and g.current not in g.committed:
+            nxt_attempt = (epoch, attempt_name(g.named))
+            ghost = g._replace(aborted=_add(g.aborted, g.current), current=nxt_attempt, attempts=g.attempts + 1,
+                               named=g.named + 1)
+            out.append((f"job restart: every process restarts and begins epoch {epoch} attempt {nxt_attempt[1]}",
                         self._begin(w.disk, w.store, ghost)))
+        if g.current in g.committed and epoch < NEXT_EPOCH + self.config.epochs - 1:
+            # Training went on: the next save() builds fresh machines; stale messages may still arrive.
+            nxt_attempt = (epoch + 1, attempt_name(g.named))
+            ghost = g._replace(current=nxt_attempt, attempts=1, named=g.named + 1)
+            nxt = self._begin(w.disk, w.store, ghost)
+            out.append((f"next save: every process begins epoch {epoch + 1} attempt {nxt_attempt[1]}",
+                        nxt._replace(net=w.net)))
         return [(label, s) for label, s in out if s != w]
 
     @staticmethod

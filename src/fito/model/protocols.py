@@ -27,7 +27,12 @@ from fito.model.simfs import MISSING, Content, Reader, SimDisk, content_hash, un
 INITIAL_EPOCH = 1
 INITIAL_ATTEMPT = "x"  # epoch 1, committed before exploration starts
 NEXT_EPOCH = 2
-ATTEMPTS = ("a", "b", "c", "d")  # attempts of epoch 2, unique across epochs
+
+
+def attempt_name(k: int) -> str:
+    """The k-th attempt begun in a run: a, b, ..., z, a26, ... (unique across epochs, like the library's
+    random attempt ids; the participant matches COMMIT/ABORT by attempt id alone)."""
+    return chr(ord("a") + k) if k < 26 else f"a{k}"
 
 
 # ---- model-only commands (not part of the library's protocol) ----
