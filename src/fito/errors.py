@@ -29,6 +29,10 @@ class SaveAbortedError(FitoError):
     the previous committed epoch is intact."""
 
 
+class SaveInProgressError(FitoError):
+    """A background save is still in flight and the caller asked not to wait for it."""
+
+
 class StaleFenceError(FitoError):
     """A coordinator whose fencing token is no longer current tried to publish a decision."""
 

@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any, Callable, Iterator, Mapping, MutableMapping
 
@@ -14,17 +15,19 @@ import numpy as np
 import torch
 
 from fito.ckpt import manifest as manifest_mod
+from fito.ckpt.handle import SaveHandle
 from fito.ckpt.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
 from fito.ckpt.progress import ByteProgress
 from fito.ckpt.retention import collect_garbage
 from fito.ckpt.shard import read_shard, tensor_bytes, write_shard
+from fito.ckpt.staging import StagingBuffer
 from fito.ckpt.state import Action, capture, plan_restore
 from fito.ckpt.transport import Transport, default_transport
 from fito.ckpt.tree import DTYPES, array_specs, decode, encode, numpy_dtype
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import (
-    CheckpointCorruptError, FitoError, NoCommittedEpochError, SaveAbortedError, StaleFenceError,
+    CheckpointCorruptError, FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError, StaleFenceError,
     StateMismatchError, UnsafeCheckpointError,
 )
 from fito.protocol import (
@@ -65,6 +68,9 @@ class Checkpointer:
         self.progress = progress
         self._store = store
         self._fence: int | None = None
+        self._staging = StagingBuffer()
+        self._executor: ThreadPoolExecutor | None = None
+        self._inflight: SaveHandle | None = None
 
     # ---------------------------------------------------------------- decisions
     @property
@@ -78,6 +84,16 @@ class Checkpointer:
         return [d.epoch for d in self.store.committed()]
 
     def close(self) -> None:
+        """Wait for a save in flight (raising its error), then release the decision log."""
+        try:
+            self.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown()
+                self._executor = None
+            self._close_store()
+
+    def _close_store(self) -> None:
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -89,12 +105,48 @@ class Checkpointer:
         self.close()
 
     # ---------------------------------------------------------------- save
-    def save(self, step: int, state: Mapping[str, Any]) -> int:
-        """Persist `state` as epoch `step` and commit it. Returns `step` once the decision is durable.
-        Raises SaveAbortedError if the attempt aborted; the previous committed epoch is then intact."""
+    def save(self, step: int, state: Mapping[str, Any], *, blocking: bool = True,
+             if_busy: str = "wait") -> int | SaveHandle:
+        """Persist `state` as epoch `step` and commit it.
+
+        blocking=True: returns `step` once the decision is durable; raises SaveAbortedError if the attempt
+        aborted (the previous committed epoch is then intact).
+        blocking=False: copies the state to host memory (the only stall), then persists and commits in the
+        background and returns a SaveHandle. At most one save is in flight: a new call waits for the previous
+        one (if_busy="wait") or raises SaveInProgressError (if_busy="error"). A background failure nobody
+        has looked at is raised by the next save() or wait()."""
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
+        if if_busy not in ("wait", "error"):
+            raise ValueError(f"if_busy must be 'wait' or 'error', got {if_busy!r}")
+        self._settle_previous(if_busy)
         units = self._units(state)
+        if blocking:
+            return self._commit(step, units)
+        staged = self._staging.stage(units)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="fito-save")
+        self._inflight = SaveHandle(step, self._executor.submit(self._commit, step, staged))
+        return self._inflight
+
+    def wait(self) -> int | None:
+        """Wait for the save in flight, if any; return its step or raise its error."""
+        handle, self._inflight = self._inflight, None
+        return handle.wait() if handle else None
+
+    def _settle_previous(self, if_busy: str) -> None:
+        handle = self._inflight
+        if handle is None:
+            return
+        if not handle.done() and if_busy == "error":
+            raise SaveInProgressError(f"the save of step {handle.step} is still in flight; wait() for it or use if_busy='wait'")
+        self._inflight = None
+        error = handle.outcome()
+        if error is not None and not handle.observed:
+            raise SaveAbortedError(f"the background save of step {handle.step} failed: {error}") from error
+
+    def _commit(self, step: int, units: list[tuple[str, memoryview]]) -> int:
+        """Run the protocol for one attempt over `units` (views that stay valid until this returns)."""
         attempt = self.transport.broadcast(_new_attempt_id().encode() if self.rank == 0 else None).decode()
         ready, local_error = self._participate(step, attempt, units)
         message = json.dumps(_ready_to_json(ready) if ready else {"failed": local_error}).encode()
@@ -220,6 +272,7 @@ class Checkpointer:
         content hashes, shapes and dtypes against `state`) before anything is copied; on any mismatch the
         caller's objects are untouched. With `fallback=True`, a damaged epoch is skipped for the previous
         committed one (all ranks move together)."""
+        self._settle_previous("wait")
         candidates = self._candidates(step)
         plans: dict[str, list[Action]] = {}
 

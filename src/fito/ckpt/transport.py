@@ -76,6 +76,8 @@ class ProcessGroupTransport:
 
 
 def default_transport(group: dist.ProcessGroup | None = None) -> Transport:
+    """Under torch.distributed, checkpoint traffic gets its own gloo group (created collectively here), so a
+    background save's collectives never interleave with the training loop's on the same group."""
     if dist.is_available() and dist.is_initialized():
-        return ProcessGroupTransport(group)
+        return ProcessGroupTransport(group if group is not None else dist.new_group(backend="gloo"))
     return LocalTransport()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -38,7 +39,9 @@ class SqliteDecisionStore(DecisionStore):
             raise FileNotFoundError(f"{self.path}: no decision log here (is this a fito checkpoint directory?)")
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so check-and-write is one transaction.
-            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            # One connection shared by the caller's thread and a background save, serialised by a lock.
+            self._lock = threading.RLock()
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             if create:
@@ -64,7 +67,8 @@ class SqliteDecisionStore(DecisionStore):
         return self._fence()
 
     def _fence(self) -> int:
-        return int(self._db.execute("SELECT token FROM fence WHERE id = 1").fetchone()[0])
+        with self._lock:
+            return int(self._db.execute("SELECT token FROM fence WHERE id = 1").fetchone()[0])
 
     def publish(self, decision: Decision, fence: int) -> Decision:
         decision_id = decision.decision_id or f"{decision.epoch}:{decision.attempt}"
@@ -91,7 +95,8 @@ class SqliteDecisionStore(DecisionStore):
 
     def decisions(self) -> list[Decision]:
         try:
-            rows = self._db.execute(f"SELECT {COLUMNS} FROM decisions ORDER BY seq").fetchall()
+            with self._lock:
+                rows = self._db.execute(f"SELECT {COLUMNS} FROM decisions ORDER BY seq").fetchall()
             return [_row(r) for r in rows]
         except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
             raise UnsafeCheckpointError(
@@ -109,21 +114,29 @@ class SqliteDecisionStore(DecisionStore):
         self._db.close()
 
     def _transaction(self) -> "_Tx":
-        return _Tx(self._db)
+        return _Tx(self._db, self._lock)
 
 
 class _Tx:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
+        self.db, self.lock = db, lock
 
     def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
+        self.lock.acquire()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
         return self.db
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.lock.release()
 
 
 def _row(r: tuple) -> Decision:

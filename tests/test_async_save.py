@@ -1,0 +1,90 @@
+"""Background saves: the committed epoch holds the values at the call, failures surface, one in flight."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import fito
+from conftest import assert_same, make_state, snapshot, train_steps
+
+
+def test_mutations_after_the_call_do_not_reach_the_checkpoint(ckdir):
+    state = make_state(0)
+    train_steps(state, 3)
+    at_call = snapshot(state)
+    ck = fito.Checkpointer(ckdir)
+    handle = ck.save(3, state, blocking=False)
+    # Training goes on at once: every parameter and every optimizer moment changes.
+    with torch.no_grad():
+        for p in state["model"].parameters():
+            p.add_(1000.0)
+        for s in state["optim"].state.values():
+            s["exp_avg"].mul_(-7.0)
+            s["exp_avg_sq"].add_(5.0)
+            s["step"].add_(100)
+    state["extra"] += 50
+    train_steps(state, 2)
+    assert handle.wait() == 3 and handle.done() and handle.exception() is None
+    restored = make_state(1)
+    torch.manual_seed(1234)  # restore must bring back the RNG captured at the call
+    assert fito.Checkpointer(ckdir).restore(restored) == 3
+    expected = dict(at_call)
+    got = snapshot(restored)
+    for key in ("torch_rng", "numpy_rng", "python_rng"):  # restored RNG = the one at the call
+        expected.pop(key), got.pop(key)
+    assert_same(expected, got)
+
+
+def test_one_save_in_flight_and_if_busy_error(ckdir, monkeypatch):
+    ck = fito.Checkpointer(ckdir)
+    gate = threading.Event()
+    real_commit = ck._commit
+
+    def slow_commit(step, units):
+        gate.wait(10)
+        return real_commit(step, units)
+
+    monkeypatch.setattr(ck, "_commit", slow_commit)
+    h1 = ck.save(1, {"w": torch.ones(4)}, blocking=False)
+    with pytest.raises(fito.SaveInProgressError, match="step 1 is still in flight"):
+        ck.save(2, {"w": torch.ones(4)}, blocking=False, if_busy="error")
+    gate.set()
+    h2 = ck.save(2, {"w": torch.full((4,), 2.0)}, blocking=False)  # waits for step 1 first
+    assert h1.done() and h2.wait() == 2
+    assert ck.committed() == [1, 2]
+
+
+def _fail_writes_of(monkeypatch, step: int, error: OSError) -> None:
+    """The disk fails while writing `step`'s shard, and only that one."""
+    real = fito.ckpt.checkpointer.write_shard
+
+    def write_shard(storage, rel, *, epoch, **kw):
+        if epoch == step:
+            raise error
+        return real(storage, rel, epoch=epoch, **kw)
+
+    monkeypatch.setattr("fito.ckpt.checkpointer.write_shard", write_shard)
+
+
+def test_background_failure_surfaces_on_the_next_call(ckdir, monkeypatch):
+    ck = fito.Checkpointer(ckdir)
+    ck.save(1, {"w": torch.ones(4)})
+
+    _fail_writes_of(monkeypatch, 2, OSError(28, "No space left on device"))
+    ck.save(2, {"w": torch.ones(4)}, blocking=False)
+    with pytest.raises(fito.SaveAbortedError, match="background save of step 2 failed.*No space left"):
+        ck.save(3, {"w": torch.ones(4)})
+    assert ck.save(3, {"w": torch.ones(4)}) == 3  # reported once, then work goes on
+    assert ck.committed() == [1, 3]
+
+
+def test_wait_raises_the_background_error(ckdir, monkeypatch):
+    ck = fito.Checkpointer(ckdir)
+    _fail_writes_of(monkeypatch, 1, OSError("EIO"))
+    handle = ck.save(1, {"w": torch.ones(4)}, blocking=False)
+    with pytest.raises(fito.SaveAbortedError, match="EIO"):
+        handle.wait()
+    ck.save(2, {"w": torch.ones(4)})  # observed via wait(): not raised again
+    assert ck.committed() == [2]
