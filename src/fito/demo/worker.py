@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--kill-rank", type=int, default=-1)
     ap.add_argument("--kill-step", type=int, default=-1)
+    ap.add_argument("--async-save", action="store_true", help="save in the background while training goes on")
     args = ap.parse_args(argv)
 
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))
@@ -133,11 +134,13 @@ def main(argv: list[str] | None = None) -> int:
             if done == args.kill_step and rank == args.kill_rank:
                 ck.storage = KillMidWrite(args.root, after=1500)  # dies inside the shard write
             try:
-                ck.save(done, state)
+                committed = ck.save(done, state, blocking=not args.async_save)
             except SaveAbortedError as exc:
                 print(json.dumps({"event": "aborted", "rank": rank, "step": done, "error": str(exc)}), flush=True)
                 return 3
-            print(json.dumps({"event": "committed", "rank": rank, "step": done}), flush=True)
+            if not args.async_save:
+                print(json.dumps({"event": "committed", "rank": rank, "step": committed}), flush=True)
+    ck.close()  # waits for a background save still in flight
     print(json.dumps({"event": "final", "rank": rank, "step": args.steps, "digest": digest_state(state)}), flush=True)
     dist.destroy_process_group()
     return 0
