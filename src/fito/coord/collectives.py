@@ -2,10 +2,11 @@
 prepared under different protocol epochs.
 
 Before each payload collective, every rank contributes a small tag (epoch, call sequence number, op code)
-to an all_gather. All ranks receive the same gathered tags, so they reach the same verdict: either every
+to an all_reduce(MAX) of (tag, -tag), which yields the maximum and minimum of every field on every rank.
+All ranks receive the same result, so they reach the same verdict: either every
 rank runs the payload collective, or every rank raises EpochMismatchError and the payload is untouched.
 No mixed collective can run, and no common knowledge is needed for that (THEORY.md correction 10): the
-price is an aborted collective while nodes disagree, plus one small all_gather per call.
+price is an aborted collective while nodes disagree, plus one small all_reduce per call.
 """
 from __future__ import annotations
 
@@ -46,17 +47,22 @@ class EpochTaggedCollectives:
         e = self.epoch_source() if epoch is None else epoch
         self.seq += 1
         tag = torch.tensor([e, self.seq, _OPS[op]], dtype=torch.int64)
+        # one small all_reduce(MAX) of (tag, -tag): every rank gets max and -min of each field, and the
+        # same verdict; only on a mismatch do the ranks gather each other's tags for the error message
+        both = torch.cat([tag, -tag])
+        dist.all_reduce(both, op=dist.ReduceOp.MAX, group=self.group)
+        if torch.equal(both[:3], -both[3:]):
+            return e
         world = dist.get_world_size(self.group)
         tags = [torch.empty_like(tag) for _ in range(world)]
         dist.all_gather(tags, tag, group=self.group)
         rows = [tuple(int(x) for x in t.tolist()) for t in tags]
-        if len(set(rows)) != 1:
-            self.stats.aborted += 1
-            by_rank = ", ".join(f"rank {r}: epoch {row[0]} call #{row[1]} {_name(row[2])}" for r, row in enumerate(rows))
-            raise EpochMismatchError(
-                f"collective #{self.seq} ({op}) aborted on every rank before combining payloads: participants "
-                f"disagree ({by_rank}). Ranks must observe the committed epoch (sync) and retry the step."
-            )
+        self.stats.aborted += 1
+        by_rank = ", ".join(f"rank {r}: epoch {row[0]} call #{row[1]} {_name(row[2])}" for r, row in enumerate(rows))
+        raise EpochMismatchError(
+            f"collective #{self.seq} ({op}) aborted on every rank before combining payloads: participants "
+            f"disagree ({by_rank}). Ranks must observe the committed epoch (sync) and retry the step."
+        )
         return e
 
     def all_reduce(self, tensor: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM, *,

@@ -392,11 +392,12 @@ class EtcdFleetStore(FleetStore):
             compare.append(present(prev))
         r = self.t.txn(
             f"propose epoch {epoch} ({decision_id})", compare,
-            [put(self.k_cur, record), put(self._k_epoch(epoch), record), put(k_id, str(epoch))],
+            [put(self.k_cur, record), put(self._k_epoch(epoch), record), put(k_id, str(epoch)),
+             get(self._k_epoch(epoch))],  # read back in the same transaction: no extra round trip
             [get(k_id), get(self.k_fence), get(self.k_cur)],
         )
         if r.get("succeeded"):
-            return self._k_read_epoch(epoch)
+            return _load_epoch(_responses(r)[-1][0])
         id_kvs, fence_kvs, cur_kvs = _responses(r)
         if id_kvs:  # this very proposal committed earlier (a retry after a timeout)
             return self._k_read_epoch(int(id_kvs[0]["value"]))
