@@ -138,6 +138,18 @@ def test_positive_correlation_lowers_p_mixed_at_fixed_p(model: str) -> None:
     assert closed_form(4000, FailureSpec.binary(0.9999)).mixed == pytest.approx(mixed[0])
 
 
+def test_negative_dependence_raises_p_mixed() -> None:
+    # contention: units take distinct slots of a pool with a fixed number of failing slots
+    sweep = correlation_sweep(4000, 0.9999, [0.0, -1e-5, -5e-5, -1e-4], "contention")
+    mixed = [m for _, _, m in sweep.rows]
+    assert all(a < b for a, b in zip(mixed, mixed[1:])), mixed
+    assert mixed[-1] == pytest.approx(1 - 6001 / 10001, rel=1e-9)  # pool 10001, one bad slot
+    with pytest.raises(ValueError, match="pool"):
+        closed_form(4000, FailureSpec.binary(0.9999, model="contention", rho=-1e-3))  # rho < -1/(n-1)
+    with pytest.raises(ValueError, match="negatively"):
+        FailureSpec.binary(0.9, model="contention", rho=0.1)
+
+
 def test_shock_model_keeps_marginal_and_hits_target_correlation() -> None:
     q, rho = 0.01, 0.2
     s = shock_probability(q, rho)
@@ -177,6 +189,11 @@ def test_monte_carlo_agrees_ternary_and_small_n_bottom() -> None:
 @pytest.mark.parametrize("model", ["beta-binomial", "common-shock", "blocks"])
 def test_monte_carlo_agrees_correlated(model: str) -> None:
     _agree(200, FailureSpec.binary(0.99, model=model, rho=0.05, block_size=8), 20000, seed=4)  # type: ignore[arg-type]
+
+
+def test_monte_carlo_agrees_contention() -> None:
+    _agree(50, FailureSpec.binary(0.9, model="contention", rho=-0.01), 20000, seed=5)
+    _agree(10, FailureSpec.binary(0.5, model="contention", rho=-0.02), 40000, seed=6)
 
 
 # --- unit counter: correction 2 ----------------------------------------------------------------

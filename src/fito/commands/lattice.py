@@ -38,9 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="per-unit failure probability 1-p, given directly to keep its digits (overrides --p)")
     parser.add_argument("--ternary", type=str, default=None, metavar="PC,PR,PA",
                         help="ternary model: probabilities of C, R and A (sum 1)")
-    parser.add_argument("--rho", type=float, default=0.0, help="pairwise failure correlation (default 0)")
+    parser.add_argument("--rho", type=float, default=0.0,
+                        help="pairwise failure correlation (default 0; negative only with --model contention)")
     parser.add_argument("--model", choices=[m for m in MODELS if m != "independent"], default="beta-binomial",
-                        help="dependence model used when --rho > 0")
+                        help="dependence model used when --rho != 0 (contention: negative dependence)")
     parser.add_argument("--block-size", type=int, default=8, help="units per failure block for --model blocks")
     parser.add_argument("--samples", type=int, default=0, help="Monte Carlo samples (0 = closed form only)")
     parser.add_argument("--seed", type=int, default=0)
@@ -59,7 +60,7 @@ def _spec(args: argparse.Namespace) -> FailureSpec:
         if args.rho:
             raise SystemExit("--rho applies to the binary model only; drop --ternary or --rho")
         return FailureSpec(p_c=pc, p_r=pr, p_a=pa)
-    model = args.model if args.rho > 0 else "independent"
+    model = args.model if args.rho != 0 else "independent"
     return FailureSpec.binary(args.p, q=args.q, model=model, rho=args.rho, block_size=args.block_size)
 
 

@@ -21,8 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-CorrelationModel = Literal["independent", "beta-binomial", "common-shock", "blocks"]
-MODELS: tuple[str, ...] = ("independent", "beta-binomial", "common-shock", "blocks")
+CorrelationModel = Literal["independent", "beta-binomial", "common-shock", "blocks", "contention"]
+MODELS: tuple[str, ...] = ("independent", "beta-binomial", "common-shock", "blocks", "contention")
 
 
 class EpochState(IntEnum):
@@ -138,7 +138,9 @@ class FailureSpec:
     """Per-unit marginals plus a dependence model.
 
     p_c + p_r + p_a = 1. `rho` is the pairwise correlation of the unit-failure indicators
-    (within a block for the "blocks" model, where blocks are independent of each other).
+    (within a block for the "blocks" model, where blocks are independent of each other). The
+    "contention" model is the negatively dependent one (rho < 0): units take distinct slots of a
+    shared pool in which a fixed number of slots fail, so one failure makes others less likely.
     """
 
     p_c: float
@@ -157,8 +159,11 @@ class FailureSpec:
             raise ValueError(f"p_c + p_r + p_a must be 1, got {self.p_c + self.p_r + self.p_a!r}")
         if self.model not in MODELS:
             raise ValueError(f"unknown correlation model {self.model!r}; choose one of {', '.join(MODELS)}")
-        if not 0.0 <= self.rho <= 1.0:
-            raise ValueError(f"rho must be in [0, 1], got {self.rho}")
+        if self.model == "contention":
+            if not -1.0 <= self.rho <= 0.0:
+                raise ValueError(f"the contention model is negatively dependent: rho must be in [-1, 0], got {self.rho}")
+        elif not 0.0 <= self.rho <= 1.0:
+            raise ValueError(f"rho must be in [0, 1] for {self.model}, got {self.rho}")
         if self.model != "independent" and self.p_a > 0:
             raise ValueError("correlated models are binary (R/C); use p_a = 0")
         if self.block_size < 1:
@@ -248,6 +253,29 @@ def _shock_logs(m: int, q: float, rho: float) -> tuple[float, float]:
     return log_c, log_r
 
 
+def contention_pool(n: int, q: float, rho: float) -> tuple[int, int]:
+    """Pool size M and failing slots Q for the contention model: drawing n distinct slots without
+    replacement gives pairwise correlation -1/(M-1) = rho and marginal Q/M ~ q (Q is rounded)."""
+    if rho >= 0:
+        raise ValueError("the contention model needs rho < 0")
+    pool = round(1.0 + 1.0 / -rho)
+    if pool < n:
+        raise ValueError(f"rho = {rho} needs a pool of {pool} < n = {n} slots; exchangeable units allow "
+                         f"rho >= -1/(n-1) = {-1.0 / max(n - 1, 1):.3g}")
+    bad = round(q * pool)
+    if q > 0 and abs(bad / pool - q) > 0.05 * q:
+        raise ValueError(f"a pool of {pool} slots cannot hold marginal q = {q:g} (nearest {bad}/{pool}); "
+                         f"pick rho = -1/(M-1) with q*M close to an integer")
+    return pool, bad
+
+
+def _log_falling_ratio(a: int, b: int, n: int) -> float:
+    """log of a(a-1)...(a-n+1) / b(b-1)...(b-n+1); -inf when a < n."""
+    if a < n:
+        return -math.inf
+    return (math.lgamma(a + 1) - math.lgamma(a - n + 1)) - (math.lgamma(b + 1) - math.lgamma(b - n + 1))
+
+
 def _log_beta(a: float, b: float) -> float:
     return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
 
@@ -270,6 +298,10 @@ def closed_form(n: int, spec: FailureSpec) -> LatticeProbabilities:
             log_r = _log_beta(a + n, b) - _log_beta(a, b)
     elif spec.model == "common-shock":
         log_c, log_r = _shock_logs(n, q, spec.rho)
+    elif spec.model == "contention":
+        pool, bad = contention_pool(n, q, spec.rho)
+        log_c = _log_falling_ratio(pool - bad, pool, n)
+        log_r = _log_falling_ratio(bad, pool, n)
     else:  # blocks: independent blocks, each with its own shock
         k, rest = divmod(n, spec.block_size)
         bc, br = _shock_logs(spec.block_size, q, spec.rho)
@@ -367,6 +399,12 @@ def sample_states(n: int, spec: FailureSpec, rows: int, rng: np.random.Generator
             s = 1.0 / spec.rho - 1.0
             fail_p = rng.beta(q * s, (1 - q) * s, size=(rows, 1))
         out[u < fail_p] = EpochState.R
+        return out
+    if spec.model == "contention":
+        pool, bad = contention_pool(n, q, spec.rho)
+        k = rng.hypergeometric(bad, pool - bad, n, size=rows)
+        ranks = u.argsort(axis=1).argsort(axis=1)  # k failing units at uniformly random positions
+        out[ranks < k[:, None]] = EpochState.R
         return out
     s_shock = shock_probability(q, spec.rho)
     q_own = (q - s_shock) / (1 - s_shock) if s_shock < 1 else 0.0
