@@ -8,7 +8,14 @@ from dataclasses import replace
 import pytest
 
 from fito.cli import main
-from fito.model.retry import RetryParams, fail_probability, phase_map, runaway_threshold, simulate
+from fito.model.retry import (
+    RetryParams,
+    critical_backlog,
+    fail_probability,
+    phase_map,
+    runaway_threshold,
+    simulate,
+)
 
 P = RetryParams(steps=200)
 
@@ -58,3 +65,15 @@ def test_cli_json_exit_code(tmp_path, capsys) -> None:
     assert by["naive"]["runaway"] and not by["fito"]["runaway"]
     assert png.stat().st_size > 1000
     assert main(["retry", "--steps", "150", "--policy", "fito", "--json"]) == 0
+
+
+def test_tipping_point_predicts_runaway() -> None:
+    f_star = critical_backlog(P)
+    assert f_star is not None and 30 < f_star < 50
+    for dip in (0.8, 0.7, 0.5):
+        for seed in (0, 1):
+            t = simulate("naive", replace(P, dip=dip), seed=seed)
+            after_dip = t.failures[P.dip_start + P.dip_steps - 1]
+            assert t.runaway == (after_dip > f_star)
+    # retries that cost less than the spare capacity can always drain: no tipping point at all
+    assert critical_backlog(replace(P, capacity=3.0 * P.jobs)) is None

@@ -7,7 +7,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from fito.model.retry import POLICIES, RetryParams, RetryTrace, phase_map, simulate
+from fito.model.retry import POLICIES, RetryParams, RetryTrace, critical_backlog, phase_map, simulate
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         _plot(traces, args.plot)
     runaway = any(t.runaway for t in traces)
+    tipping = critical_backlog(params)
     if args.json:
-        out: dict[str, object] = {"params": vars(params), "results": [t.summary() for t in traces], "plot": args.plot}
+        out: dict[str, object] = {"params": vars(params), "results": [t.summary() for t in traces], "plot": args.plot,
+                                  "naive_tipping_backlog": tipping}
         if sweep is not None:
             out["sweep"] = {p: [{"headroom": h, "dip": d, "runaway": r} for h, d, r in cells] for p, cells in sweep.items()}
         print(json.dumps(out, indent=2))
@@ -75,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
                       f"{s['peak_load_over_capacity']:.2f}", str(s["total_retries"]), str(s["total_fallbacks"]),
                       str(s["final_backlog"]))
     console.print(table)
+    if tipping is None:
+        console.print("naive loop: no tipping point (retries can always drain at full capacity)")
+    else:
+        console.print(f"naive loop tipping point (mean field, full capacity): a backlog above {tipping:.0f} failed "
+                      f"operations grows every step instead of draining")
     if sweep is not None:
         for p, cells in sweep.items():
             grid = Table(title=f"{p}: runaway (X) or stable (.) by headroom and dip")

@@ -171,3 +171,28 @@ def phase_map(
 
     return [(h, d, simulate(policy, replace(params, capacity=h * params.jobs, dip=d), seed=seed).runaway)
             for h in headrooms for d in dips]
+
+
+def critical_backlog(params: RetryParams = RetryParams(), *, limit: float | None = None) -> float | None:
+    """Mean-field tipping point of the naive loop at full capacity: failures F feed F retries next step,
+    F' = f((jobs + retry_cost*F)/capacity) * (jobs + F). Below the first unstable fixed point F* the
+    backlog drains; above it, it grows every step. None if the map never tips (enough headroom)."""
+    p = params
+    hi = limit if limit is not None else 50.0 * p.jobs
+
+    def excess(f: float) -> float:
+        return fail_probability(p.jobs + p.retry_cost * f, p.capacity, p.p0) * (p.jobs + f) - f
+
+    steps = 20000
+    prev = excess(0.0)
+    for i in range(1, steps + 1):
+        f = hi * i / steps
+        cur = excess(f)
+        if prev < 0 <= cur:  # the map crosses upward: growth from here on
+            lo_f, hi_f = hi * (i - 1) / steps, f
+            for _ in range(60):
+                mid = (lo_f + hi_f) / 2
+                lo_f, hi_f = (mid, hi_f) if excess(mid) < 0 else (lo_f, mid)
+            return (lo_f + hi_f) / 2
+        prev = cur
+    return None
