@@ -63,6 +63,17 @@ def _worker(rank: int, port: int, tmp: str) -> None:
         except EpochFencedError:
             out["admitted_mid"] = False
 
+        fenced = EpochTaggedCollectives(lambda: node.epoch, admit=node.before_collective)
+        t = _payload(rank, node.epoch)
+        try:  # the refused rank still joins the tag exchange, so its peer aborts at once (no hang)
+            fenced.all_reduce(t)
+            out["fenced_mid"] = "completed"
+        except EpochFencedError:
+            out["fenced_mid"] = "fenced"
+        except EpochMismatchError as exc:
+            out["fenced_mid"] = "aborted"
+            out["fenced_msg"] = str(exc)
+
         naive = _payload(rank, node.epoch)
         dist.all_reduce(naive)  # what happens without tags: it "works"
         out["naive_mid"] = naive.tolist()
@@ -89,6 +100,7 @@ def test_epoch_change_mid_run_is_aborted_never_mixed(tmp_path: Path, monkeypatch
     assert all(x["payload_untouched"] for x in r)
     assert "rank 0: epoch 1" in r[0]["tagged_msg"] and "rank 1: epoch 0" in r[0]["tagged_msg"]
     assert [x["admitted_mid"] for x in r] == [True, False]
+    assert [x["fenced_mid"] for x in r] == ["aborted", "fenced"] and "rank 1: fenced out" in r[0]["fenced_msg"]
     # untagged, the same step returns a number that belongs to neither epoch: silent corruption
     mixed = r[0]["naive_mid"]
     assert mixed == r[1]["naive_mid"] and mixed not in (_pure(0), _pure(1))

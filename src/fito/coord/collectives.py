@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from fito.errors import EpochMismatchError
+from fito.errors import EpochFencedError, EpochMismatchError
 
+FENCED = -1  # tag of a rank whose admission was refused
 _OPS = {"all_reduce": 1, "all_gather": 2, "broadcast": 3, "barrier": 4}
 
 
@@ -30,7 +31,8 @@ class CollectiveStats:
 class EpochTaggedCollectives:
     """Wraps one process group. `epoch` is where a rank's current protocol epoch comes from (e.g. an
     `EpochFollower`'s `epoch` property); `admit`, if given, runs before each collective (the consensus
-    fence: it raises EpochFencedError for a node that has not observed the newest decision)."""
+    fence, e.g. `EpochFollower.before_collective`: it raises EpochFencedError for a node that has not
+    observed the newest decision, and may return the epoch it admitted)."""
 
     def __init__(
         self, epoch: Callable[[], int], *, group: dist.ProcessGroup | None = None,
@@ -41,24 +43,36 @@ class EpochTaggedCollectives:
         self.stats = CollectiveStats()
 
     def check(self, op: str, epoch: int | None = None) -> int:
-        """Agree on the epoch of the next collective or abort it on every rank. Returns the epoch."""
-        if self.admit is not None:
-            self.admit()
+        """Agree on the epoch of the next collective or abort it on every rank. Returns the epoch.
+
+        A rank refused by `admit` still takes part in the tag exchange, with the marker epoch -1, so its
+        peers abort at once instead of waiting for it until the process-group timeout."""
+        fenced: EpochFencedError | None = None
         e = self.epoch_source() if epoch is None else epoch
+        if self.admit is not None:
+            try:
+                admitted = self.admit()
+                if isinstance(admitted, int) and admitted != e:
+                    raise EpochFencedError(f"admitted at epoch {admitted}, payload prepared under epoch {e}")
+            except EpochFencedError as exc:
+                fenced, e = exc, FENCED
         self.seq += 1
         tag = torch.tensor([e, self.seq, _OPS[op]], dtype=torch.int64)
         # one small all_reduce(MAX) of (tag, -tag): every rank gets max and -min of each field, and the
         # same verdict; only on a mismatch do the ranks gather each other's tags for the error message
         both = torch.cat([tag, -tag])
         dist.all_reduce(both, op=dist.ReduceOp.MAX, group=self.group)
-        if torch.equal(both[:3], -both[3:]):
+        if torch.equal(both[:3], -both[3:]) and fenced is None:
             return e
         world = dist.get_world_size(self.group)
         tags = [torch.empty_like(tag) for _ in range(world)]
         dist.all_gather(tags, tag, group=self.group)
         rows = [tuple(int(x) for x in t.tolist()) for t in tags]
         self.stats.aborted += 1
-        by_rank = ", ".join(f"rank {r}: epoch {row[0]} call #{row[1]} {_name(row[2])}" for r, row in enumerate(rows))
+        by_rank = ", ".join(f"rank {r}: {_epoch(row[0])} call #{row[1]} {_name(row[2])}" for r, row in enumerate(rows))
+        if fenced is not None:
+            raise EpochFencedError(f"collective #{self.seq} ({op}) aborted: this rank was fenced out ({fenced}); "
+                                   f"peers were told ({by_rank})") from fenced
         raise EpochMismatchError(
             f"collective #{self.seq} ({op}) aborted on every rank before combining payloads: participants "
             f"disagree ({by_rank}). Ranks must observe the committed epoch (sync) and retry the step."
@@ -89,6 +103,10 @@ class EpochTaggedCollectives:
         e = self.check("barrier", epoch)
         self.stats.completed += 1
         return e
+
+
+def _epoch(value: int) -> str:
+    return "fenced out" if value == FENCED else f"epoch {value}"
 
 
 def _name(code: int) -> str:
