@@ -61,3 +61,7 @@ class EpochFencedError(FitoError):
 class EpochMismatchError(FitoError):
     """The participants of one collective carried different protocol epochs; the collective was
     aborted on every rank before any payload was combined."""
+
+
+class ValidationError(FitoError):
+    """The restored model does not reproduce the validation loss recorded at save time (§9.3)."""

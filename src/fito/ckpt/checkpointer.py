@@ -28,7 +28,7 @@ from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import (
     CheckpointCorruptError, FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError, StaleFenceError,
-    StateMismatchError, UnsafeCheckpointError,
+    StateMismatchError, UnsafeCheckpointError, ValidationError,
 )
 from fito.protocol import (
     Begin, CollectGarbage, Coordinator, DecisionPublished, FsyncDir, FsyncFile, Fsynced, ManifestWritten,
@@ -41,6 +41,7 @@ from fito.storage.localfs import LocalFS
 log = logging.getLogger("fito")
 STATE_UNIT = "__state__"
 STATE_FORMAT = "fito-state/1"
+VALIDATION_ENTRY = "__validation__"
 
 
 class Checkpointer:
@@ -49,11 +50,15 @@ class Checkpointer:
     Under torch.distributed every rank creates a Checkpointer on the same root (a shared file system) and
     calls `save`/`restore` together; each rank writes and reads only its own units, rank 0 coordinates.
     `keep`: after each commit, keep only the newest `keep` committed epochs (None keeps all).
-    `store`: where decisions live (default: SQLite file in `root`; see fito.coord for etcd)."""
+    `store`: where decisions live (default: SQLite file in `root`; see fito.coord for etcd).
+    `validator`: a function returning the loss on a fixed held-out batch (§9.3 of the paper). It is recorded
+    at every save and recomputed after restore; a difference beyond the tolerances fails the epoch (and with
+    fallback=True moves to the previous one). It must not change the model; the torch RNG is preserved."""
 
     def __init__(
         self, root: str | os.PathLike[str], *, keep: int | None = None, hash: str = DEFAULT_ALGORITHM,
         process_group: Any = None, progress: bool | None = None, store: DecisionStore | None = None,
+        validator: Callable[[], float] | None = None, validate_rtol: float = 1e-5, validate_atol: float = 1e-8,
     ) -> None:
         if keep is not None and keep < 1:
             raise ValueError(f"keep={keep}: at least the newest committed epoch is always kept; use keep >= 1 or None")
@@ -66,6 +71,7 @@ class Checkpointer:
         self.transport: Transport = default_transport(process_group)
         self.rank, self.world_size = self.transport.rank, self.transport.world_size
         self.progress = progress
+        self.validator, self.validate_rtol, self.validate_atol = validator, validate_rtol, validate_atol
         self._store = store
         self._fence: int | None = None
         self._staging = StagingBuffer()
@@ -176,7 +182,10 @@ class Checkpointer:
 
     def _units(self, state: Mapping[str, Any]) -> list[tuple[str, memoryview]]:
         arrays: list[tuple[str, Any]] = []
-        tree = encode(capture(state), "", arrays)
+        captured = capture(state)
+        if self.validator is not None:
+            captured[VALIDATION_ENTRY] = {"kind": "value", "data": self._validation_loss()}
+        tree = encode(captured, "", arrays)
         doc = json.dumps({"format": STATE_FORMAT, "tree": tree}, separators=(",", ":")).encode()
         units = [(STATE_UNIT, memoryview(doc))]
         for path, a in arrays:
@@ -271,28 +280,68 @@ class Checkpointer:
         Every unit of this rank is checked (manifest hash from the decision, shard size, unit epoch tags,
         content hashes, shapes and dtypes against `state`) before anything is copied; on any mismatch the
         caller's objects are untouched. With `fallback=True`, a damaged epoch is skipped for the previous
-        committed one (all ranks move together)."""
+        committed one (all ranks move together). With a `validator`, the restored model must also reproduce
+        the loss recorded at save time, or the epoch counts as damaged."""
         self._settle_previous("wait")
         candidates = self._candidates(step)
-        plans: dict[str, list[Action]] = {}
+        chosen: dict[str, list[Action]] = {}
+        backup = self._backup(state) if self.validator else None
 
         def verify(d: Decision) -> Exception | None:
             error: Exception | None = None
             try:
-                plans[d.attempt] = self._load_and_plan(d, state)
+                saved = self._load(d)
+                chosen[d.attempt] = plan_restore(state, saved, where=f"{d.manifest} (step {d.epoch})")
             except FitoError as exc:
                 error = exc
             if not self.transport.all_ok(error is None):
-                return error or CheckpointCorruptError(
-                    path=d.manifest, unit=None, expected="every rank's units whole", found="another rank's units failed verification")
-            return None
+                return error or _other_rank_failed(d)
+            if self.validator is None:
+                return None
+            for action in chosen[d.attempt]:  # validation needs the model as restored
+                action()
+            error = self._validate(d, saved.get(VALIDATION_ENTRY))
+            return None if self.transport.all_ok(error is None) else error or _other_rank_failed(d)
 
-        decision, skipped = choose_epoch(candidates, verify, fallback=fallback)
+        try:
+            decision, skipped = choose_epoch(candidates, verify, fallback=fallback)
+        except Exception:
+            for action in backup or ():  # validation had applied a candidate: put the caller's state back
+                action()
+            raise
         for d, exc in skipped:
             log.warning("skipped committed step %d: %s", d.epoch, exc)
-        for action in plans[decision.attempt]:
-            action()
+        if self.validator is None:
+            for action in chosen[decision.attempt]:
+                action()
         return decision.epoch
+
+    def _backup(self, state: MutableMapping[str, Any]) -> list[Action]:
+        """Actions that put `state` back as it is now (copies, not views)."""
+        arrays: list[tuple[str, Any]] = []
+        tree = encode(capture(state), "", arrays)
+        copies = [a.clone() if isinstance(a, torch.Tensor) else a.copy() for _, a in arrays]
+        return plan_restore(state, decode(tree, copies, "backup"), where="backup")
+
+    def _validation_loss(self) -> float:
+        assert self.validator is not None
+        with torch.random.fork_rng(devices=[]):  # the check must not shift the training's random stream
+            return float(self.validator())
+
+    def _validate(self, d: Decision, recorded: Any) -> Exception | None:
+        if recorded is None:
+            return None  # saved without a validator: nothing to compare against
+        recorded = float(recorded["data"])
+        found = self._validation_loss()
+        if abs(found - recorded) <= self.validate_atol + self.validate_rtol * abs(recorded):
+            return None
+        return ValidationError(
+            f"step {d.epoch}: validation loss {found!r} after restore, {recorded!r} recorded at save "
+            f"(rtol {self.validate_rtol}, atol {self.validate_atol}); the restored model does not reproduce the "
+            "saved one. restore(..., fallback=True) moves to the previous committed epoch. This check sees the "
+            "weights only: optimizer moments, step counters, RNG and data position are covered by the hashes and "
+            "epoch tags, not by it."
+        )
 
     def _candidates(self, step: int | None) -> list[Decision]:
         payload = None
@@ -313,7 +362,7 @@ class Checkpointer:
             raise NoCommittedEpochError(f"{self.root}: no committed checkpoint (no decision record says any step committed)")
         return [Decision(e, a, "commit", m, h, seq=s) for e, a, m, h, s in doc]
 
-    def _load_and_plan(self, d: Decision, state: MutableMapping[str, Any]) -> list[Action]:
+    def _load(self, d: Decision) -> dict[str, Any]:
         m = load_manifest(self.storage, d)
         if m.world_size != self.world_size:
             raise StateMismatchError(f"{d.manifest}: saved by {m.world_size} ranks, restoring on {self.world_size}")
@@ -321,8 +370,7 @@ class Checkpointer:
         with self._progress(f"restore step {d.epoch}", shard.size) as advance:
             verified = read_shard(self.storage, shard.file, size=shard.size, epoch=d.epoch, rank=self.rank,
                                   units=shard.units, algorithm=m.algorithm, progress=advance)
-        saved = decode_state(verified.payload, shard.units, where=shard.file)
-        return plan_restore(state, saved, where=f"{shard.file} (step {d.epoch})")
+        return decode_state(verified.payload, shard.units, where=shard.file)
 
     # ---------------------------------------------------------------- helpers
     def _progress(self, label: str, total: int) -> Any:
@@ -390,6 +438,11 @@ def _array(tag: str, dtype: str, shape: list[int], raw: torch.Tensor, *, where: 
     if count == 0:
         return torch.empty(shape, dtype=torch_dtype)
     return raw.view(torch_dtype).reshape(shape)
+
+
+def _other_rank_failed(d: Decision) -> CheckpointCorruptError:
+    return CheckpointCorruptError(path=d.manifest, unit=None, expected="every rank's units whole and valid",
+                                  found="another rank's check failed (see its log)")
 
 
 def _new_attempt_id() -> str:
