@@ -14,7 +14,6 @@ forward pass at restore time cannot see any mix that leaves the weights alone.
 """
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
