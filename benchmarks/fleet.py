@@ -166,7 +166,9 @@ def main() -> None:
         "SQLite's watch is a 10 ms poll (no notifications), so its watch latency is the poll period; etcd's is a "
         "real watch stream. Transition = linearizable read of the current epoch + one fenced transaction "
         "(its result read back inside the same transaction on etcd). Backends are measured round-robin, "
-        "one commit each in turn, so background load on the shared machine hits all of them alike.",
+        "one commit each in turn, so background load on the shared machine hits all of them alike. "
+        "Absolute figures move 2-10x between runs on this shared 2-core machine (SQLite transition medians from "
+        "0.4 to 4 ms were seen); compare rows of one run.",
     ]
     text = "\n".join(lines) + "\n"
     OUT.parent.mkdir(parents=True, exist_ok=True)
