@@ -83,3 +83,19 @@ def test_cli_adversary_exit_codes_and_json(capsys) -> None:  # type: ignore[no-u
     assert main(["adversary", "--protocol", "bilateral", "--boundary", "7", "--n", "2"]) == 0
     text = capsys.readouterr().out
     assert "ATOMIC-BOTTOM" in text and "presumed abort" in text
+
+
+def test_correction_5_p_mixed_is_the_abort_rate_under_bilateral() -> None:
+    from fito.model.adversary import attempt_outcomes
+    from fito.model.lattice import FailureSpec, closed_form
+
+    n, q, k = 10, 0.05, 1500
+    cf = closed_form(n, FailureSpec.binary(1 - q))
+    se = (cf.mixed * (1 - cf.mixed) / k) ** 0.5
+    bil = attempt_outcomes(Bilateral(), n, q, k, seed=7)
+    assert abs(bil.rate(bil.durable, "mixed") - cf.mixed) < 5 * se  # the lattice describes the attempt...
+    assert bil.recovered.get("mixed", 0) == 0  # ...but no recovery is ever mixed
+    assert bil.recovered["atomic-bottom"] == bil.durable["mixed"]  # every mixed attempt falls back
+    assert abs(bil.rate(bil.recovered, "atomic-bottom") - (1 - cf.all_c)) < 5 * se
+    tmp = attempt_outcomes(TemporalBoundary(), n, q, k, seed=7)
+    assert tmp.recovered.get("mixed", 0) == tmp.durable["mixed"] > 0  # no protocol: resumes the mix
