@@ -295,8 +295,10 @@ def snapshot_dir(root: Path) -> dict[str, Any]:
     return out
 
 
-def each_crash_state(initial: dict[str, Any], log: list[Op], store: tuple[tuple, ...] = ()) -> Iterator[CrashState]:
-    """Every distinct crash state of every prefix of `log` (deduplicated, in log order)."""
+def each_crash_state(initial: dict[str, Any], log: list[Op], store: tuple[tuple, ...] = (), *,
+                     dedupe: bool = True) -> Iterator[CrashState]:
+    """Every crash state of every prefix of `log`, in log order; with `dedupe`, each distinct disk once
+    (at the first crash point that can leave it)."""
     fs = LogicalFS(initial, store)
     seen: set[tuple] = set()
     for k in range(len(log) + 1):
@@ -304,7 +306,9 @@ def each_crash_state(initial: dict[str, Any], log: list[Op], store: tuple[tuple,
             fs.apply(log[k - 1])
         for state in fs.crash_states(k):
             key = (state.files, state.store)
-            if key not in seen:
+            if not dedupe:
+                yield state
+            elif key not in seen:
                 seen.add(key)
                 yield state
 
