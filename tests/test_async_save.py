@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fito
-from conftest import assert_same, make_state, snapshot, train_steps
+from training_state import assert_same, make_state, snapshot, train_steps
 
 
 def test_mutations_after_the_call_do_not_reach_the_checkpoint(ckdir):

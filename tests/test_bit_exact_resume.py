@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fito
-from conftest import assert_same, make_state, snapshot, train_steps
+from training_state import assert_same, make_state, snapshot, train_steps
 
 TOTAL = 12
 

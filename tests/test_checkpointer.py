@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fito
-from conftest import assert_same, make_state, snapshot, train_steps
+from training_state import assert_same, make_state, snapshot, train_steps
 
 
 def test_round_trip_restores_every_kind_of_entry_in_place(ckdir):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fito
-from conftest import assert_same, make_state, snapshot, train_steps
+from training_state import assert_same, make_state, snapshot, train_steps
 from fito.ckpt.inspect import open_store
 
 

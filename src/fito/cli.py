@@ -20,8 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `fito COMMAND --help` for the options of one command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"fito.commands.{info.name}")
+    modules = [importlib.import_module(f"fito.commands.{info.name}") for info in pkgutil.iter_modules(commands.__path__)]
+    # Checkpoint commands first (the product), then the theory models, each group alphabetical.
+    for module in sorted(modules, key=lambda m: (getattr(m, "SECTION", 1), m.__name__)):
         module.register(sub)
     return parser
 

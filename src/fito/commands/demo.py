@@ -11,6 +11,9 @@ from rich.table import Table
 from fito.demo.run import run_demo
 
 
+SECTION = 0  # listed first in `fito --help`: the checkpoint commands
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="train on 2 ranks, kill one mid-save, resume, compare bit for bit",

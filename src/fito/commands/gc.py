@@ -10,6 +10,9 @@ from fito.ckpt.retention import collect_garbage
 from fito.errors import FitoError
 
 
+SECTION = 0  # listed first in `fito --help`: the checkpoint commands
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "gc", help="keep the newest K committed epochs, delete the rest and aborted/undecided leftovers",

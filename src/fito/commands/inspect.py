@@ -11,6 +11,9 @@ from fito.ckpt.inspect import describe
 from fito.errors import FitoError
 
 
+SECTION = 0  # listed first in `fito --help`: the checkpoint commands
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "inspect", help="list epochs with their decision and per-rank lattice position",

@@ -11,6 +11,9 @@ from fito.ckpt.inspect import verify
 from fito.errors import FitoError
 
 
+SECTION = 0  # listed first in `fito --help`: the checkpoint commands
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify", help="re-hash every unit of a committed epoch (exit 1 if not whole)",
