@@ -355,6 +355,7 @@ class EtcdFleetStore(FleetStore):
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.k_fence, self.k_cur = self.prefix + "fence", self.prefix + "current"
         self._fence = _Fence(self.t, self.k_fence)
+        self._watch: _EpochWatch | None = None
 
     def _k_epoch(self, epoch: int) -> str:
         return f"{self.prefix}e/{epoch:020d}"
@@ -416,25 +417,13 @@ class EtcdFleetStore(FleetStore):
         return _load_epoch(kvs[0])
 
     def wait_for(self, after_epoch: int, timeout: float) -> EpochDecision | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            kvs, rev = self.t.range("read current epoch", self.k_cur)
-            if kvs and _load_epoch(kvs[0]).epoch > after_epoch:
-                return _load_epoch(kvs[0])
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            if not self._watch_once(rev + 1, min(remaining, 1.0)):
-                continue  # the member went away or nothing happened: re-read (with failover) and re-watch
-
-    def _watch_once(self, start_revision: int, timeout: float) -> bool:
-        """Wait for a change of the current-epoch key after `start_revision`; False on timeout/error."""
-        client = self.t._clients[self.t._preferred]
-        try:
-            client.watch_once(self.k_cur, timeout=timeout, start_revision=start_revision)
-            return True
-        except (gw_exc.WatchTimedOut, *_RETRYABLE):
-            return False
+        """A linearizable read first; then wait on this store's long-lived watch stream."""
+        current = self.current()
+        if current.epoch > after_epoch:
+            return current
+        if self._watch is None:
+            self._watch = _EpochWatch(self)
+        return self._watch.wait_newer(after_epoch, timeout)
 
     def grant_lease(self, node: str, ttl: float) -> NodeLease:
         r = self.t.call(f"grant lease for {node}", "lease/grant", {"TTL": max(1, round(ttl)), "ID": 0})
@@ -487,7 +476,75 @@ class EtcdFleetStore(FleetStore):
         return _load_epoch(cur_kvs[0]).epoch if cur_kvs else 0
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
         self.t.close()
+
+
+class _EpochWatch:
+    """One long-lived watch stream on the current-epoch key. Each cycle reads the key linearizably (with
+    failover), then streams events from the next revision on; an idle stream is re-opened every
+    `idle` seconds, so a dead member is left within that time. Waiters wake on every new epoch."""
+
+    def __init__(self, store: EtcdFleetStore, idle: float = 2.0) -> None:
+        self.store, self.idle = store, idle
+        self.cond = threading.Condition()
+        self.latest: EpochDecision = GENESIS
+        self._stop = threading.Event()
+        self._session = requests.Session()  # not shared with request/response calls on other threads
+        self._resp: requests.Response | None = None
+        self._thread = threading.Thread(target=self._run, name="fito-etcd-watch", daemon=True)
+        self._thread.start()
+
+    def _seen(self, decision: EpochDecision) -> None:
+        with self.cond:
+            if decision.epoch > self.latest.epoch:
+                self.latest = decision
+                self.cond.notify_all()
+
+    def wait_newer(self, after_epoch: int, timeout: float) -> EpochDecision | None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.latest.epoch <= after_epoch:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self.cond.wait(remaining)
+            return self.latest
+
+    def _run(self) -> None:
+        t, key = self.store.t, self.store.k_cur
+        while not self._stop.is_set():
+            try:
+                kvs, rev = t.range("read current epoch", key)
+                if kvs:
+                    self._seen(_load_epoch(kvs[0]))
+                ep = t.endpoints[t._preferred]
+                url = (ep if "://" in ep else f"http://{ep}").rstrip("/") + API_PATH + "watch"
+                body = {"create_request": {"key": _b64(key), "start_revision": str(rev + 1)}}
+                with self._session.post(url, json=body, stream=True, timeout=(1.0, self.idle)) as resp:
+                    self._resp = resp
+                    for line in resp.iter_lines():
+                        if self._stop.is_set():
+                            return
+                        if line:
+                            for ev in json.loads(line).get("result", {}).get("events", []):
+                                kv = _decode_kv(ev["kv"])
+                                if kv["value"]:
+                                    self._seen(_load_epoch(kv))
+            except (requests.RequestException, CoordinationUnavailableError, ValueError, KeyError, AttributeError):
+                self._stop.wait(0.02)  # stream ended, member gone, or idle: read again and re-watch
+
+    def stop(self) -> None:
+        self._stop.set()
+        resp = self._resp
+        if resp is not None:
+            try:
+                resp.close()
+            except Exception:  # noqa: BLE001 - best effort to unblock the reader
+                pass
+        self._thread.join(timeout=self.idle + 1.5)
+        self._session.close()
 
 
 def _load_epoch(kv: dict[str, Any]) -> EpochDecision:
