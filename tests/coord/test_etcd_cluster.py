@@ -23,9 +23,11 @@ def test_leader_killed_transition_still_commits(etcd3, prefix: str) -> None:
     store = EtcdFleetStore(etcd3.endpoints, prefix=prefix, request_timeout=1.0, deadline=10.0)
     coord = EpochCoordinator(store)
     coord.transition("v1")
-    nodes = [EpochFollower(EtcdFleetStore(etcd3.endpoints, prefix=prefix, request_timeout=1.0), f"n{i}")
-             for i in range(2)]
     leader = etcd3.leader()
+    # followers talk to the leader first, so its death forces their watch and requests to fail over
+    leader_first = [etcd3.endpoints[leader]] + [e for i, e in enumerate(etcd3.endpoints) if i != leader]
+    nodes = [EpochFollower(EtcdFleetStore(leader_first, prefix=prefix, request_timeout=1.0), f"n{i}")
+             for i in range(2)]
     try:
         etcd3.kill(leader)
         t0 = time.monotonic()
@@ -36,6 +38,7 @@ def test_leader_killed_transition_still_commits(etcd3, prefix: str) -> None:
         while time.monotonic() < end and not all(n.epoch == 2 for n in nodes):
             time.sleep(0.02)
         assert [n.before_collective() for n in nodes] == [2, 2]
+        assert all(n.store.t.failovers >= 1 for n in nodes)
         # the checkpoint decision log on the same cluster keeps working too
         ck = EtcdDecisionStore(etcd3.endpoints, prefix=prefix + "ckpt/", request_timeout=1.0)
         f = ck.acquire_fence()
@@ -76,7 +79,6 @@ def test_quorum_lost_is_bounded_error_and_nothing_half_applied(etcd3, prefix: st
     cur = fresh.current()
     assert cur == hist[-1]
     landed = "during-outage" in ids
-    print("outage proposal landed after recovery:", landed)
     assert (cur.epoch == 2) == landed
     kvs, _ = fresh.t.range("id", prefix + "id/during-outage")
     assert bool(kvs) == landed

@@ -7,8 +7,9 @@ import pytest
 from etcd3gw import exceptions as gw_exc
 
 from fito.coord.base import Decision
-from fito.coord.etcd import EtcdDecisionStore, EtcdTransport
+from fito.coord.etcd import EtcdDecisionStore, EtcdFleetStore, EtcdTransport
 from fito.coord.etcd_testing import free_ports
+from fito.coord.fleet_base import EpochCoordinator
 from fito.errors import CoordinationUnavailableError
 
 
@@ -58,3 +59,23 @@ def test_no_member_reachable_is_a_bounded_clear_error(prefix: str) -> None:
     with pytest.raises(CoordinationUnavailableError, match="no etcd quorum answered within 1.0s"):
         store.acquire_fence()
     assert time.monotonic() - t0 < 1.0 + 0.3 + 0.5
+
+
+def test_transition_whose_reply_was_lost_is_not_doubled(etcd1, prefix: str) -> None:
+    store = EtcdFleetStore(etcd1.endpoints, prefix=prefix)
+    coord = EpochCoordinator(store)
+    client = store.t._clients[0]
+    real_post = client.post
+    lost = []
+
+    def post_then_lose_reply(url, *args, **kwargs):
+        result = real_post(url, *args, **kwargs)
+        if url.endswith("kv/txn") and not lost and '"request_put"' in kwargs.get("data", ""):
+            lost.append(result)
+            raise gw_exc.ConnectionTimeoutError("reply lost (injected)")
+        return result
+
+    client.post = post_then_lose_reply
+    d = coord.transition("v1", decision_id="t-once")
+    assert lost and lost[0]["succeeded"] is True
+    assert d.epoch == 1 and [x.decision_id for x in store.history()] == ["t-once"]
