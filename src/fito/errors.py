@@ -43,8 +43,8 @@ class StateMismatchError(FitoError):
 
 
 class CoordinationUnavailableError(FitoError):
-    """The coordination service (etcd quorum, SQLite file) could not be reached within the deadline.
-    Nothing was decided by this call; a commit that timed out may still land, so retry with the same
+    """The coordination service (etcd quorum) did not acknowledge within the deadline. Treat the
+    outcome as unknown, not as "no": a commit that timed out may still land, so re-send it with the same
     decision id (publishing is idempotent on it) before deciding anything else."""
 
 

@@ -114,7 +114,8 @@ class EtcdTransport:
                 if elapsed >= self.deadline:
                     raise CoordinationUnavailableError(
                         f"{what}: no etcd quorum answered within {self.deadline:.1f}s across "
-                        f"{len(self.endpoints)} endpoint(s); nothing was decided by this call. "
+                        f"{len(self.endpoints)} endpoint(s); nothing was acknowledged (a write that timed out may still "
+                        f"land: re-send it with the same decision id to resolve it). "
                         f"Last errors: {'; '.join(errors[-len(self.endpoints):])}"
                     )
                 # full jitter, capped, never past the deadline
