@@ -90,3 +90,36 @@ def test_node_without_live_lease_is_fenced_out(fleet_store_factory) -> None:
     with pytest.raises(EpochFencedError, match="no live lease"):
         node.before_collective()
     assert store.participants(0) == []
+
+
+def test_racing_proposers_commit_each_epoch_once(fleet_store_factory) -> None:
+    """Two handles with the same (current) fence race for the same epochs: each epoch commits once,
+    the loser of each race gets EpochConflictError, and the chain has no gap."""
+    import threading
+
+    from fito.coord.fleet_base import new_decision_id
+
+    fence = fleet_store_factory().acquire_fence()
+    wins: dict[str, list[int]] = {"a": [], "b": []}
+    conflicts: dict[str, int] = {"a": 0, "b": 0}
+
+    def racer(tag: str) -> None:
+        store = fleet_store_factory()
+        while True:
+            target = store.current().epoch + 1
+            if target > 8:
+                return
+            try:
+                wins[tag].append(store.propose(target, tag, fence, new_decision_id()).epoch)
+            except EpochConflictError:
+                conflicts[tag] += 1
+
+    threads = [threading.Thread(target=racer, args=(t,)) for t in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    hist = fleet_store_factory().history()
+    assert [d.epoch for d in hist] == list(range(1, 9))
+    assert sorted(wins["a"] + wins["b"]) == list(range(1, 9))
+    assert [d.config for d in hist] == ["a" if e in wins["a"] else "b" for e in range(1, 9)]

@@ -64,3 +64,20 @@ def test_cli_table(capsys) -> None:
     assert main(["fleet", "--nodes", "8", "--loss", "0.1", "--runs", "50", "--mode", "tagged"]) == 0
     text = capsys.readouterr().out
     assert "tagged" in text and "naive" not in text.split("mixed =")[0]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None)
+@given(nodes=st.integers(1, 40), loss=st.floats(0.0, 0.6), seed=st.integers(0, 10**6))
+def test_tags_and_fencing_never_mix_for_any_parameters(nodes: int, loss: float, seed: int) -> None:
+    for mode in ("tagged", "consensus"):
+        res = simulate(mode, nodes=nodes, loss=loss, runs=20, seed=seed)
+        assert res.mixed.sum() == 0
+        assert (res.converge >= 1).all()
+    naive = simulate("naive", nodes=nodes, loss=loss, runs=20, seed=seed)
+    tagged = simulate("tagged", nodes=nodes, loss=loss, runs=20, seed=seed)
+    # same seed, same broadcast: tagging aborts exactly the collectives naive lets run mixed
+    assert (tagged.aborted == naive.mixed).all()
