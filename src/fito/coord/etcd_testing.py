@@ -94,7 +94,18 @@ class EtcdCluster:
     def endpoints(self) -> list[str]:
         return [m.client_url for m in self.members]
 
-    def start(self) -> "EtcdCluster":
+    def start(self, attempts: int = 3) -> "EtcdCluster":
+        """Start every member and wait for health; new ports and a new directory on each try, since a
+        port found free can be taken by another process before etcd binds it."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> "EtcdCluster":
         self.base_dir = Path(tempfile.mkdtemp(prefix="fito-etcd-"))
         ports = free_ports(2 * self.size)
         token = f"fito-{os.getpid()}-{int(time.time() * 1000)}"
