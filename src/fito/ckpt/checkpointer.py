@@ -27,7 +27,7 @@ from fito.ckpt.tree import DTYPES, array_specs, decode, encode, numpy_dtype
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import (
-    CheckpointCorruptError, FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError, StaleFenceError,
+    CheckpointCorruptError, CoordinationUnavailableError, FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError, StaleFenceError,
     StateMismatchError, UnsafeCheckpointError, ValidationError,
 )
 from fito.protocol import (
@@ -42,6 +42,7 @@ log = logging.getLogger("fito")
 STATE_UNIT = "__state__"
 STATE_FORMAT = "fito-state/1"
 VALIDATION_ENTRY = "__validation__"
+PUBLISH_TRIES = 3
 
 
 class Checkpointer:
@@ -261,11 +262,18 @@ class Checkpointer:
             self._fence = self.store.acquire_fence()
         decision = Decision(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash,
                             decision_id=f"{cmd.epoch}:{cmd.attempt}:{cmd.outcome}")
-        try:
-            self.store.publish(decision, self._fence)
-        except StaleFenceError as exc:
-            return PublishRejected(str(exc))
-        return DecisionPublished(cmd.outcome)
+        for attempt in range(PUBLISH_TRIES):
+            try:
+                self.store.publish(decision, self._fence)
+                return DecisionPublished(cmd.outcome)
+            except StaleFenceError as exc:
+                return PublishRejected(str(exc))
+            except CoordinationUnavailableError as exc:
+                # The decision may have landed: retrying with the same decision_id is idempotent.
+                log.warning("decision store unreachable (try %d of %d): %s", attempt + 1, PUBLISH_TRIES, exc)
+                unreachable = exc
+        return PublishRejected(f"decision store unreachable, outcome unknown until it answers "
+                               f"(`fito inspect` / committed() will tell): {unreachable}")
 
     def _record_abort(self, step: int, attempt: str, reason: str) -> None:
         try:
