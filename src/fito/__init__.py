@@ -1,13 +1,30 @@
-"""fito: checkpoints that commit by protocol, not by clock."""
+"""fito: checkpoints that commit by protocol, not by clock.
+
+The public API is imported lazily, so `fito --help` and the theory models start without loading torch."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from fito.ckpt import CheckpointManager, Checkpointer, DataPosition, RNGState, SaveHandle  # noqa: E402
-from fito.errors import (  # noqa: E402
-    CheckpointCorruptError, FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError,
-    StaleFenceError, StateMismatchError, UnsafeCheckpointError, ValidationError,
-)
-
-__all__ = [
-    "CheckpointManager", "Checkpointer", "CheckpointCorruptError", "DataPosition", "SaveHandle", "FitoError", "NoCommittedEpochError", "RNGState",
-    "SaveAbortedError", "SaveInProgressError", "StaleFenceError", "StateMismatchError", "UnsafeCheckpointError", "ValidationError", "__version__",
+_API = {
+    "Checkpointer": "fito.ckpt.checkpointer",
+    "CheckpointManager": "fito.ckpt.manager",
+    "SaveHandle": "fito.ckpt.handle",
+    "DataPosition": "fito.ckpt.state",
+    "RNGState": "fito.ckpt.state",
+}
+_ERRORS = [
+    "CheckpointCorruptError", "FitoError", "NoCommittedEpochError", "SaveAbortedError", "SaveInProgressError",
+    "StaleFenceError", "StateMismatchError", "UnsafeCheckpointError", "ValidationError",
 ]
+__all__ = [*_API, *_ERRORS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    if name in _ERRORS:
+        return getattr(importlib.import_module("fito.errors"), name)
+    raise AttributeError(f"module 'fito' has no attribute {name!r}")

@@ -5,8 +5,6 @@ import argparse
 
 from rich.console import Console
 
-from fito.ckpt.inspect import open_store
-from fito.ckpt.retention import collect_garbage
 from fito.errors import FitoError
 
 
@@ -28,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fito.ckpt.inspect import open_store  # lazily: loads torch
+    from fito.ckpt.retention import collect_garbage  # lazily: loads torch
     console = Console(highlight=False)
     if args.keep < 1:
         console.print("[red]--keep must be at least 1: the newest committed epoch is never deleted")

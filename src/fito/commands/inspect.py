@@ -7,7 +7,6 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from fito.ckpt.inspect import describe
 from fito.errors import FitoError
 
 
@@ -27,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fito.ckpt.inspect import describe  # lazily: loads torch
     try:
         infos = describe(args.dir)
     except (FitoError, FileNotFoundError) as exc:

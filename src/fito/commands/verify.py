@@ -7,7 +7,6 @@ import json
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from fito.ckpt.inspect import verify
 from fito.errors import FitoError
 
 
@@ -28,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fito.ckpt.inspect import verify  # lazily: loads torch
     err = Console(stderr=True)
     with Progress(TextColumn("verify"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=err, transient=True, disable=args.json) as progress:
