@@ -83,7 +83,7 @@ def test_bilateral_three_ranks_holds_exhaustively() -> None:
 def test_bilateral_with_a_retry_keeps_the_aborted_attempt_invisible() -> None:
     cfg = Config(ranks=2, attempts=2, message_loss=False, crashes=False)
     result = explore("bilateral", cfg)
-    assert result.ok and result.complete and result.states == 23091
+    assert result.ok and result.complete and result.states == 22939
     # the space really contains an aborted first attempt followed by a committed second one
     paper = explore("paper-literal", cfg, stop_at_first=True)
     assert not paper.ok
@@ -127,3 +127,39 @@ def test_cli_exit_codes_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["ok"] and doc["states"] == 3008
     assert set(doc["properties"].values()) == {"holds"}
     assert main(["check", "--protocol", "bilateral", "--ranks", "2", "--max-states", "50", "--json"]) == 2
+
+
+# ---- fencing: a zombie coordinator after a job restart ----
+ZOMBIE_TRACE = [
+    "start: epoch 1 committed and durable on 2 ranks; every process begins saving epoch 2 attempt a",
+    *[f"rank{r}: {step}" for r in (0, 1) for step in (
+        f"write shard e2/a/rank-{r}.fito", f"fsync e2/a/rank-{r}.fito", "fsync dir e2/a/", "send READY(e2/a)")],
+    "net: deliver READY(rank0, e2/a) to coord", "net: deliver READY(rank1, e2/a) to coord",
+    "coord: write manifest e2/a/manifest.json", "coord: fsync e2/a/manifest.json", "coord: fsync dir e2/a/",
+    "job restart, but the old coordinator survives as a zombie; every other process begins epoch 2 attempt b",
+    *[f"rank{r}: {step}" for r in (0, 1) for step in (
+        f"write shard e2/b/rank-{r}.fito", f"fsync e2/b/rank-{r}.fito", "fsync dir e2/b/", "send READY(e2/b)")],
+    "zombie coord: publish decision commit e2/a (durable, atomic)",
+    "zombie coord: notify every rank: commit e2/a",
+    "net: deliver READY(rank0, e2/b) to coord", "net: deliver READY(rank1, e2/b) to coord",
+    "coord: write manifest e2/b/manifest.json", "coord: fsync e2/b/manifest.json", "coord: fsync dir e2/b/",
+    "zombie coord: collect garbage (keep 1): retire+delete ['e1/x'], delete undecided ['e2/b/']",
+    "coord: publish decision commit e2/b (durable, atomic)",
+]
+
+
+def test_lazy_fencing_lets_a_zombie_delete_the_live_attempt_before_it_commits() -> None:
+    """Found by `fito check --attempts 2 --zombies --no-loss --no-crashes` (BFS-shortest, 32 steps): the
+    token is taken at the first publish, so a zombie that publishes first holds the newest token, and its
+    garbage collection deletes the live job's finished attempt, which then commits with no files."""
+    cfg = Config(ranks=2, attempts=2, zombies=True, message_loss=False, crashes=False)
+    _, violations = replay("bilateral", cfg, ZOMBIE_TRACE)
+    assert [v.property for v in violations] == ["CommittedStaysRecoverable"]
+    assert "e2/b is committed" in violations[0].detail
+    # taking the token when the job starts fences the zombie out: its publish is refused
+    eager = Config(ranks=2, attempts=2, zombies=True, fence_at_start=True, message_loss=False, crashes=False)
+    with pytest.raises(ValueError, match="zombie coord: publish decision commit e2/a"):
+        replay("bilateral", eager, ZOMBIE_TRACE)
+    refused = ZOMBIE_TRACE[:23] + ["zombie coord: publish decision commit e2/a: REFUSED, stale fence"]
+    _, violations = replay("bilateral", eager, refused)
+    assert violations == []

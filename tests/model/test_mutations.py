@@ -27,7 +27,7 @@ def test_mutation_is_caught(mutation: str, steps: int, last_step: str, loaded: s
     result = explore("bilateral", CFG, mutation=mutation, stop_at_first=True)
     assert not result.ok
     cex = result.violations["CommittedStaysRecoverable"]
-    assert len(cex.trace) == steps and cex.trace[-1] == last_step
+    assert len(cex.trace) == steps and cex.trace[-1].startswith(last_step)
     assert loaded in cex.detail
     _, violations = replay("bilateral", CFG, cex.trace, mutation=mutation)
     assert "CommittedStaysRecoverable" in {v.property for v in violations}

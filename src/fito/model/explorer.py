@@ -24,7 +24,7 @@ from fito.model.protocols import (
 from fito.model.simfs import MISSING, Content, SimDisk, content_hash, each_crash_image, short_path, unit
 from fito.protocol import (
     Aborted, Begin, CollectGarbage, Committed, DecisionPublished, FsyncDir, FsyncFile, Fsynced,
-    ManifestWritten, Notify, PublishDecision, ReadyReceived, SendReady, ShardWritten, TimedOut, UnitEntry,
+    ManifestWritten, Notify, PublishDecision, PublishRejected, RankFailed, ReadyReceived, SendReady, ShardWritten, TimedOut, UnitEntry,
     WriteManifest, WriteShard,
 )
 from fito.protocol.messages import attempt_dir
@@ -49,6 +49,7 @@ class World(NamedTuple):
     disk: SimDisk
     store: tuple[Record, ...]  # the durable, atomic decision log
     ghost: Ghost
+    fence: tuple[int, ...] = (0, 0, 0)  # the store's newest token, then the token of coord and of the zombie
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Config:
     ranks: int = 2
     attempts: int = 1  # attempts per epoch; more than one lets a job restart retry the save
     epochs: int = 1  # epochs saved after the committed epoch 1 (2, 3, ...), each once the previous committed
+    zombies: bool = False  # a job restart may leave the old coordinator running (fencing must stop it)
+    fence_at_start: bool = False  # coordinator takes its fencing token when the job starts (else: at first publish, as Checkpointer does)
     keep: int = 1  # retention: committed epochs kept after a commit
     crashes: bool = True
     message_loss: bool = True
@@ -133,37 +136,48 @@ class Model:
         self.config = config
         self.n = config.ranks
         self._check_memo: dict[tuple, tuple[list[Violation], int]] = {}
-        self._fresh = [self.fresh(i) for i in range(self.n + 1)]
+        self.procs = self.n + 2 if config.zombies else self.n + 1  # ranks, coord, [zombie coordinator]
+        self.zombie = self.n + 1
+        self._fresh = [self.fresh(i) for i in range(self.procs)]
 
     # -- names --
     def who(self, i: int) -> str:
-        return "coord" if i == self.n else f"rank{i}"
+        return "coord" if i == self.n else "zombie coord" if i == self.zombie else f"rank{i}"
 
     def fresh(self, i: int) -> object:
-        return self.variant.coordinator(self.n) if i == self.n else self.variant.participant(i)
+        return self.variant.coordinator(self.n) if i >= self.n else self.variant.participant(i)
 
     # -- initial state --
     def initial(self) -> World:
         disk, store = self.variant.initial_disk(self.n)
         ghost = Ghost(((INITIAL_EPOCH, INITIAL_ATTEMPT),), (), (NEXT_EPOCH, attempt_name(0)), 1, 1)
-        return self._begin(disk, store, ghost)
+        return self._begin(disk, store, ghost, self._new_job_fence((0, 0, 0)))
+
+    def _new_job_fence(self, fence: tuple[int, ...]) -> tuple[int, ...]:
+        """A (re)started job's coordinator has no token yet, unless it takes one at start."""
+        if self.config.fence_at_start:
+            return (fence[0] + 1, fence[0] + 1) + fence[2:]
+        return (fence[0], 0) + fence[2:]
 
     def initial_label(self) -> str:
         return (f"start: epoch {INITIAL_EPOCH} committed and durable on {self.n} ranks; every process begins "
                 f"saving epoch {NEXT_EPOCH} attempt {attempt_name(0)}")
 
-    def _begin(self, disk: SimDisk, store: tuple[Record, ...], ghost: Ghost) -> World:
+    def _begin(self, disk: SimDisk, store: tuple[Record, ...], ghost: Ghost, fence: tuple[int, ...]) -> World:
         machines, pending = [], []
         for i in range(self.n + 1):
             m, cmds = _handle(self.fresh(i), Begin(*ghost.current))
             machines.append(m)
             pending.append(tuple(cmds))
-        return World(tuple(machines), tuple(pending), (), disk, store, ghost)
+        if self.config.zombies:
+            machines.append(self._fresh[self.zombie])
+            pending.append(())
+        return World(tuple(machines), tuple(pending), (), disk, store, ghost, fence)
 
     # -- transitions --
     def successors(self, w: World) -> list[tuple[str, World]]:
         out: list[tuple[str, World]] = []
-        for i in range(self.n + 1):
+        for i in range(self.procs):
             if w.pending[i]:
                 out.append(self._exec(w, i))
         seen_msgs = set()
@@ -173,7 +187,7 @@ class Model:
             seen_msgs.add((dest, ev))
             rest = w.net[:k] + w.net[k + 1:]
             m, cmds = _handle(w.machines[dest], ev)
-            lost = World(w.machines, w.pending, rest, w.disk, w.store, w.ghost)
+            lost = World(w.machines, w.pending, rest, w.disk, w.store, w.ghost, w.fence)
             out.append((f"net: deliver {_msg(ev)} to {self.who(dest)}",
                         self._set(lost, dest, m, w.pending[dest] + tuple(cmds))))
             if self.config.message_loss:
@@ -184,7 +198,7 @@ class Model:
             if m != coord or cmds:
                 out.append(("coord: timeout waiting for READY", self._set(w, self.n, m, w.pending[self.n] + tuple(cmds))))
         if self.config.crashes:
-            for i in range(self.n + 1):
+            for i in range(self.procs):
                 nxt = self._crash(w, i)
                 if nxt != w:
                     out.append((f"crash {self.who(i)} (restarts empty; its un-fsynced writes are lost)", nxt))
@@ -195,12 +209,22 @@ class Model:
             ghost = g._replace(aborted=_add(g.aborted, g.current), current=nxt_attempt, attempts=g.attempts + 1,
                                named=g.named + 1)
             out.append((f"job restart: every process restarts and begins epoch {epoch} attempt {nxt_attempt[1]}",
-                        self._begin(w.disk, w.store, ghost)))
+                        self._begin(w.disk, w.store, ghost, self._new_job_fence(w.fence))))
+            zombie_idle = self.config.zombies and not w.pending[self.zombie] and w.machines[self.zombie] == self._fresh[self.zombie]
+            if zombie_idle:
+                # The scheduler restarts the job but fails to kill the old coordinator: it keeps its
+                # machine, its pending commands and its fencing token.
+                ghost = g._replace(current=nxt_attempt, attempts=g.attempts + 1, named=g.named + 1)
+                nxt = self._begin(w.disk, w.store, ghost, self._new_job_fence((w.fence[0], 0, w.fence[1])))
+                nxt = self._set(nxt, self.zombie, w.machines[self.n], w.pending[self.n])
+                nxt = nxt._replace(net=tuple((self.zombie, ev) for dest, ev in w.net if dest == self.n))
+                out.append((f"job restart, but the old coordinator survives as a zombie; every other process "
+                            f"begins epoch {epoch} attempt {nxt_attempt[1]}", nxt))
         if g.current in g.committed and epoch < NEXT_EPOCH + self.config.epochs - 1:
             # Training went on: the next save() builds fresh machines; stale messages may still arrive.
             nxt_attempt = (epoch + 1, attempt_name(g.named))
             ghost = g._replace(current=nxt_attempt, attempts=1, named=g.named + 1)
-            nxt = self._begin(w.disk, w.store, ghost)
+            nxt = self._begin(w.disk, w.store, ghost, w.fence)
             out.append((f"next save: every process begins epoch {epoch + 1} attempt {nxt_attempt[1]}",
                         nxt._replace(net=w.net)))
         return [(label, s) for label, s in out if s != w]
@@ -209,27 +233,57 @@ class Model:
     def _set(w: World, i: int, machine: object, pending: tuple) -> World:
         return World(
             w.machines[:i] + (machine,) + w.machines[i + 1:], w.pending[:i] + (pending,) + w.pending[i + 1:],
-            w.net, w.disk, w.store, w.ghost,
+            w.net, w.disk, w.store, w.ghost, w.fence,
         )
 
     def _crash(self, w: World, i: int) -> World:
         ghost = w.ghost
         if i == self.n and self.variant.presumed_abort and ghost.current not in ghost.committed:
             ghost = ghost._replace(aborted=_add(ghost.aborted, ghost.current))
+        fence = w.fence
+        if i == self.zombie:
+            m = w.machines[i]
+            att = (getattr(m, "epoch", -1), getattr(m, "attempt", ""))
+            if att[0] >= 0 and att not in ghost.committed:
+                ghost = ghost._replace(aborted=_add(ghost.aborted, att))
+        if i >= self.n:
+            fence = fence[:i - self.n + 1] + (0,) + fence[i - self.n + 2:]  # a new process has no token yet
         fresh = self._fresh[i]
         if w.machines[i] == fresh and not w.pending[i] and ghost is w.ghost and not w.disk.has_volatile(i):
             return w  # crashing a process that holds nothing changes nothing
         w = self._set(w, i, fresh, ())
-        return World(w.machines, w.pending, w.net, w.disk.lose_volatile(i), w.store, ghost)
+        return World(w.machines, w.pending, w.net, w.disk.lose_volatile(i), w.store, ghost, fence)
 
     def _exec(self, w: World, i: int) -> tuple[str, World]:
+        try:
+            return self._exec_ok(w, i)
+        except (FileNotFoundError, FileExistsError) as exc:
+            return self._io_failed(w, i, exc)
+
+    def _io_failed(self, w: World, i: int, exc: OSError) -> tuple[str, World]:
+        """The library's driver catches a failed file operation: a rank reports RankFailed to the
+        coordinator; a coordinator gives up the attempt without publishing (presumed abort)."""
+        cmd = w.pending[i][0]
+        net, ghost = w.net, w.ghost
+        m = w.machines[i]
+        if i < self.n:
+            net = _net_add(net, self.n, RankFailed(i, f"{type(exc).__name__}"))
+        else:
+            att = (getattr(m, "epoch", -1), getattr(m, "attempt", ""))
+            if att not in ghost.committed:
+                ghost = ghost._replace(aborted=_add(ghost.aborted, att))
+        nxt = self._set(World(w.machines, w.pending, net, w.disk, w.store, ghost, w.fence), i, self._fresh[i], ())
+        return f"{self.who(i)}: {type(cmd).__name__} FAILED ({type(exc).__name__}: {exc}); save given up", nxt
+
+    def _exec_ok(self, w: World, i: int) -> tuple[str, World]:
         """Execute process i's next command as the library would, and feed the reply back to it."""
         cmd, rest = w.pending[i][0], w.pending[i][1:]
-        disk, store, net, ghost = w.disk, w.store, w.net, w.ghost
+        disk, store, net, ghost, fence = w.disk, w.store, w.net, w.ghost, w.fence
+        slot = i - self.n + 1  # index of this coordinator's token in `fence` (coordinators only)
         reply: object | None = None
         if isinstance(cmd, WriteShard):
             c = unit(cmd.rank, cmd.epoch, cmd.attempt)
-            disk = disk.create(cmd.path, c, i)
+            disk = disk.makedirs(attempt_dir(cmd.epoch, cmd.attempt)).create(cmd.path, c, i)  # as Checkpointer does
             reply = ShardWritten(cmd.path, 1, (UnitEntry(f"rank{cmd.rank}", 0, 1, content_hash(c), cmd.epoch),))
             label = f"write shard {short_path(cmd.path)}"
         elif isinstance(cmd, WriteInPlace):
@@ -252,14 +306,21 @@ class Model:
             reply, label = ManifestWritten(cmd.path, content_hash(c)), f"write manifest {short_path(cmd.path)}"
         elif isinstance(cmd, PublishDecision):
             att = (cmd.epoch, cmd.attempt)
-            if not any((r.epoch, r.attempt) == att for r in store):  # idempotent on the decision id
-                store = store + (Record(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash),)
-            if cmd.outcome == "commit" and att not in ghost.committed:
-                ghost = ghost._replace(committed=ghost.committed + (att,))
-            elif cmd.outcome == "abort" and att not in ghost.committed:
-                ghost = ghost._replace(aborted=_add(ghost.aborted, att))
-            reply = DecisionPublished(cmd.outcome)
-            label = f"publish decision {cmd.outcome} e{cmd.epoch}/{cmd.attempt} (durable, atomic)"
+            if fence[slot] == 0:  # like Checkpointer._publish: the token is acquired at the first publish
+                fence = _with(fence, 0, fence[0] + 1)
+                fence = _with(fence, slot, fence[0])
+            if fence[slot] != fence[0]:
+                reply = PublishRejected(f"fencing token {fence[slot]} is stale, current is {fence[0]}")
+                label = f"publish decision {cmd.outcome} e{cmd.epoch}/{cmd.attempt}: REFUSED, stale fence"
+            else:
+                if not any((r.epoch, r.attempt) == att for r in store):  # idempotent on the decision id
+                    store = store + (Record(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash),)
+                if cmd.outcome == "commit" and att not in ghost.committed:
+                    ghost = ghost._replace(committed=ghost.committed + (att,))
+                elif cmd.outcome == "abort" and att not in ghost.committed:
+                    ghost = ghost._replace(aborted=_add(ghost.aborted, att))
+                reply = DecisionPublished(cmd.outcome)
+                label = f"publish decision {cmd.outcome} e{cmd.epoch}/{cmd.attempt} (durable, atomic)"
         elif isinstance(cmd, Notify):
             for r in range(self.n):
                 ev = Committed(cmd.epoch, cmd.attempt) if cmd.outcome == "commit" else Aborted(cmd.epoch, cmd.attempt, cmd.reason)
@@ -268,12 +329,23 @@ class Model:
                 ghost = ghost._replace(aborted=_add(ghost.aborted, (cmd.epoch, cmd.attempt)))
             label = f"notify every rank: {cmd.outcome} e{cmd.epoch}/{cmd.attempt}"
         elif isinstance(cmd, CollectGarbage):
-            older = [r for r in committed_records(store) if r.epoch < cmd.newest_epoch]
-            doomed = older[: max(0, len(older) - (self.config.keep - 1))]
-            for rec in doomed:  # retire first (durable), then delete: recovery never chooses a retired epoch
-                store = tuple(r._replace(retired=True) if (r.epoch, r.attempt) == (rec.epoch, rec.attempt) else r for r in store)
-                disk = disk.remove_tree(attempt_dir(rec.epoch, rec.attempt))
-            label = f"collect garbage (keep {self.config.keep}): retire+delete {[f'e{r.epoch}/{r.attempt}' for r in doomed]}"
+            if fence[slot] != fence[0]:  # fito.ckpt.retention: retire() refuses a stale fence, nothing is deleted
+                label = "collect garbage: refused, stale fence"
+            else:
+                older = [r for r in committed_records(store) if r.epoch < cmd.newest_epoch]
+                doomed = older[: max(0, len(older) - (self.config.keep - 1))]
+                for rec in doomed:  # retire first (durable), then delete: recovery never picks a retired epoch
+                    store = tuple(r._replace(retired=True) if (r.epoch, r.attempt) == (rec.epoch, rec.attempt) else r for r in store)
+                    disk = disk.remove_tree(attempt_dir(rec.epoch, rec.attempt))
+                # then, like the library, every attempt directory no live commit names (undecided leftovers)
+                live = {attempt_dir(r.epoch, r.attempt) + "/" for r in committed_records(store)}
+                leftovers = sorted({p.rsplit("/", 1)[0] for p, _ in disk.files
+                                    if p.startswith("epochs/") and p.rsplit("/", 1)[0] + "/" not in live})
+                for d in leftovers:
+                    disk = disk.remove_tree(d)
+                label = (f"collect garbage (keep {self.config.keep}): retire+delete "
+                         f"{[f'e{r.epoch}/{r.attempt}' for r in doomed]}"
+                         + (f", delete undecided {[short_path(d) for d in leftovers]}" if leftovers else ""))
         elif isinstance(cmd, CommitPoint):
             att = (cmd.epoch, cmd.attempt)
             if att not in ghost.committed:
@@ -291,7 +363,7 @@ class Model:
         if reply is not None:
             machine, more = _handle(machine, reply)
             rest = rest + tuple(more)
-        nxt = self._set(World(w.machines, w.pending, net, disk, store, ghost), i, machine, rest)
+        nxt = self._set(World(w.machines, w.pending, net, disk, store, ghost, fence), i, machine, rest)
         return f"{self.who(i)}: {label}", nxt
 
     # -- properties --
@@ -355,6 +427,10 @@ def _handle(machine: object, event: object) -> tuple[object, list]:
     return nxt, list(cmds)
 
 
+def _with(t: tuple, i: int, v: object) -> tuple:
+    return t[:i] + (v,) + t[i + 1:]
+
+
 def _net_add(net: tuple, dest: int, ev: object) -> tuple:
     return tuple(sorted(net + ((dest, ev),), key=lambda m: (m[0], repr(m[1]))))
 
@@ -404,6 +480,8 @@ def _msg(ev: object) -> str:
         return f"COMMIT(e{ev.epoch}/{ev.attempt})"
     if isinstance(ev, Aborted):
         return f"ABORT(e{ev.epoch}/{ev.attempt})"
+    if isinstance(ev, RankFailed):
+        return f"FAILED(rank{ev.rank})"
     return repr(ev)
 
 

@@ -54,6 +54,7 @@ class SimDisk(NamedTuple):
     """Immutable: every operation returns a new disk, so model states can share and fingerprint it."""
 
     files: tuple[tuple[str, SimFile], ...] = ()
+    removed: tuple[str, ...] = ()  # directories deleted by remove_tree (and not re-created): nothing can be created in them
 
     # ---- helpers ----
     def get(self, path: str) -> SimFile | None:
@@ -66,7 +67,7 @@ class SimDisk(NamedTuple):
         rest = [(p, g) for p, g in self.files if p != path]
         if f is not None:
             rest.append((path, f))
-        return SimDisk(tuple(sorted(rest)))
+        return SimDisk(tuple(sorted(rest)), self.removed)
 
     def read(self, path: str) -> Content | _Missing:
         """What a running process reads now."""
@@ -79,6 +80,7 @@ class SimDisk(NamedTuple):
         f = self.get(path)
         if f is not None and f.linked:
             raise FileExistsError(path)
+        self._check_dir(path.rsplit("/", 1)[0] if "/" in path else "")
         durable = f.durable if f is not None else None
         return self._put(path, SimFile(content, durable, True, f.linked_durable if f else False, owner))
 
@@ -101,6 +103,7 @@ class SimDisk(NamedTuple):
 
     def fsync_dir(self, directory: str) -> "SimDisk":
         """Make every entry change directly inside `directory` durable."""
+        self._check_dir(directory)
         prefix = directory.rstrip("/") + "/"
         out = []
         for p, f in self.files:
@@ -109,7 +112,7 @@ class SimDisk(NamedTuple):
                     continue  # the unlink is now durable: the file is gone for good
                 f = f._replace(linked_durable=True)
             out.append((p, f))
-        return SimDisk(tuple(out))
+        return SimDisk(tuple(out), self.removed)
 
     def unlink(self, path: str) -> "SimDisk":
         f = self.get(path)
@@ -122,7 +125,20 @@ class SimDisk(NamedTuple):
     def remove_tree(self, directory: str) -> "SimDisk":
         """`LocalFS.remove_tree`: rmtree, then fsync of the parent makes the removal durable."""
         prefix = directory.rstrip("/") + "/"
-        return SimDisk(tuple((p, f) for p, f in self.files if not p.startswith(prefix)))
+        removed = tuple(sorted(set(self.removed) | {directory.rstrip("/")}))
+        return SimDisk(tuple((p, f) for p, f in self.files if not p.startswith(prefix)), removed)
+
+    def makedirs(self, directory: str) -> "SimDisk":
+        """`LocalFS.makedirs` (durable on return): re-creates a removed directory."""
+        d = directory.rstrip("/")
+        if not any(r == d or d.startswith(r + "/") for r in self.removed):
+            return self
+        return SimDisk(self.files, tuple(r for r in self.removed if not (r == d or d.startswith(r + "/"))))
+
+    def _check_dir(self, directory: str) -> None:
+        d = directory.rstrip("/")
+        if any(r == d or d.startswith(r + "/") for r in self.removed):
+            raise FileNotFoundError(f"{d}: directory was removed")
 
     # ---- crashes ----
     def has_volatile(self, owner: int) -> bool:
@@ -139,7 +155,7 @@ class SimDisk(NamedTuple):
                     continue
                 f = f._replace(data=f.durable, linked=True)
             out.append((p, f))
-        return SimDisk(tuple(out))
+        return SimDisk(tuple(out), self.removed)
 
     def crash_options(self, path: str) -> list[tuple[str, Content | _Missing]]:
         """Every state POSIX allows `path` to be in after a power failure, labelled for traces."""
