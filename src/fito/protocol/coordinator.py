@@ -39,7 +39,9 @@ class Coordinator:
     def handle(self, event: Event) -> tuple["Coordinator", list[Command]]:
         C = CoordinatorPhase
         if isinstance(event, Begin) and self.phase in (C.IDLE, C.COMMITTED, C.ABORTED):
-            return Coordinator(self.world_size, C.COLLECTING, event.epoch, event.attempt), []
+            # replace(), not Coordinator(...): a subclass (a model-checker variant or mutation) stays itself
+            return replace(self, phase=C.COLLECTING, epoch=event.epoch, attempt=event.attempt, readies=(),
+                           manifest="", manifest_hash="", reason=""), []
         if isinstance(event, ReadyReceived) and self.phase is C.COLLECTING:
             return self.on_ready(event.ready)
         if isinstance(event, ManifestWritten) and self.phase is C.WRITING_MANIFEST:
