@@ -111,3 +111,27 @@ def test_stale_coordinator_cannot_commit(ckdir):
     with pytest.raises(fito.SaveAbortedError, match="fencing token"):
         old.save(3, {"w": torch.full((2,), 3.0)})
     assert new.committed() == [1, 2]
+
+
+def test_garbage_collection_never_deletes_a_newer_coordinators_attempt(ckdir, monkeypatch):
+    """The model checker's zombie trace: an old coordinator's GC must not delete the live job's attempt."""
+    from fito.ckpt.checkpointer import attempt_id
+    from fito.ckpt.retention import collect_garbage
+
+    zombie = fito.Checkpointer(ckdir)  # fence 1
+    zombie.save(1, {"w": torch.zeros(2)})
+    live = fito.Checkpointer(ckdir)  # fence 2: a restarted job, now writing step 2
+    live_attempt = ckdir / "epochs" / "000000000002" / attempt_id(2)
+    live_attempt.mkdir(parents=True)
+    (live_attempt / "rank-00000.fito").write_bytes(b"being written")
+    stale_attempt = ckdir / "epochs" / "000000000002" / attempt_id(1)
+    stale_attempt.mkdir()
+
+    collect_garbage(zombie.storage, zombie.store, 1, keep=None)  # the zombie sees it is stale: deletes nothing
+    assert live_attempt.exists() and stale_attempt.exists()
+    # The race: the zombie checked the fence just before the new job took it. Its own leftovers go,
+    # the newer coordinator's attempt stays.
+    monkeypatch.setattr(zombie.store, "current_fence", lambda: 1)
+    collect_garbage(zombie.storage, zombie.store, 1, keep=None)
+    assert live_attempt.exists() and not stale_attempt.exists()
+    assert live.committed() == [1]

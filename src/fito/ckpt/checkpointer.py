@@ -52,6 +52,9 @@ class Checkpointer:
     calls `save`/`restore` together; each rank writes and reads only its own units, rank 0 coordinates.
     `keep`: after each commit, keep only the newest `keep` committed epochs (None keeps all).
     `store`: where decisions live (default: SQLite file in `root`; see fito.coord for etcd).
+    Creating a Checkpointer on rank 0 makes it the coordinator of `root`: it takes a new fencing token, so any
+    older coordinator (a zombie of a previous run) can no longer commit or delete. To look at a checkpoint
+    without taking over, use `fito inspect` / `fito.ckpt.inspect.describe()`.
     `validator`: a function returning the loss on a fixed held-out batch (§9.3 of the paper). It is recorded
     at every save and recomputed after restore; a difference beyond the tolerances fails the epoch (and with
     fallback=True moves to the previous one). It must not change the model; the torch RNG is preserved."""
@@ -74,7 +77,9 @@ class Checkpointer:
         self.progress = progress
         self.validator, self.validate_rtol, self.validate_atol = validator, validate_rtol, validate_atol
         self._store = store
-        self._fence: int | None = None
+        # Rank 0 is the coordinator of `root` from the start: taking the fencing token now (not at the first
+        # publish) fences out any older coordinator before this one writes or collects anything.
+        self._fence: int | None = self.store.acquire_fence() if self.rank == 0 else None
         self._staging = StagingBuffer()
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: SaveHandle | None = None
@@ -154,7 +159,8 @@ class Checkpointer:
 
     def _commit(self, step: int, units: list[tuple[str, memoryview]]) -> int:
         """Run the protocol for one attempt over `units` (views that stay valid until this returns)."""
-        attempt = self.transport.broadcast(_new_attempt_id().encode() if self.rank == 0 else None).decode()
+        new_id = attempt_id(self._coordinator_fence()).encode() if self.rank == 0 else None
+        attempt = self.transport.broadcast(new_id).decode()
         ready, local_error = self._participate(step, attempt, units)
         message = json.dumps(_ready_to_json(ready) if ready else {"failed": local_error}).encode()
         try:
@@ -175,7 +181,7 @@ class Checkpointer:
                 f"not have committed — `fito inspect {self.root}` shows the decision log"
             ) from exc
         if self.rank == 0 and word["outcome"] == "commit":
-            collect_garbage(self.storage, self.store, self._fence or 0, self.keep)
+            collect_garbage(self.storage, self.store, self._coordinator_fence(), self.keep)
         if word["outcome"] != "commit":
             raise SaveAbortedError(f"save of step {step} aborted: {word.get('reason') or 'unknown reason'}; "
                                    "the previous committed epoch is intact")
@@ -258,13 +264,11 @@ class Checkpointer:
         return {"outcome": notify.outcome, "reason": notify.reason}
 
     def _publish(self, cmd: PublishDecision) -> DecisionPublished | PublishRejected:
-        if self._fence is None:
-            self._fence = self.store.acquire_fence()
         decision = Decision(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash,
                             decision_id=f"{cmd.epoch}:{cmd.attempt}:{cmd.outcome}")
         for attempt in range(PUBLISH_TRIES):
             try:
-                self.store.publish(decision, self._fence)
+                self.store.publish(decision, self._coordinator_fence())
                 return DecisionPublished(cmd.outcome)
             except StaleFenceError as exc:
                 return PublishRejected(str(exc))
@@ -274,6 +278,11 @@ class Checkpointer:
                 unreachable = exc
         return PublishRejected(f"decision store unreachable, outcome unknown until it answers "
                                f"(`fito inspect` / committed() will tell): {unreachable}")
+
+    def _coordinator_fence(self) -> int:
+        if self._fence is None:
+            raise RuntimeError(f"rank {self.rank} is not the coordinator; only rank 0 holds the fencing token")
+        return self._fence
 
     def _record_abort(self, step: int, attempt: str, reason: str) -> None:
         try:
@@ -453,8 +462,9 @@ def _other_rank_failed(d: Decision) -> CheckpointCorruptError:
                                   found="another rank's check failed (see its log)")
 
 
-def _new_attempt_id() -> str:
-    return f"a{time.time_ns() // 1_000_000:x}-{secrets.token_hex(4)}"
+def attempt_id(fence: int) -> str:
+    """Unique per attempt, and names the coordinator's fence so retention never deletes a newer one's work."""
+    return f"f{fence}-{time.time_ns() // 1_000_000:x}-{secrets.token_hex(4)}"
 
 
 def _ready_to_json(r: Ready) -> dict[str, Any]:

@@ -28,9 +28,18 @@ def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int, keep: in
         epoch_rel = f"epochs/{epoch_name}"
         for attempt_name in storage.listdir(epoch_rel):
             rel = f"{epoch_rel}/{attempt_name}"
-            if rel not in live and time.time() - storage.path(rel).stat().st_mtime >= grace_seconds:
+            if rel in live or not _older_coordinator(attempt_name, fence):
+                continue
+            if time.time() - storage.path(rel).stat().st_mtime >= grace_seconds:
                 storage.remove_tree(rel)
                 removed.append(rel)
         if not storage.listdir(epoch_rel):
             storage.remove_tree(epoch_rel)
     return removed
+
+
+def _older_coordinator(attempt_name: str, fence: int) -> bool:
+    """Attempt directories are named f<fence>-...: only those of this coordinator or older ones are garbage
+    to it. A newer coordinator's attempt (or a name fito did not write) is never deleted."""
+    head = attempt_name.split("-", 1)[0]
+    return head.startswith("f") and head[1:].isdigit() and int(head[1:]) <= fence
