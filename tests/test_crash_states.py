@@ -2,21 +2,27 @@
 step, generate every post-crash disk POSIX allows at every point of it, run the real `restore` on each."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+
 import fito
+from fito.cli import main
 from fito.model.crashstates import (
     DIR, LogicalFS, Op, RecordingFS, check_fito_crash_states, each_crash_state, materialise, record_fito_save,
 )
 
 
-def test_every_crash_state_of_a_real_save_restores_one_whole_step(tmp_path: Path) -> None:
-    report = check_fito_crash_states(tmp_path)
-    assert report.violations == []
-    assert report.crash_states >= 40
+def test_every_crash_state_of_a_real_save_restores_one_whole_step(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--crash-states", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["violations"] == 0 and report["crash_points_with_violation"] == 0
+    assert report["crash_points"] == report["ops"] + 1 and report["crash_states"] >= 40
     # both sides of the commit point were reached: before it step 1 comes back, after it step 2
-    assert report.outcomes.get("restored step 1", 0) > 0 and report.outcomes.get("restored step 2", 0) > 0
-    assert set(report.outcomes) == {"restored step 1", "restored step 2"}  # never a loud failure either
+    outcomes = report["outcomes"]
+    assert outcomes.get("restored step 1", 0) > 0 and outcomes.get("restored step 2", 0) > 0
+    assert set(outcomes) == {"restored step 1", "restored step 2"}  # never a loud failure either
 
 
 def test_the_recording_sees_the_protocol_order(tmp_path: Path) -> None:
@@ -48,7 +54,7 @@ class NoDirSyncFS(RecordingFS):
 
 def test_crash_states_catch_a_missing_file_fsync(tmp_path: Path) -> None:
     report = check_fito_crash_states(tmp_path, fs_factory=ForgetfulFS, max_violations=1)
-    assert report.violations, report.outcomes
+    assert report.violations and report.violating_points, report.outcomes
     assert any("step 2 is durably committed" in v for v in report.violations)
 
 

@@ -342,7 +342,9 @@ class Report:
     ops: int = 0
     crash_states: int = 0
     violations: list[str] = field(default_factory=list)
-    outcomes: dict[str, int] = field(default_factory=dict)  # "step 1" / "step 2" / "error: ..." -> count
+    outcomes: dict[str, int] = field(default_factory=dict)  # "restored step 1" / "error: ..." -> count
+    crash_points: int = 0  # power-cut positions examined (after 0..ops operations)
+    violating_points: set[int] = field(default_factory=set)  # positions where some crash state is wrong
     record_seconds: float = 0.0
     check_seconds: float = 0.0
 
@@ -352,6 +354,7 @@ class Report:
 
     def to_json(self) -> dict:
         return {"ops": self.ops, "crash_states": self.crash_states, "violations": len(self.violations),
+                "crash_points": self.crash_points, "crash_points_with_violation": len(self.violating_points),
                 "outcomes": self.outcomes, "check_seconds": round(self.check_seconds, 3),
                 "states_per_second": round(self.states_per_second, 1), "examples": self.violations[:5]}
 
@@ -428,8 +431,15 @@ def check_fito_crash_states(workdir: Path | None = None, *, keep: int = 1, size:
         report.ops = len(log)
         report.record_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for n, state in enumerate(each_crash_state(initial, log, initial_store)):
-            target = workdir / f"crash-{n:05d}"
+        verdicts: dict[tuple, str] = {}  # distinct crash state -> problem ("" when fine)
+        for state in each_crash_state(initial, log, initial_store, dedupe=False):
+            key = (state.files, state.store)
+            report.crash_points = max(report.crash_points, state.op_index + 1)
+            if key in verdicts:
+                if verdicts[key]:
+                    report.violating_points.add(state.op_index)
+                continue
+            target = workdir / f"crash-{len(verdicts):05d}"
             materialise(state, target)
             committed = [r[0] for r in _committed_rows(state.store)]
             expected = max(committed) if committed else None
@@ -449,8 +459,10 @@ def check_fito_crash_states(workdir: Path | None = None, *, keep: int = 1, size:
                 problem = f"restore returned step {got} but the state holds values {sorted(values)} (a mix)"
             elif got != expected:
                 problem = f"restore gave {outcome!r}, but step {expected} is durably committed"
+            verdicts[key] = problem
             if problem:
                 report.violations.append(f"{state.describe(log)} -> {problem}")
+                report.violating_points.add(state.op_index)
             report.crash_states += 1
             shutil.rmtree(target)
             if progress:
