@@ -61,15 +61,16 @@ def mutation_rows() -> list[str]:
 
 
 def crash_rows() -> tuple[list[str], dict]:
-    rows = ["| save recorded | file ops | distinct crash states | seconds | crash states/s | outcomes | violations |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| save recorded | file ops | distinct crash states | seconds | crash states/s | outcomes | violations | "
+            "crash points with a wrong load |", "|---|---|---|---|---|---|---|---|"]
     out = {}
     for size in (16, 256):
         with tempfile.TemporaryDirectory(prefix="fito-crash-bench-") as tmp:
             rep = check_fito_crash_states(Path(tmp), size=size)
         outcomes = ", ".join(f"{k}: {v}" for k, v in sorted(rep.outcomes.items()))
         rows.append(f"| fito step 2 over step 1, keep=1, {size}x{size} weights | {rep.ops} | {rep.crash_states} | "
-                    f"{rep.check_seconds:.2f} | {rep.states_per_second:.1f} | {outcomes} | {len(rep.violations)} |")
+                    f"{rep.check_seconds:.2f} | {rep.states_per_second:.1f} | {outcomes} | {len(rep.violations)} | "
+                    f"{len(rep.violating_points)} of {rep.crash_points} |")
         out[size] = rep
         print(rows[-1], flush=True)
     return rows, out
