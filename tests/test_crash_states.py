@@ -92,3 +92,9 @@ def test_materialised_decision_log_matches_what_was_durable(tmp_path: Path) -> N
     state = next(each_crash_state({}, [], rows))
     materialise(state, tmp_path / "c")
     assert fito.Checkpointer(tmp_path / "c").committed() == [2]
+
+
+def test_with_keep_2_the_older_kept_step_stays_restorable_by_number(tmp_path: Path) -> None:
+    report = check_fito_crash_states(tmp_path, keep=2, steps=(1, 2, 3))
+    assert report.violations == []
+    assert set(report.outcomes) == {"restored step 2", "restored step 3"}

@@ -459,6 +459,8 @@ def check_fito_crash_states(workdir: Path | None = None, *, keep: int = 1, size:
                 problem = f"restore returned step {got} but the state holds values {sorted(values)} (a mix)"
             elif got != expected:
                 problem = f"restore gave {outcome!r}, but step {expected} is durably committed"
+            else:
+                problem = _check_older_steps(Checkpointer, target, [c for c in committed if c != expected], size)
             verdicts[key] = problem
             if problem:
                 report.violations.append(f"{state.describe(log)} -> {problem}")
@@ -474,6 +476,20 @@ def check_fito_crash_states(workdir: Path | None = None, *, keep: int = 1, size:
         if own:
             shutil.rmtree(workdir, ignore_errors=True)
     return report
+
+
+def _check_older_steps(checkpointer: Any, target: Path, steps: list[int], size: int) -> str:
+    """Every other committed, not retired step must restore whole when asked for by number."""
+    for s in steps:
+        into = training_state(-1, size=size)
+        try:
+            with checkpointer(target, progress=False) as ck:
+                got = ck.restore(into, step=s)
+        except Exception as exc:  # noqa: BLE001
+            return f"restore(step={s}) of a committed, kept step failed: {type(exc).__name__}: {exc}"
+        if got != s or steps_in(into) != {float(s)}:
+            return f"restore(step={s}) returned {got} with values {sorted(steps_in(into))}"
+    return ""
 
 
 def _committed_rows(rows: tuple[tuple, ...]) -> list[tuple]:
