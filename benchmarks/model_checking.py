@@ -33,10 +33,10 @@ def explorer_rows(quick: bool) -> list[str]:
     runs += [
         ("bilateral", "2 ranks, 2 attempts (job restart)", Config(ranks=2, attempts=2)),
         ("bilateral", "2 ranks, 2 epochs in a row, no message loss", Config(ranks=2, epochs=2, message_loss=False)),
-        ("bilateral", "2 ranks, restart leaves a zombie coordinator; token at first publish (as Checkpointer)",
+        ("bilateral", "2 ranks, restart leaves a zombie coordinator; token at first publish (Checkpointer before b7688c9)",
+         Config(ranks=2, attempts=2, zombies=True, fence_at_first_publish=True, message_loss=False, crashes=False)),
+        ("bilateral", "same, token taken when the coordinator starts (Checkpointer since b7688c9)",
          Config(ranks=2, attempts=2, zombies=True, message_loss=False, crashes=False)),
-        ("bilateral", "same, token taken when the job starts",
-         Config(ranks=2, attempts=2, zombies=True, fence_at_start=True, message_loss=False, crashes=False)),
     ]
     if quick:
         runs = [r for r in runs if r[2].ranks == 2 and not r[2].zombies and r[2].attempts == 1]
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         "the two steps. With thread_count=2 the op order depends on how the two writer threads interleave, so "
         "its counts vary from run to run (another run: 1,137 states, a mix possible at 80 of 166 points). "
         "fito: no crash state loads a mix or fails; before the decision is durable step 1 comes back, after "
-        "it step 2. The zombie row's violation is a real `Checkpointer` bug (fencing token taken lazily at the "
-        "first publish), see docs/model_checking.md. Timings are on a 2-core machine shared with other jobs: "
+        "it step 2. The zombie row's violation was a real `Checkpointer` bug (fencing token taken lazily at the "
+        "first publish), fixed in b7688c9; see docs/model_checking.md. Timings are on a 2-core machine shared with other jobs: "
         "rates vary by 2-5x between runs.",
         "",
     ])

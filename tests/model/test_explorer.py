@@ -149,15 +149,16 @@ ZOMBIE_TRACE = [
 
 
 def test_lazy_fencing_lets_a_zombie_delete_the_live_attempt_before_it_commits() -> None:
-    """Found by `fito check --attempts 2 --zombies --no-loss --no-crashes` (BFS-shortest, 32 steps): the
-    token is taken at the first publish, so a zombie that publishes first holds the newest token, and its
-    garbage collection deletes the live job's finished attempt, which then commits with no files."""
-    cfg = Config(ranks=2, attempts=2, zombies=True, message_loss=False, crashes=False)
+    """Found by `fito check --attempts 2 --zombies --fence-at-first-publish --no-loss --no-crashes`
+    (BFS-shortest, 32 steps) in the Checkpointer before b7688c9: the token was taken at the first publish,
+    so a zombie that publishes first held the newest token, and its garbage collection deleted the live
+    job's finished attempt, which then committed with no files."""
+    cfg = Config(ranks=2, attempts=2, zombies=True, fence_at_first_publish=True, message_loss=False, crashes=False)
     _, violations = replay("bilateral", cfg, ZOMBIE_TRACE)
     assert [v.property for v in violations] == ["CommittedStaysRecoverable"]
     assert "e2/b is committed" in violations[0].detail
     # taking the token when the job starts fences the zombie out: its publish is refused
-    eager = Config(ranks=2, attempts=2, zombies=True, fence_at_start=True, message_loss=False, crashes=False)
+    eager = Config(ranks=2, attempts=2, zombies=True, message_loss=False, crashes=False)  # the library since b7688c9
     with pytest.raises(ValueError, match="zombie coord: publish decision commit e2/a"):
         replay("bilateral", eager, ZOMBIE_TRACE)
     refused = ZOMBIE_TRACE[:23] + ["zombie coord: publish decision commit e2/a: REFUSED, stale fence"]

@@ -28,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mutation", choices=sorted(MUTATIONS), help="plant a bug in the bilateral protocol")
     parser.add_argument("--zombies", action="store_true",
                         help="a job restart may leave the old coordinator running (needs --attempts 2)")
-    parser.add_argument("--fence-at-start", action="store_true",
-                        help="coordinators take their fencing token when the job starts, not at first publish")
+    parser.add_argument("--fence-at-first-publish", action="store_true",
+                        help="the Checkpointer's behaviour before b7688c9: fencing token taken at the first publish, "
+                             "garbage collection deletes every undecided attempt (unsafe with --zombies)")
     parser.add_argument("--no-crashes", action="store_true", help="no process crashes (power failure still checked)")
     parser.add_argument("--no-loss", action="store_true", help="messages are never lost")
     parser.add_argument("--stop-at-first", action="store_true", help="stop at the first counterexample")
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = Config(ranks=args.ranks, attempts=args.attempts, epochs=args.epochs, keep=args.keep,
                     crashes=not args.no_crashes, message_loss=not args.no_loss, zombies=args.zombies,
-                    fence_at_start=args.fence_at_start)
+                    fence_at_first_publish=args.fence_at_first_publish)
     if args.json:
         result = explore(variant, config, stop_at_first=args.stop_at_first, max_states=args.max_states)
         print(json.dumps(result.to_json(), indent=2))

@@ -50,6 +50,7 @@ class World(NamedTuple):
     store: tuple[Record, ...]  # the durable, atomic decision log
     ghost: Ghost
     fence: tuple[int, ...] = (0, 0, 0)  # the store's newest token, then the token of coord and of the zombie
+    owners: tuple[tuple[str, int], ...] = ()  # attempt -> fencing token of the coordinator that began it
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,10 @@ class Config:
     attempts: int = 1  # attempts per epoch; more than one lets a job restart retry the save
     epochs: int = 1  # epochs saved after the committed epoch 1 (2, 3, ...), each once the previous committed
     zombies: bool = False  # a job restart may leave the old coordinator running (fencing must stop it)
-    fence_at_start: bool = False  # coordinator takes its fencing token when the job starts (else: at first publish, as Checkpointer does)
+    # Checkpointer before b7688c9: the token was taken at the first publish, and garbage collection deleted
+    # every undecided attempt. Now (the default): token taken when the coordinator starts, and GC deletes
+    # only undecided attempts of its own or older coordinators (attempt names carry the fence).
+    fence_at_first_publish: bool = False
     keep: int = 1  # retention: committed epochs kept after a commit
     crashes: bool = True
     message_loss: bool = True
@@ -154,10 +158,10 @@ class Model:
         return self._begin(disk, store, ghost, self._new_job_fence((0, 0, 0)))
 
     def _new_job_fence(self, fence: tuple[int, ...]) -> tuple[int, ...]:
-        """A (re)started job's coordinator has no token yet, unless it takes one at start."""
-        if self.config.fence_at_start:
-            return (fence[0] + 1, fence[0] + 1) + fence[2:]
-        return (fence[0], 0) + fence[2:]
+        """A (re)started job's coordinator takes a new token at once (or, old behaviour, at its first publish)."""
+        if self.config.fence_at_first_publish:
+            return (fence[0], 0) + fence[2:]
+        return (fence[0] + 1, fence[0] + 1) + fence[2:]
 
     def initial_label(self) -> str:
         return (f"start: epoch {INITIAL_EPOCH} committed and durable on {self.n} ranks; every process begins "
@@ -172,7 +176,7 @@ class Model:
         if self.config.zombies:
             machines.append(self._fresh[self.zombie])
             pending.append(())
-        return World(tuple(machines), tuple(pending), (), disk, store, ghost, fence)
+        return World(tuple(machines), tuple(pending), (), disk, store, ghost, fence, ((ghost.current[1], fence[1]),))
 
     # -- transitions --
     def successors(self, w: World) -> list[tuple[str, World]]:
@@ -187,7 +191,7 @@ class Model:
             seen_msgs.add((dest, ev))
             rest = w.net[:k] + w.net[k + 1:]
             m, cmds = _handle(w.machines[dest], ev)
-            lost = World(w.machines, w.pending, rest, w.disk, w.store, w.ghost, w.fence)
+            lost = World(w.machines, w.pending, rest, w.disk, w.store, w.ghost, w.fence, w.owners)
             out.append((f"net: deliver {_msg(ev)} to {self.who(dest)}",
                         self._set(lost, dest, m, w.pending[dest] + tuple(cmds))))
             if self.config.message_loss:
@@ -208,15 +212,16 @@ class Model:
             nxt_attempt = (epoch, attempt_name(g.named))
             ghost = g._replace(aborted=_add(g.aborted, g.current), current=nxt_attempt, attempts=g.attempts + 1,
                                named=g.named + 1)
+            nxt = self._begin(w.disk, w.store, ghost, self._new_job_fence(w.fence))
             out.append((f"job restart: every process restarts and begins epoch {epoch} attempt {nxt_attempt[1]}",
-                        self._begin(w.disk, w.store, ghost, self._new_job_fence(w.fence))))
+                        nxt._replace(owners=w.owners + nxt.owners)))
             zombie_idle = self.config.zombies and not w.pending[self.zombie] and w.machines[self.zombie] == self._fresh[self.zombie]
             if zombie_idle:
                 # The scheduler restarts the job but fails to kill the old coordinator: it keeps its
                 # machine, its pending commands and its fencing token.
                 ghost = g._replace(current=nxt_attempt, attempts=g.attempts + 1, named=g.named + 1)
                 nxt = self._begin(w.disk, w.store, ghost, self._new_job_fence((w.fence[0], 0, w.fence[1])))
-                nxt = self._set(nxt, self.zombie, w.machines[self.n], w.pending[self.n])
+                nxt = self._set(nxt._replace(owners=w.owners + nxt.owners), self.zombie, w.machines[self.n], w.pending[self.n])
                 nxt = nxt._replace(net=tuple((self.zombie, ev) for dest, ev in w.net if dest == self.n))
                 out.append((f"job restart, but the old coordinator survives as a zombie; every other process "
                             f"begins epoch {epoch} attempt {nxt_attempt[1]}", nxt))
@@ -226,14 +231,14 @@ class Model:
             ghost = g._replace(current=nxt_attempt, attempts=1, named=g.named + 1)
             nxt = self._begin(w.disk, w.store, ghost, w.fence)
             out.append((f"next save: every process begins epoch {epoch + 1} attempt {nxt_attempt[1]}",
-                        nxt._replace(net=w.net)))
+                        nxt._replace(net=w.net, owners=w.owners + nxt.owners)))
         return [(label, s) for label, s in out if s != w]
 
     @staticmethod
     def _set(w: World, i: int, machine: object, pending: tuple) -> World:
         return World(
             w.machines[:i] + (machine,) + w.machines[i + 1:], w.pending[:i] + (pending,) + w.pending[i + 1:],
-            w.net, w.disk, w.store, w.ghost, w.fence,
+            w.net, w.disk, w.store, w.ghost, w.fence, w.owners,
         )
 
     def _crash(self, w: World, i: int) -> World:
@@ -252,7 +257,7 @@ class Model:
         if w.machines[i] == fresh and not w.pending[i] and ghost is w.ghost and not w.disk.has_volatile(i):
             return w  # crashing a process that holds nothing changes nothing
         w = self._set(w, i, fresh, ())
-        return World(w.machines, w.pending, w.net, w.disk.lose_volatile(i), w.store, ghost, fence)
+        return World(w.machines, w.pending, w.net, w.disk.lose_volatile(i), w.store, ghost, fence, w.owners)
 
     def _exec(self, w: World, i: int) -> tuple[str, World]:
         try:
@@ -272,7 +277,7 @@ class Model:
             att = (getattr(m, "epoch", -1), getattr(m, "attempt", ""))
             if att not in ghost.committed:
                 ghost = ghost._replace(aborted=_add(ghost.aborted, att))
-        nxt = self._set(World(w.machines, w.pending, net, w.disk, w.store, ghost, w.fence), i, self._fresh[i], ())
+        nxt = self._set(World(w.machines, w.pending, net, w.disk, w.store, ghost, w.fence, w.owners), i, self._fresh[i], ())
         return f"{self.who(i)}: {type(cmd).__name__} FAILED ({type(exc).__name__}: {exc}); save given up", nxt
 
     def _exec_ok(self, w: World, i: int) -> tuple[str, World]:
@@ -337,10 +342,18 @@ class Model:
                 for rec in doomed:  # retire first (durable), then delete: recovery never picks a retired epoch
                     store = tuple(r._replace(retired=True) if (r.epoch, r.attempt) == (rec.epoch, rec.attempt) else r for r in store)
                     disk = disk.remove_tree(attempt_dir(rec.epoch, rec.attempt))
-                # then, like the library, every attempt directory no live commit names (undecided leftovers)
+                # then, like the library, attempt directories no live commit names (undecided leftovers) --
+                # only those of this coordinator or older ones (before b7688c9: all of them)
                 live = {attempt_dir(r.epoch, r.attempt) + "/" for r in committed_records(store)}
+                owner = dict(w.owners)
+
+                def garbage(d: str) -> bool:
+                    if d + "/" in live:
+                        return False
+                    return self.config.fence_at_first_publish or owner.get(d.rsplit("/", 1)[1], 0) <= fence[slot]
+
                 leftovers = sorted({p.rsplit("/", 1)[0] for p, _ in disk.files
-                                    if p.startswith("epochs/") and p.rsplit("/", 1)[0] + "/" not in live})
+                                    if p.startswith("epochs/") and garbage(p.rsplit("/", 1)[0])})
                 for d in leftovers:
                     disk = disk.remove_tree(d)
                 label = (f"collect garbage (keep {self.config.keep}): retire+delete "
@@ -363,7 +376,7 @@ class Model:
         if reply is not None:
             machine, more = _handle(machine, reply)
             rest = rest + tuple(more)
-        nxt = self._set(World(w.machines, w.pending, net, disk, store, ghost, fence), i, machine, rest)
+        nxt = self._set(World(w.machines, w.pending, net, disk, store, ghost, fence, w.owners), i, machine, rest)
         return f"{self.who(i)}: {label}", nxt
 
     # -- properties --
