@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         ".metadata without a directory fsync, so most crash states load nothing; with more than one data file "
         "(threads, one file per tensor, or one file per rank in a multi-rank job) some load a silent mix of "
         "the two steps. With thread_count=2 the op order depends on how the two writer threads interleave, so "
-        "its counts vary from run to run (another run: 1,137 states, a mix possible at 80 of 166 points). "
+        "its counts vary from run to run (over four runs: 1,137 to 1,453 states, a mix possible at 51 to 80 of 166 points). "
         "fito: no crash state loads a mix or fails; before the decision is durable step 1 comes back, after "
         "it step 2. The zombie row's violation was a real `Checkpointer` bug (fencing token taken lazily at the "
         "first publish), fixed in b7688c9; see docs/model_checking.md. Timings are on a 2-core machine shared with other jobs: "
