@@ -15,6 +15,7 @@ import torch
 import xxhash
 
 from fito.ckpt.hashing import new_hash
+from fito.ckpt.memory import host_buffer
 from fito.errors import CheckpointCorruptError
 from fito.protocol.messages import ShardWritten, UnitEntry
 from fito.storage.localfs import LocalFS
@@ -95,7 +96,7 @@ def read_shard(
         raise CheckpointCorruptError(path=rel, unit=None, expected=f"a shard file of {size} bytes", found="no such file") from None
     if found_size != size:
         raise CheckpointCorruptError(path=rel, unit=None, expected=f"{size} bytes", found=f"{found_size} bytes (truncated or foreign)")
-    buffer = torch.empty(size, dtype=torch.uint8)
+    buffer = host_buffer(size)
     view = memoryview(buffer.numpy()) if size else memoryview(bytearray())
     digests: list[Future[str]] = []
     with storage.open_read(rel) as f, ThreadPoolExecutor(1, thread_name_prefix="fito-hash") as hasher:

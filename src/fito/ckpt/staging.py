@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fito.ckpt.memory import host_buffer
 from fito.ckpt.shard import ALIGN
 
 
@@ -17,7 +18,7 @@ class StagingBuffer:
         sizes = [len(u) for _, u in units]
         total = sum(-(-n // ALIGN) * ALIGN for n in sizes)
         if self._buffer.numel() < total:
-            self._buffer = torch.empty(total, dtype=torch.uint8)
+            self._buffer = host_buffer(total)
         staged, offset = [], 0
         for (name, payload), n in zip(units, sizes):
             dst = self._buffer[offset:offset + n]
