@@ -215,12 +215,8 @@ class Checkpointer:
                             self.storage.makedirs(attempt_dir(cmd.epoch, cmd.attempt))
                             events.append(write_shard(self.storage, cmd.path, epoch=cmd.epoch, rank=cmd.rank,
                                                       units=units, algorithm=self.algorithm, progress=advance))
-                        elif isinstance(cmd, FsyncFile):
-                            self.storage.fsync_file(cmd.path)
-                            events.append(Fsynced(cmd.path))
-                        elif isinstance(cmd, FsyncDir):
-                            self.storage.fsync_dir(cmd.path)
-                            events.append(Fsynced(cmd.path))
+                        elif isinstance(cmd, (FsyncFile, FsyncDir)):
+                            events.append(self._fsync(cmd))
                         elif isinstance(cmd, SendReady):
                             ready = cmd.ready
         except Exception as exc:  # report to the coordinator instead of leaving it waiting
@@ -244,12 +240,8 @@ class Checkpointer:
                         data = manifest_mod.build(cmd.epoch, cmd.attempt, cmd.readies, self.algorithm)
                         self.storage.write_bytes(cmd.path, data)
                         events.append(ManifestWritten(cmd.path, digest(self.algorithm, data)))
-                    elif isinstance(cmd, FsyncFile):
-                        self.storage.fsync_file(cmd.path)
-                        events.append(Fsynced(cmd.path))
-                    elif isinstance(cmd, FsyncDir):
-                        self.storage.fsync_dir(cmd.path)
-                        events.append(Fsynced(cmd.path))
+                    elif isinstance(cmd, (FsyncFile, FsyncDir)):
+                        events.append(self._fsync(cmd))
                     elif isinstance(cmd, PublishDecision):
                         events.append(self._publish(cmd))
                     elif isinstance(cmd, Notify):
@@ -262,6 +254,13 @@ class Checkpointer:
         if notify is None:
             return {"outcome": "abort", "reason": f"protocol ended in phase {coordinator.phase.value}"}
         return {"outcome": notify.outcome, "reason": notify.reason}
+
+    def _fsync(self, cmd: FsyncFile | FsyncDir) -> Fsynced:
+        if isinstance(cmd, FsyncFile):
+            self.storage.fsync_file(cmd.path)
+        else:
+            self.storage.fsync_dir(cmd.path)
+        return Fsynced(cmd.path)
 
     def _publish(self, cmd: PublishDecision) -> DecisionPublished | PublishRejected:
         decision = Decision(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash,

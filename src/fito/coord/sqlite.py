@@ -113,11 +113,11 @@ class SqliteDecisionStore(DecisionStore):
     def close(self) -> None:
         self._db.close()
 
-    def _transaction(self) -> "_Tx":
-        return _Tx(self._db, self._lock)
+    def _transaction(self) -> "Transaction":
+        return Transaction(self._db, self._lock)
 
 
-class _Tx:
+class Transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
 
     def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:

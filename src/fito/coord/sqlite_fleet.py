@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from fito.coord.fleet_base import GENESIS, EpochDecision, FleetStore, NodeLease
+from fito.coord.sqlite import Transaction
 from fito.errors import EpochConflictError, EpochFencedError, StaleFenceError
 
 SCHEMA = """
@@ -49,8 +50,8 @@ class SqliteFleetStore(FleetStore):
         self._db.executescript(SCHEMA)
         self._lock = threading.RLock()  # one connection, used by a node's watch thread and its main thread
 
-    def _tx(self) -> "_Tx":
-        return _Tx(self._db, self._lock)
+    def _tx(self) -> Transaction:
+        return Transaction(self._db, self._lock)
 
     def acquire_fence(self) -> int:
         with self._tx() as db:
@@ -157,28 +158,6 @@ class SqliteFleetStore(FleetStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT under the connection lock, rolled back on any exception."""
-
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
-        self.db, self.lock = db, lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.lock.acquire()
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.lock.release()
-            raise
-        return self.db
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-        finally:
-            self.lock.release()
 
 
 def _row(r: tuple) -> EpochDecision:

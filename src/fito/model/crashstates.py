@@ -80,24 +80,27 @@ class RecordingFS(LocalFS):
     """`LocalFS` that logs the primitive operations it performs, in order, relative to the root."""
 
     def __init__(self, root: str | os.PathLike[str], log: list[Op]) -> None:
+        self.log = log  # before LocalFS.__init__, which may already create (and fsync) the root
         super().__init__(root)
-        self.log = log
 
-    def _rel(self, p: Path) -> str:
-        return "" if p == self.root else p.relative_to(self.root).as_posix()
+    def _rel(self, p: Path) -> str | None:
+        if p == self.root:
+            return ""
+        return p.relative_to(self.root).as_posix() if self.root in p.parents else None
 
-    def makedirs(self, rel: str) -> None:
-        target = self.path(rel)
-        missing = []
-        p = target
-        while not p.exists():
-            missing.append(p)
-            p = p.parent
-        for d in reversed(missing):
-            d.mkdir()
-            self.log.append(Op("mkdir", self._rel(d)))
-            self._fsync_dir_path(d.parent)
-            self.log.append(Op("fsync_dir", self._rel(d.parent)))
+    def _mkdir(self, path: Path) -> None:
+        super()._mkdir(path)
+        self.log.append(Op("mkdir", self._rel(path)))
+
+    def _rmtree(self, path: Path) -> None:
+        super()._rmtree(path)
+        self.log.append(Op("remove_tree", self._rel(path)))
+
+    def _fsync_dir_path(self, path: Path) -> None:
+        super()._fsync_dir_path(path)
+        rel = self._rel(path)
+        if rel is not None:  # the root's parent is outside the recorded tree
+            self.log.append(Op("fsync_dir", rel))
 
     def create(self, rel: str) -> BinaryIO:
         f = super().create(rel)
@@ -107,18 +110,6 @@ class RecordingFS(LocalFS):
     def fsync_file(self, rel: str) -> None:
         super().fsync_file(rel)
         self.log.append(Op("fsync_file", rel))
-
-    def fsync_dir(self, rel: str) -> None:
-        super().fsync_dir(rel)
-        self.log.append(Op("fsync_dir", rel))
-
-    def remove_tree(self, rel: str) -> None:
-        target = self.path(rel)
-        if target.exists():
-            shutil.rmtree(target)
-            self.log.append(Op("remove_tree", rel))
-            self._fsync_dir_path(target.parent)
-            self.log.append(Op("fsync_dir", self._rel(target.parent)))
 
 
 def store_rows(store: DecisionStore) -> tuple[tuple, ...]:

@@ -58,7 +58,7 @@ class LocalFS:
             missing.append(p)
             p = p.parent
         for d in reversed(missing):
-            d.mkdir(exist_ok=True)  # ranks create the same attempt directory concurrently
+            self._mkdir(d)
             self._fsync_dir_path(d.parent)
 
     def create(self, rel: str) -> BinaryIO:
@@ -80,19 +80,25 @@ class LocalFS:
     def fsync_dir(self, rel: str) -> None:
         self._fsync_dir_path(self.path(rel) if rel else self.root)
 
-    @staticmethod
-    def _fsync_dir_path(path: Path) -> None:
+    def remove_tree(self, rel: str) -> None:
+        target = self.path(rel)
+        if target.exists():
+            self._rmtree(target)
+            self._fsync_dir_path(target.parent)
+
+    # ---- primitives: the single place each system call is made (the crash-state recorder hooks these) ----
+    def _mkdir(self, path: Path) -> None:
+        path.mkdir(exist_ok=True)  # ranks create the same attempt directory concurrently
+
+    def _rmtree(self, path: Path) -> None:
+        shutil.rmtree(path)
+
+    def _fsync_dir_path(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-    def remove_tree(self, rel: str) -> None:
-        target = self.path(rel)
-        if target.exists():
-            shutil.rmtree(target)
-            self._fsync_dir_path(target.parent)
 
     # ---- reading ----
     def open_read(self, rel: str) -> BinaryIO:
