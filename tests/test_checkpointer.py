@@ -135,3 +135,17 @@ def test_garbage_collection_never_deletes_a_newer_coordinators_attempt(ckdir, mo
     collect_garbage(zombie.storage, zombie.store, 1, keep=None)
     assert live_attempt.exists() and not stale_attempt.exists()
     assert live.committed() == [1]
+
+
+def test_restored_optimizer_moments_do_not_pin_the_models_bytes(ckdir):
+    """Moments alias the read buffer (no copy); that buffer must hold the optimizer's entry only."""
+    model = torch.nn.Linear(256, 256, bias=False)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 256)).sum().backward()
+    opt.step()
+    ck = fito.Checkpointer(ckdir)
+    ck.save(1, {"model": model, "optim": opt})
+    ck.restore({"model": model, "optim": opt})
+    param_bytes = model.weight.numel() * 4
+    pinned = opt.state[model.weight]["exp_avg"].untyped_storage().nbytes()
+    assert pinned < 2.5 * param_bytes  # exp_avg + exp_avg_sq (+ headers), not the model's third as well

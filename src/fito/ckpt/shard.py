@@ -76,14 +76,26 @@ def write_shard(
 
 @dataclass
 class VerifiedShard:
-    """A shard whose every unit matched its manifest entry; `payload(i)` views unit i's bytes."""
+    """A shard whose every unit matched its manifest entry; `payload(i)` views unit i's bytes.
 
-    buffer: torch.Tensor
-    units: Sequence[UnitEntry]
+    Units are read into one buffer per state entry ("model", "optim", ...), so tensors that alias their
+    buffer after restore (optimizer moments do) keep only their own entry's bytes alive, not the shard's."""
+
+    views: list[torch.Tensor]  # unit i's bytes, header included
 
     def payload(self, index: int) -> torch.Tensor:
-        u = self.units[index]
-        return self.buffer[u.offset + HEADER.size:u.offset + u.length]
+        return self.views[index][HEADER.size:]
+
+
+def entry_spans(units: Sequence[UnitEntry]) -> list[tuple[int, int]]:
+    """[first, last) unit index ranges of consecutive units belonging to the same state entry."""
+    spans: list[tuple[int, int]] = []
+    for i, u in enumerate(units):
+        if spans and units[i - 1].name.split("/", 1)[0] == u.name.split("/", 1)[0]:
+            spans[-1] = (spans[-1][0], i + 1)
+        else:
+            spans.append((i, i + 1))
+    return spans
 
 
 def read_shard(
@@ -96,28 +108,32 @@ def read_shard(
         raise CheckpointCorruptError(path=rel, unit=None, expected=f"a shard file of {size} bytes", found="no such file") from None
     if found_size != size:
         raise CheckpointCorruptError(path=rel, unit=None, expected=f"{size} bytes", found=f"{found_size} bytes (truncated or foreign)")
-    buffer = host_buffer(size)
-    view = memoryview(buffer.numpy()) if size else memoryview(bytearray())
+    views: list[torch.Tensor] = []
     digests: list[Future[str]] = []
     with storage.open_read(rel) as f, ThreadPoolExecutor(1, thread_name_prefix="fito-hash") as hasher:
-        for u in units:
-            f.seek(u.offset)
-            target = view[u.offset:u.offset + u.length]
-            got = 0
-            while got < u.length:
-                n = f.readinto(target[got:got + CHUNK])
-                if not n:
-                    break
-                got += n
-                if progress:
-                    progress(n)
-            _check_header(rel, u, target, epoch=epoch, rank=rank, index=len(digests))
-            digests.append(hasher.submit(_hash, algorithm, target))
+        for first, last in entry_spans(units):
+            base = units[first].offset
+            buffer = host_buffer(max(u.offset + u.length for u in units[first:last]) - base)
+            for u in units[first:last]:
+                view = buffer[u.offset - base:u.offset - base + u.length]
+                target = memoryview(view.numpy())
+                f.seek(u.offset)
+                got = 0
+                while got < u.length:
+                    n = f.readinto(target[got:got + CHUNK])
+                    if not n:
+                        break
+                    got += n
+                    if progress:
+                        progress(n)
+                _check_header(rel, u, target[:got], epoch=epoch, rank=rank, index=len(digests))
+                digests.append(hasher.submit(_hash, algorithm, target))  # hashed while the next unit is read
+                views.append(view)
         for u, fut in zip(units, digests):
             found = f"{algorithm}:{fut.result()}"
             if found != u.hash:
                 raise CheckpointCorruptError(path=rel, unit=u.name, expected=f"content hash {u.hash}", found=found)
-    return VerifiedShard(buffer, units)
+    return VerifiedShard(views)
 
 
 def _hash(algorithm: str, data: memoryview) -> str:

@@ -22,8 +22,10 @@ class StagingBuffer:
         staged, offset = [], 0
         for (name, payload), n in zip(units, sizes):
             dst = self._buffer[offset:offset + n]
-            if n:
+            if n and payload.readonly:  # small JSON bytes
                 np.copyto(dst.numpy(), np.frombuffer(payload, dtype=np.uint8))
+            elif n:  # tensor memory: torch copies with all intra-op threads
+                dst.copy_(torch.frombuffer(payload, dtype=torch.uint8))
             staged.append((name, memoryview(dst.numpy()) if n else memoryview(b"")))
             offset += -(-n // ALIGN) * ALIGN
         return staged
