@@ -70,23 +70,22 @@ def test_rank_failure_or_timeout_before_publish_aborts():
         assert cmds[0].outcome == "abort" and c.phase is CoordinatorPhase.ABORTED
 
 
-def test_fenced_out_publish_is_an_abort():
+def _publishing_coordinator() -> Coordinator:
+    """A 1-rank coordinator that has just emitted PublishDecision(commit)."""
     c, _ = Coordinator(1).handle(Begin(7, "a1"))
-    c, _ = c.handle(ReadyReceived(_ready(0)))
-    c, _ = c.handle(ManifestWritten("m", "h"))
-    c, _ = c.handle(Fsynced("m"))
-    c, _ = c.handle(Fsynced("d"))
-    c, cmds = c.handle(PublishRejected("stale fence 1 < 2"))
+    for event in (ReadyReceived(_ready(0)), ManifestWritten("m", "h"), Fsynced("m"), Fsynced("d")):
+        c, _ = c.handle(event)
+    assert c.phase is CoordinatorPhase.PUBLISHING
+    return c
+
+
+def test_fenced_out_publish_is_an_abort():
+    c, cmds = _publishing_coordinator().handle(PublishRejected("stale fence 1 < 2"))
     assert cmds == [Notify(7, "a1", "abort", "decision refused: stale fence 1 < 2")]
 
 
 def test_a_failure_after_the_commit_point_does_not_undo_it():
-    c, _ = Coordinator(1).handle(Begin(7, "a1"))
-    c, _ = c.handle(ReadyReceived(_ready(0)))
-    c, _ = c.handle(ManifestWritten("m", "h"))
-    c, _ = c.handle(Fsynced("m"))
-    c, _ = c.handle(Fsynced("d"))
-    c, _ = c.handle(DecisionPublished("commit"))
+    c, _ = _publishing_coordinator().handle(DecisionPublished("commit"))
     c2, cmds = c.handle(RankFailed(0, "late"))
     assert c2.phase is CoordinatorPhase.COMMITTED and cmds == []
 

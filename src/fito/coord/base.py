@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Literal
 
-Outcome = Literal["commit", "abort"]
+from fito.protocol.messages import Outcome
 
 
 @dataclass(frozen=True)
