@@ -30,6 +30,27 @@ CREATE TABLE IF NOT EXISTS decisions (
 COLUMNS = "seq, decision_id, epoch, attempt, outcome, manifest, manifest_hash, fence, retired, created"
 
 
+def connect(path: Path, *, timeout: float, schema: str | None) -> sqlite3.Connection:
+    """A connection in WAL mode with synchronous=FULL (a COMMIT is durable when it returns), schema created.
+
+    Switching to WAL and creating the schema take locks that SQLite's busy timeout does not always wait for
+    when several processes open a new file at once ("database is locked"): retry until `timeout`."""
+    deadline = time.monotonic() + timeout
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            if schema:
+                db.executescript(schema)
+            return db
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                db.close()
+                raise
+            time.sleep(0.01)
+
+
 class SqliteDecisionStore(DecisionStore):
     FILENAME = "decisions.sqlite"
 
@@ -41,11 +62,7 @@ class SqliteDecisionStore(DecisionStore):
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so check-and-write is one transaction.
             # One connection shared by the caller's thread and a background save, serialised by a lock.
             self._lock = threading.RLock()
-            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            if create:
-                self._db.executescript(SCHEMA)
+            self._db = connect(self.path, timeout=timeout, schema=SCHEMA if create else None)
             self._check_schema()
         except sqlite3.DatabaseError as exc:
             raise UnsafeCheckpointError(

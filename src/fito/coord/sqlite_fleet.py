@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from fito.coord.fleet_base import GENESIS, EpochDecision, FleetStore, NodeLease
-from fito.coord.sqlite import Transaction
+from fito.coord.sqlite import Transaction, connect
 from fito.errors import EpochConflictError, EpochFencedError, StaleFenceError
 
 SCHEMA = """
@@ -44,10 +44,7 @@ class SqliteFleetStore(FleetStore):
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0, poll: float = 0.01) -> None:
         self.path, self.poll = Path(path), poll
-        self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db = connect(self.path, timeout=timeout, schema=SCHEMA)
         self._lock = threading.RLock()  # one connection, used by a node's watch thread and its main thread
 
     def _tx(self) -> Transaction:
