@@ -17,6 +17,24 @@ def _dead_endpoint() -> str:
     return f"http://127.0.0.1:{free_ports(1)[0]}"
 
 
+def _lose_first_commit_reply(transport: EtcdTransport) -> list[dict]:
+    """Let the first write transaction reach etcd, then drop its reply (a timeout after the commit landed).
+    Returns the list that receives the lost reply."""
+    client = transport._clients[0]
+    real_post = client.post
+    lost: list[dict] = []
+
+    def post_then_lose_reply(url, *args, **kwargs):
+        result = real_post(url, *args, **kwargs)
+        if url.endswith("kv/txn") and not lost and '"request_put"' in kwargs.get("data", ""):
+            lost.append(result)
+            raise gw_exc.ConnectionTimeoutError("reply lost (injected)")
+        return result
+
+    client.post = post_then_lose_reply
+    return lost
+
+
 def test_gateway_prefix_is_v3(etcd1) -> None:
     t = EtcdTransport(etcd1.endpoints)
     r = t.call("status", "maintenance/status", {})
@@ -27,18 +45,7 @@ def test_gateway_prefix_is_v3(etcd1) -> None:
 def test_commit_whose_reply_was_lost_is_not_doubled(etcd1, prefix: str) -> None:
     store = EtcdDecisionStore(etcd1.endpoints, prefix=prefix)
     fence = store.acquire_fence()
-    client = store.t._clients[0]
-    real_post = client.post
-    lost = []
-
-    def post_then_lose_reply(url, *args, **kwargs):
-        result = real_post(url, *args, **kwargs)
-        if url.endswith("kv/txn") and not lost and '"request_put"' in kwargs.get("data", ""):
-            lost.append(result)
-            raise gw_exc.ConnectionTimeoutError("reply lost (injected)")
-        return result
-
-    client.post = post_then_lose_reply
+    lost = _lose_first_commit_reply(store.t)
     d = store.publish(Decision(epoch=3, attempt="a", outcome="commit", manifest="m", decision_id="only-once"), fence)
     assert lost and lost[0]["succeeded"] is True  # the first try did commit
     assert d.seq == 1
@@ -64,18 +71,7 @@ def test_no_member_reachable_is_a_bounded_clear_error(prefix: str) -> None:
 def test_transition_whose_reply_was_lost_is_not_doubled(etcd1, prefix: str) -> None:
     store = EtcdFleetStore(etcd1.endpoints, prefix=prefix)
     coord = EpochCoordinator(store)
-    client = store.t._clients[0]
-    real_post = client.post
-    lost = []
-
-    def post_then_lose_reply(url, *args, **kwargs):
-        result = real_post(url, *args, **kwargs)
-        if url.endswith("kv/txn") and not lost and '"request_put"' in kwargs.get("data", ""):
-            lost.append(result)
-            raise gw_exc.ConnectionTimeoutError("reply lost (injected)")
-        return result
-
-    client.post = post_then_lose_reply
+    lost = _lose_first_commit_reply(store.t)
     d = coord.transition("v1", decision_id="t-once")
     assert lost and lost[0]["succeeded"] is True
     assert d.epoch == 1 and [x.decision_id for x in store.history()] == ["t-once"]
