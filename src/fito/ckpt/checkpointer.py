@@ -9,7 +9,7 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import Any, Callable, Iterator, Mapping, MutableMapping
+from typing import Any, Callable, Mapping, MutableMapping
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from fito.protocol import (
     Notify, Participant, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady,
     UnitEntry, WriteManifest, WriteShard, choose_epoch,
 )
-from fito.protocol.messages import Aborted, Committed, attempt_dir
+from fito.protocol.messages import attempt_dir
 from fito.storage.localfs import LocalFS
 
 log = logging.getLogger("fito")
