@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table = Table(title=f"fito checkpoint {args.dir}")
     for col in ("epoch", "attempt", "decision", "commit #", "lattice", "shards", "bytes"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # attempt ids wrap instead of being cut
     colors = {"committed": "green", "retired": "dim", "aborted": "red", "undecided": "yellow"}
     for i in infos:
         table.add_row(str(i.epoch), i.attempt, f"[{colors[i.status]}]{i.status}", str(i.seq or "-"), i.lattice,
