@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -384,13 +385,11 @@ class Checkpointer:
             raise StateMismatchError(f"{d.manifest}: saved by {m.world_size} ranks, restoring on {self.world_size}")
         shard = m.shard(self.rank)
         with self._progress(f"restore step {d.epoch}", shard.size) as advance:
-            verified = read_shard(self.storage, shard.file, size=shard.size, epoch=d.epoch, rank=self.rank,
-                                  units=shard.units, algorithm=m.algorithm, progress=advance)
-        return decode_state(verified.payload, shard.units, where=shard.file)
+            return load_shard(self.storage, m, shard, progress=advance)
 
     # ---------------------------------------------------------------- helpers
     def _progress(self, label: str, total: int) -> Any:
-        show = self.progress if self.progress is not None else (self.rank == 0 and total >= 256 << 20 and _stderr_is_tty())
+        show = self.progress if self.progress is not None else (self.rank == 0 and total >= 256 << 20 and sys.stderr.isatty())
         return ByteProgress(label, total) if show else nullcontext(None)
 
 
@@ -412,6 +411,14 @@ def load_manifest(storage: LocalFS, d: Decision) -> manifest_mod.Manifest:
             if u.epoch != d.epoch:
                 raise CheckpointCorruptError(path=shard.file, unit=u.name, expected=f"epoch tag {d.epoch}", found=f"epoch tag {u.epoch}")
     return m
+
+
+def load_shard(storage: LocalFS, m: manifest_mod.Manifest, shard: manifest_mod.RankShard,
+               progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Read and verify one rank's shard of a parsed manifest, and rebuild its saved mapping."""
+    verified = read_shard(storage, shard.file, size=shard.size, epoch=m.epoch, rank=shard.rank,
+                          units=shard.units, algorithm=m.algorithm, progress=progress)
+    return decode_state(verified.payload, shard.units, where=shard.file)
 
 
 def decode_state(payload: Callable[[int], torch.Tensor], units: tuple[UnitEntry, ...], *, where: str) -> dict[str, Any]:
@@ -474,7 +481,3 @@ def _ready_to_json(r: Ready) -> dict[str, Any]:
 def _ready_from_json(d: dict[str, Any]) -> Ready:
     return Ready(d["epoch"], d["attempt"], d["rank"], d["file"], d["size"], tuple(UnitEntry(*u) for u in d["units"]))
 
-
-def _stderr_is_tty() -> bool:
-    import sys
-    return sys.stderr.isatty()

@@ -6,8 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from fito.ckpt.checkpointer import decode_state, load_manifest
-from fito.ckpt.shard import read_shard
+from fito.ckpt.checkpointer import load_manifest, load_shard
 from fito.coord.base import Decision
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import FitoError, NoCommittedEpochError
@@ -126,9 +125,7 @@ def verify(root: str | os.PathLike[str], epoch: int | None = None,
         on_total(m.total_bytes)
     for shard in m.ranks:
         try:
-            verified = read_shard(storage, shard.file, size=shard.size, epoch=d.epoch, rank=shard.rank,
-                                  units=shard.units, algorithm=m.algorithm, progress=progress)
-            decode_state(verified.payload, shard.units, where=shard.file)
+            load_shard(storage, m, shard, progress=progress)
             report.units += len(shard.units)
             report.bytes += shard.size
         except FitoError as exc:

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from fito import __version__
 from fito.ckpt.hashing import ALGORITHMS
 from fito.errors import UnsafeCheckpointError
-from fito.protocol.messages import Ready, UnitEntry, attempt_dir, shard_path
+from fito.protocol.messages import Ready, UnitEntry, shard_path
 from fito.storage.localfs import safe_relpath
 
 FORMAT = "fito-manifest/1"
@@ -113,6 +113,3 @@ def _bad(where: str, expected: str, found: str) -> None:
     raise UnsafeCheckpointError(path=where, unit=None, expected=expected, found=found,
                                 hint="the manifest is damaged, foreign or hostile; nothing was restored")
 
-
-def manifest_dir(epoch: int, attempt: str) -> str:
-    return attempt_dir(epoch, attempt)
