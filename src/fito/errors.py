@@ -65,3 +65,8 @@ class EpochMismatchError(FitoError):
 
 class ValidationError(FitoError):
     """The restored model does not reproduce the validation loss recorded at save time (§9.3)."""
+
+
+class RestoreFailedError(StateMismatchError):
+    """A verified checkpoint could not be applied: an object's `load_state_dict` raised. Every entry the
+    restore had touched was put back from its backup, so the caller's state is as it was before."""
