@@ -300,7 +300,9 @@ class Checkpointer:
         content hashes, shapes and dtypes against `state`) before anything is copied; on any mismatch the
         caller's objects are untouched. With `fallback=True`, a damaged epoch is skipped for the previous
         committed one (all ranks move together). With a `validator`, the restored model must also reproduce
-        the loss recorded at save time, or the epoch counts as damaged."""
+        the loss recorded at save time, or the epoch counts as damaged. If an object's load_state_dict still
+        raises, every entry is put back (RestoreFailedError, on every rank): until it returns, a restore holds
+        a host copy of the entries it applies (see fito.ckpt.apply)."""
         self._settle_previous("wait")
         candidates = self._candidates(step)
         plans: dict[str, RestorePlan] = {}
