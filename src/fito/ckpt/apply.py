@@ -64,13 +64,22 @@ class RestorePlan:
 
     def apply(self) -> Applied:
         """Apply every entry, or none: on a failure, roll back and raise RestoreFailedError."""
-        snapshots = [(e.name, e.backup()) for e in self.entries]  # all of them before anything changes
+        snapshots = []
+        for e in self.entries:  # all of them before anything changes
+            try:
+                snapshots.append((e.name, e.backup()))
+            except Exception as exc:
+                raise RestoreFailedError(f"{self.where}: could not snapshot entry {e.name!r} before loading it "
+                                         f"({type(exc).__name__}: {exc}); nothing was changed") from exc
         applied = Applied(self.where, [])
         for entry, undo in zip(self.entries, snapshots):
             applied._undo.append(undo)  # before apply: a load that raises may have changed part of the entry
             try:
                 entry.apply()
-            except Exception as exc:
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: put back, then let it go on
+                    applied.rollback()
+                    raise
                 try:
                     applied.rollback()
                 except RestoreFailedError as worse:
@@ -112,11 +121,8 @@ def backup_module(module: torch.nn.Module) -> Action:
 def backup_optimizer(opt: torch.optim.Optimizer) -> Action:
     snapshot = host_copy(torch.optim.Optimizer.state_dict(opt))
 
-    def undo() -> None:
-        # load_state_dict keeps tensors already on the parameter's device and dtype: give it a copy, so the
-        # snapshot is not shared with the live optimizer (a second rollback would see mutated values).
-        torch.optim.Optimizer.load_state_dict(opt, host_copy(snapshot))  # moves state to the params' devices
-    return undo
+    # Each undo runs at most once (Applied pops it), so the optimizer may keep the snapshot's tensors.
+    return lambda: torch.optim.Optimizer.load_state_dict(opt, snapshot)  # moves state to the params' devices
 
 
 def backup_tensor(tensor: torch.Tensor) -> Action:
@@ -130,7 +136,7 @@ def backup_tensor(tensor: torch.Tensor) -> Action:
 
 def backup_stateful(obj: Any) -> Action:
     snapshot = host_copy(obj.state_dict())
-    return lambda: obj.load_state_dict(host_copy(snapshot))
+    return lambda: obj.load_state_dict(snapshot)
 
 
 def backup_value(state: Any, name: str) -> Action:
