@@ -164,3 +164,34 @@ def test_the_store_never_retires_the_newest_committed_step(tmp_path: Path) -> No
     with pytest.raises(StaleFenceError):
         coordinator.retire(2, "a2", fence - 1)
     assert [d.epoch for d in operator.committed()] == [2]
+
+
+class RefusesOneDelete(LocalFS):
+    """A storage on which one attempt directory cannot be deleted (say, a file in it is immutable)."""
+
+    def __init__(self, root: Path, doomed: str) -> None:
+        super().__init__(root)
+        self.doomed = doomed
+
+    def remove_tree(self, rel: str) -> None:
+        if rel == self.doomed:
+            raise PermissionError(13, "Operation not permitted", rel)
+        super().remove_tree(rel)
+
+
+def test_one_undeletable_attempt_does_not_stop_the_others_and_is_deleted_later(ckdir: Path) -> None:
+    from fito.ckpt.retention import collect_garbage
+    from fito.errors import GarbageCollectionError
+
+    ck = fito.Checkpointer(ckdir)
+    for s in (1, 2, 3, 4):
+        ck.save(s, state(s))
+    first = next(d for d in ck.store.decisions() if d.epoch == 1)
+    stuck = first.manifest.rsplit("/", 1)[0]
+    with pytest.raises(GarbageCollectionError, match="000000000001"):
+        collect_garbage(RefusesOneDelete(ckdir, stuck), ck.store, None, keep=1)
+    assert ck.committed() == [4]  # all three retired first, so the stuck files are no one's step any more
+    assert (ckdir / stuck).is_dir() and not (ckdir / "epochs" / "000000000002").exists()
+    assert collect_garbage(LocalFS(ckdir), ck.store, None, keep=1) == [stuck]  # retried: now it goes
+    assert sorted(p.name for p in (ckdir / "epochs").iterdir()) == ["000000000004"]
+    assert_restores_whole(ckdir, 4)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from fito.coord.base import DecisionStore
+from fito.errors import FitoError, GarbageCollectionError
 from fito.protocol.gc import EPOCHS, Delete, Entry, RemoveEmptyDir, Retire, plan_gc
 from fito.storage.localfs import LocalFS
 
@@ -23,14 +24,26 @@ def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int | None, k
     plan = plan_gc(decisions, list_attempts(storage), current_fence=current, own_fence=fence, keep=keep,
                    newest=newest, grace=grace_seconds)
     removed: list[str] = []
+    failed: list[str] = []
     for action in plan.actions:
         if isinstance(action, Retire):
-            store.retire(action.epoch, action.attempt, fence)  # durable before any of its files go
-        elif isinstance(action, Delete):
-            storage.remove_tree(action.path)
-            removed.append(action.path)
-        elif isinstance(action, RemoveEmptyDir):
-            storage.remove_dir(action.path)
+            # Durable before any of its files go. A failure stops here: every later action is either a
+            # delete this retire must precede, or is retried by the next collection.
+            store.retire(action.epoch, action.attempt, fence)
+            continue
+        try:  # one attempt that cannot be deleted must not keep the others forever
+            if isinstance(action, Delete):
+                storage.remove_tree(action.path)
+                removed.append(action.path)
+            elif isinstance(action, RemoveEmptyDir):
+                storage.remove_dir(action.path)
+        except (OSError, FitoError) as exc:
+            failed.append(f"{action.path}: {type(exc).__name__}: {exc}")
+    if failed:
+        raise GarbageCollectionError(
+            f"{storage.root}: {len(failed)} of {len(plan.actions)} clean-up steps failed ({'; '.join(failed[:3])}"
+            f"{'; ...' if len(failed) > 3 else ''}); deleted {len(removed)} attempt(s). Nothing committed and kept "
+            "was touched; fix the cause (permissions, a read-only mount) and run `fito gc` again")
     return removed
 
 
