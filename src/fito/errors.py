@@ -37,6 +37,16 @@ class StaleFenceError(FitoError):
     """A coordinator whose fencing token is no longer current tried to publish a decision."""
 
 
+class GarbageCollectionError(FitoError):
+    """Some attempts could not be deleted by retention (the others were); nothing committed and kept was
+    touched. Raised by `fito gc`; after a save it is only logged, since the step committed."""
+
+
+class RetireRefusedError(FitoError):
+    """Retiring this decision would leave no newer committed step: the newest committed step is never
+    retired (another collection or save changed the log since it was read; nothing was changed)."""
+
+
 class StateMismatchError(FitoError):
     """The checkpoint is whole but does not fit the objects it is restored into
     (different keys, shapes, dtypes or world size)."""

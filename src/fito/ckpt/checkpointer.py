@@ -129,7 +129,13 @@ class Checkpointer:
         blocking=False: copies the state to host memory (the only stall), then persists and commits in the
         background and returns a SaveHandle. At most one save is in flight: a new call waits for the previous
         one (if_busy="wait") or raises SaveInProgressError (if_busy="error"). A background failure nobody
-        has looked at is raised by the next save() or wait()."""
+        has looked at is raised by the next save() or wait().
+
+        Saving a step that is already committed (a job restarted from an older step re-runs it) replaces it:
+        the new attempt commits first, then the older decision of that step is retired in the log and only
+        then are its files deleted, so at every moment one whole copy of the step is restorable.
+        After the commit, retention runs (see `keep`); if it fails, the save still succeeds (the step is
+        committed) and a warning is logged on the "fito" logger."""
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         if if_busy not in ("wait", "error"):
@@ -184,11 +190,20 @@ class Checkpointer:
                 f"not have committed — `fito inspect {self.root}` shows the decision log"
             ) from exc
         if self.rank == 0 and word["outcome"] == "commit":
-            collect_garbage(self.storage, self.store, self._coordinator_fence(), self.keep)
+            self._collect_garbage(step, attempt)
         if word["outcome"] != "commit":
             raise SaveAbortedError(f"save of step {step} aborted: {word.get('reason') or 'unknown reason'}; "
                                    "the previous committed epoch is intact")
         return step
+
+    def _collect_garbage(self, step: int, attempt: str) -> None:
+        """Retention after a durable commit. The step IS committed, so a failure here only warns: whatever
+        was not cleaned up is collected after the next commit, or by `fito gc`."""
+        try:
+            collect_garbage(self.storage, self.store, self._coordinator_fence(), self.keep, newest=(step, attempt))
+        except Exception as exc:  # noqa: BLE001 - nothing here may turn a commit into a failed save
+            log.warning("step %d committed, but cleaning up older attempts failed (%s: %s); they are retried after "
+                        "the next save, or run `fito gc %s`", step, type(exc).__name__, exc, self.root)
 
     def _units(self, state: Mapping[str, Any]) -> list[tuple[str, memoryview]]:
         arrays: list[tuple[str, Any]] = []
