@@ -25,6 +25,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import fito.dcp
+from fito import knobs
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import FitoError
 from fito.storage.localfs import LocalFS
@@ -143,6 +144,8 @@ def tp_save(tmp: Path) -> None:
     state = {name: distribute_tensor(tp_full(name), mesh, [p]) for name, (_, p) in TP_SHAPES.items()}
     state["plain"] = torch.linspace(0, 1, 9, dtype=torch.float64)
     dcp.save(state, storage_writer=fito.dcp.Writer(tmp / "tp", 1), planner=fito.dcp.SavePlanner())
+    long = distribute_tensor(torch.arange(256.0).reshape(64, 4), mesh, [Shard(0)])  # 2 chunks of 8 blocks
+    dcp.save({"long": long}, storage_writer=fito.dcp.Writer(tmp / "blocks", 1), planner=fito.dcp.SavePlanner())
     emit("tp_save", committed=committed(tmp / "tp"))
 
 
@@ -159,7 +162,11 @@ def tp_restore(tmp: Path) -> None:
     plain["plain"] = torch.zeros(9, dtype=torch.float64)
     dcp.load(plain, storage_reader=fito.dcp.Reader(tmp / "tp"), planner=fito.dcp.LoadPlanner())
     equal.update({f"{name} as plain": bool(torch.equal(plain[name], tp_full(name))) for name in TP_SHAPES})
-    emit(f"tp_restore_{WORLD}", equal=equal, local_rows=local_rows)
+    long = {"long": distribute_tensor(torch.zeros(64, 4), mesh, [Shard(0)])}
+    reader = fito.dcp.Reader(tmp / "blocks")
+    dcp.load(long, storage_reader=reader, planner=fito.dcp.LoadPlanner())
+    equal["long"] = bool(torch.equal(long["long"].full_tensor(), torch.arange(256.0).reshape(64, 4)))
+    emit(f"tp_restore_{WORLD}", equal=equal, local_rows=local_rows, long_bytes_read=reader.bytes_read)
 
 
 # ---------------------------------------------------------------- DDP: bytes written
@@ -167,7 +174,8 @@ def ddp_bytes(tmp: Path) -> None:
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(torch.nn.Sequential(*[torch.nn.Linear(256, 256) for _ in range(8)]))
     root = tmp / "ddp"
-    dcp.save({"model": model.state_dict()}, storage_writer=fito.dcp.Writer(root, 1), planner=fito.dcp.SavePlanner())
+    with knobs.override(FITO_BLOCK_BYTES=8 << 20):  # the default block, not the group's tiny test blocks
+        dcp.save({"model": model.state_dict()}, storage_writer=fito.dcp.Writer(root, 1), planner=fito.dcp.SavePlanner())
     dist.barrier()
     replica = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     files = {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file() and p.name != "decisions.sqlite"

@@ -13,7 +13,7 @@ import pytest
 from fito.demo.launch import run_ranks
 
 HERE = Path(__file__).parent
-BLOCK = 4096  # small blocks, so resharded reads cover only part of a chunk
+BLOCK = 64  # tiny blocks, so resharded reads cover only part of a chunk
 
 
 def _run(group: str, tmp: Path, world: int) -> dict[str, dict[int, dict[str, Any]]]:
@@ -66,8 +66,12 @@ def test_fsdp2_save_writes_dtensor_shards_and_async_save_commits(runs):
 @pytest.mark.parametrize("world", [1, 3, 4])
 def test_tp_dtensors_shard0_shard1_replicate_reshard_onto_other_meshes_and_plain_tensors(runs, world):
     _ranks(runs, "save", "tp_save", 2)
-    for r in _ranks(runs, f"restore{world}", f"tp_restore_{world}", world):
+    results = _ranks(runs, f"restore{world}", f"tp_restore_{world}", world)
+    for r in results:
         assert all(r["equal"].values()), r["equal"]
+    # "long" (64 x 4 float32) was saved as two 512-byte chunks of 8 blocks; rank 0 needs rows 0..21 (3 ranks)
+    # or 0..15 (4 ranks): it reads and verifies the blocks holding them, not the whole chunk
+    assert results[0]["long_bytes_read"] == {1: 1024, 3: 6 * BLOCK, 4: 4 * BLOCK}[world]
 
 
 def test_ddp_replicas_are_written_once_and_balanced(runs):

@@ -50,6 +50,7 @@ class Reader(StorageReader):
         self.storage = LocalFS(root, create=False)
         self.step = step
         self.loaded_step: int | None = None
+        self.bytes_read = 0  # by this rank's last read_data: whole blocks only, never whole objects
         self._store = store
         self.transport: Transport = default_transport(process_group)
         self._error: FitoError | None = None
@@ -92,6 +93,7 @@ class Reader(StorageReader):
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
         actions: list[Action] = []
         error: BaseException | None = None
+        self.bytes_read = 0
         try:
             assert isinstance(planner, FitoLoadPlanner) and self._manifest is not None
             actions = self._read_and_verify(plan.items, planner)
@@ -189,6 +191,7 @@ class Reader(StorageReader):
         first, last = block_span(start, end, piece.length, m.block_bytes)
         begin, stop = first * m.block_bytes, min(last * m.block_bytes, piece.length)
         buf = torch.empty(stop - begin, dtype=torch.uint8)
+        self.bytes_read += stop - begin
         view = memoryview(buf.numpy()) if len(buf) else memoryview(b"")
         obj = m.objects[piece.rank]
         with self.storage.open_read(obj.file) as f:
