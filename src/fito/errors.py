@@ -10,10 +10,18 @@ class CheckpointCorruptError(FitoError):
     """A unit or manifest of a committed epoch does not match what its decision promised."""
 
     def __init__(self, *, path: str, unit: str | None, expected: str, found: str, hint: str = "") -> None:
-        self.path, self.unit, self.expected, self.found = path, unit, expected, found
+        self.path, self.unit, self.expected, self.found, self.hint = path, unit, expected, found, hint
         what = f"unit {unit!r} in {path}" if unit else path
         hint = hint or "restore(..., fallback=True) uses the previous committed epoch instead"
         super().__init__(f"{what}: expected {expected}, found {found}; {hint}")
+
+    def __reduce__(self) -> tuple:
+        # Keyword-only __init__: pickling (DCP sends every rank's exception to the others) needs the fields.
+        return (_rebuild_corrupt, (type(self), self.path, self.unit, self.expected, self.found, self.hint))
+
+
+def _rebuild_corrupt(cls: type, path: str, unit: str | None, expected: str, found: str, hint: str) -> CheckpointCorruptError:
+    return cls(path=path, unit=unit, expected=expected, found=found, hint=hint)
 
 
 class UnsafeCheckpointError(CheckpointCorruptError):
