@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from torch.distributed.checkpoint import StorageWriter
 from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex, StorageMeta
@@ -67,10 +67,13 @@ class Writer(StorageWriter):
 
     Every rank creates a Writer on the same root (a shared file system). `keep`: after the commit, keep only
     the newest `keep` committed steps (None keeps all); undecided attempts of this or older coordinators are
-    removed either way. `store`: where decisions live (default: the SQLite log in `root`)."""
+    removed either way. `store`: where decisions live (default: the SQLite log in `root`). `fence`: returns
+    the coordinator's fencing token; by default each save takes a new one (a `fito.Checkpointer` holds one
+    token for its whole life, so a save of an older, fenced-out Checkpointer is refused)."""
 
     def __init__(self, root: str | os.PathLike[str] | LocalFS, step: int, *, keep: int | None = None,
-                 store: DecisionStore | None = None, hash: str = DEFAULT_ALGORITHM) -> None:
+                 store: DecisionStore | None = None, hash: str = DEFAULT_ALGORITHM,
+                 fence: Callable[[], int] | None = None) -> None:
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         if keep is not None and keep < 1:
@@ -82,6 +85,7 @@ class Writer(StorageWriter):
         self._store, self._owns_store = store, store is None
         self.rank, self.is_coordinator = 0, True
         self._fence: int | None = None
+        self._fence_source = fence
         self._attempt = ""
 
     # ---------------------------------------------------------------- DCP's calls
@@ -102,7 +106,7 @@ class Writer(StorageWriter):
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
         # The fence is taken before this coordinator's first write of the save: any older one is fenced out.
-        self._fence = self.store.acquire_fence()
+        self._fence = self._fence_source() if self._fence_source is not None else self.store.acquire_fence()
         self._attempt = attempt_id(self._fence)
         block = knobs.block_bytes()
         return [dataclasses.replace(p, storage_data=AttemptPlan(self.step, self._attempt, rank, block))
@@ -193,7 +197,7 @@ class Writer(StorageWriter):
             raise SaveAbortedError(f"save of step {step} aborted: {notify[0].reason}; nothing was committed, the "
                                    "previous committed step is intact")
         try:  # the commit is durable; a failed cleanup must not turn it into an error
-            collect_garbage(self.storage, self.store, fence, self.keep)
+            collect_garbage(self.storage, self.store, fence, self.keep, newest=(step, attempt))
         except Exception:  # noqa: BLE001
             log.warning("step %d committed, but garbage collection failed", step, exc_info=True)
 
