@@ -198,8 +198,9 @@ class Writer(StorageWriter):
                                    "previous committed step is intact")
         try:  # the commit is durable; a failed cleanup must not turn it into an error
             collect_garbage(self.storage, self.store, fence, self.keep, newest=(step, attempt))
-        except Exception:  # noqa: BLE001
-            log.warning("step %d committed, but garbage collection failed", step, exc_info=True)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("step %d committed, but cleaning up older attempts failed (%s: %s); they are retried after "
+                        "the next save, or run `fito gc %s`", step, type(exc).__name__, exc, self.storage.root)
 
     def _persist(self, cmd: Command) -> Event:
         if isinstance(cmd, FsyncFile):
