@@ -242,7 +242,7 @@ class Reader(StorageReader):
             found = block_digest(m.algorithm, view[lo:lo + m.block_bytes])
             if found != piece.blocks[b]:
                 raise CheckpointCorruptError(path=obj.file, unit=f"{fqn} block {b}", expected=f"{m.algorithm}:{piece.blocks[b]}",
-                                             found=f"{m.algorithm}:{found}", hint="the previous committed step may be restored with Reader(root, step=...)")
+                                             found=f"{m.algorithm}:{found}", hint="an earlier committed step may still be whole: Checkpointer.restore(..., fallback=True) or Reader(root, step=...)")
         return buf, begin
 
     def _tensor_actions(self, fqn: str, piece: Piece, dtype: str, sizes: tuple[int, ...], reqs: list[ReadItem],
