@@ -59,8 +59,11 @@ def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: b
             raise save_error(step, exc) from None
         except FitoError:
             raise
-        except Exception as exc:  # a peer died or timed out inside one of DCP's collectives
-            raise SaveAbortedError(
+        except Exception as exc:
+            if ck.transport.world_size == 1:
+                raise SaveAbortedError(f"save of step {step} aborted: {type(exc).__name__}: {exc}; nothing was "
+                                       "committed, the previous committed epoch is intact") from exc
+            raise SaveAbortedError(  # a peer died or timed out inside one of DCP's collectives
                 f"save of step {step} aborted: lost contact with another rank ({type(exc).__name__}: {exc}); the "
                 "previous committed epoch is intact — restart the job and restore") from exc
         return step
