@@ -74,6 +74,7 @@ def test_bilateral_two_ranks_holds_exhaustively() -> None:
     assert result.crash_images > 0
 
 
+@pytest.mark.slow
 def test_bilateral_three_ranks_holds_exhaustively() -> None:
     result = explore("bilateral", Config(ranks=3))
     assert result.ok and result.complete

@@ -5,7 +5,7 @@ import argparse
 
 from rich.console import Console
 
-from fito.errors import FitoError
+from fito.commands._contract import UsageError, finish
 
 
 SECTION = 0  # listed first in `fito --help`: the checkpoint commands
@@ -22,21 +22,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", type=int, required=True, help="committed epochs to keep (>= 1)")
     p.add_argument("--grace", type=float, default=3600.0,
                    help="leave undecided attempts younger than this many seconds (a running job may be writing them); default 3600")
+    p.add_argument("--json", action="store_true", help="print the JSON envelope (result: the removed attempts) only")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from fito.ckpt.inspect import open_store  # lazily: loads torch
     from fito.ckpt.retention import collect_garbage  # lazily: loads torch
-    console = Console(highlight=False)
+    console = Console(highlight=False, quiet=args.json)
     if args.keep < 1:
-        console.print("[red]--keep must be at least 1: the newest committed epoch is never deleted")
-        return 2
-    try:
-        storage, store = open_store(args.dir)
-    except (FitoError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
+        raise UsageError("--keep must be at least 1: the newest committed epoch is never deleted")
+    storage, store = open_store(args.dir)  # errors reach cli.main: one line, exit 3 (no checkpoint) or 4
     try:
         removed = collect_garbage(storage, store, store.current_fence(), args.keep, grace_seconds=args.grace)
     finally:
@@ -44,4 +40,4 @@ def run(args: argparse.Namespace) -> int:
     for rel in removed:
         console.print(f"removed {rel}")
     console.print(f"{len(removed)} attempt(s) removed; kept the newest {args.keep} committed epoch(s)")
-    return 0
+    return finish(args, "ok", {"removed": list(removed), "keep": args.keep})
