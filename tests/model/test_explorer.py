@@ -124,10 +124,28 @@ def test_cli_exit_codes_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "counterexample to AlwaysRecoversOneCommittedEpoch" in out and "VIOLATED" in out
     assert main(["check", "--protocol", "bilateral", "--ranks", "2", "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["ok"] and doc["states"] == 3008
+    env = json.loads(capsys.readouterr().out)
+    assert env["command"] == "check" and env["verdict"] == "holds"
+    doc = env["result"]
+    assert doc["ok"] is True and doc["states"] == 3008
     assert set(doc["properties"].values()) == {"holds"}
-    assert main(["check", "--protocol", "bilateral", "--ranks", "2", "--max-states", "50", "--json"]) == 2
+
+
+def test_cli_search_cut_short_is_unknown_not_holds(capsys: pytest.CaptureFixture[str]) -> None:
+    """Three-valued: a search stopped by --max-states with no violation found decides nothing."""
+    assert main(["check", "--protocol", "bilateral", "--ranks", "2", "--max-states", "50", "--json"]) == 5
+    env = json.loads(capsys.readouterr().out)
+    assert env["verdict"] == "unknown" and env["exit_code"] == 5
+    doc = env["result"]
+    assert doc["complete"] is False and doc["ok"] is None
+    assert set(doc["properties"].values()) == {"unknown"}
+    assert main(["check", "--protocol", "bilateral", "--ranks", "2", "--max-states", "50"]) == 5
+    text = capsys.readouterr().out
+    assert "unknown" in text and "holds" not in text
+    # a violation found before the cut is still a violation
+    assert main(["check", "--protocol", "naive", "--ranks", "2", "--max-states", "100000", "--json"]) == 1
+    env = json.loads(capsys.readouterr().out)
+    assert env["verdict"] == "violated" and "violated" in env["result"]["properties"].values()
 
 
 # ---- fencing: a zombie coordinator after a job restart ----

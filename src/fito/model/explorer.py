@@ -118,6 +118,14 @@ class Result:
     def ok(self) -> bool:
         return not self.violations
 
+    @property
+    def verdict(self) -> str:
+        """Three-valued: a search cut short without a violation decides nothing."""
+        return "violated" if self.violations else "holds" if self.complete else "unknown"
+
+    def property_verdict(self, name: str) -> str:
+        return "violated" if name in self.violations else "holds" if self.complete else "unknown"
+
     def to_json(self) -> dict:
         return {
             "protocol": self.protocol, "ranks": self.config.ranks, "attempts": self.config.attempts,
@@ -125,8 +133,9 @@ class Result:
             "keep": self.config.keep, "states": self.states, "transitions": self.transitions,
             "crash_images": self.crash_images, "max_depth": self.max_depth, "seconds": round(self.seconds, 3),
             "states_per_second": round(self.states / self.seconds, 1) if self.seconds else None,
-            "complete": self.complete, "ok": self.ok,
-            "properties": {p: ("violated" if p in self.violations else "holds") for p in PROPERTIES},
+            "complete": self.complete, "verdict": self.verdict,
+            "ok": {"holds": True, "violated": False, "unknown": None}[self.verdict],
+            "properties": {p: self.property_verdict(p) for p in PROPERTIES},
             "counterexamples": [c.to_json() for c in self.violations.values()],
         }
 

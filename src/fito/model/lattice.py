@@ -456,27 +456,65 @@ def correlation_sweep(n: int, p: float, rhos: Sequence[float], model: Correlatio
     return sweep
 
 
-def plot_atomic_vs_n(path: str, ps: Sequence[float] = (0.999, 0.9999, 0.99999, 0.999999),
-                     n_max: int = 10_000_000, mark_n: int = 4000) -> None:
-    """P(atomic) against n (log axis) for several p, with the paper's n = 4000 marked."""
+def describe_spec(spec: FailureSpec) -> str:
+    """One line naming the model, as the plot title and the CLI print it."""
+    if spec.p_a:
+        return f"ternary (C, R, A) = ({spec.p_c:g}, {spec.p_r:g}, {spec.p_a:g})"
+    text = f"p = {spec.p_c!r}"
+    if spec.effectively_independent:
+        return text + ", independent"
+    return text + f", {spec.model} rho = {spec.rho:g}" + (f" (blocks of {spec.block_size})" if spec.model == "blocks" else "")
+
+
+def plot_lattice(path: str, n: int, spec: FailureSpec, mc: MonteCarloResult | None = None) -> None:
+    """What `fito lattice` computed, drawn: P(atomic) and P(mixed) against n for the requested model
+    (with the independent model at the same per-unit p beside it when failures are correlated, which
+    is correction 4 in one picture), the requested n marked; and the four outcomes at that n."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ns = np.unique(np.logspace(0, math.log10(n_max), 400).astype(int))
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for p in ps:
-        ys = [closed_form(int(n), FailureSpec.binary(p)).atomic for n in ns]
-        ax.plot(ns, ys, label=f"p = {p}")
-    ax.axvline(mark_n, color="grey", linestyle=":", linewidth=1)
-    ax.text(mark_n * 1.1, 0.05, f"n = {mark_n}", color="grey")
+    n_max = max(10 * n, 10_000)
+    ns = np.unique(np.logspace(0, math.log10(n_max), 300).astype(int))
+    indep = FailureSpec(p_c=spec.p_c, p_r=spec.p_r, p_a=spec.p_a)
+    fig, (ax, bars) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [1.6, 1]})
+    curves = [(spec, "-", describe_spec(spec))]
+    if not spec.effectively_independent:
+        curves.append((indep, "--", "independent, same p"))
+    for s, style, label in curves:
+        probs = [closed_form(int(k), s) for k in ns]
+        ax.plot(ns, [c.atomic for c in probs], style, color="tab:blue", label=f"P(atomic), {label}")
+        ax.plot(ns, [c.mixed for c in probs], style, color="tab:red", label=f"P(mixed), {label}")
+    at = closed_form(n, spec)
+    ax.axvline(n, color="grey", linestyle=":", linewidth=1)
+    ax.plot([n, n], [at.atomic, at.mixed], "o", color="black", zorder=5)
+    ax.annotate(f"n = {n:,}: P(atomic) {at.atomic:.4g}", (n, at.atomic), textcoords="offset points",
+                xytext=(6, 6), fontsize=8)
     ax.set_xscale("log")
+    ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("persistence units n")
-    ax.set_ylabel("P(atomic) = p^n + (1-p)^n")
-    ax.set_title("Independent binary model: P(atomic) vs n")
+    ax.set_ylabel("probability")
+    ax.set_title(describe_spec(spec), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="center left")
+
+    labels = ["all C (top)", "all R (bottom)", "mixed"] + (["any A"] if spec.p_a else [])
+    values = [at.all_c, at.all_r, at.mixed] + ([at.any_ambiguous] if spec.p_a else [])
+    xs = np.arange(len(labels))
+    width = 0.38 if mc is not None else 0.6
+    bars.bar(xs - (width / 2 if mc is not None else 0), values, width, label="closed form", color="tab:blue")
+    if mc is not None:
+        counts = [mc.all_c, mc.all_r, mc.mixed] + ([mc.any_ambiguous] if spec.p_a else [])
+        bars.bar(xs + width / 2, [mc.rate(c) for c in counts], width, yerr=[mc.stderr(c) for c in counts],
+                 label=f"Monte Carlo ({mc.samples:,})", color="tab:orange")
+        bars.legend(fontsize=8)
+    for x, v in zip(xs, values):
+        bars.text(x, v + 0.02, f"{v:.4g}", ha="center", fontsize=8)
+    bars.set_xticks(xs, labels)
+    bars.set_ylim(0, 1.1)
+    bars.set_ylabel("probability")
+    bars.set_title(f"outcome of one attempt at n = {n:,}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
