@@ -110,7 +110,7 @@ def test_scale_breaking_mixes_spike_and_one_step_m_skew_does_not(small_report) -
 def test_cli_skew_json_small(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["skew", "--seeds", "1", "--restore-step", "40", "--v-lag", "30", "--data-lag", "5",
                  "--horizon", "10", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)["result"]
     assert out["example_6_6"]["fitted_factor"] == pytest.approx(0.09, abs=1e-12)
     names = [s["variant"] for s in out["summaries"]]
     assert names[0] == "correct" and len(names) == 9

@@ -59,7 +59,7 @@ def test_runaway_threshold_and_headroom() -> None:
 def test_cli_json_exit_code(tmp_path, capsys) -> None:
     png = tmp_path / "retry.png"
     code = main(["retry", "--steps", "150", "--json", "--plot", str(png)])
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)["result"]
     assert code == 1  # a policy ran away
     by = {r["policy"]: r for r in out["results"]}
     assert by["naive"]["runaway"] and not by["fito"]["runaway"]

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from fito.ckpt.inspect import verify  # lazily: loads torch
     err = Console(stderr=True)
     with Progress(TextColumn("verify"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=err, transient=True, disable=args.json) as progress:
+                  console=err, transient=True, disable=args.json or not err.is_terminal) as progress:
         task = progress.add_task("verify", total=None)
         # errors (no checkpoint, no such epoch, unreadable log) reach cli.main: one line, exit 3 or 4
         report = verify(args.dir, args.epoch, progress=lambda n: progress.advance(task, n),

@@ -514,32 +514,60 @@ def m_skew_decay(seed: int = 0, t: int = 100, steps: int = 60) -> SkewDecay:
 
 
 def plot_report(report: SkewReport, path: str) -> None:
-    """Median parameter distance and eval-loss ratio to the correct run, against steps after restore."""
+    """Parameter distance and eval-loss ratio to the correct run against steps after restore, and the
+    table's "max loss ratio" (median over seeds of each seed's peak ratio) as bars. The middle panel's
+    bold line is the median at each step: seeds peak at different steps, so its peak is lower than the
+    table's number; the thin lines are the seeds themselves, whose peaks the table summarises."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [1, 1, 0.8]})
     ks = report.config.eval_points()
     correct = {t.seed: t for t in report.trajectories if t.variant == "correct"}
-    for v in variants(report.config):
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    shown = [v for v in variants(report.config) if v.name != "correct"
+             and any(t.variant == v.name for t in report.trajectories)]
+    for i, v in enumerate(shown):
+        colour = colours[i % len(colours)]
         rows = [t for t in report.trajectories if t.variant == v.name]
-        if not rows or v.name == "correct":
-            continue
         style = "-" if v.kind == "mix" else "--"
         dist = [np.median([t.param_distance[k] for t in rows]) for k in ks]
-        ratio = [np.median([t.eval_loss[k] / correct[t.seed].eval_loss[k] for t in rows]) for k in ks]
-        ax1.plot(ks, np.maximum(dist, 1e-12), style, label=v.name)
-        ax2.plot(ks, ratio, style, label=v.name)
+        per_seed = [[t.eval_loss[k] / correct[t.seed].eval_loss[k] for k in ks] for t in rows]
+        ax1.plot(ks, np.maximum(dist, 1e-12), style, color=colour, label=v.name)
+        for ratios in per_seed:
+            ax2.plot(ks, ratios, style, color=colour, linewidth=0.6, alpha=0.35)
+        ax2.plot(ks, np.median(per_seed, axis=0), style, color=colour, linewidth=2, label=v.name)
     ax1.set(xscale="log", yscale="log", xlabel="steps after restore",
-            ylabel="||theta - theta_correct|| (median)", title="parameter distance to the correct resume")
+            ylabel="||theta - theta_correct|| (median over seeds)", title="parameter distance to the correct resume")
     ax2.set(xscale="log", yscale="log", xlabel="steps after restore",
-            ylabel="eval loss / correct eval loss (median)", title="held-out loss ratio")
+            ylabel="eval loss / correct eval loss",
+            title="held-out loss ratio (bold: median at each step; thin: each seed)")
     ax2.axhline(1.0, color="grey", linewidth=0.8)
+    ax2.axhline(report.config.spike_ratio, color="red", linewidth=0.8, linestyle=":")
     for ax in (ax1, ax2):
         ax.grid(True, which="both", alpha=0.3)
-    ax2.legend(fontsize=8)
+    ax1.legend(fontsize=7)
+
+    by_name = {s.variant: s for s in report.summaries}
+    names = [v.name for v in shown if v.name in by_name]
+    values = [by_name[n].max_loss_ratio for n in names]
+    ys = np.arange(len(names))
+    ax3.barh(ys, values, color=[colours[shown.index(next(v for v in shown if v.name == n)) % len(colours)]
+                                for n in names])
+    for y, n, val in zip(ys, names, values):
+        s = by_name[n]
+        ax3.text(val, y, f" {val:.2f}  ({s.spike_seeds}/{s.seeds} spike)", va="center", fontsize=8)
+    ax3.axvline(1.0, color="grey", linewidth=0.8)
+    ax3.axvline(report.config.spike_ratio, color="red", linewidth=0.8, linestyle=":",
+                label=f"spike: > {report.config.spike_ratio:g}x")
+    ax3.set_yticks(ys, names, fontsize=8)
+    ax3.invert_yaxis()
+    ax3.set_xlim(0, max(values + [report.config.spike_ratio]) * 1.45)
+    ax3.set_xlabel("max loss ratio: median over seeds of each seed's peak")
+    ax3.set_title("the table's \"max loss ratio\"")
+    ax3.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"AdamW mixed-epoch restores at step {report.config.restore_step} "
                  f"({len(report.seeds)} seeds; solid = mixed tuple, dashed = baseline)")
     fig.tight_layout()
