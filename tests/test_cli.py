@@ -59,7 +59,7 @@ FAST = {
     "skew": ["--seeds", "1", "--restore-step", "20", "--v-lag", "10", "--data-lag", "5", "--horizon", "5"],
     "fleet": ["--nodes", "4", "--runs", "5", "--loss", "0.1"],
     "retry": ["--steps", "60", "--policy", "fito"],
-    "demo": ["--steps", "10", "--every", "5", "--kill-step", "5"],
+    "demo": ["--steps", "15", "--every", "5", "--kill-step", "10"],
 }
 VERDICT = {"inspect": "ok", "verify": "holds", "gc": "ok", "check": "holds", "lattice": "ok", "units": "ok",
            "adversary": "violated", "skew": "ok", "fleet": "ok", "retry": "holds", "demo": "holds"}
@@ -124,6 +124,7 @@ BAD = [
     (["retry", "--jobs", "0"], 2),
     (["skew", "--seeds", "0"], 2),
     (["demo", "--kill-step", "7"], 2),
+    (["demo", "--every", "5", "--kill-step", "5"], 2),  # nothing committed before the kill to resume from
     (["gc", "{dir}", "--keep", "0"], 2),
     (["gc", "{missing}", "--keep", "1"], 3),
     (["verify", "{missing}"], 3),

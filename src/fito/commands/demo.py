@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(quiet=args.json)
-    if args.every < 1 or args.kill_step % args.every or not 0 < args.kill_step < args.steps:
-        raise UsageError("--kill-step must be a checkpoint step (a multiple of --every >= 1) before --steps")
+    if args.every < 1 or args.kill_step % args.every or not args.every < args.kill_step < args.steps:
+        raise UsageError("--kill-step must be a checkpoint step (a multiple of --every >= 1) after the first "
+                         "checkpoint (so there is one to resume from) and before --steps")
     report = run_demo(args.dir, steps=args.steps, every=args.every, kill_step=args.kill_step,
                       kill_rank=args.kill_rank, say=lambda s: console.print(s))
     table = Table(title="fito demo", show_header=False)

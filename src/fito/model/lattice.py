@@ -7,7 +7,7 @@ the componentwise product; its atomic points are only the top C^n and the bottom
 Closed forms are evaluated in log space so that they stay exact for n up to 10^7 and p up to
 1 - 1e-9 (where p**n and 1 - p**n - ... lose every digit in naive floating point).
 
-Correlated failures (THEORY.md correction 4): at a fixed per-unit commit probability p, positive
+Correlated failures (correction 4 (docs/corrections.md)): at a fixed per-unit commit probability p, positive
 correlation RAISES P(all C) and LOWERS P(mixed): independence is the worst case for positively
 associated failures, not the best, so the paper's Remark 5.8 has the direction backwards.
 """

@@ -6,7 +6,7 @@ then restores deliberately mixed tuples anyway, and measures what they do to a s
 (an MLP regression on generated data, CPU) against a correct resume and against two harmless-noise
 baselines (a 1-ulp nudge of the weights, a reshuffled data order).
 
-What the measurements show (THEORY.md corrections 8 and 9): Example 6.6's skew of m by one step is a
+What the measurements show (corrections 8 and 9 in docs/corrections.md): Example 6.6's skew of m by one step is a
 perturbation of b1 (1 - b1) (m_{t-1} - g_t) = 0.09 (m_{t-1} - g_t) that DECAYS (Adam forgets it at
 rate b1 per step); it does not compound in the loss. The dangerous mixes break the m/v scale relation
 (v from far earlier, or m = v = 0 with the step counter kept): they spike the loss. A validation

@@ -1,12 +1,13 @@
 """Correction 11 (docs/corrections.md): Theorem 6.4 is false at the value level.
 
 The mixed tuple (theta_t, m_{t-1}, v_t, step t) of a real AdamW run is reached EXACTLY (to rounding) by
-another real `torch.optim.AdamW` run from an epoch-consistent start: zero gradients first (m = v = 0,
-the weights only decay), then one gradient x repeated for the j steps before step t and a gradient y at
-step t, per coordinate, solving
-    m = (1-b1)(B1 x + y),   v = (1-b2)(B2 x^2 + y^2),   B1 = sum_{i=1..j} b1^i,  B2 = sum_{i=1..j} b2^i
-for the stale m and the current v (j = 1 is the two-gradient case; larger j reaches larger m^2/v), and
-theta_0 solved backwards (AdamW's update does not depend on the weights except through the decay). What the theorem can only mean is provenance: the tuple is not
+another real `torch.optim.AdamW` run from an epoch-consistent start. Per coordinate, the run gets the
+gradient x r^k at k = t-1 .. 1 steps before the last step and y at step t, with r = b1/b2 (the weighting
+that maximises m^2/v, by Cauchy-Schwarz), so
+    m = (1-b1)(S x + y),   v = (1-b2)(S x^2 + y^2),   S = sum_{k=1..t-1} (b1^2/b2)^k,
+two equations for x and y, solvable whenever m^2/v is within the bound that ANY t steps of AdamW from zero
+moments obey; and theta_0 is solved backwards (AdamW's update does not depend on the weights except
+through the decay). What the theorem can only mean is provenance: the tuple is not
 the state of the run that was checkpointed, which epoch tags check and no value test can."""
 from __future__ import annotations
 
@@ -65,17 +66,15 @@ def reach(theta_t: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int) -> Re
     if t < 2:
         raise ValueError("t must be >= 2: two gradient steps carry the moments")
     b1, b2 = BETAS
-    a, c = m / (1 - b1), v / (1 - b2)               # a = B1 x + y,  c = B2 x^2 + y^2
-    # the run of j equal gradients that reaches the largest m^2/v (about 45 for AdamW's betas)
-    j = max(range(1, min(t - 1, 40) + 1),
-            key=lambda k: sum(b1 ** i for i in range(1, k + 1)) ** 2 / sum(b2 ** i for i in range(1, k + 1)))
-    B1, B2 = sum(b1 ** i for i in range(1, j + 1)), sum(b2 ** i for i in range(1, j + 1))
-    disc = (B2 + B1 ** 2) * c - B2 * a ** 2         # x real iff disc >= 0
+    a, c = m / (1 - b1), v / (1 - b2)               # a = S x + y,  c = S x^2 + y^2
+    r = b1 / b2
+    S = sum((b1 * r) ** k for k in range(1, t))
+    disc = (S + S ** 2) * c - S * a ** 2            # x real iff disc >= 0 (m^2/v within the t-step bound)
     if bool((disc < 0).any()):
-        raise ValueError("m^2/v beyond what AdamW reaches from zero moments: not a state AdamW produced")
-    x = (a * B1 + torch.sqrt(disc)) / (B2 + B1 ** 2)
-    y = a - B1 * x
-    grads = [torch.zeros_like(m)] * (t - 1 - j) + [x] * j + [y]
+        raise ValueError("m^2/v beyond what t AdamW steps from zero moments can produce: no such run")
+    x = (a * S + torch.sqrt(disc)) / (S + S ** 2)
+    y = a - S * x
+    grads = [x * r ** k for k in range(t - 1, 0, -1)] + [y]
     drift, _ = _run(torch.zeros_like(theta_t), grads)   # where the updates alone take theta_0 = 0
     theta0 = (theta_t - drift) / (1 - LR * WD) ** t     # decay is the only theta-dependent part
     theta, opt = _run(theta0, grads)
