@@ -14,7 +14,6 @@ from fito.model.lattice import (
     closed_form,
     first_n_below,
     monte_carlo,
-    plot_lattice,
     section_5_4_table,
 )
 
@@ -86,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if args.table:
         out["table_5_4"] = [r.__dict__ for r in section_5_4_table()]
     if args.plot:
+        from fito.model.plots import plot_lattice  # matplotlib only when asked
+
         plot_lattice(args.plot, args.n, spec, mc)
         out["plot"] = args.plot
     if args.json:

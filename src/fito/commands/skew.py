@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # torch is imported here, not at module level, so that `fito --help` and other commands stay fast
-    from fito.model.optimizer_skew import SkewConfig, example_6_6, m_skew_decay, plot_report, run_experiment
+    from fito.model.optimizer_skew import SkewConfig, example_6_6, m_skew_decay, run_experiment
+    from fito.model.plots import plot_report
 
     report_at = tuple(k for k in (10, 100, 1000) if k <= args.horizon) or (args.horizon,)
     try:
