@@ -20,6 +20,8 @@ Phases (the names the Checkpointer's messages use, `fito.ckpt.failure.PHASES`):
 Kinds: "exception" (InjectedFault, an error of no particular kind: a bug in a backend), "ENOSPC" and "EIO"
 (OSError with that errno, as the kernel reports them).
 
+`read_only`: every write, create, delete and decision-log write fails with EROFS (a root mounted read-only).
+
 `space`: free bytes of this rank's disk (None: unlimited). Writes beyond it write what fits and raise
 ENOSPC; deleting an object gives its bytes back; the decision store refuses writes while fewer than
 `STORE_WRITE_BYTES` are free. So a retry that leaks a partial attempt shows up as space that never comes back."""
@@ -80,10 +82,12 @@ def make_error(kind: Kind | str, phase: str, rank: int, target: str) -> BaseExce
 class FaultPlan:
     """What fails on one rank (thread-safe: a background save consults it from its own thread)."""
 
-    def __init__(self, rank: int = 0, faults: Iterable[Fault] = (), *, space: int | None = None) -> None:
+    def __init__(self, rank: int = 0, faults: Iterable[Fault] = (), *, space: int | None = None,
+                 read_only: bool = False) -> None:
         self.rank = rank
         self.faults: list[Fault] = []
         self.space = space
+        self.read_only = read_only
         self.injected: list[Injected] = []
         self._lock = threading.RLock()
         self.arm(*faults)
@@ -106,6 +110,7 @@ class FaultPlan:
             self.faults.clear()
             self.injected.clear()
             self.space = None
+            self.read_only = False
 
     def fired(self, phase: str | None = None) -> list[Injected]:
         with self._lock:
@@ -128,8 +133,13 @@ class FaultPlan:
             for f in self._armed(phase):
                 raise self._fire(f, target)
 
+    def writable(self, target: str) -> None:
+        if self.read_only:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), target)
+
     def write_room(self, phase: str | None, target: str, written: int, n: int) -> tuple[int, BaseException | None]:
         """How many of the next `n` bytes of `target` (after `written`) land, and the error raised after them."""
+        self.writable(target)
         with self._lock:
             room, fault = n, None
             for f in self._armed(phase) if phase else []:
@@ -154,6 +164,8 @@ class FaultPlan:
                 self.space += n
 
     def need_space(self, n: int, target: str) -> None:
+        """Any write that takes room (a new entry, a log transaction): EROFS or ENOSPC if there is none."""
+        self.writable(target)
         with self._lock:
             if self.space is not None and self.space < n:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), target)
@@ -178,6 +190,7 @@ class FaultyStorage:
 
     # ---- writing ----
     def makedirs(self, rel: str) -> None:
+        self.plan.writable(rel)
         if not self.inner.exists(rel):
             self.plan.need_space(1, rel)  # a new directory needs a block
         self.inner.makedirs(rel)
@@ -227,16 +240,19 @@ class FaultyStorage:
 
     def remove(self, rel: str) -> None:
         self.plan.check("post-commit GC", rel)
+        self.plan.writable(rel)
         self.inner.remove(rel)
         self._refund(lambda name: name == rel)
 
     def remove_tree(self, rel: str) -> None:
         self.plan.check("post-commit GC", rel)
+        self.plan.writable(rel)
         self.inner.remove_tree(rel)
         self._refund(lambda name: name == rel or name.startswith(rel.rstrip("/") + "/"))
 
     def remove_dir(self, rel: str) -> Any:  # LocalFS's remove-if-empty, where it has one
         self.plan.check("post-commit GC", rel)
+        self.plan.writable(rel)
         return self.inner.remove_dir(rel)  # type: ignore[attr-defined]
 
     def _refund(self, match: Any) -> None:
