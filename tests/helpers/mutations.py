@@ -1,6 +1,7 @@
 """Single-file mutations of a committed root, for tests/test_mutation_fuzz.py. Each mutation takes a seeded
 `random.Random` and a `Root` (a copy of a committed root and what is known about it), damages exactly one
-file (or one decision record), and returns the root-relative names it touched.
+file (or one decision record), and returns the root-relative names it touched. Families with several
+variants pick the variant by `Root.seed`, so N consecutive seeds cover all N variants.
 
 "Hostile but consistent" mutations (`forge_*`) recompute every hash the change invalidates and re-vouch the
 manifest in the decision log, so only the deeper checks (parsing, bounds, headers, shapes) can catch them.
@@ -30,6 +31,10 @@ class Root:
     path: Path
     attempts: dict[int, str]  # committed step -> attempt id
     outside: Path  # a directory outside the root (link targets)
+    seed: int = 0  # picks the variant of a mutation family, so consecutive seeds cover every variant
+
+    def variant(self, options: list[Any]) -> Any:
+        return options[self.seed % len(options)]
 
     def attempt(self, step: int) -> str:
         return f"epochs/{step:012d}/{self.attempts[step]}"
@@ -175,7 +180,7 @@ def _db(root: Root) -> sqlite3.Connection:
 
 def decision_log_damage(rng: random.Random, root: Root) -> list[str]:
     p = root.path / DB
-    how = rng.choice(["delete", "truncate", "flip", "garbage", "symlink-out"])
+    how = root.variant(["delete", "truncate", "flip", "garbage", "symlink-out"])
     if how == "delete":
         p.unlink()
     elif how == "truncate":
@@ -204,7 +209,7 @@ def decision_record_edit(rng: random.Random, root: Root) -> list[str]:
         ("manifest_hash", ""), ("epoch", other), ("epoch", -1), ("epoch", 1 << 62), ("attempt", root.attempts[other]),
         ("attempt", "../x"), ("outcome", "abort"), ("retired", 1), ("seq", -5),
     ]
-    column, value = rng.choice(edits)
+    column, value = root.variant(edits)
     with _db(root) as db:
         db.execute(f"UPDATE decisions SET {column} = ? WHERE epoch = ? AND outcome = 'commit'", (value, step))
     return [DB]
@@ -263,7 +268,7 @@ def forge_manifest(rng: random.Random, root: Root) -> list[str]:
         lambda: m.__setitem__("format", rng.choice(["fito-manifest/2", "", None])),
         lambda: m.__setitem__("ranks", [r0, *([{"rank": 1, "file": r0["file"], "size": 0, "units": []}] * rng.choice([0, 1]))]),
     ]
-    result = rng.choice(edits)()
+    result = root.variant(edits)()
     data = result.data if isinstance(result, _raw) else json.dumps(m, allow_nan=True).encode()
     _vouch(root, step, data)
     return [root.manifest(step), DB]
@@ -305,7 +310,7 @@ def forge_header(rng: random.Random, root: Root) -> list[str]:
     m, units, data = _units(root, step)
     parts = _parts(units, data)
     i = rng.randrange(len(parts))
-    field = rng.choice(["magic", "epoch", "rank", "index", "length", "name"])
+    field = root.variant(["magic", "epoch", "rank", "index", "length", "name"])
     value = {"magic": 0, "epoch": rng.choice([0, _other_step(rng, root, step), step + 1000]),
              "rank": rng.choice([1, 0xFFFFFFFF]), "index": rng.choice([i + 1, 0xFFFFFFFF]),
              "length": rng.choice([0, (1 << 64) - 1, 1 << 40]), "name": 0}[field]  # never the true value
@@ -335,7 +340,7 @@ def forge_state_tree(rng: random.Random, root: Root) -> list[str]:
         lambda: tree["d"].__setitem__("extra", {"T": first["T"], "dtype": first["dtype"], "shape": first["shape"]}),
         lambda: tree.__setitem__("l", []),
     ]
-    result = rng.choice(edits)()
+    result = root.variant(edits)()
     payload = result.data if isinstance(result, _raw) else json.dumps(doc).encode()
     parts[0] = (parts[0][0], payload, {})
     _rebuild(root, step, m, parts)
