@@ -237,7 +237,7 @@ def _deep(depth: int, leaf: str = "0", kind: str = "[") -> str:
 
 def forge_manifest(rng: random.Random, root: Root) -> list[str]:
     """A manifest rewritten with one hostile change, its hash re-vouched in the decision log."""
-    step = _step(rng, root)
+    step = root.steps[-1]
     m = _manifest(root, step)
     r0 = m["ranks"][0]
     units = r0["units"]
@@ -246,8 +246,9 @@ def forge_manifest(rng: random.Random, root: Root) -> list[str]:
     edits: list[Callable[[], Any]] = [
         lambda: _raw(rng.randbytes(rng.randrange(1, 400))),
         lambda: _raw(b"\xff\xfe" + json.dumps(m).encode()),
-        lambda: _raw(_deep(rng.choice([2000, 100_000]), kind=rng.choice("[{")).encode()),
-        lambda: r0.__setitem__("units", [*units[:1], json.loads(_deep(50_000)), *units[1:]]),
+        lambda: _raw(_deep(2000, kind="[").encode()),
+        lambda: _raw(_deep(100_000, kind="{").encode()),
+        lambda: r0.__setitem__("units", [*units[:1], DEEP, *units[1:]]),  # a 50,000-deep unit entry
         lambda: r0.__setitem__("size", big),
         lambda: units[i].__setitem__(2, big),
         lambda: (r0.__setitem__("size", big), units[i].__setitem__(2, big - units[i][1])),
@@ -270,8 +271,12 @@ def forge_manifest(rng: random.Random, root: Root) -> list[str]:
     ]
     result = root.variant(edits)()
     data = result.data if isinstance(result, _raw) else json.dumps(m, allow_nan=True).encode()
+    data = data.replace(json.dumps(DEEP).encode(), _deep(50_000).encode())  # json.dumps itself cannot nest that deep
     _vouch(root, step, data)
     return [root.manifest(step), DB]
+
+
+DEEP = "<deeply nested list>"
 
 
 class _raw:
@@ -306,7 +311,7 @@ def _parts(units: list[list[Any]], data: bytes) -> list[tuple[str, bytes, dict[s
 
 def forge_header(rng: random.Random, root: Root) -> list[str]:
     """One header field changed (zeroed or pointed elsewhere), every hash recomputed to match."""
-    step = _step(rng, root)
+    step = root.steps[-1]
     m, units, data = _units(root, step)
     parts = _parts(units, data)
     i = rng.randrange(len(parts))
@@ -321,7 +326,7 @@ def forge_header(rng: random.Random, root: Root) -> list[str]:
 
 def forge_state_tree(rng: random.Random, root: Root) -> list[str]:
     """The state tree (unit 0) replaced by hostile JSON, every hash recomputed."""
-    step = _step(rng, root)
+    step = root.steps[-1]
     m, units, data = _units(root, step)
     parts = _parts(units, data)
     doc = json.loads(parts[0][1])
@@ -329,7 +334,8 @@ def forge_state_tree(rng: random.Random, root: Root) -> list[str]:
     first = _first_tensor(tree)
     edits: list[Callable[[], Any]] = [
         lambda: _raw(rng.randbytes(rng.randrange(1, 300))),
-        lambda: _raw(('{"format":"%s","tree":%s}' % (doc["format"], _deep(rng.choice([2000, 200_000]), '{"v":0}'))).encode()),
+        lambda: _raw(('{"format":"%s","tree":%s}' % (doc["format"], _deep(2000, '{"v":0}'))).encode()),
+        lambda: _raw(('{"format":"%s","tree":%s}' % (doc["format"], _deep(200_000, '{"v":0}'))).encode()),
         lambda: _raw(('{"format":"%s","tree":{"d":{"model":%s}}}' % (doc["format"], '{"l":[' * 5000 + ']}' * 5000)).encode()),
         lambda: doc.__setitem__("format", "fito-state/9"),
         lambda: first.__setitem__("shape", rng.choice([[1 << 40, 1 << 40], [-1], [3.5], ["2"], [0], [1 << 62] * 4])),
@@ -365,7 +371,7 @@ def _first_tensor(node: Any) -> dict[str, Any]:
 
 def forge_swapped_entries(rng: random.Random, root: Root) -> list[str]:
     """Two manifest entries of the same length trade names (offsets and hashes stay true), re-vouched."""
-    step = _step(rng, root)
+    step = root.steps[-1]
     m = _manifest(root, step)
     units = m["ranks"][0]["units"]
     by_length: dict[int, list[int]] = {}
