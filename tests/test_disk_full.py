@@ -16,7 +16,8 @@ import pytest
 
 import fito
 from fito.ckpt.failure import cause
-from fito.testing.faults import Fault, FaultPlan, open_faulty
+from fito.storage import LocalFS, Storage
+from fito.testing.faults import Fault, FaultPlan, FaultyStorage, open_faulty
 from training_state import assert_same, make_state, snapshot, train_steps
 
 
@@ -128,3 +129,12 @@ def test_a_read_only_root_is_reported_as_read_only(tmp_path):
 ])
 def test_causes_are_named_in_plain_words(exc, words):
     assert words in cause(exc)
+
+
+def test_the_checkpointer_takes_any_storage_and_localfs_is_one(tmp_path):
+    assert isinstance(LocalFS(tmp_path / "a"), Storage)
+    storage = FaultyStorage(LocalFS(tmp_path / "b"), FaultPlan(0))
+    assert isinstance(storage, Storage)
+    ck = fito.Checkpointer(storage)
+    assert ck.storage is storage and ck.root == storage.root
+    ck.close()

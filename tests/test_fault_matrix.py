@@ -21,7 +21,7 @@ HELPERS = Path(__file__).parent / "helpers"
 sys.path.insert(0, str(HELPERS))
 from fault_matrix_worker import CASES, case_name  # noqa: E402
 
-pytestmark = pytest.mark.multiproc
+pytestmark = [pytest.mark.multiproc, pytest.mark.slow]  # ~20 s: two processes run all 30 cells
 
 # What each kind of fault must be called in the message (item 11: what happened, not a guess).
 CAUSE = {"ENOSPC": "no space left on device", "EIO": "input/output error", "exception": "injectedfault"}
