@@ -54,6 +54,7 @@ def test_sigkill_at_random_moments_never_yields_a_mix(tmp_path):
     assert last > 0
 
 
+@pytest.mark.slow
 def test_coordinator_killed_mid_save_gives_survivor_a_clear_error_and_keeps_previous_epoch(tmp_path):
     """Kill rank 0 (the coordinator) while it writes its shard: rank 1 must fail fast, not hang."""
     start = time.monotonic()

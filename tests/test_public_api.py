@@ -18,6 +18,7 @@ PUBLIC = [
     "Checkpointer", "CheckpointManager", "SaveHandle", "DataPosition", "RNGState",
     "FitoError", "CheckpointCorruptError", "UnsafeCheckpointError", "NoCommittedEpochError",
     "SaveAbortedError", "SaveInProgressError", "StaleFenceError", "StateMismatchError", "ValidationError",
+    "RestoreFailedError", "GarbageCollectionError", "RetireRefusedError",
     "CoordinationUnavailableError", "EpochConflictError", "EpochFencedError", "EpochMismatchError",
     "__version__",
 ]

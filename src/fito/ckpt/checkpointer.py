@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import sys
@@ -16,20 +17,22 @@ import numpy as np
 import torch
 
 from fito.ckpt import manifest as manifest_mod
+from fito.ckpt.failure import at as failed_at
 from fito.ckpt.handle import SaveHandle
 from fito.ckpt.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
 from fito.ckpt.progress import ByteProgress
 from fito.ckpt.retention import collect_garbage
 from fito.ckpt.shard import read_shard, tensor_bytes, write_shard
 from fito.ckpt.staging import StagingBuffer
-from fito.ckpt.state import Action, capture, plan_restore
+from fito.ckpt.apply import Applied, RestorePlan
+from fito.ckpt.state import capture, plan_restore
 from fito.ckpt.transport import Transport, default_transport
 from fito.ckpt.tree import DTYPES, array_specs, decode, encode, numpy_dtype
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import (
     CheckpointCorruptError, CoordinationUnavailableError, FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError, StaleFenceError,
-    StateMismatchError, UnsafeCheckpointError, ValidationError,
+    RestoreFailedError, StateMismatchError, UnsafeCheckpointError, ValidationError,
 )
 from fito.protocol import (
     Begin, CollectGarbage, Coordinator, DecisionPublished, FsyncDir, FsyncFile, Fsynced, ManifestWritten,
@@ -37,6 +40,7 @@ from fito.protocol import (
     UnitEntry, WriteManifest, WriteShard, choose_epoch,
 )
 from fito.protocol.messages import attempt_dir
+from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
 
 log = logging.getLogger("fito")
@@ -47,7 +51,7 @@ PUBLISH_TRIES = 3
 
 
 class Checkpointer:
-    """Save and restore a training state under `root`.
+    """Save and restore a training state under `root` (a directory, or a `fito.storage.Storage` object).
 
     Under torch.distributed every rank creates a Checkpointer on the same root (a shared file system) and
     calls `save`/`restore` together; each rank writes and reads only its own units, rank 0 coordinates.
@@ -61,7 +65,7 @@ class Checkpointer:
     fallback=True moves to the previous one). It must not change the model; the torch RNG is preserved."""
 
     def __init__(
-        self, root: str | os.PathLike[str], *, keep: int | None = None, hash: str = DEFAULT_ALGORITHM,
+        self, root: str | os.PathLike[str] | Storage, *, keep: int | None = None, hash: str = DEFAULT_ALGORITHM,
         process_group: Any = None, progress: bool | None = None, store: DecisionStore | None = None,
         validator: Callable[[], float] | None = None, validate_rtol: float = 1e-5, validate_atol: float = 1e-8,
     ) -> None:
@@ -69,7 +73,7 @@ class Checkpointer:
             raise ValueError(f"keep={keep}: at least the newest committed epoch is always kept; use keep >= 1 or None")
         if hash not in ALGORITHMS:
             raise ValueError(f"hash={hash!r}: choose one of {sorted(ALGORITHMS)}")
-        self.storage = LocalFS(root)
+        self.storage: Storage = LocalFS(root) if isinstance(root, (str, os.PathLike)) else root
         self.root = self.storage.root
         self.keep = keep
         self.algorithm = hash
@@ -127,7 +131,13 @@ class Checkpointer:
         blocking=False: copies the state to host memory (the only stall), then persists and commits in the
         background and returns a SaveHandle. At most one save is in flight: a new call waits for the previous
         one (if_busy="wait") or raises SaveInProgressError (if_busy="error"). A background failure nobody
-        has looked at is raised by the next save() or wait()."""
+        has looked at is raised by the next save() or wait().
+
+        Saving a step that is already committed (a job restarted from an older step re-runs it) replaces it:
+        the new attempt commits first, then the older decision of that step is retired in the log and only
+        then are its files deleted, so at every moment one whole copy of the step is restorable.
+        After the commit, retention runs (see `keep`); if it fails, the save still succeeds (the step is
+        committed) and a warning is logged on the "fito" logger."""
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         if if_busy not in ("wait", "error"):
@@ -181,12 +191,23 @@ class Checkpointer:
                 f"save of step {step}: the coordinator could not be reached for the outcome ({exc}); it may or may "
                 f"not have committed — `fito inspect {self.root}` shows the decision log"
             ) from exc
+        if self.rank == 0 and word["outcome"] != "commit" and notify and notify.get("clean"):
+            self._discard_attempt(step, attempt)
         if self.rank == 0 and word["outcome"] == "commit":
-            collect_garbage(self.storage, self.store, self._coordinator_fence(), self.keep)
+            self._collect_garbage(step, attempt)
         if word["outcome"] != "commit":
             raise SaveAbortedError(f"save of step {step} aborted: {word.get('reason') or 'unknown reason'}; "
                                    "the previous committed epoch is intact")
         return step
+
+    def _collect_garbage(self, step: int, attempt: str) -> None:
+        """Retention after a durable commit. The step IS committed, so a failure here only warns: whatever
+        was not cleaned up is collected after the next commit, or by `fito gc`."""
+        try:
+            collect_garbage(self.storage, self.store, self._coordinator_fence(), self.keep, newest=(step, attempt))
+        except Exception as exc:  # noqa: BLE001 - nothing here may turn a commit into a failed save
+            log.warning("step %d committed, but cleaning up older attempts failed (%s: %s); they are retried after "
+                        "the next save, or run `fito gc %s`", step, type(exc).__name__, exc, self.root)
 
     def _units(self, state: Mapping[str, Any]) -> list[tuple[str, memoryview]]:
         arrays: list[tuple[str, Any]] = []
@@ -207,22 +228,27 @@ class Checkpointer:
         events: list[Any] = [Begin(step, attempt)]
         ready: Ready | None = None
         total = sum(len(u) for _, u in units)
+        phase, where, own = "unit write", attempt_dir(step, attempt), ""
         try:
             with self._progress(f"save step {step}", total) as advance:
                 while events:
                     participant, commands = participant.handle(events.pop(0))
                     for cmd in commands:
                         if isinstance(cmd, WriteShard):
+                            phase, where, own = "unit write", cmd.path, cmd.path
                             self.storage.makedirs(attempt_dir(cmd.epoch, cmd.attempt))
                             events.append(write_shard(self.storage, cmd.path, epoch=cmd.epoch, rank=cmd.rank,
                                                       units=units, algorithm=self.algorithm, progress=advance))
                         elif isinstance(cmd, (FsyncFile, FsyncDir)):
+                            phase, where = "fsync", cmd.path
                             events.append(self._fsync(cmd))
                         elif isinstance(cmd, SendReady):
                             ready = cmd.ready
         except Exception as exc:  # report to the coordinator instead of leaving it waiting
             log.exception("rank %d failed to persist step %d", self.rank, step)
-            return None, f"{type(exc).__name__}: {exc}"
+            if own:
+                self._discard(own, self.storage.remove)  # a failed save cleans up its own attempt
+            return None, failed_at(phase, where, exc)
         return ready, ""
 
     def _coordinate(self, step: int, attempt: str, gathered: list[bytes] | None) -> dict[str, str]:
@@ -233,17 +259,26 @@ class Checkpointer:
             msg = json.loads(raw)
             events.append(RankFailed(rank, msg["failed"]) if "failed" in msg else ReadyReceived(_ready_from_json(msg)))
         notify: Notify | None = None
+        phase, where, sent_commit = "manifest write", attempt_dir(step, attempt), False
         try:
             while events:
                 coordinator, commands = coordinator.handle(events.pop(0))
                 for cmd in commands:
                     if isinstance(cmd, WriteManifest):
+                        phase, where = "manifest write", cmd.path
                         data = manifest_mod.build(cmd.epoch, cmd.attempt, cmd.readies, self.algorithm)
                         self.storage.write_bytes(cmd.path, data)
                         events.append(ManifestWritten(cmd.path, digest(self.algorithm, data)))
                     elif isinstance(cmd, (FsyncFile, FsyncDir)):
+                        phase, where = "fsync", cmd.path
                         events.append(self._fsync(cmd))
+                    elif isinstance(cmd, PublishDecision) and cmd.outcome == "abort":
+                        # The abort record is a courtesy (presumed abort holds without it): failing to write
+                        # it (a full disk) must not hide why the attempt aborted.
+                        self._record_abort(cmd.epoch, cmd.attempt, coordinator.reason)
+                        events.append(DecisionPublished("abort"))
                     elif isinstance(cmd, PublishDecision):
+                        phase, where, sent_commit = "publish", f"step {cmd.epoch}'s decision", True
                         events.append(self._publish(cmd))
                     elif isinstance(cmd, Notify):
                         notify = cmd
@@ -251,10 +286,12 @@ class Checkpointer:
                         pass  # done after the ranks are told; see save()
         except Exception as exc:
             log.exception("coordinator failed during step %d", step)
-            return {"outcome": "abort", "reason": f"coordinator error: {type(exc).__name__}: {exc}"}
+            notify = Notify(step, attempt, "abort", f"rank 0 (coordinator) failed: {failed_at(phase, where, exc)}")
         if notify is None:
-            return {"outcome": "abort", "reason": f"protocol ended in phase {coordinator.phase.value}"}
-        return {"outcome": notify.outcome, "reason": notify.reason}
+            notify = Notify(step, attempt, "abort", f"protocol ended in phase {coordinator.phase.value}")
+        # Files of an abort may go at once only if no commit was ever sent: a commit whose reply was lost may
+        # still land, and then its files must be there (GC removes them later if it did not).
+        return {"outcome": notify.outcome, "reason": notify.reason, "clean": notify.outcome == "abort" and not sent_commit}
 
     def _fsync(self, cmd: FsyncFile | FsyncDir) -> Fsynced:
         if isinstance(cmd, FsyncFile):
@@ -288,7 +325,25 @@ class Checkpointer:
         try:
             self._publish(PublishDecision(step, attempt, "abort"))
         except Exception:  # the abort record is a courtesy; presumed abort already holds
-            log.warning("could not record the abort of step %d", step, exc_info=True)
+            log.warning("could not record the abort of step %d (%s)", step, reason, exc_info=True)
+
+    def _discard(self, rel: str, remove: Callable[[str], None]) -> None:
+        """Best effort: delete what a failed attempt left; GC after the next commit removes anything left."""
+        try:
+            remove(rel)
+        except Exception as exc:  # noqa: BLE001 - the save already failed; say so, do not mask it
+            log.warning("could not remove %s of a failed save (%s); GC after the next commit removes it", rel, exc)
+
+    def _discard_attempt(self, step: int, attempt: str) -> None:
+        """Coordinator, after an abort decided before any commit was sent: every rank is past writing."""
+        self._discard(attempt_dir(step, attempt), self.storage.remove_tree)
+        epoch_dir = attempt_dir(step, attempt).rsplit("/", 1)[0]
+        try:
+            empty = not self.storage.listdir(epoch_dir)
+        except Exception:  # noqa: BLE001 - best effort, as above
+            empty = False
+        if empty:
+            self._discard(epoch_dir, self.storage.remove_tree)
 
     # ---------------------------------------------------------------- restore
     def restore(self, state: MutableMapping[str, Any], step: int | None = None, *, fallback: bool = False) -> int:
@@ -298,47 +353,64 @@ class Checkpointer:
         content hashes, shapes and dtypes against `state`) before anything is copied; on any mismatch the
         caller's objects are untouched. With `fallback=True`, a damaged epoch is skipped for the previous
         committed one (all ranks move together). With a `validator`, the restored model must also reproduce
-        the loss recorded at save time, or the epoch counts as damaged."""
+        the loss recorded at save time, or the epoch counts as damaged. If an object's load_state_dict still
+        raises, every entry is put back (RestoreFailedError, on every rank): until it returns, a restore holds
+        a host copy of the entries it applies (see fito.ckpt.apply)."""
         self._settle_previous("wait")
         candidates = self._candidates(step)
-        chosen: dict[str, list[Action]] = {}
-        backup = self._backup(state) if self.validator else None
+        plans: dict[str, RestorePlan] = {}
+        applied: list[Applied] = []  # the candidate currently applied, with the snapshots that undo it
 
         def verify(d: Decision) -> Exception | None:
             error: Exception | None = None
             try:
                 saved = self._load(d)
-                chosen[d.attempt] = plan_restore(state, saved, where=f"{d.manifest} (step {d.epoch})")
+                plans[d.attempt] = plan_restore(state, saved, where=f"{d.manifest} (step {d.epoch})")
             except FitoError as exc:
                 error = exc
             if not self.transport.all_ok(error is None):
                 return error or _other_rank_failed(d)
             if self.validator is None:
                 return None
-            for action in chosen[d.attempt]:  # validation needs the model as restored
-                action()
+            error = self._apply(plans[d.attempt], applied, d)  # validation needs the model as restored
+            if error is not None:
+                return error
             error = self._validate(d, saved.get(VALIDATION_ENTRY))
-            return None if self.transport.all_ok(error is None) else error or _other_rank_failed(d)
+            if self.transport.all_ok(error is None):
+                return None
+            applied.pop().rollback()  # the next candidate starts from the caller's state
+            return error or _other_rank_failed(d)
 
         try:
             decision, skipped = choose_epoch(candidates, verify, fallback=fallback)
-        except Exception:
-            for action in backup or ():  # validation had applied a candidate: put the caller's state back
-                action()
+            if self.validator is None:
+                error = self._apply(plans[decision.attempt], applied, decision)
+                if error is not None:
+                    raise error
+        except BaseException:
+            while applied:  # a validator or a collective raised with a candidate applied: put it back
+                applied.pop().rollback()
             raise
         for d, exc in skipped:
             log.warning("skipped committed step %d: %s", d.epoch, exc)
-        if self.validator is None:
-            for action in chosen[decision.attempt]:
-                action()
+        applied.clear()  # keep the restored state; drop the snapshots
         return decision.epoch
 
-    def _backup(self, state: MutableMapping[str, Any]) -> list[Action]:
-        """Actions that put `state` back as it is now (copies, not views)."""
-        arrays: list[tuple[str, Any]] = []
-        tree = encode(capture(state), "", arrays)
-        copies = [a.clone() if isinstance(a, torch.Tensor) else a.copy() for _, a in arrays]
-        return plan_restore(state, decode(tree, copies, "backup"), where="backup")
+    def _apply(self, plan: RestorePlan, applied: list[Applied], d: Decision) -> FitoError | None:
+        """Apply `plan` on this rank, then vote: unless every rank applied its plan, every rank puts its state
+        back, so a failed restore leaves nothing changed on any rank."""
+        error: FitoError | None = None
+        try:
+            applied.append(plan.apply())
+        except FitoError as exc:  # this rank's state is already back as it was
+            error = exc
+        if self.transport.all_ok(error is None):
+            return None
+        if error is None:
+            applied.pop().rollback()
+            error = RestoreFailedError(f"{d.manifest} (step {d.epoch}): another rank failed to load its state (see "
+                                       "its error); this rank's state was put back, nothing changed")
+        return error
 
     def _validation_loss(self) -> float:
         assert self.validator is not None
@@ -348,7 +420,10 @@ class Checkpointer:
     def _validate(self, d: Decision, recorded: Any) -> Exception | None:
         if recorded is None:
             return None  # saved without a validator: nothing to compare against
-        recorded = float(recorded["data"])
+        data = recorded.get("data") if isinstance(recorded, dict) else None
+        if not isinstance(data, (int, float)) or isinstance(data, bool):
+            return UnsafeCheckpointError(path=d.manifest, unit=VALIDATION_ENTRY, expected="a recorded loss", found=repr(data)[:80])
+        recorded = float(data)
         found = self._validation_loss()
         if abs(found - recorded) <= self.validate_atol + self.validate_rtol * abs(recorded):
             return None
@@ -393,7 +468,7 @@ class Checkpointer:
         return ByteProgress(label, total) if show else nullcontext(None)
 
 
-def load_manifest(storage: LocalFS, d: Decision) -> manifest_mod.Manifest:
+def load_manifest(storage: Storage, d: Decision) -> manifest_mod.Manifest:
     """Read the manifest a decision names, check its bytes against the decision's hash, and parse it."""
     algorithm = d.manifest_hash.split(":", 1)[0]
     if algorithm not in ALGORITHMS:
@@ -413,7 +488,7 @@ def load_manifest(storage: LocalFS, d: Decision) -> manifest_mod.Manifest:
     return m
 
 
-def load_shard(storage: LocalFS, m: manifest_mod.Manifest, shard: manifest_mod.RankShard,
+def load_shard(storage: Storage, m: manifest_mod.Manifest, shard: manifest_mod.RankShard,
                progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Read and verify one rank's shard of a parsed manifest, and rebuild its saved mapping."""
     verified = read_shard(storage, shard.file, size=shard.size, epoch=m.epoch, rank=shard.rank,
@@ -427,7 +502,7 @@ def decode_state(payload: Callable[[int], torch.Tensor], units: tuple[UnitEntry,
         raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="the state tree as unit 0", found=repr(units[0].name if units else None))
     try:
         doc = json.loads(bytes(payload(0).numpy()))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="JSON", found=str(exc)) from None
     if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
         raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected=f"format {STATE_FORMAT}", found=repr(doc)[:80])
@@ -449,11 +524,11 @@ def decode_state(payload: Callable[[int], torch.Tensor], units: tuple[UnitEntry,
 def _array(tag: str, dtype: str, shape: list[int], raw: torch.Tensor, *, where: str, unit: str) -> Any:
     if tag == "T":
         torch_dtype = DTYPES[dtype]
-        itemsize = torch.empty((), dtype=torch_dtype).element_size()
+        itemsize = torch_dtype.itemsize
     else:
         np_dtype = numpy_dtype(dtype)
         itemsize = np_dtype.itemsize
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # exact (np.prod wraps around); array_specs bounded it
     if count * itemsize != raw.numel():
         raise UnsafeCheckpointError(path=where, unit=unit, expected=f"{count * itemsize} bytes for {dtype}{shape}", found=f"{raw.numel()} bytes")
     if tag == "N":

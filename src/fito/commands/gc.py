@@ -1,4 +1,7 @@
-"""`fito gc DIR --keep K`: keep the newest K committed epochs and delete garbage attempts."""
+"""`fito gc DIR --keep K`: keep the newest K committed epochs and delete garbage attempts, safely beside a
+live job: it takes no fencing token (so the job's saves keep committing), retires through a store
+transaction that never retires the newest committed step, and deletes an undecided or aborted attempt only
+when its coordinator can never publish it (its fence is older than the current one)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +9,6 @@ import argparse
 from rich.console import Console
 
 from fito.commands._contract import UsageError, finish
-
 
 SECTION = 0  # listed first in `fito --help`: the checkpoint commands
 
@@ -16,7 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "gc", help="keep the newest K committed epochs, delete the rest and aborted/undecided leftovers",
         description="Retires committed epochs beyond the newest K in the decision log, then deletes their files, "
                     "and deletes attempts no committed decision names (aborted or undecided) once they are older "
-                    "than --grace seconds. The newest committed epoch is never deleted.",
+                    "than --grace seconds and were begun by a coordinator older than the current one (the current "
+                    "one may still be running; its own leftovers are collected by its next save or by the next "
+                    "job). Safe to run while a job saves: it takes no fencing token and never retires or deletes "
+                    "the newest committed epoch. Links under epochs/ are never followed or deleted. "
+                    "Exit 0 on success, 2 on bad arguments, 3 if DIR holds no checkpoint, 4 if the collection "
+                    "failed (one line on stderr).",
     )
     p.add_argument("dir", help="checkpoint directory")
     p.add_argument("--keep", type=int, required=True, help="committed epochs to keep (>= 1)")
@@ -27,16 +34,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fito.ckpt.inspect import open_store  # lazily: loads torch
-    from fito.ckpt.retention import collect_garbage  # lazily: loads torch
-    console = Console(highlight=False, quiet=args.json)
     if args.keep < 1:
         raise UsageError("--keep must be at least 1: the newest committed epoch is never deleted")
-    storage, store = open_store(args.dir)  # errors reach cli.main: one line, exit 3 (no checkpoint) or 4
+    from fito.ckpt.inspect import open_store  # lazily: loads torch
+    from fito.ckpt.retention import collect_garbage
+
+    # errors reach cli.main: one line on stderr, exit 3 (no checkpoint) or 4 (the collection failed)
+    storage, store = open_store(args.dir)
     try:
-        removed = collect_garbage(storage, store, store.current_fence(), args.keep, grace_seconds=args.grace)
+        removed = collect_garbage(storage, store, None, args.keep, grace_seconds=args.grace)
     finally:
         store.close()
+    console = Console(highlight=False, quiet=args.json)
     for rel in removed:
         console.print(f"removed {rel}")
     console.print(f"{len(removed)} attempt(s) removed; kept the newest {args.keep} committed epoch(s)")
