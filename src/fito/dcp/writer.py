@@ -41,7 +41,7 @@ from fito.plan.save import LocalPlanData
 from fito.plan.values import tensor_bytes
 from fito.protocol import (
     Begin, Command, Coordinator, DecisionPublished, FsyncDir, FsyncFile, Fsynced, ManifestWritten, Notify,
-    Participant, PublishDecision, PublishRejected, Ready, ReadyReceived, SendReady, ShardWritten,
+    Participant, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady, ShardWritten,
     UnitEntry, WriteManifest, WriteShard,
 )
 from fito.protocol.drive import Executor, drive, recording
@@ -167,7 +167,7 @@ class Writer(StorageWriter):
     def _finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
         step, attempt, fence = self.step, self._attempt, self._fence
         assert fence is not None, "finish() before prepare_global_plan()"
-        readies = _gather(results)
+        arrived = _gather(results)
         block = knobs.block_bytes()
         notify: list[Notify] = []
         collect: list[CollectGarbage] = []
@@ -193,8 +193,8 @@ class Writer(StorageWriter):
         execute = self._observed("coord", execute)
         expected = tuple(expected_items(metadata).items())
         coordinator, _ = drive(Coordinator(len(results)), Begin(step, attempt, fence, expected), execute)
-        for ready in readies:
-            coordinator, _ = drive(coordinator, ReadyReceived(ready), execute)
+        for event in arrived:
+            coordinator, _ = drive(coordinator, event, execute)
         if not notify:
             raise SaveAbortedError(f"save of step {step}: the protocol stopped in phase {coordinator.phase.value}; "
                                    "nothing was committed, the previous committed step is intact")
@@ -248,15 +248,16 @@ def _write_all(f: BinaryIO, data: memoryview) -> None:
         data = data[f.write(data):]
 
 
-def _gather(results: list[list[WriteResult]]) -> list[Ready]:
-    """Every rank's READY, in rank order, from its WriteResults."""
-    readies: list[Ready] = []
+def _gather(results: list[list[WriteResult]]) -> list[ReadyReceived | RankFailed]:
+    """What each rank's WriteResults tell the coordinator, in rank order: its READY, or that it failed."""
+    events: list[ReadyReceived | RankFailed] = []
     for rank, rank_results in enumerate(results):
         ready = [wr.storage_data for wr in rank_results if wr.index.fqn == READY_FQN]
         if len(ready) != 1 or not isinstance(ready[0], Ready) or ready[0].rank != rank:
-            raise SaveAbortedError(f"rank {rank} sent no READY with its write results; nothing was committed")
-        readies.append(ready[0])
-    return readies
+            events.append(RankFailed(rank, "its write results carry no READY of its own"))
+        else:
+            events.append(ReadyReceived(ready[0]))
+    return events
 
 
 def _publish(store: DecisionStore, cmd: PublishDecision) -> Event:
