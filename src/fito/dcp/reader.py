@@ -35,6 +35,7 @@ from fito.format.objects import HEADER, ObjectHeader, block_digest, block_span, 
 from fito.plan.load import LOAD_MARK, LoadPlanner as FitoLoadPlanner
 from fito.plan.metadata import key_of, pieces_of, to_metadata
 from fito.plan.values import decode_value
+from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
 
 Action = Callable[[], None]
@@ -48,10 +49,10 @@ class Reader(StorageReader):
     `decision` (with its parsed `manifest`, optional): load exactly this committed attempt, which every rank
     already agreed on (fito.Checkpointer does); `transport`: the ranks' vote goes over it."""
 
-    def __init__(self, root: str | os.PathLike[str] | LocalFS, step: int | None = None, *,
+    def __init__(self, root: str | os.PathLike[str] | Storage, step: int | None = None, *,
                  store: DecisionStore | None = None, process_group: Any = None, decision: Decision | None = None,
                  manifest: ShardedManifest | None = None, transport: Transport | None = None) -> None:
-        self.storage = root if isinstance(root, LocalFS) else LocalFS(root, create=False)
+        self.storage = LocalFS(root, create=False) if isinstance(root, (str, os.PathLike)) else root  # any Storage
         self.step = step
         self.loaded_step: int | None = None
         self.bytes_read = 0  # by this rank's last read_data: whole blocks only, never whole objects
