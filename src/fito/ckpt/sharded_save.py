@@ -56,6 +56,8 @@ def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: b
         try:
             dcp.save(flat, storage_writer=writer, planner=SavePlanner(known_digests=known), process_group=group)
         except CheckpointException as exc:
+            if ck.rank == 0 and not writer.finishing:
+                writer.discard()  # every rank is past writing and no decision was sought: leave nothing behind
             raise save_error(step, exc) from None
         except FitoError:
             raise
@@ -105,7 +107,8 @@ def staged(ck: "Checkpointer", flat: dict[str, Any]) -> dict[str, Any]:
 def save_error(step: int, exc: CheckpointException) -> FitoError:
     """One FitoError for what DCP reports on every rank: a refusal of the state, or an aborted attempt."""
     causes = {r: (pair[0] if isinstance(pair, tuple) else pair) for r, pair in exc.failures.items()}
-    said = "; ".join(f"rank {r}: {type(e).__name__}: {e}" for r, e in sorted(causes.items()))[:3000]
+    said = "; ".join(f"rank {r}: {e}" if isinstance(e, SaveAbortedError) else f"rank {r}: {type(e).__name__}: {e}"
+                     for r, e in sorted(causes.items()))[:3000]
     if any(isinstance(e, StateMismatchError) for e in causes.values()):
         return StateMismatchError(f"save of step {step} refused, nothing was committed: {said}")
     return SaveAbortedError(f"save of step {step} aborted: {said}; nothing was committed, the previous committed "
