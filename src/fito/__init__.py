@@ -16,7 +16,7 @@ _API = {
     "RNGState": "fito.ckpt.state",
 }
 _ERRORS = [
-    "CheckpointCorruptError", "FitoError", "NoCommittedEpochError", "SaveAbortedError", "SaveInProgressError",
+    "CheckpointCorruptError", "CheckpointUnreadableError", "FitoError", "NoCommittedEpochError", "SaveAbortedError", "SaveInProgressError",
     "StaleFenceError", "StateMismatchError", "UnsafeCheckpointError", "ValidationError",
 ]
 __all__ = [*_API, *_ERRORS, "__version__"]

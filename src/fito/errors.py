@@ -65,3 +65,8 @@ class EpochMismatchError(FitoError):
 
 class ValidationError(FitoError):
     """The restored model does not reproduce the validation loss recorded at save time (§9.3)."""
+
+
+class CheckpointUnreadableError(CheckpointCorruptError):
+    """A file of a committed epoch exists but the OS refused to read it (permissions, an I/O error): its
+    bytes may well be fine. A CheckpointCorruptError so that restore(..., fallback=True) moves on."""

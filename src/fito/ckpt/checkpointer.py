@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import reprlib
 import secrets
 import sys
 import time
@@ -20,7 +22,7 @@ from fito.ckpt.handle import SaveHandle
 from fito.ckpt.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
 from fito.ckpt.progress import ByteProgress
 from fito.ckpt.retention import collect_garbage
-from fito.ckpt.shard import read_shard, tensor_bytes, write_shard
+from fito.ckpt.shard import ShardReader, tensor_bytes, write_shard
 from fito.ckpt.staging import StagingBuffer
 from fito.ckpt.state import Action, capture, plan_restore
 from fito.ckpt.transport import Transport, default_transport
@@ -42,6 +44,7 @@ from fito.storage.localfs import LocalFS
 log = logging.getLogger("fito")
 STATE_UNIT = "__state__"
 STATE_FORMAT = "fito-state/1"
+MAX_STATE_BYTES = 1 << 30  # the JSON state tree of one rank: refused unread beyond this
 VALIDATION_ENTRY = "__validation__"
 PUBLISH_TRIES = 3
 
@@ -195,6 +198,9 @@ class Checkpointer:
             captured[VALIDATION_ENTRY] = {"kind": "value", "data": self._validation_loss()}
         tree = encode(captured, "", arrays)
         doc = json.dumps({"format": STATE_FORMAT, "tree": tree}, separators=(",", ":")).encode()
+        if len(doc) > MAX_STATE_BYTES:  # restore refuses larger state trees: never write what cannot be read
+            raise StateMismatchError(f"the non-tensor state is {len(doc):,} bytes of JSON, over the {MAX_STATE_BYTES:,}-byte "
+                                     "limit; keep large data in tensors or numpy arrays")
         units = [(STATE_UNIT, memoryview(doc))]
         for path, a in arrays:
             data = tensor_bytes(a) if isinstance(a, torch.Tensor) else memoryview(a).cast("B")
@@ -395,13 +401,13 @@ class Checkpointer:
 
 def load_manifest(storage: LocalFS, d: Decision) -> manifest_mod.Manifest:
     """Read the manifest a decision names, check its bytes against the decision's hash, and parse it."""
+    if not isinstance(d.manifest, str) or not isinstance(d.manifest_hash, str):
+        raise UnsafeCheckpointError(path=str(d.manifest), unit=None, expected="a manifest path and hash (strings)",
+                                    found=f"{type(d.manifest).__name__}, {type(d.manifest_hash).__name__}")
     algorithm = d.manifest_hash.split(":", 1)[0]
     if algorithm not in ALGORITHMS:
         raise UnsafeCheckpointError(path=d.manifest, unit=None, expected="a known manifest hash", found=repr(d.manifest_hash))
-    try:
-        data = storage.read_bytes(d.manifest, manifest_mod.MAX_MANIFEST_BYTES)
-    except FileNotFoundError:
-        raise CheckpointCorruptError(path=d.manifest, unit=None, expected=f"the manifest of step {d.epoch}", found="no such file") from None
+    data = storage.read_bytes(d.manifest, manifest_mod.MAX_MANIFEST_BYTES)  # missing, a link, unreadable: FitoErrors
     found = digest(algorithm, data)
     if found != d.manifest_hash:
         raise CheckpointCorruptError(path=d.manifest, unit=None, expected=f"manifest hash {d.manifest_hash}", found=found)
@@ -415,52 +421,93 @@ def load_manifest(storage: LocalFS, d: Decision) -> manifest_mod.Manifest:
 
 def load_shard(storage: LocalFS, m: manifest_mod.Manifest, shard: manifest_mod.RankShard,
                progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Read and verify one rank's shard of a parsed manifest, and rebuild its saved mapping."""
-    verified = read_shard(storage, shard.file, size=shard.size, epoch=m.epoch, rank=shard.rank,
-                          units=shard.units, algorithm=m.algorithm, progress=progress)
-    return decode_state(verified.payload, shard.units, where=shard.file)
+    """Read and verify one rank's shard of a parsed manifest, and rebuild its saved mapping.
 
-
-def decode_state(payload: Callable[[int], torch.Tensor], units: tuple[UnitEntry, ...], *, where: str) -> dict[str, Any]:
-    """Rebuild the saved mapping from verified unit payloads (views into the read buffer, no copies)."""
+    Bounded work on hostile input: the state tree (unit 0, capped at MAX_STATE_BYTES) is read and verified
+    first; it names every array's dtype and shape, and each must account exactly for the bytes the manifest
+    declares for its unit before anything is allocated. Each array is then read into its own fresh, owned,
+    contiguous tensor (or numpy array): no view into a shared read buffer ever reaches user code."""
+    units, where = shard.units, shard.file
     if not units or units[0].name != STATE_UNIT:
         raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="the state tree as unit 0", found=repr(units[0].name if units else None))
+    with ShardReader(storage, where, size=shard.size, epoch=m.epoch, rank=shard.rank, units=units,
+                     algorithm=m.algorithm, progress=progress) as reader:
+        doc, specs = parse_state(reader.read_bytes(0, MAX_STATE_BYTES), len(units) - 1, where=where)
+        makers = [_array(*spec, reader.payload_length(i + 1), where=where, unit=units[i + 1].name) for i, spec in enumerate(specs)]
+        arrays: list[Any] = [None] * len(makers)
+
+        def target(index: int, nbytes: int) -> memoryview:
+            arrays[index - 1], buffer = makers[index - 1]()
+            return buffer
+        reader.read_into(range(1, len(units)), target)  # returns only once every hash matched
+    for i, a in enumerate(arrays):
+        if a is None:  # empty arrays: nothing was read
+            arrays[i] = makers[i]()[0]
+    return decode_state(doc, arrays, where=where)
+
+
+def parse_state(data: bytes | bytearray, count: int, *, where: str) -> tuple[dict[str, Any], list[tuple[str, str, list[int]]]]:
+    """The verified state-tree document and the (tag, dtype, shape) of each of its `count` arrays, in order."""
     try:
-        doc = json.loads(bytes(payload(0).numpy()))
+        doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="JSON", found=str(exc)) from None
+    except RecursionError:
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="a state tree of bounded depth",
+                                    found="nesting too deep to parse") from None
     if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
-        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected=f"format {STATE_FORMAT}", found=repr(doc)[:80])
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected=f"format {STATE_FORMAT}", found=reprlib.repr(doc))
     specs: dict[int, tuple[str, str, list[int]]] = {}
-    array_specs(doc.get("tree"), specs)
-    if sorted(specs) != list(range(len(units) - 1)):
-        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected=f"{len(units) - 1} arrays", found=f"{len(specs)}")
-    arrays: list[Any] = []
-    for index in range(len(units) - 1):
-        tag, dtype, shape = specs[index]
-        raw = payload(index + 1)
-        arrays.append(_array(tag, dtype, shape, raw, where=where, unit=units[index + 1].name))
-    tree = decode(doc["tree"], arrays, where)
+    try:
+        array_specs(doc.get("tree"), specs)
+    except RecursionError:
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="a state tree of bounded depth",
+                                    found="nesting too deep to walk") from None
+    if sorted(specs) != list(range(count)):
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected=f"{count} arrays", found=f"{len(specs)}")
+    return doc, [specs[i] for i in range(count)]
+
+
+def decode_state(doc: dict[str, Any], arrays: list[Any], *, where: str) -> dict[str, Any]:
+    """Rebuild the saved mapping from a parsed state document and its verified arrays."""
+    try:
+        tree = decode(doc["tree"], arrays, where)
+    except RecursionError:
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="a state tree of bounded depth",
+                                    found="nesting too deep to decode") from None
     if not isinstance(tree, dict):
         raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="a mapping of names", found=type(tree).__name__)
     return tree
 
 
-def _array(tag: str, dtype: str, shape: list[int], raw: torch.Tensor, *, where: str, unit: str) -> Any:
-    if tag == "T":
-        torch_dtype = DTYPES[dtype]
-        itemsize = torch.empty((), dtype=torch_dtype).element_size()
-    else:
-        np_dtype = numpy_dtype(dtype)
-        itemsize = np_dtype.itemsize
-    count = int(np.prod(shape)) if shape else 1
-    if count * itemsize != raw.numel():
-        raise UnsafeCheckpointError(path=where, unit=unit, expected=f"{count * itemsize} bytes for {dtype}{shape}", found=f"{raw.numel()} bytes")
+MAX_DIMS = 64  # numpy's limit; torch's is lower still in practice
+MAX_EXTENT = 1 << 62  # bytes spanned by a shape (zero dims counted as one): numpy and torch strides must fit int64
+
+
+def _array(tag: str, dtype: str, shape: list[int], nbytes: int, *, where: str, unit: str) -> Callable[[], tuple[Any, memoryview]]:
+    """Check that `dtype` x `shape` is exactly the unit's declared `nbytes`; return a maker of a fresh array
+    and the writable view of its bytes. Nothing is allocated until the maker is called."""
+    itemsize = DTYPES[dtype].itemsize if tag == "T" else numpy_dtype(dtype).itemsize
+    if len(shape) > MAX_DIMS or not all(type(s) is int and s >= 0 for s in shape) or \
+            math.prod(max(s, 1) for s in shape) * itemsize > MAX_EXTENT:
+        raise UnsafeCheckpointError(path=where, unit=unit, expected=f"a shape of at most {MAX_DIMS} non-negative int "
+                                    f"dims spanning at most {MAX_EXTENT} bytes", found=reprlib.repr(shape))
+    expected = math.prod(shape) * itemsize  # Python ints: no overflow, unlike np.prod
+    if expected != nbytes:
+        raise UnsafeCheckpointError(path=where, unit=unit, expected=f"{expected} bytes for {dtype}{shape}", found=f"{nbytes} bytes declared")
     if tag == "N":
-        return np.frombuffer(raw.numpy(), dtype=np_dtype).reshape(shape)
-    if count == 0:
-        return torch.empty(shape, dtype=torch_dtype)
-    return raw.view(torch_dtype).reshape(shape)
+        np_dtype = numpy_dtype(dtype)
+
+        def make_numpy() -> tuple[Any, memoryview]:
+            a = np.empty(shape, dtype=np_dtype)
+            return a, memoryview(a.reshape(-1).view(np.uint8))
+        return make_numpy
+    torch_dtype = DTYPES[dtype]
+
+    def make_tensor() -> tuple[Any, memoryview]:
+        t = torch.empty(shape, dtype=torch_dtype)
+        return t, memoryview(t.view(-1).view(torch.uint8).numpy())
+    return make_tensor
 
 
 def _other_rank_failed(d: Decision) -> CheckpointCorruptError:

@@ -66,7 +66,7 @@ def _info(storage: LocalFS, key: tuple[int, str], d: Decision | None, world: int
     epoch, attempt = key
     rel = f"epochs/{epoch:012d}/{attempt}"
     shards = [f for f in storage.listdir(rel) if f.endswith(".fito")] if storage.exists(rel) else []
-    size = sum(storage.size(f"{rel}/{f}") for f in shards)
+    size = sum(_size(storage, f"{rel}/{f}") for f in shards)
     if d is None:
         status = "undecided"
     elif d.outcome == "commit":
@@ -82,6 +82,13 @@ def _info(storage: LocalFS, key: tuple[int, str], d: Decision | None, world: int
     else:
         letters = "R" * ranks
     return AttemptInfo(epoch, attempt, status, d.seq if d else None, shards, size, letters)
+
+
+def _size(storage: LocalFS, rel: str) -> int:
+    try:
+        return storage.size(rel)
+    except FitoError:  # a link, a FIFO or an unreadable file: listed, counted as 0 bytes; `verify` says why
+        return 0
 
 
 @dataclass

@@ -94,7 +94,12 @@ def decode(node: Any, tensors: list[Array], where: str) -> Any:
         for pair in node["m"]:
             if not isinstance(pair, list) or len(pair) != 2:
                 _bad(where, "a [key, value] pair", pair)
-            out[decode(pair[0], tensors, where)] = decode(pair[1], tensors, f"{where}/{pair[0]}")
+            key = decode(pair[0], tensors, where)
+            try:
+                hash(key)
+            except TypeError:
+                _bad(where, "a hashable mapping key", key)
+            out[key] = decode(pair[1], tensors, f"{where}/{pair[0]}")
         return out
     if "l" in node and isinstance(node["l"], list):
         return [decode(v, tensors, f"{where}/{i}") for i, v in enumerate(node["l"])]
@@ -115,7 +120,7 @@ def array_specs(node: Any, out: dict[int, tuple[str, str, list[int]]]) -> None:
         for tag in ("T", "N"):
             if tag in node and isinstance(node.get(tag), int):
                 dtype, shape = node.get("dtype"), node.get("shape")
-                if tag == "T" and dtype not in DTYPES:
+                if tag == "T" and (not isinstance(dtype, str) or dtype not in DTYPES):
                     _bad("state tree", "a torch dtype", dtype)
                 if tag == "N":
                     numpy_dtype(dtype)

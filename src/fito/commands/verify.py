@@ -5,6 +5,7 @@ import argparse
 import json
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from fito.errors import FitoError
@@ -35,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             report = verify(args.dir, args.epoch, progress=lambda n: progress.advance(task, n),
                             on_total=lambda total: progress.update(task, total=total))
-        except (FitoError, FileNotFoundError) as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
+        except (FitoError, OSError) as exc:  # DIR missing or not a checkpoint: one line, no traceback
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             return 2
     if args.json:
         print(json.dumps({"epoch": report.epoch, "attempt": report.attempt, "whole": report.whole, "ranks": report.ranks,
@@ -47,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
             out.print(f"[green]epoch {report.epoch} is whole[/green]: {report.ranks} ranks, {report.units} units, "
                       f"{report.bytes:,} bytes verified")
         for e in report.errors:
-            out.print(f"[red]NOT WHOLE[/red] epoch {report.epoch}: {e}", markup=True)
+            out.print(f"[red]NOT WHOLE[/red] epoch {report.epoch}: {escape(e)}", soft_wrap=True)  # one line each
     return 0 if report.whole else 1
