@@ -37,6 +37,16 @@ class StaleFenceError(FitoError):
     """A coordinator whose fencing token is no longer current tried to publish a decision."""
 
 
+class GarbageCollectionError(FitoError):
+    """Some attempts could not be deleted by retention (the others were); nothing committed and kept was
+    touched. Raised by `fito gc`; after a save it is only logged, since the step committed."""
+
+
+class RetireRefusedError(FitoError):
+    """Retiring this decision would leave no newer committed step: the newest committed step is never
+    retired (another collection or save changed the log since it was read; nothing was changed)."""
+
+
 class StateMismatchError(FitoError):
     """The checkpoint is whole but does not fit the objects it is restored into
     (different keys, shapes, dtypes or world size)."""
@@ -65,6 +75,11 @@ class EpochMismatchError(FitoError):
 
 class ValidationError(FitoError):
     """The restored model does not reproduce the validation loss recorded at save time (§9.3)."""
+
+
+class RestoreFailedError(StateMismatchError):
+    """A verified checkpoint could not be applied: an object's `load_state_dict` raised. Every entry the
+    restore had touched was put back from its backup, so the caller's state is as it was before."""
 
 
 class CheckpointUnreadableError(CheckpointCorruptError):

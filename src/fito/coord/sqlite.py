@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from fito.coord.base import Decision, DecisionStore
-from fito.errors import StaleFenceError, UnsafeCheckpointError
+from fito.errors import RetireRefusedError, StaleFenceError, UnsafeCheckpointError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fence (id INTEGER PRIMARY KEY CHECK (id = 1), token INTEGER NOT NULL);
@@ -120,11 +120,19 @@ class SqliteDecisionStore(DecisionStore):
                 path=str(self.path), unit=None, expected="well-formed decision records", found=str(exc)
             ) from exc
 
-    def retire(self, epoch: int, attempt: str, fence: int) -> None:
-        with self._transaction():
+    def retire(self, epoch: int, attempt: str, fence: int | None) -> None:
+        with self._transaction():  # check and write in one BEGIN IMMEDIATE: no commit or retire slips between
             current = self._fence()
-            if fence != current:
+            if fence is not None and fence != current:
                 raise StaleFenceError(f"{self.path}: retire refused, fence {fence} is stale (current {current})")
+            target = self._db.execute("SELECT MAX(seq) FROM decisions WHERE epoch = ? AND attempt = ? AND "
+                                      "outcome = 'commit' AND retired = 0", (epoch, attempt)).fetchone()[0]
+            if target is not None and self._db.execute(
+                "SELECT 1 FROM decisions WHERE outcome = 'commit' AND retired = 0 AND seq > ? LIMIT 1", (target,)
+            ).fetchone() is None:
+                raise RetireRefusedError(
+                    f"{self.path}: retiring step {epoch} (attempt {attempt}) refused: no newer commit is live, "
+                    "and the newest committed step is never retired; nothing was changed")
             self._db.execute("UPDATE decisions SET retired = 1 WHERE epoch = ? AND attempt = ?", (epoch, attempt))
 
     def close(self) -> None:
