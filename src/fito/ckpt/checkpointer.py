@@ -456,13 +456,15 @@ def load_manifest(storage: LocalFS, d: Decision) -> manifest_mod.Manifest:
 
 
 def load_shard(storage: LocalFS, m: manifest_mod.Manifest, shard: manifest_mod.RankShard,
-               progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+               progress: Callable[[int], None] | None = None, *, keep: bool = True) -> dict[str, Any]:
     """Read and verify one rank's shard of a parsed manifest, and rebuild its saved mapping.
 
     Bounded work on hostile input: the state tree (unit 0, capped at MAX_STATE_BYTES) is read and verified
     first; it names every array's dtype and shape, and each must account exactly for the bytes the manifest
     declares for its unit before anything is allocated. Each array is then read into its own fresh, owned,
-    contiguous tensor (or numpy array): no view into a shared read buffer ever reaches user code."""
+    contiguous tensor (or numpy array): no view into a shared read buffer ever reaches user code.
+    keep=False (`fito verify`): the same checks, but payloads only pass through a few scratch chunks, so memory
+    stays bounded whatever the shard's size; the arrays in the returned tree are None."""
     units, where = shard.units, shard.file
     if not units or units[0].name != STATE_UNIT:
         raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="the state tree as unit 0", found=repr(units[0].name if units else None))
@@ -475,9 +477,9 @@ def load_shard(storage: LocalFS, m: manifest_mod.Manifest, shard: manifest_mod.R
         def target(index: int, nbytes: int) -> memoryview:
             arrays[index - 1], buffer = makers[index - 1]()
             return buffer
-        reader.read_into(range(1, len(units)), target)  # returns only once every hash matched
+        reader.read_into(range(1, len(units)), target if keep else None)  # returns once every hash matched
     for i, a in enumerate(arrays):
-        if a is None:  # empty arrays: nothing was read
+        if a is None and keep:  # empty arrays: nothing was read
             arrays[i] = makers[i]()[0]
     return decode_state(doc, arrays, where=where)
 

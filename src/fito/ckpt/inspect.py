@@ -132,7 +132,7 @@ def verify(root: str | os.PathLike[str], epoch: int | None = None,
         on_total(m.total_bytes)
     for shard in m.ranks:
         try:
-            load_shard(storage, m, shard, progress=progress)
+            load_shard(storage, m, shard, progress=progress, keep=False)  # memory: a few chunks, not the shard
             report.units += len(shard.units)
             report.bytes += shard.size
         except FitoError as exc:

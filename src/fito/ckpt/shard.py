@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Callable, Sequence
 
@@ -24,6 +25,8 @@ MAGIC = b"FITOUNT1"
 HEADER = struct.Struct("<8sQIIQQ24x")  # magic, epoch, rank, index, payload length, xxh64(name)
 ALIGN = 64
 CHUNK = 32 << 20  # hash/write granularity: big enough for full-speed syscalls, small enough to overlap
+READ_AHEAD = 2 * CHUNK  # a reader waits for the hasher beyond this many bytes read but not yet hashed
+RING = 3  # chunk buffers of a verify-only read: one being read while up to two are hashed
 
 Progress = Callable[[int], None]
 
@@ -130,23 +133,41 @@ class ShardReader:
         self._compare(index, f"{self.algorithm}:{_hash(self.algorithm, header, data)}")
         return data
 
-    def read_into(self, indices: Sequence[int], target: Target) -> None:
-        """Read units `indices` (in order), each into `target(index, payload_length)`, and verify every hash."""
+    def read_into(self, indices: Sequence[int], target: Target | None) -> None:
+        """Read units `indices` (in order), each into `target(index, payload_length)`, and verify every hash.
+
+        target=None only verifies: payloads pass through a ring of RING chunk buffers, so memory stays at
+        RING x CHUNK whatever the shard's size (`fito verify`)."""
         digests: list[tuple[int, Future[str]]] = []
+        pending: deque[tuple[Future[object], int]] = deque()  # chunk updates the hasher may not have done yet
+        ahead = 0
+        ring = [memoryview(bytearray(CHUNK)) for _ in range(RING)] if target is None else []
+        slot = 0
         with ThreadPoolExecutor(1, thread_name_prefix="fito-hash") as hasher:
             for index in indices:
                 length = self.payload_length(index)
                 header = self._header(index)  # checked before anything is allocated for the payload
-                buffer = target(index, length) if length else memoryview(bytearray())
-                if buffer.nbytes != length or buffer.readonly or buffer.format != "B" or buffer.ndim != 1:
-                    raise ValueError(f"target for unit {index} is not a writable flat {length}-byte buffer")
+                buffer = None
+                if target is not None:
+                    buffer = target(index, length) if length else memoryview(bytearray())
+                    if buffer.nbytes != length or buffer.readonly or buffer.format != "B" or buffer.ndim != 1:
+                        raise ValueError(f"target for unit {index} is not a writable flat {length}-byte buffer")
                 h = new_hash(self.algorithm)
                 h.update(header)
                 offset = self.units[index].offset + HEADER.size
                 for start in range(0, length, CHUNK):  # hash each chunk while the next one is read
-                    chunk = buffer[start:start + CHUNK]
+                    if buffer is not None:
+                        chunk = buffer[start:start + CHUNK]
+                    else:
+                        chunk, slot = ring[slot][:min(CHUNK, length - start)], (slot + 1) % RING
                     self._read(chunk, offset + start, self.units[index])
-                    hasher.submit(h.update, chunk)  # one worker: updates stay in order
+                    pending.append((hasher.submit(h.update, chunk), len(chunk)))  # one worker: updates stay in order
+                    ahead += len(chunk)
+                    # Bounded read-ahead; with the ring, also never refill a slot the hasher has not finished.
+                    while ahead > READ_AHEAD or (ring and len(pending) >= RING):
+                        fut, n = pending.popleft()
+                        fut.result()
+                        ahead -= n
                 digests.append((index, hasher.submit(h.hexdigest)))
             for index, fut in digests:
                 self._compare(index, f"{self.algorithm}:{fut.result()}")
