@@ -1,6 +1,8 @@
 """Errors that say what was expected, what was found, and what to do about it."""
 from __future__ import annotations
 
+import errno
+
 
 class FitoError(Exception):
     """Base class of every error fito raises on purpose."""
@@ -10,10 +12,18 @@ class CheckpointCorruptError(FitoError):
     """A unit or manifest of a committed epoch does not match what its decision promised."""
 
     def __init__(self, *, path: str, unit: str | None, expected: str, found: str, hint: str = "") -> None:
-        self.path, self.unit, self.expected, self.found = path, unit, expected, found
+        self.path, self.unit, self.expected, self.found, self.hint = path, unit, expected, found, hint
         what = f"unit {unit!r} in {path}" if unit else path
         hint = hint or "restore(..., fallback=True) uses the previous committed epoch instead"
         super().__init__(f"{what}: expected {expected}, found {found}; {hint}")
+
+    def __reduce__(self) -> tuple:
+        # Keyword-only __init__: pickling (DCP sends every rank's exception to the others) needs the fields.
+        return (_rebuild_corrupt, (type(self), self.path, self.unit, self.expected, self.found, self.hint))
+
+
+def _rebuild_corrupt(cls: type, path: str, unit: str | None, expected: str, found: str, hint: str) -> CheckpointCorruptError:
+    return cls(path=path, unit=unit, expected=expected, found=found, hint=hint)
 
 
 class UnsafeCheckpointError(CheckpointCorruptError):
@@ -85,3 +95,10 @@ class RestoreFailedError(StateMismatchError):
 class CheckpointUnreadableError(CheckpointCorruptError):
     """A file of a committed epoch exists but the OS refused to read it (permissions, an I/O error): its
     bytes may well be fine. A CheckpointCorruptError so that restore(..., fallback=True) moves on."""
+
+    @classmethod
+    def from_os(cls, path: str, exc: OSError) -> "CheckpointUnreadableError":
+        name = errno.errorcode.get(exc.errno or 0, "OSError")
+        return cls(path=path, unit=None, expected="a readable file", found=f"{exc.strerror or exc} ({name})",
+                   hint="check the file's permissions, owner and the device; restore(..., fallback=True) uses the "
+                        "previous committed epoch")

@@ -17,9 +17,9 @@ import torch
 import xxhash
 
 from fito.ckpt.hashing import new_hash
-from fito.errors import CheckpointCorruptError, UnsafeCheckpointError
+from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, UnsafeCheckpointError
 from fito.protocol.messages import ShardWritten, UnitEntry
-from fito.storage.localfs import LocalFS, unreadable
+from fito.storage.base import Storage
 
 MAGIC = b"FITOUNT1"
 HEADER = struct.Struct("<8sQIIQQ24x")  # magic, epoch, rank, index, payload length, xxh64(name)
@@ -49,7 +49,7 @@ def _write_all(f: BinaryIO, data: memoryview) -> None:
 
 
 def write_shard(
-    storage: LocalFS, rel: str, *, epoch: int, rank: int, units: Sequence[tuple[str, memoryview]],
+    storage: Storage, rel: str, *, epoch: int, rank: int, units: Sequence[tuple[str, memoryview]],
     algorithm: str, progress: Progress | None = None,
 ) -> ShardWritten:
     entries: list[tuple[str, int, int, Future[str]]] = []
@@ -89,14 +89,20 @@ class ShardReader:
     tensor: no shared read buffer, no extra copy) while a second thread hashes header + payload. A caller
     must not use any payload before `read_into` returned: that is when every hash has matched."""
 
-    def __init__(self, storage: LocalFS, rel: str, *, size: int, epoch: int, rank: int,
+    def __init__(self, storage: Storage, rel: str, *, size: int, epoch: int, rank: int,
                  units: Sequence[UnitEntry], algorithm: str, progress: Progress | None = None) -> None:
         self.rel, self.epoch, self.rank, self.units = rel, epoch, rank, tuple(units)
         self.algorithm, self.progress = algorithm, progress
         new_hash(algorithm)  # an unknown algorithm is refused before the file is opened
-        self._f = storage.open_read(rel)
         try:
-            found = os.fstat(self._f.fileno()).st_size
+            self._f = storage.open_read(rel)  # LocalFS: links, FIFOs, missing files are FitoErrors already
+        except OSError as exc:  # another Storage may raise plain OSError (EIO, EACCES)
+            raise CheckpointUnreadableError.from_os(rel, exc) from None
+        try:
+            try:
+                found = self._f.seek(0, os.SEEK_END)  # the real size, from the handle that will be read
+            except OSError as exc:
+                raise CheckpointUnreadableError.from_os(rel, exc) from None
             if found != size:
                 raise CheckpointCorruptError(path=rel, unit=None, expected=f"{size} bytes",
                                              found=f"{found} bytes (truncated or foreign)")
@@ -193,7 +199,7 @@ class ShardReader:
                 if self.progress:
                     self.progress(n)
         except OSError as exc:
-            raise unreadable(self.rel, exc) from None
+            raise CheckpointUnreadableError.from_os(self.rel, exc) from None
 
     def _compare(self, index: int, found: str) -> None:
         u = self.units[index]

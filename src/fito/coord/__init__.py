@@ -1,26 +1,47 @@
-"""Where decisions and epochs live. `DecisionStore` is the interface; SQLite is the embedded default.
-
-The fleet-epoch (§7, §9.2) and etcd names are imported on first use: etcd's client pulls in etcd3gw and
-requests (~0.1 s), which a plain save or restore never needs."""
+"""Where decisions and epochs live. `DecisionStore` is the interface; SQLite is the embedded default;
+etcd (fito.coord.etcd) is optional and imported only when one of its names is used, so that
+`fito.Checkpointer` never loads etcd3gw or requests."""
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from fito.coord.base import Decision, DecisionStore
-from fito.coord.sqlite import SqliteDecisionStore
+__all__ = [
+    "Decision",
+    "DecisionStore",
+    "SqliteDecisionStore",
+    # fleet epochs (paper §7, §9.2)
+    "EpochCoordinator",
+    "EpochDecision",
+    "EpochFollower",
+    "FleetStore",
+    "NodeLease",
+    "SqliteFleetStore",
+    # the etcd back-end
+    "EtcdDecisionStore",
+    "EtcdFleetStore",
+    "EtcdTransport",
+]
 
-_LAZY = {
-    "EpochCoordinator": "fito.coord.fleet_base", "EpochDecision": "fito.coord.fleet_base",
-    "EpochFollower": "fito.coord.fleet_base", "FleetStore": "fito.coord.fleet_base", "NodeLease": "fito.coord.fleet_base",
-    "SqliteFleetStore": "fito.coord.sqlite_fleet",
-    "EtcdDecisionStore": "fito.coord.etcd", "EtcdFleetStore": "fito.coord.etcd", "EtcdTransport": "fito.coord.etcd",
+_WHERE = {
+    "Decision": "base", "DecisionStore": "base", "SqliteDecisionStore": "sqlite",
+    "EpochCoordinator": "fleet_base", "EpochDecision": "fleet_base", "EpochFollower": "fleet_base",
+    "FleetStore": "fleet_base", "NodeLease": "fleet_base", "SqliteFleetStore": "sqlite_fleet",
+    "EtcdDecisionStore": "etcd", "EtcdFleetStore": "etcd", "EtcdTransport": "etcd",
 }
-
-__all__ = ["Decision", "DecisionStore", "SqliteDecisionStore", *_LAZY]
+_SUBMODULES = ("base", "collectives", "etcd", "etcd_testing", "fleet_base", "sqlite", "sqlite_fleet")
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'fito.coord' has no attribute {name!r}")
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"fito.coord.{_WHERE[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"fito.coord.{name}")
+    else:
+        raise AttributeError(f"module 'fito.coord' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBMODULES})

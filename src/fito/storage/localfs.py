@@ -19,12 +19,7 @@ _FOREIGN_HINT = "something other than fito put it there; restore(..., fallback=T
 
 def unreadable(rel: str, exc: OSError) -> CheckpointUnreadableError:
     """The OS refused a read of `rel` (permissions, I/O error): say so, with the errno, rather than 'corrupt'."""
-    name = errno.errorcode.get(exc.errno or 0, "OSError")
-    return CheckpointUnreadableError(
-        path=rel, unit=None, expected="a readable file", found=f"{exc.strerror or exc} ({name})",
-        hint="check the file's permissions, owner and the device; restore(..., fallback=True) uses the previous "
-             "committed epoch",
-    )
+    return CheckpointUnreadableError.from_os(rel, exc)
 
 
 def _what(mode: int) -> str:
@@ -192,6 +187,18 @@ class LocalFS:
             self._fsync_dir_path(target.parent)
         except FileNotFoundError:
             pass  # the parent went too (another collector removed it, and makes that durable itself)
+
+    def remove(self, rel: str) -> None:
+        """Delete the single file `rel` (a failed attempt's own partial object). A link is unlinked, not
+        followed; a directory is refused; a name already gone is not an error."""
+        target = self.path(rel)
+        try:
+            if target.is_dir() and not target.is_symlink():
+                raise IsADirectoryError(f"{target}: a directory, not an object")
+            os.unlink(target)
+        except FileNotFoundError:
+            return
+        self._fsync_dir_path(target.parent)
 
     # ---- primitives: the single place each system call is made (the crash-state recorder hooks these) ----
     def _mkdir(self, path: Path) -> None:
