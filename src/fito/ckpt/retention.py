@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from fito.coord.base import DecisionStore
+from fito.protocol.layout import owns
 from fito.protocol.messages import attempt_dir
 from fito.storage.localfs import LocalFS
 
@@ -24,11 +25,12 @@ def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int, keep: in
     live = {attempt_dir(d.epoch, d.attempt) for d in store.committed()}
     if store.current_fence() != fence:
         return removed  # another coordinator took over: its in-flight attempts are not ours to judge
+    log_id = store.log_id()  # only this log's attempts (fito.protocol.layout.owns)
     for epoch_name in storage.listdir("epochs"):
         epoch_rel = f"epochs/{epoch_name}"
         for attempt_name in storage.listdir(epoch_rel):
             rel = f"{epoch_rel}/{attempt_name}"
-            if rel in live or not _older_coordinator(attempt_name, fence):
+            if rel in live or not owns(attempt_name, log_id=log_id, fence=fence):
                 continue
             if time.time() - storage.path(rel).stat().st_mtime >= grace_seconds:
                 storage.remove_tree(rel)
@@ -36,10 +38,3 @@ def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int, keep: in
         if not storage.listdir(epoch_rel):
             storage.remove_tree(epoch_rel)
     return removed
-
-
-def _older_coordinator(attempt_name: str, fence: int) -> bool:
-    """Attempt directories are named f<fence>-...: only those of this coordinator or older ones are garbage
-    to it. A newer coordinator's attempt (or a name fito did not write) is never deleted."""
-    head = attempt_name.split("-", 1)[0]
-    return head.startswith("f") and head[1:].isdigit() and int(head[1:]) <= fence
