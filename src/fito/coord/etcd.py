@@ -382,22 +382,10 @@ class EtcdFleetStore(FleetStore):
         return f"{self.prefix}ack/{node}"
 
     def acquire_fence(self) -> int:
-        if self.log_id() is None:  # the first coordinator of this prefix (or of a v1 one) gives it an identity
-            self.t.txn("create log id", [absent(self.k_log)], [put(self.k_log, new_log_id())], [])
-            self.log_id()
         return self._fence.acquire()
 
     def current_fence(self) -> int:
         return self._fence.current()
-
-    def log_id(self) -> str | None:
-        if self._log_id is None:
-            kvs, _ = self.t.range("read log id", self.k_log)
-            if kvs and not valid_log_id(kvs[0]["value"]):
-                raise UnsafeCheckpointError(path=self.k_log, unit=None, expected="a fito log id",
-                                            found=repr(kvs[0]["value"][:40]))
-            self._log_id = kvs[0]["value"] if kvs else None
-        return self._log_id
 
     def current(self) -> EpochDecision:
         kvs, _ = self.t.range("read current epoch", self.k_cur)

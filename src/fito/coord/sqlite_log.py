@@ -10,10 +10,11 @@ Journal mode: rollback journal (journal_mode=DELETE) with synchronous=EXTRA, not
 - EXTRA, not FULL: in DELETE mode the commit point is the unlink of the journal, and only EXTRA fsyncs the
   directory after it; with FULL a power cut right after COMMIT may bring the journal back and roll back a
   decision that was already reported durable.
-- Cost: measured on this machine's disk (ext4-on-overlay, 2 cores), median publish latency: DELETE+EXTRA
-  ~1.1 ms, DELETE+FULL ~0.9 ms, WAL+FULL with a TRUNCATE checkpoint per write ~1.0 ms, WAL+FULL
-  without checkpoint ~0.4 ms. A publish happens once per save, next to shard writes of seconds: noise.
-  Readers and the writer briefly exclude each other (a reader waits out a commit of ~1 ms), also noise.
+- Cost (benchmarks/decision_log_modes.py, ext4 on a virtual disk shared by a busy 2-core machine, medians of
+  3 runs of 300 publishes): DELETE+EXTRA 3.6-7 ms, DELETE+FULL 3.3-6.5 ms, WAL+FULL with a TRUNCATE
+  checkpoint after each write 3.8-5.7 ms, plain WAL+FULL (not self-contained) 0.5-2.4 ms. Making the main
+  file whole costs the same fsyncs either way; a publish happens once per save, next to shard writes of
+  seconds. Readers and the writer briefly exclude each other (a read waits out a commit), also noise.
 A v1 log (WAL) still opens; opened for writing it is switched to DELETE (when no other process has it
 open; else it stays WAL and is checkpointed after each write).
 """
@@ -81,14 +82,16 @@ def refuse_if_lost(path: Path) -> None:
         raise DecisionLogMissingError(
             f"{path}: the decision log is missing, but {epochs} holds attempts of {len(steps)} step(s) "
             f"({', '.join(steps[-3:])}{', ...' if len(steps) > 3 else ''}); fito will not create an empty log next "
-            f"to them (it would report no checkpoint, and the next save would start over). To recover: "
-            f"{RECOVERY.format(root=root)}, then `fito recover-log {root} --apply`. To start a new log anyway "
+            f"to them (it would report no checkpoint, and the next save would start over). To recover: put "
+            f"decisions.sqlite back from a backup (a copy of that file alone is a whole backup), or run "
+            f"`fito recover-log {root}` to see which whole, verified attempts it would record as committed, then "
+            f"`fito recover-log {root} --apply`. To start a new log anyway "
             f"(the old attempts are then never restored nor deleted by it), pass "
             f"store=SqliteDecisionStore('{path}', replace_lost=True).")
 
 
 # ---------------------------------------------------------------- opening and creating
-def open_db(path: Path, *, write: bool, timeout: float) -> sqlite3.Connection:
+def open_db(path: Path, *, write: bool, timeout: float, roll_back: bool = True) -> sqlite3.Connection:
     """A connection to an existing log: `mode=ro` never writes (not even a journal), `mode=rw` never creates."""
     refuse_links(path)
     uri = f"{path.absolute().as_uri()}?mode={'rw' if write else 'ro'}"
@@ -100,10 +103,36 @@ def open_db(path: Path, *, write: bool, timeout: float) -> sqlite3.Connection:
         if write:
             _prefer_rollback_journal(db, path)
             db.execute("PRAGMA synchronous=EXTRA")
+        else:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        db.close()
+        if not roll_back or getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY_ROLLBACK":
+            raise translate(exc, path, "open the decision log", timeout, write=write) from exc
+        return _after_rollback(path, timeout)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _after_rollback(path: Path, timeout: float) -> sqlite3.Connection:
+    """A writer died inside a transaction and left a hot journal: the main file may hold half of it, and only
+    a connection with write access may roll it back. That is the interrupted write's own recovery, the same
+    any next writer does; a reader without write access cannot read the log until then."""
+    if not _writable(path):
+        raise DecisionLogReadOnlyError(
+            f"{path}: a write to the decision log was interrupted (its journal {path.name}-journal is still there) "
+            "and the log is read-only here, so it cannot be rolled back; open the root once with write access "
+            "(any save or `fito gc`), then read it again")
+    db = open_db(path, write=True, timeout=timeout)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # rolls the hot journal back
+    except sqlite3.Error as exc:
+        raise translate(exc, path, "roll back an interrupted write of the decision log", timeout, write=True) from exc
+    finally:
+        db.close()
+    return open_db(path, write=False, timeout=timeout, roll_back=False)
 
 
 def _prefer_rollback_journal(db: sqlite3.Connection, path: Path) -> None:
@@ -125,6 +154,11 @@ def create_log(path: Path, *, fence_floor: int = 0, origin: str = "new", timeout
     """Create a new, empty log at `path` atomically: built under a temporary name, made durable, then linked
     into place (never over an existing log). Return False if another process created one first.
     `fence_floor`: the first fence handed out is fence_floor + 1 (a rebuilt log fences out the old attempts)."""
+    for side in (Path(f"{path}{s}") for s in SIDE_FILES):
+        if side.exists() or side.is_symlink():  # SQLite would apply a lost log's journal to the new one
+            raise DecisionLogDamagedError(
+                path=str(side), unit=None, expected="no journal without its log", found="a journal of a lost log",
+                hint=f"move {side.name} aside (keep it, with any copy of the log), then retry")
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.new")
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
