@@ -85,6 +85,7 @@ class Checkpointer:
         self._store = store if store is not None else self._default_store()
         self._fence: int | None = None  # taken by rank 0 at its first save (see _take_fence)
         self._log_id: str | None = None
+        self._fence_error: FitoError | None = None
         self._staging = StagingBuffer()
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: SaveHandle | None = None
@@ -108,6 +109,7 @@ class Checkpointer:
                 self._log_id = self.store.log_id()
             return attempt_id(self._fence, self._log_id)
         except FitoError as exc:  # told to every rank below, so none waits for an attempt that never starts
+            self._fence_error = exc
             return f"!{exc}"
 
     def committed(self) -> list[int]:
@@ -181,8 +183,9 @@ class Checkpointer:
         new_id = self._take_fence().encode() if self.rank == 0 else None
         attempt = self.transport.broadcast(new_id).decode()
         if attempt.startswith("!"):
+            cause, self._fence_error = self._fence_error, None  # rank 0: the store's own error, as the cause
             raise SaveAbortedError(f"save of step {step} not started: the coordinator could not take the fencing "
-                                   f"token: {attempt[1:]}")
+                                   f"token: {attempt[1:]}") from cause
         ready, local_error = self._participate(step, attempt, units)
         message = json.dumps(_ready_to_json(ready) if ready else {"failed": local_error}).encode()
         try:

@@ -11,13 +11,14 @@ from typing import Callable, TypeVar
 
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite_log import (
-    RECOVERY, check_log, create_log, migrate_v1, open_db, refuse_if_lost, refuse_links, translate, uses_wal,
+    DECISION_COLUMNS, RECOVERY, check_log, create_log, decision_from_row, migrate_v1, open_db, refuse_if_lost,
+    refuse_links, translate, uses_wal,
 )
 from fito.errors import DecisionLogDamagedError, DecisionLogMissingError, DecisionLogReadOnlyError, StaleFenceError
 
 T = TypeVar("T")
 
-COLUMNS = "seq, decision_id, epoch, attempt, outcome, manifest, manifest_hash, fence, retired, created"
+COLUMNS = ", ".join(DECISION_COLUMNS)
 
 
 def connect(path: Path, *, timeout: float, schema: str | None) -> sqlite3.Connection:
@@ -228,7 +229,7 @@ def _token(db: sqlite3.Connection, path: Path) -> int:
 
 def _checked_row(r: tuple, path: Path) -> Decision:
     try:
-        return _row(r)
+        return decision_from_row(r)
     except (ValueError, TypeError) as exc:
         raise DecisionLogDamagedError(path=str(path), unit=None, expected="well-formed decision records",
                                       found=f"{exc} in {tuple(r)[:5]!r}",
@@ -255,20 +256,3 @@ class Transaction:
             self.db.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.lock.release()
-
-
-def _row(r: tuple) -> Decision:
-    seq, decision_id, epoch, attempt, outcome, manifest, manifest_hash, fence, retired, created = r
-    if outcome not in ("commit", "abort"):
-        raise ValueError(f"unknown outcome {outcome!r}")
-    for name, value, kind in (("seq", seq, int), ("epoch", epoch, int), ("fence", fence, int), ("retired", retired, int),
-                              ("decision_id", decision_id, str), ("attempt", attempt, str), ("manifest", manifest, str),
-                              ("manifest_hash", manifest_hash, str), ("created", created, (int, float))):
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise TypeError(f"{name} is {type(value).__name__} {value!r}")
-    if epoch < 0 or retired not in (0, 1):
-        raise ValueError(f"epoch {epoch} / retired {retired} out of range")
-    return Decision(
-        epoch=epoch, attempt=attempt, outcome=outcome, manifest=manifest, manifest_hash=manifest_hash,
-        decision_id=decision_id, fence=fence, seq=seq, retired=bool(retired), created=float(created),
-    )

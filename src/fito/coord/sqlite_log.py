@@ -27,7 +27,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from fito.coord.base import new_log_id
+from fito.coord.base import Decision, new_log_id
 from fito.errors import (
     DecisionLogDamagedError, DecisionLogLockedError, DecisionLogMissingError, DecisionLogReadOnlyError, FitoError,
 )
@@ -234,6 +234,11 @@ def check_log(db: sqlite3.Connection, path: Path) -> str | None:
         newest = db.execute("SELECT max(fence) FROM decisions").fetchone()[0]
         if newest is not None and (type(newest) is not int or newest > rows[0][1]):
             raise damaged(f"decisions under fences <= the token {rows[0][1]}", f"a decision under fence {newest!r}")
+        for r in db.execute(f"SELECT {', '.join(DECISION_COLUMNS)} FROM decisions ORDER BY seq"):
+            try:
+                decision_from_row(r)
+            except (TypeError, ValueError) as exc:
+                raise damaged("well-formed decision records", f"{exc} in {tuple(r)[:5]!r}") from None
         if "meta" not in tables:
             return None  # a v1 log
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -311,3 +316,20 @@ def holders(path: Path) -> list[str]:
             continue
         found.append(f"pid {pid} ({name}{', this process' if int(pid) == os.getpid() else ''})")
     return found[:5]
+
+
+def decision_from_row(r: tuple) -> Decision:
+    seq, decision_id, epoch, attempt, outcome, manifest, manifest_hash, fence, retired, created = r
+    if outcome not in ("commit", "abort"):
+        raise ValueError(f"unknown outcome {outcome!r}")
+    for name, value, kind in (("seq", seq, int), ("epoch", epoch, int), ("fence", fence, int), ("retired", retired, int),
+                              ("decision_id", decision_id, str), ("attempt", attempt, str), ("manifest", manifest, str),
+                              ("manifest_hash", manifest_hash, str), ("created", created, (int, float))):
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(f"{name} is {type(value).__name__} {value!r}")
+    if epoch < 0 or retired not in (0, 1):
+        raise ValueError(f"epoch {epoch} / retired {retired} out of range")
+    return Decision(
+        epoch=epoch, attempt=attempt, outcome=outcome, manifest=manifest, manifest_hash=manifest_hash,
+        decision_id=decision_id, fence=fence, seq=seq, retired=bool(retired), created=float(created),
+    )
