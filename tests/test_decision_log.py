@@ -151,9 +151,9 @@ def test_a_plain_copy_of_the_log_alone_holds_every_decision(ckdir, tmp_path):
         ck.save(s, state(s))
         shutil.copyfile(ckdir / LOG, tmp_path / f"copy-{s}.sqlite")  # while the job runs, without any -wal
     try:
-        for s in (1, 2, 3):
+        for s, expected in ((1, [1]), (2, [1, 2]), (3, [2, 3])):
             copy = SqliteDecisionStore(tmp_path / f"copy-{s}.sqlite", create=False, readonly=True)
-            assert [d.epoch for d in copy.committed()] == [max(1, s - 1), s][: min(s, 2)] if s > 1 else [1]
+            assert [d.epoch for d in copy.committed()] == expected  # on main (WAL) the copies held no decision
             copy.close()
         assert not list(ckdir.glob(LOG + "-*"))  # no side file holds a decision
     finally:

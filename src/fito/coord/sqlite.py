@@ -68,6 +68,7 @@ class SqliteDecisionStore(DecisionStore):
         refuse_links(self.path)
         if not self.path.exists():
             if not create:
+                refuse_if_lost(self.path)  # attempts but no log: say how to recover
                 raise DecisionLogMissingError(
                     f"{self.path}: no decision log here (is {self.path.parent} a fito checkpoint directory?)")
             if not replace_lost:
