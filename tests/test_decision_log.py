@@ -3,6 +3,7 @@ self-contained after each write, with an identity attempt names carry; readers t
 a lock or a read-only log is reported as what it is."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -283,3 +284,23 @@ def test_a_read_only_log_is_reported_as_read_only(ckdir):
     assert "damaged" not in str(info.value)
     store.close()
     assert (ckdir / LOG).read_bytes() == before
+
+
+def test_with_two_real_ranks_a_locked_log_fails_every_rank_and_none_hangs(ckdir):
+    from fito.demo.launch import run_ranks
+
+    committed_root(ckdir, steps=(1,))
+    helpers = Path(__file__).parent / "helpers"
+    holder = sqlite3.connect(ckdir / LOG, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        results = run_ranks("locked_log", [str(ckdir)], 2, timeout=120,
+                            env={"PYTHONPATH": os.pathsep.join([str(helpers), os.environ.get("PYTHONPATH", "")])})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    for r in results:
+        assert r.returncode == 0, r.stderr[-3000:]
+        save, restore = (json.loads(line) for line in r.stdout.splitlines())
+        assert save["error"] == "SaveAbortedError" and "locked by another process" in save["message"]
+        assert restore["error"] is not None and "locked by another process" in restore["message"]
