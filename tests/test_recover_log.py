@@ -112,6 +112,6 @@ def test_recover_log_refuses_when_a_log_exists(ckdir, capsys):
 
 
 def test_nothing_whole_to_recover_exits_1_and_writes_nothing(ckdir, capsys):
-    (ckdir / "epochs" / "000000000001" / "f1-0123456789ab-1-2").mkdir(parents=True)
+    (ckdir / "epochs" / "000000000001" / "f1-0123456789ab-1-00000002").mkdir(parents=True)
     assert main(["recover-log", str(ckdir), "--apply"]) == 1
     assert "nothing to recover" in capsys.readouterr().out and not (ckdir / LOG).exists()

@@ -10,10 +10,18 @@ class CheckpointCorruptError(FitoError):
     """A unit or manifest of a committed epoch does not match what its decision promised."""
 
     def __init__(self, *, path: str, unit: str | None, expected: str, found: str, hint: str = "") -> None:
-        self.path, self.unit, self.expected, self.found = path, unit, expected, found
+        self.path, self.unit, self.expected, self.found, self.hint = path, unit, expected, found, hint
         what = f"unit {unit!r} in {path}" if unit else path
         hint = hint or "restore(..., fallback=True) uses the previous committed epoch instead"
         super().__init__(f"{what}: expected {expected}, found {found}; {hint}")
+
+    def __reduce__(self) -> tuple:
+        # Keyword-only __init__: pickling (DCP sends every rank's exception to the others) needs the fields.
+        return (_rebuild_corrupt, (type(self), self.path, self.unit, self.expected, self.found, self.hint))
+
+
+def _rebuild_corrupt(cls: type, path: str, unit: str | None, expected: str, found: str, hint: str) -> CheckpointCorruptError:
+    return cls(path=path, unit=unit, expected=expected, found=found, hint=hint)
 
 
 class UnsafeCheckpointError(CheckpointCorruptError):
@@ -57,6 +65,16 @@ class StaleFenceError(FitoError):
     """A coordinator whose fencing token is no longer current tried to publish a decision."""
 
 
+class GarbageCollectionError(FitoError):
+    """Some attempts could not be deleted by retention (the others were); nothing committed and kept was
+    touched. Raised by `fito gc`; after a save it is only logged, since the step committed."""
+
+
+class RetireRefusedError(FitoError):
+    """Retiring this decision would leave no newer committed step: the newest committed step is never
+    retired (another collection or save changed the log since it was read; nothing was changed)."""
+
+
 class StateMismatchError(FitoError):
     """The checkpoint is whole but does not fit the objects it is restored into
     (different keys, shapes, dtypes or world size)."""
@@ -85,3 +103,8 @@ class EpochMismatchError(FitoError):
 
 class ValidationError(FitoError):
     """The restored model does not reproduce the validation loss recorded at save time (§9.3)."""
+
+
+class RestoreFailedError(StateMismatchError):
+    """A verified checkpoint could not be applied: an object's `load_state_dict` raised. Every entry the
+    restore had touched was put back from its backup, so the caller's state is as it was before."""

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from fito.coord.base import Decision
-from fito.errors import StaleFenceError
+from fito.errors import RetireRefusedError, StaleFenceError
 
 
 def _d(epoch: int, attempt: str = "a0", outcome: str = "commit", did: str = "") -> Decision:
@@ -104,3 +104,21 @@ def test_a_log_has_one_identity_from_its_first_write(decision_store_factory) -> 
     assert valid_log_id(a.log_id()) and b.log_id() == a.log_id()  # every handle on the log sees the same id
     b.acquire_fence()
     assert decision_store_factory().log_id() == a.log_id()
+
+
+def test_retire_never_retires_the_newest_commit_and_an_operator_needs_no_fence(decision_store_factory) -> None:
+    """`fito gc` retires without a fence (it must not fence out a live job); one transaction refuses to
+    retire the newest live commit, for an operator and a coordinator alike."""
+    coordinator, operator = decision_store_factory(), decision_store_factory()
+    f = coordinator.acquire_fence()
+    coordinator.publish(_d(1, "a0"), f)
+    coordinator.publish(_d(2, "a0"), f)
+    with pytest.raises(RetireRefusedError):
+        operator.retire(2, "a0", None)
+    with pytest.raises(RetireRefusedError):
+        coordinator.retire(2, "a0", f)
+    operator.retire(1, "a0", None)
+    assert [d.epoch for d in coordinator.committed()] == [2] and coordinator.current_fence() == f
+    coordinator.publish(_d(3, "a0"), f)  # the live coordinator was not fenced out
+    coordinator.retire(2, "a0", f)
+    assert [d.epoch for d in operator.committed()] == [3]

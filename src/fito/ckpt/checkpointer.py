@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import sys
@@ -22,14 +23,15 @@ from fito.ckpt.progress import ByteProgress
 from fito.ckpt.retention import collect_garbage
 from fito.ckpt.shard import read_shard, tensor_bytes, write_shard
 from fito.ckpt.staging import StagingBuffer
-from fito.ckpt.state import Action, capture, plan_restore
+from fito.ckpt.apply import Applied, RestorePlan
+from fito.ckpt.state import capture, plan_restore
 from fito.ckpt.transport import Transport, default_transport
 from fito.ckpt.tree import DTYPES, array_specs, decode, encode, numpy_dtype
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import (
     CheckpointCorruptError, CoordinationUnavailableError, FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError, StaleFenceError,
-    StateMismatchError, UnsafeCheckpointError, ValidationError,
+    RestoreFailedError, StateMismatchError, UnsafeCheckpointError, ValidationError,
 )
 from fito.protocol import (
     Begin, CollectGarbage, Coordinator, DecisionPublished, FsyncDir, FsyncFile, Fsynced, ManifestWritten,
@@ -147,7 +149,13 @@ class Checkpointer:
         blocking=False: copies the state to host memory (the only stall), then persists and commits in the
         background and returns a SaveHandle. At most one save is in flight: a new call waits for the previous
         one (if_busy="wait") or raises SaveInProgressError (if_busy="error"). A background failure nobody
-        has looked at is raised by the next save() or wait()."""
+        has looked at is raised by the next save() or wait().
+
+        Saving a step that is already committed (a job restarted from an older step re-runs it) replaces it:
+        the new attempt commits first, then the older decision of that step is retired in the log and only
+        then are its files deleted, so at every moment one whole copy of the step is restorable.
+        After the commit, retention runs (see `keep`); if it fails, the save still succeeds (the step is
+        committed) and a warning is logged on the "fito" logger."""
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         if if_busy not in ("wait", "error"):
@@ -206,11 +214,20 @@ class Checkpointer:
                 f"not have committed — `fito inspect {self.root}` shows the decision log"
             ) from exc
         if self.rank == 0 and word["outcome"] == "commit":
-            collect_garbage(self.storage, self.store, self._coordinator_fence(), self.keep)
+            self._collect_garbage(step, attempt)
         if word["outcome"] != "commit":
             raise SaveAbortedError(f"save of step {step} aborted: {word.get('reason') or 'unknown reason'}; "
                                    "the previous committed epoch is intact")
         return step
+
+    def _collect_garbage(self, step: int, attempt: str) -> None:
+        """Retention after a durable commit. The step IS committed, so a failure here only warns: whatever
+        was not cleaned up is collected after the next commit, or by `fito gc`."""
+        try:
+            collect_garbage(self.storage, self.store, self._coordinator_fence(), self.keep, newest=(step, attempt))
+        except Exception as exc:  # noqa: BLE001 - nothing here may turn a commit into a failed save
+            log.warning("step %d committed, but cleaning up older attempts failed (%s: %s); they are retried after "
+                        "the next save, or run `fito gc %s`", step, type(exc).__name__, exc, self.root)
 
     def _units(self, state: Mapping[str, Any]) -> list[tuple[str, memoryview]]:
         arrays: list[tuple[str, Any]] = []
@@ -322,47 +339,64 @@ class Checkpointer:
         content hashes, shapes and dtypes against `state`) before anything is copied; on any mismatch the
         caller's objects are untouched. With `fallback=True`, a damaged epoch is skipped for the previous
         committed one (all ranks move together). With a `validator`, the restored model must also reproduce
-        the loss recorded at save time, or the epoch counts as damaged."""
+        the loss recorded at save time, or the epoch counts as damaged. If an object's load_state_dict still
+        raises, every entry is put back (RestoreFailedError, on every rank): until it returns, a restore holds
+        a host copy of the entries it applies (see fito.ckpt.apply)."""
         self._settle_previous("wait")
         candidates = self._candidates(step)
-        chosen: dict[str, list[Action]] = {}
-        backup = self._backup(state) if self.validator else None
+        plans: dict[str, RestorePlan] = {}
+        applied: list[Applied] = []  # the candidate currently applied, with the snapshots that undo it
 
         def verify(d: Decision) -> Exception | None:
             error: Exception | None = None
             try:
                 saved = self._load(d)
-                chosen[d.attempt] = plan_restore(state, saved, where=f"{d.manifest} (step {d.epoch})")
+                plans[d.attempt] = plan_restore(state, saved, where=f"{d.manifest} (step {d.epoch})")
             except FitoError as exc:
                 error = exc
             if not self.transport.all_ok(error is None):
                 return error or _other_rank_failed(d)
             if self.validator is None:
                 return None
-            for action in chosen[d.attempt]:  # validation needs the model as restored
-                action()
+            error = self._apply(plans[d.attempt], applied, d)  # validation needs the model as restored
+            if error is not None:
+                return error
             error = self._validate(d, saved.get(VALIDATION_ENTRY))
-            return None if self.transport.all_ok(error is None) else error or _other_rank_failed(d)
+            if self.transport.all_ok(error is None):
+                return None
+            applied.pop().rollback()  # the next candidate starts from the caller's state
+            return error or _other_rank_failed(d)
 
         try:
             decision, skipped = choose_epoch(candidates, verify, fallback=fallback)
-        except Exception:
-            for action in backup or ():  # validation had applied a candidate: put the caller's state back
-                action()
+            if self.validator is None:
+                error = self._apply(plans[decision.attempt], applied, decision)
+                if error is not None:
+                    raise error
+        except BaseException:
+            while applied:  # a validator or a collective raised with a candidate applied: put it back
+                applied.pop().rollback()
             raise
         for d, exc in skipped:
             log.warning("skipped committed step %d: %s", d.epoch, exc)
-        if self.validator is None:
-            for action in chosen[decision.attempt]:
-                action()
+        applied.clear()  # keep the restored state; drop the snapshots
         return decision.epoch
 
-    def _backup(self, state: MutableMapping[str, Any]) -> list[Action]:
-        """Actions that put `state` back as it is now (copies, not views)."""
-        arrays: list[tuple[str, Any]] = []
-        tree = encode(capture(state), "", arrays)
-        copies = [a.clone() if isinstance(a, torch.Tensor) else a.copy() for _, a in arrays]
-        return plan_restore(state, decode(tree, copies, "backup"), where="backup")
+    def _apply(self, plan: RestorePlan, applied: list[Applied], d: Decision) -> FitoError | None:
+        """Apply `plan` on this rank, then vote: unless every rank applied its plan, every rank puts its state
+        back, so a failed restore leaves nothing changed on any rank."""
+        error: FitoError | None = None
+        try:
+            applied.append(plan.apply())
+        except FitoError as exc:  # this rank's state is already back as it was
+            error = exc
+        if self.transport.all_ok(error is None):
+            return None
+        if error is None:
+            applied.pop().rollback()
+            error = RestoreFailedError(f"{d.manifest} (step {d.epoch}): another rank failed to load its state (see "
+                                       "its error); this rank's state was put back, nothing changed")
+        return error
 
     def _validation_loss(self) -> float:
         assert self.validator is not None
@@ -372,7 +406,10 @@ class Checkpointer:
     def _validate(self, d: Decision, recorded: Any) -> Exception | None:
         if recorded is None:
             return None  # saved without a validator: nothing to compare against
-        recorded = float(recorded["data"])
+        data = recorded.get("data") if isinstance(recorded, dict) else None
+        if not isinstance(data, (int, float)) or isinstance(data, bool):
+            return UnsafeCheckpointError(path=d.manifest, unit=VALIDATION_ENTRY, expected="a recorded loss", found=repr(data)[:80])
+        recorded = float(data)
         found = self._validation_loss()
         if abs(found - recorded) <= self.validate_atol + self.validate_rtol * abs(recorded):
             return None
@@ -457,7 +494,7 @@ def decode_state(payload: Callable[[int], torch.Tensor], units: tuple[UnitEntry,
         raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="the state tree as unit 0", found=repr(units[0].name if units else None))
     try:
         doc = json.loads(bytes(payload(0).numpy()))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="JSON", found=str(exc)) from None
     if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
         raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected=f"format {STATE_FORMAT}", found=repr(doc)[:80])
@@ -479,11 +516,11 @@ def decode_state(payload: Callable[[int], torch.Tensor], units: tuple[UnitEntry,
 def _array(tag: str, dtype: str, shape: list[int], raw: torch.Tensor, *, where: str, unit: str) -> Any:
     if tag == "T":
         torch_dtype = DTYPES[dtype]
-        itemsize = torch.empty((), dtype=torch_dtype).element_size()
+        itemsize = torch_dtype.itemsize
     else:
         np_dtype = numpy_dtype(dtype)
         itemsize = np_dtype.itemsize
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # exact (np.prod wraps around); array_specs bounded it
     if count * itemsize != raw.numel():
         raise UnsafeCheckpointError(path=where, unit=unit, expected=f"{count * itemsize} bytes for {dtype}{shape}", found=f"{raw.numel()} bytes")
     if tag == "N":

@@ -1,40 +1,61 @@
-"""Retention and garbage: runs only after a commit is durable. Keeps the newest `keep` committed epochs
-(the newest is never removed), retires a decision in the log BEFORE deleting its files (so recovery never
-picks an epoch whose files are going away), and removes attempts no committed decision names."""
+"""Retention and garbage collection: executes the pure plan of `fito.protocol.gc` over LocalFS and a
+DecisionStore. Runs after a commit is durable (the coordinator, between its saves) or from `fito gc` (an
+operator, holding no fence). The rules -- retire before delete, never the newest committed, only attempts
+whose coordinator can never publish, never a link or a foreign name -- live in the plan, not here."""
 from __future__ import annotations
 
 import time
 
 from fito.coord.base import DecisionStore
-from fito.protocol.layout import owns
-from fito.protocol.messages import attempt_dir
+from fito.errors import FitoError, GarbageCollectionError
+from fito.protocol.gc import EPOCHS, Delete, Entry, RemoveEmptyDir, Retire, plan_gc
+from fito.protocol.layout import same_log
 from fito.storage.localfs import LocalFS
 
 
-def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int, keep: int | None, *,
-                    grace_seconds: float = 0.0) -> list[str]:
-    """`grace_seconds`: leave undecided attempts younger than this alone (an operator's `fito gc` may run
-    while a job is mid-save; the job's own collection runs between saves and uses 0)."""
+def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int | None, keep: int | None, *,
+                    grace_seconds: float = 0.0, newest: tuple[int, str] | None = None) -> list[str]:
+    """Run one collection; return the attempt directories deleted.
+
+    `fence`: the caller's token if it is the coordinator (a stale one collects nothing), None for an
+    operator. `newest`: the (step, attempt) the caller just committed. `grace_seconds`: leave undecided or
+    aborted attempts younger than this alone (the job's own collection runs between saves and uses 0)."""
+    current = store.current_fence()  # before the decisions: an attempt older than this cannot gain one later
+    decisions = store.decisions()
+    log_id = store.log_id()  # undecided attempts are garbage only to the log whose identity they carry
+    plan = plan_gc(decisions, list_attempts(storage), current_fence=current, own_fence=fence, keep=keep,
+                   newest=newest, grace=grace_seconds, owned=lambda name: same_log(name, log_id))
     removed: list[str] = []
-    committed = store.committed()
-    if keep is not None and len(committed) > keep:
-        for d in committed[: len(committed) - keep]:
-            store.retire(d.epoch, d.attempt, fence)
-            storage.remove_tree(attempt_dir(d.epoch, d.attempt))
-            removed.append(attempt_dir(d.epoch, d.attempt))
-    live = {attempt_dir(d.epoch, d.attempt) for d in store.committed()}
-    if store.current_fence() != fence:
-        return removed  # another coordinator took over: its in-flight attempts are not ours to judge
-    log_id = store.log_id()  # only this log's attempts (fito.protocol.layout.owns)
-    for epoch_name in storage.listdir("epochs"):
-        epoch_rel = f"epochs/{epoch_name}"
-        for attempt_name in storage.listdir(epoch_rel):
-            rel = f"{epoch_rel}/{attempt_name}"
-            if rel in live or not owns(attempt_name, log_id=log_id, fence=fence):
-                continue
-            if time.time() - storage.path(rel).stat().st_mtime >= grace_seconds:
-                storage.remove_tree(rel)
-                removed.append(rel)
-        if not storage.listdir(epoch_rel):
-            storage.remove_tree(epoch_rel)
+    failed: list[str] = []
+    for action in plan.actions:
+        if isinstance(action, Retire):
+            # Durable before any of its files go. A failure stops here: every later action is either a
+            # delete this retire must precede, or is retried by the next collection.
+            store.retire(action.epoch, action.attempt, fence)
+            continue
+        try:  # one attempt that cannot be deleted must not keep the others forever
+            if isinstance(action, Delete):
+                storage.remove_tree(action.path)
+                removed.append(action.path)
+            elif isinstance(action, RemoveEmptyDir):
+                storage.remove_dir(action.path)
+        except (OSError, FitoError) as exc:
+            failed.append(f"{action.path}: {type(exc).__name__}: {exc}")
+    if failed:
+        raise GarbageCollectionError(
+            f"{storage.root}: {len(failed)} of {len(plan.actions)} clean-up steps failed ({'; '.join(failed[:3])}"
+            f"{'; ...' if len(failed) > 3 else ''}); deleted {len(removed)} attempt(s). Nothing committed and kept "
+            "was touched; fix the cause (permissions, a read-only mount) and run `fito gc` again")
     return removed
+
+
+def list_attempts(storage: LocalFS) -> list[Entry]:
+    """`epochs` and the names in each of its directories, as the storage reports them (links not followed)."""
+    now = time.time()
+    out: list[Entry] = []
+    for e in storage.entries(EPOCHS):
+        rel = f"{EPOCHS}/{e.name}"
+        out.append(Entry(rel, e.kind, now - e.mtime))
+        if e.kind == "dir":
+            out.extend(Entry(f"{rel}/{a.name}", a.kind, now - a.mtime) for a in storage.entries(rel))
+    return out

@@ -1,14 +1,16 @@
-"""`fito gc DIR --keep K`: keep the newest K committed epochs and delete garbage attempts."""
+"""`fito gc DIR --keep K`: keep the newest K committed epochs and delete garbage attempts, safely beside a
+live job: it takes no fencing token (so the job's saves keep committing), retires through a store
+transaction that never retires the newest committed step, and deletes an undecided or aborted attempt only
+when its coordinator can never publish it (its fence is older than the current one)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rich.console import Console
 
-from fito.errors import FitoError
-
-
 SECTION = 0  # listed first in `fito --help`: the checkpoint commands
+EXIT_FAILED = 1  # the operation failed (one line on stderr); 2: bad arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "gc", help="keep the newest K committed epochs, delete the rest and aborted/undecided leftovers",
         description="Retires committed epochs beyond the newest K in the decision log, then deletes their files, "
                     "and deletes attempts no committed decision names (aborted or undecided) once they are older "
-                    "than --grace seconds. The newest committed epoch is never deleted.",
+                    "than --grace seconds and were begun by a coordinator older than the current one (the current "
+                    "one may still be running; its own leftovers are collected by its next save or by the next "
+                    "job). Safe to run while a job saves: it takes no fencing token and never retires or deletes "
+                    "the newest committed epoch. Links under epochs/ are never followed or deleted. "
+                    "Exit 0 on success, 1 if the collection failed (one line on stderr), 2 on bad arguments.",
     )
     p.add_argument("dir", help="checkpoint directory")
     p.add_argument("--keep", type=int, required=True, help="committed epochs to keep (>= 1)")
@@ -26,21 +32,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fito.ckpt.inspect import open_store  # lazily: loads torch
-    from fito.ckpt.retention import collect_garbage  # lazily: loads torch
-    console = Console(highlight=False)
     if args.keep < 1:
-        console.print("[red]--keep must be at least 1: the newest committed epoch is never deleted")
+        print("fito gc: error: --keep must be at least 1: the newest committed epoch is never deleted", file=sys.stderr)
         return 2
     try:
+        from fito.ckpt.inspect import open_store  # lazily: loads torch
+        from fito.ckpt.retention import collect_garbage
+
         storage, store = open_store(args.dir)
-    except (FitoError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
-    try:
-        removed = collect_garbage(storage, store, store.current_fence(), args.keep, grace_seconds=args.grace)
-    finally:
-        store.close()
+        try:
+            removed = collect_garbage(storage, store, None, args.keep, grace_seconds=args.grace)
+        finally:
+            store.close()
+    except Exception as exc:  # noqa: BLE001 - one line on stderr, never a traceback
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"fito gc: error: {args.dir}: {type(exc).__name__}: {message}", file=sys.stderr)
+        return EXIT_FAILED
+    console = Console(highlight=False)
     for rel in removed:
         console.print(f"removed {rel}")
     console.print(f"{len(removed)} attempt(s) removed; kept the newest {args.keep} committed epoch(s)")

@@ -7,7 +7,7 @@ that may or may not have landed is safe.
 
 Who calls what: readers (restore, inspect, verify) call `decisions`/`committed` only, and need no write
 access; the coordinator calls `acquire_fence` once, right before the first write of its first save, then
-`publish`, and after a commit (retention) `retire`.
+`publish`, and after a commit (retention) `retire`; an operator's `fito gc` retires with no fence.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import abc
 import secrets
 from dataclasses import dataclass, field
 
+from fito.protocol.gc import live_commits
 from fito.protocol.layout import LOG_ID_HEX
 from fito.protocol.messages import Outcome
 
@@ -60,8 +61,13 @@ class DecisionStore(abc.ABC):
         """Every decision, in commit order (ascending seq)."""
 
     @abc.abstractmethod
-    def retire(self, epoch: int, attempt: str, fence: int) -> None:
-        """Mark a committed decision as retired (no longer restorable) before its files are deleted."""
+    def retire(self, epoch: int, attempt: str, fence: int | None) -> None:
+        """Mark a committed decision as retired (no longer restorable) before its files are deleted.
+
+        One transaction that refuses (RetireRefusedError, nothing changed) unless a newer commit that is not
+        retired exists: the newest committed step is never retired, whatever runs concurrently.
+        `fence`: the coordinator's token (StaleFenceError if it is not current), or None for an operator's
+        `fito gc`, which holds no fence so that it never fences out a live job."""
 
     def log_id(self) -> str | None:
         """This log's identity (fito.protocol.layout: attempt names carry it, so retention deletes only its own
@@ -73,12 +79,7 @@ class DecisionStore(abc.ABC):
 
     def committed(self) -> list[Decision]:
         """Committed, non-retired decisions in commit order; for an epoch committed twice the later wins."""
-        latest: dict[int, Decision] = {}
-        for d in self.decisions():
-            if d.outcome == "commit" and not d.retired:
-                latest.pop(d.epoch, None)
-                latest[d.epoch] = d
-        return sorted(latest.values(), key=lambda d: d.seq)
+        return sorted(live_commits(self.decisions()), key=lambda d: d.seq)  # the GC plan's rule
 
     def outcome_of(self, epoch: int, attempt: str) -> Outcome | None:
         for d in self.decisions():

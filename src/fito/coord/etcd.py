@@ -35,6 +35,7 @@ from fito.errors import (
     CoordinationUnavailableError,
     EpochConflictError,
     EpochFencedError,
+    RetireRefusedError,
     StaleFenceError,
     UnsafeCheckpointError,
 )
@@ -310,18 +311,30 @@ class EtcdDecisionStore(DecisionStore):
         kvs, _ = self.t.range("list decisions", self.prefix + "d/", prefix=True)
         return sorted((_load(kv["value"], self.prefix) for kv in kvs), key=lambda d: d.seq)
 
-    def retire(self, epoch: int, attempt: str, fence: int) -> None:
+    def retire(self, epoch: int, attempt: str, fence: int | None) -> None:
         while True:
             kvs, _ = self.t.range("list decisions", self.prefix + "d/", prefix=True)
-            targets = [(kv, _load(kv["value"], self.prefix)) for kv in kvs]
-            targets = [(kv, d) for kv, d in targets if d.epoch == epoch and d.attempt == attempt]
-            compare = [token_is(self.k_fence, fence)] + [mod_is(kv["key"], kv["mod_revision"]) for kv, _ in targets]
+            loaded = [(kv, _load(kv["value"], self.prefix)) for kv in kvs]
+            targets = [(kv, d) for kv, d in loaded if d.epoch == epoch and d.attempt == attempt]
+            compare = [token_is(self.k_fence, fence)] if fence is not None else []
+            compare += [mod_is(kv["key"], kv["mod_revision"]) for kv, _ in targets]
+            commits = [d.seq for _, d in targets if d.outcome == "commit" and not d.retired]
+            if commits:  # the newest committed step is never retired: a newer live commit must stay as read
+                newer = [kv for kv, d in loaded if d.outcome == "commit" and not d.retired and d.seq > max(commits)]
+                if not newer:
+                    current = self._fence.current()
+                    if fence is not None and fence != current:
+                        raise StaleFenceError(f"etcd {self.prefix}: retire refused, fence {fence} is stale (current {current})")
+                    raise RetireRefusedError(
+                        f"etcd {self.prefix}: retiring step {epoch} (attempt {attempt}) refused: no newer commit is "
+                        "live, and the newest committed step is never retired; nothing was changed")
+                compare.append(mod_is(newer[-1]["key"], newer[-1]["mod_revision"]))
             puts = [put(kv["key"], _dump(_replace_retired(d))) for kv, d in targets]
             r = self.t.txn("retire decision", compare, puts, [get(self.k_fence)])
             if r.get("succeeded"):
                 return
             current = _int_value(_responses(r)[0])[0]
-            if current != fence:
+            if fence is not None and current != fence:
                 raise StaleFenceError(f"etcd {self.prefix}: retire refused, fence {fence} is stale (current {current})")
 
     def close(self) -> None:

@@ -14,7 +14,9 @@ from fito.coord.sqlite_log import (
     DECISION_COLUMNS, RECOVERY, check_log, create_log, decision_from_row, migrate_v1, open_db, refuse_if_lost,
     refuse_links, translate, uses_wal,
 )
-from fito.errors import DecisionLogDamagedError, DecisionLogMissingError, DecisionLogReadOnlyError, StaleFenceError
+from fito.errors import (
+    DecisionLogDamagedError, DecisionLogMissingError, DecisionLogReadOnlyError, RetireRefusedError, StaleFenceError,
+)
 
 T = TypeVar("T")
 
@@ -205,11 +207,19 @@ class SqliteDecisionStore(DecisionStore):
                           lambda db: db.execute(f"SELECT {COLUMNS} FROM decisions ORDER BY seq").fetchall(), [])
         return [_checked_row(r, self.path) for r in rows]
 
-    def retire(self, epoch: int, attempt: str, fence: int) -> None:
-        def mark(db: sqlite3.Connection) -> None:
+    def retire(self, epoch: int, attempt: str, fence: int | None) -> None:
+        def mark(db: sqlite3.Connection) -> None:  # check and write in one BEGIN IMMEDIATE: nothing slips between
             current = _token(db, self.path)
-            if fence != current:
+            if fence is not None and fence != current:
                 raise StaleFenceError(f"{self.path}: retire refused, fence {fence} is stale (current {current})")
+            target = db.execute("SELECT MAX(seq) FROM decisions WHERE epoch = ? AND attempt = ? AND "
+                                "outcome = 'commit' AND retired = 0", (epoch, attempt)).fetchone()[0]
+            if target is not None and db.execute(
+                "SELECT 1 FROM decisions WHERE outcome = 'commit' AND retired = 0 AND seq > ? LIMIT 1", (target,)
+            ).fetchone() is None:
+                raise RetireRefusedError(
+                    f"{self.path}: retiring step {epoch} (attempt {attempt}) refused: no newer commit is live, "
+                    "and the newest committed step is never retired; nothing was changed")
             db.execute("UPDATE decisions SET retired = 1 WHERE epoch = ? AND attempt = ?", (epoch, attempt))
         self._write(f"retire epoch {epoch}", mark)
 

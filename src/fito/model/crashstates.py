@@ -96,6 +96,10 @@ class RecordingFS(LocalFS):
         super()._rmtree(path)
         self.log.append(Op("remove_tree", self._rel(path)))
 
+    def _rmdir(self, path: Path) -> None:
+        super()._rmdir(path)  # an empty directory: the same entry change as a remove_tree of it
+        self.log.append(Op("remove_tree", self._rel(path)))
+
     def _fsync_dir_path(self, path: Path) -> None:
         super()._fsync_dir_path(path)
         rel = self._rel(path)

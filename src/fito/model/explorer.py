@@ -19,7 +19,7 @@ from typing import Callable, Iterable, NamedTuple
 
 from fito.model.protocols import (
     INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, CommitPoint, DiscardTentative, MarkStable, Record,
-    Recovery, Variant, WriteInPlace, attempt_name, committed_records, get_variant, manifest_content, mark_path,
+    Recovery, Variant, WriteInPlace, attempt_name, get_variant, manifest_content, mark_path,
 )
 from fito.model.simfs import MISSING, Content, SimDisk, content_hash, each_crash_image, short_path, unit
 from fito.protocol import (
@@ -27,6 +27,7 @@ from fito.protocol import (
     ManifestWritten, Notify, PublishDecision, PublishRejected, RankFailed, ReadyReceived, SendReady, ShardWritten, TimedOut, UnitEntry,
     WriteManifest, WriteShard,
 )
+from fito.protocol.gc import DIR, Delete, Entry, RemoveEmptyDir, Retire, plan_gc
 from fito.protocol.messages import attempt_dir
 
 Attempt = tuple[int, str]
@@ -334,31 +335,30 @@ class Model:
                 ghost = ghost._replace(aborted=_add(ghost.aborted, (cmd.epoch, cmd.attempt)))
             label = f"notify every rank: {cmd.outcome} e{cmd.epoch}/{cmd.attempt}"
         elif isinstance(cmd, CollectGarbage):
-            if fence[slot] != fence[0]:  # fito.ckpt.retention: retire() refuses a stale fence, nothing is deleted
+            # The library's own plan (fito.protocol.gc), executed on the simulated disk and log. The model
+            # names attempts a, b, ...: the fence an attempt name carries in the library is `owners` here.
+            owner = dict(w.owners)
+            plan = plan_gc(store, _attempt_listing(disk), current_fence=fence[0], own_fence=fence[slot],
+                           keep=self.config.keep, newest=(cmd.newest_epoch, cmd.newest_attempt),
+                           fence_of=lambda name: owner.get(name, 0))
+            retired: list[str] = []
+            leftovers: list[str] = []
+            for action in plan.actions:
+                if isinstance(action, Retire):  # durable first: recovery never picks a retired epoch
+                    key = (action.epoch, action.attempt)
+                    store = tuple(r._replace(retired=True) if (r.epoch, r.attempt) == key else r for r in store)
+                    retired.append(f"e{action.epoch}/{action.attempt}")
+                elif isinstance(action, Delete):
+                    disk = disk.remove_tree(action.path)
+                    if f"e{action.epoch}/{action.attempt}" not in retired:
+                        leftovers.append(short_path(action.path))
+                elif isinstance(action, RemoveEmptyDir):
+                    disk = disk.remove_tree(action.path)
+            if plan.refused:  # a stale coordinator: retire() would refuse its fence, nothing is deleted
                 label = "collect garbage: refused, stale fence"
             else:
-                older = [r for r in committed_records(store) if r.epoch < cmd.newest_epoch]
-                doomed = older[: max(0, len(older) - (self.config.keep - 1))]
-                for rec in doomed:  # retire first (durable), then delete: recovery never picks a retired epoch
-                    store = tuple(r._replace(retired=True) if (r.epoch, r.attempt) == (rec.epoch, rec.attempt) else r for r in store)
-                    disk = disk.remove_tree(attempt_dir(rec.epoch, rec.attempt))
-                # then, like the library, attempt directories no live commit names (undecided leftovers) --
-                # only those of this coordinator or older ones (before b7688c9: all of them)
-                live = {attempt_dir(r.epoch, r.attempt) + "/" for r in committed_records(store)}
-                owner = dict(w.owners)
-
-                def garbage(d: str) -> bool:
-                    if d + "/" in live:
-                        return False
-                    return self.config.fence_at_first_publish or owner.get(d.rsplit("/", 1)[1], 0) <= fence[slot]
-
-                leftovers = sorted({p.rsplit("/", 1)[0] for p, _ in disk.files
-                                    if p.startswith("epochs/") and garbage(p.rsplit("/", 1)[0])})
-                for d in leftovers:
-                    disk = disk.remove_tree(d)
-                label = (f"collect garbage (keep {self.config.keep}): retire+delete "
-                         f"{[f'e{r.epoch}/{r.attempt}' for r in doomed]}"
-                         + (f", delete undecided {[short_path(d) for d in leftovers]}" if leftovers else ""))
+                label = (f"collect garbage (keep {self.config.keep}): retire+delete {retired}"
+                         + (f", delete undecided {leftovers}" if leftovers else ""))
         elif isinstance(cmd, CommitPoint):
             att = (cmd.epoch, cmd.attempt)
             if att not in ghost.committed:
@@ -438,6 +438,17 @@ def _handle(machine: object, event: object) -> tuple[object, list]:
         # subclass, so a variant or mutation stays itself across attempts.
         nxt = type(machine)(**{f.name: getattr(nxt, f.name) for f in fields(nxt)})
     return nxt, list(cmds)
+
+
+def _attempt_listing(disk: SimDisk) -> list[Entry]:
+    """The attempt namespace as a listing would show it: the simulated disk holds files only, so the
+    epoch and attempt directories are those that contain a file (links do not exist in the model)."""
+    dirs: set[str] = set()
+    for p, _ in disk.files:
+        parts = p.split("/")
+        if parts[0] == "epochs" and len(parts) >= 4:
+            dirs.update(("/".join(parts[:2]), "/".join(parts[:3])))
+    return [Entry(d, DIR) for d in sorted(dirs)]
 
 
 def _with(t: tuple, i: int, v: object) -> tuple:

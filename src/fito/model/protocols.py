@@ -21,6 +21,7 @@ from fito.protocol import (
     Fsynced, Notify, Participant, ParticipantPhase, PublishDecision, Ready, ReadyReceived, SendReady,
     ShardWritten, UnitEntry, choose_epoch,
 )
+from fito.protocol.gc import live_commits
 from fito.protocol.messages import manifest_path, shard_path
 from fito.model.simfs import MISSING, Content, Reader, SimDisk, content_hash, unit
 
@@ -94,13 +95,8 @@ class Record(NamedTuple):
 
 
 def committed_records(store: tuple[Record, ...]) -> list[Record]:
-    """Same rule as `DecisionStore.committed`: commits, not retired, an epoch committed twice -> later wins."""
-    latest: dict[int, Record] = {}
-    for r in store:
-        if r.outcome == "commit" and not r.retired:
-            latest.pop(r.epoch, None)
-            latest[r.epoch] = r
-    return list(latest.values())
+    """The rule `DecisionStore.committed` uses (one function): commits, not retired, later wins per epoch."""
+    return live_commits(store)
 
 
 # ---- what a recovery returns ----

@@ -2,7 +2,7 @@
 
 An attempt directory is named `f<fence>-<log id>-<ms>-<nonce>`: the fencing token of the coordinator that
 made it, the identity of the decision log it belongs to (12 hex digits, random per log), the wall clock
-in milliseconds (hex) and a random nonce (hex). Names of fito v1 carry no log id: `f<fence>-<ms>-<nonce>`.
+in milliseconds (hex) and a random nonce (8 hex digits). Names of fito v1 carry no log id: `f<fence>-<ms>-<nonce>`.
 
 Ownership (what retention may delete by name, without a decision naming the attempt): an attempt belongs
 to a log iff its name carries that log's id and a fence no newer than the caller's. A v1 name belongs only
@@ -18,8 +18,10 @@ from typing import NamedTuple
 
 LOG_ID_HEX = 12  # 48 random bits: two logs on one root colliding is a 2**-48 event
 _LOG_ID = re.compile(rf"[0-9a-f]{{{LOG_ID_HEX}}}")
-_V2 = re.compile(rf"f(0|[1-9][0-9]*)-([0-9a-f]{{{LOG_ID_HEX}}})-([0-9a-f]{{1,16}})-([0-9a-f]{{1,32}})")
-_V1 = re.compile(r"f(0|[1-9][0-9]*)-([0-9a-f]{1,16})-([0-9a-f]{1,32})")
+NONCE_HEX = 8
+_FENCE = r"f(0|[1-9][0-9]{0,17})"  # bounded: a name is parsed in bounded work, whatever a listing holds
+_V2 = re.compile(rf"{_FENCE}-([0-9a-f]{{{LOG_ID_HEX}}})-([0-9a-f]{{1,16}})-([0-9a-f]{{{NONCE_HEX}}})")
+_V1 = re.compile(rf"{_FENCE}-([0-9a-f]{{1,16}})-([0-9a-f]{{{NONCE_HEX}}})")
 
 
 class AttemptName(NamedTuple):
@@ -39,7 +41,7 @@ def attempt_name(fence: int, log_id: str | None, millis: int, nonce: str) -> str
         raise ValueError(f"fence must be a non-negative int, got {fence!r}")
     if log_id is not None and not valid_log_id(log_id):
         raise ValueError(f"log id must be {LOG_ID_HEX} lowercase hex digits, got {log_id!r}")
-    if not re.fullmatch(r"[0-9a-f]{1,32}", nonce) or millis < 0:
+    if not re.fullmatch(rf"[0-9a-f]{{{NONCE_HEX}}}", nonce) or not 0 <= millis < 16**16 or fence >= 10**18:
         raise ValueError(f"bad nonce {nonce!r} or clock {millis!r}")
     middle = f"{log_id}-" if log_id is not None else ""
     return f"f{fence}-{middle}{millis:x}-{nonce}"
@@ -54,6 +56,12 @@ def parse_attempt(name: str) -> AttemptName | None:
     if m:
         return AttemptName(int(m[1]), None, int(m[2], 16), m[3])
     return None
+
+
+def same_log(name: str, log_id: str | None) -> bool:
+    """Whether attempt `name` was made under log `log_id` (a v1 name: only under a log without identity)."""
+    parsed = parse_attempt(name)
+    return parsed is not None and parsed.log_id == log_id
 
 
 def owns(name: str, *, log_id: str | None, fence: int) -> bool:

@@ -5,10 +5,12 @@ Paths handed in are relative to the root and are confined to it: a manifest that
 path, or a path through a symlink leaving the root is refused before anything is opened."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from fito.errors import UnsafeCheckpointError
 
@@ -22,6 +24,23 @@ def safe_relpath(rel: str) -> PurePosixPath:
             found=f"{rel!r}", hint="the manifest is hostile or damaged; nothing was read or restored",
         )
     return p
+
+
+MAKEDIRS_TRIES = 16
+
+
+class DirEntry(NamedTuple):
+    name: str
+    kind: str  # dir | link | file | other (as lstat reports it)
+    mtime: float
+
+
+def _kind(mode: int) -> str:
+    return "link" if stat.S_ISLNK(mode) else "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def _kind_name(mode: int) -> str:
+    return {"link": "a symbolic link", "file": "a regular file", "dir": "a directory"}.get(_kind(mode), "a special file")
 
 
 class LocalFS:
@@ -50,16 +69,25 @@ class LocalFS:
 
     # ---- writing ----
     def makedirs(self, rel: str) -> None:
-        """Create `rel` and missing parents, fsyncing each new directory's parent so the entry is durable."""
+        """Create `rel` and missing parents, fsyncing each new directory's parent so the entry is durable.
+
+        A parent may vanish meanwhile (an operator's `fito gc` removing an epoch directory it found empty):
+        then the missing part is created again, so a live save does not fail on that race."""
         target = self.path(rel)
-        missing = []
-        p = target
-        while not p.exists():
-            missing.append(p)
-            p = p.parent
-        for d in reversed(missing):
-            self._mkdir(d)
-            self._fsync_dir_path(d.parent)
+        for _ in range(MAKEDIRS_TRIES):
+            missing = []
+            p = target
+            while not p.exists():
+                missing.append(p)
+                p = p.parent
+            try:
+                for d in reversed(missing):
+                    self._mkdir(d)
+                    self._fsync_dir_path(d.parent)
+                return
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(f"{target}: a parent directory kept disappearing while it was created")
 
     def create(self, rel: str) -> BinaryIO:
         """Open a new file for writing; never opens an existing one (nothing committed is overwritten)."""
@@ -81,17 +109,83 @@ class LocalFS:
         self._fsync_dir_path(self.path(rel) if rel else self.root)
 
     def remove_tree(self, rel: str) -> None:
-        target = self.path(rel)
-        if target.exists():
-            self._rmtree(target)
+        """Delete the directory `rel` and everything in it. Never through a link: a symlink anywhere on the
+        way (an operator's `epochs/latest`) is refused; links inside the tree are unlinked, not followed.
+        A name already gone (another collector got there first) is not an error."""
+        target = self._unlinked_path(rel, "delete")
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafeCheckpointError(path=rel, unit=None, expected="an attempt directory to delete",
+                                        found=_kind_name(st.st_mode), hint="refusing to delete it")
+        self._rmtree(target)
+        self._fsync_parent(target)
+
+    def remove_dir(self, rel: str) -> bool:
+        """Remove the directory `rel` only if it is empty (non-recursive); False if it is not (something was
+        created in it meanwhile) or already gone. Never through a link."""
+        target = self._unlinked_path(rel, "remove")
+        try:
+            self._rmdir(target)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return False
+            raise
+        self._fsync_parent(target)
+        return True
+
+    def entries(self, rel: str) -> list[DirEntry]:
+        """The names directly in directory `rel` with their kind as the file system reports them: a link is
+        reported as a link and never followed. [] if `rel` does not exist or is not a directory."""
+        target = self._unlinked_path(rel, "list") if rel else self.root
+        try:
+            with os.scandir(target) as it:
+                found = []
+                for e in it:
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # deleted while listed
+                    found.append(DirEntry(e.name, _kind(st.st_mode), st.st_mtime))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(found)
+
+    def _unlinked_path(self, rel: str, what: str) -> Path:
+        """`path(rel)`, refusing a symlink at any component below the root (lstat: nothing is followed)."""
+        p = self.root
+        for part in safe_relpath(rel).parts:
+            p = p / part
+            if p.is_symlink():
+                raise UnsafeCheckpointError(
+                    path=rel, unit=None, expected="a path without symbolic links", found=f"{p} is a link",
+                    hint=f"fito does not {what} through links; nothing was changed",
+                )
+        return self.path(rel)
+
+    def _fsync_parent(self, target: Path) -> None:
+        try:
             self._fsync_dir_path(target.parent)
+        except FileNotFoundError:
+            pass  # the parent went too (another collector removed it, and makes that durable itself)
 
     # ---- primitives: the single place each system call is made (the crash-state recorder hooks these) ----
     def _mkdir(self, path: Path) -> None:
         path.mkdir(exist_ok=True)  # ranks create the same attempt directory concurrently
 
     def _rmtree(self, path: Path) -> None:
-        shutil.rmtree(path)
+        def gone_already(func: object, name: str, exc_info: tuple) -> None:
+            if not issubclass(exc_info[0], FileNotFoundError):  # a concurrent delete of the same tree is fine
+                raise exc_info[1]
+
+        shutil.rmtree(path, onerror=gone_already)  # removes links inside, never follows them
+
+    def _rmdir(self, path: Path) -> None:
+        os.rmdir(path)
 
     def _fsync_dir_path(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -1,0 +1,297 @@
+"""fito.dcp.Reader: verify-before-touch behind torch.distributed.checkpoint's StorageReader.
+
+DCP calls, in order: (all ranks) read_metadata, set_up_storage_reader, prepare_local_plan; (coordinator)
+prepare_global_plan; (all ranks) read_data.
+- read_metadata: rank 0 picks the newest committed decision (or the given step) and tells every rank over
+  fito's own gloo group, so all ranks load the same step; each rank checks the manifest's bytes against the
+  decision's hash and parses it as JSON (nothing is unpickled).
+- read_data: every rank reads each block holding a byte it will use into its own buffers, checks object
+  headers (epoch tag, rank, attempt), sizes and block hashes, decodes values, and checks shapes and dtypes
+  against the target. Then all ranks vote; only if every rank verified everything is anything copied into
+  the caller's tensors. Otherwise every rank raises a FitoError naming what failed where."""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.distributed.checkpoint import StorageReader
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
+from torch.futures import Future
+
+from fito.ckpt.transport import Transport, default_transport
+from fito.ckpt.tree import DTYPES
+from fito.coord.base import Decision, DecisionStore
+from fito.coord.sqlite import SqliteDecisionStore
+from fito.errors import (
+    CheckpointCorruptError, DecisionLogMissingError, FitoError, NoCommittedEpochError, StateMismatchError,
+    UnsafeCheckpointError,
+)
+from fito.format import manifest as manifest_fmt
+from fito.format.hashing import ALGORITHMS, digest
+from fito.format.manifest import Piece, ShardedManifest
+from fito.format.objects import HEADER, ObjectHeader, block_digest, block_span, check_header
+from fito.plan.load import LOAD_MARK, LoadPlanner as FitoLoadPlanner
+from fito.plan.metadata import key_of, pieces_of, to_metadata
+from fito.storage.localfs import LocalFS
+
+Action = Callable[[], None]
+
+
+class Reader(StorageReader):
+    """`dcp.load(state, storage_reader=fito.dcp.Reader(root), planner=fito.dcp.LoadPlanner())`.
+
+    Every rank creates a Reader on the same root, together (it creates fito's gloo group for the vote, unless
+    `process_group` is given). `step=None` loads the newest committed step; `loaded_step` says which one."""
+
+    def __init__(self, root: str | os.PathLike[str], step: int | None = None, *, store: DecisionStore | None = None,
+                 process_group: Any = None) -> None:
+        self.storage = LocalFS(root, create=False)
+        self.step = step
+        self.loaded_step: int | None = None
+        self.bytes_read = 0  # by this rank's last read_data: whole blocks only, never whole objects
+        self._store = store
+        self.transport: Transport = default_transport(process_group)
+        self._error: FitoError | None = None
+        self._manifest: ShardedManifest | None = None
+        self._where = ""
+
+    # ---------------------------------------------------------------- DCP's calls
+    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
+        if checkpoint_id is not None and Path(checkpoint_id).absolute() != self.storage.root:
+            raise ValueError(f"fito.dcp.Reader reads {self.storage.root}; checkpoint_id={checkpoint_id!r} names another place")
+
+    def read_metadata(self, *args: Any) -> Metadata:
+        # DCP treats an exception here as "no global metadata" and replaces it with an AssertionError; keep
+        # ours and raise it from set_up_storage_reader, where DCP hands it to every rank as it is.
+        try:
+            decision = self._agree_on_decision()
+            self._manifest = load_sharded_manifest(self.storage, decision)
+            self._where = decision.manifest
+            self.loaded_step = decision.epoch
+            metadata = to_metadata(self._manifest)
+        except FitoError as exc:
+            self._error = exc
+            return Metadata(state_dict_metadata={})
+        metadata.storage_meta = StorageMeta(checkpoint_id=str(self.storage.root))
+        return metadata
+
+    def set_up_storage_reader(self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
+        if plan.storage_data is not LOAD_MARK:
+            raise StateMismatchError("fito.dcp.Reader needs fito's planner: dcp.load(..., storage_reader=Reader(...), "
+                                     "planner=fito.dcp.LoadPlanner()) on every rank")
+        return plan
+
+    def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
+        return plans
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
+        actions: list[Action] = []
+        error: BaseException | None = None
+        self.bytes_read = 0
+        try:
+            assert isinstance(planner, FitoLoadPlanner) and self._manifest is not None
+            actions = self._read_and_verify(plan.items, planner)
+        except BaseException as exc:  # noqa: BLE001 - every rank must still vote, or the others would hang
+            error = exc
+        if not self.transport.all_ok(error is None):
+            raise self._refusal(error)
+        for action in actions:  # every rank verified every byte it uses: now, and only now, touch the caller
+            action()
+        fut: Future[None] = Future()
+        fut.set_result(None)
+        return fut
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
+        return False
+
+    # ---------------------------------------------------------------- which step
+    def _agree_on_decision(self) -> Decision:
+        payload = None
+        if self.transport.rank == 0:
+            try:
+                d = self._choose()
+                payload = {"epoch": d.epoch, "attempt": d.attempt, "manifest": d.manifest, "hash": d.manifest_hash}
+            except FitoError as exc:
+                payload = {"error": str(exc)}
+        doc = json.loads(self.transport.broadcast(json.dumps(payload).encode() if payload else None))
+        if "error" in doc:
+            raise NoCommittedEpochError(doc["error"])
+        return Decision(doc["epoch"], doc["attempt"], "commit", doc["manifest"], doc["hash"])
+
+    def _choose(self) -> Decision:
+        store = self._store
+        if store is None:
+            try:
+                # read-only: a reader takes no fence and writes nothing
+                store = SqliteDecisionStore(self.storage.root / SqliteDecisionStore.FILENAME, create=False, readonly=True)
+            except DecisionLogMissingError as exc:
+                if self.storage.listdir("epochs"):
+                    raise  # attempts but no log: the log was lost (fito recover-log), not "nothing committed"
+                raise NoCommittedEpochError(f"{self.storage.root}: no decision log, so no committed step ({exc})") from None
+        try:
+            committed = store.committed()
+        finally:
+            if self._store is None:
+                store.close()
+        if self.step is not None:
+            committed = [d for d in committed if d.epoch == self.step]
+        if not committed:
+            which = f"step {self.step} is not" if self.step is not None else "no step is"
+            raise NoCommittedEpochError(f"{self.storage.root}: {which} committed (no decision record says so)")
+        return committed[-1]
+
+    # ---------------------------------------------------------------- phase 1: read and verify
+    def _read_and_verify(self, items: list[ReadItem], planner: FitoLoadPlanner) -> list[Action]:
+        m = self._manifest
+        assert m is not None
+        index = pieces_of(m)
+        by_key: dict[Any, list[ReadItem]] = defaultdict(list)
+        for item in items:
+            by_key[key_of(item.storage_index)].append(item)
+        checked: set[int] = set()
+        actions: list[Action] = []
+        for key, reqs in by_key.items():
+            if key not in index:
+                raise UnsafeCheckpointError(path=self._where, unit=str(key[0]), expected="a chunk the manifest lists", found=f"a read of {key}")
+            piece, dtype, sizes = index[key]
+            if piece.rank not in checked:
+                self._check_object(piece.rank)
+                checked.add(piece.rank)
+            if dtype is None:  # a value: read it whole
+                raw, _ = self._read_blocks(piece, key[0], 0, piece.length)
+                actions += [planner.prepare_value(req, raw.numpy().tobytes(), self._where) for req in reqs]
+            else:
+                actions += self._tensor_actions(key[0], piece, dtype, sizes, reqs, planner)
+        return actions
+
+    def _check_object(self, rank: int) -> None:
+        m = self._manifest
+        assert m is not None
+        obj = m.objects[rank]
+        try:
+            size = self.storage.size(obj.file)
+            with self.storage.open_read(obj.file) as f:
+                head = f.read(HEADER.size)
+        except FileNotFoundError:
+            raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"the object of rank {rank}", found="no such file") from None
+        if size != obj.size:
+            raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"{obj.size} bytes", found=f"{size} bytes (truncated or foreign)")
+        items = sum(c.piece.rank == rank for t in m.tensors.values() for c in t.chunks) + sum(p.rank == rank for p in m.values.values())
+        for what, expected, found in check_header(head, ObjectHeader(m.epoch, rank, items, m.attempt)):
+            raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"{what} {expected!r}", found=f"{what} {found!r}")
+
+    def _read_blocks(self, piece: Piece, fqn: str, start: int, end: int) -> tuple[torch.Tensor, int]:
+        """Read and verify the whole blocks holding bytes [start, end) of `piece`; return them and where they begin."""
+        m = self._manifest
+        assert m is not None
+        first, last = block_span(start, end, piece.length, m.block_bytes)
+        begin, stop = first * m.block_bytes, min(last * m.block_bytes, piece.length)
+        buf = torch.empty(stop - begin, dtype=torch.uint8)
+        self.bytes_read += stop - begin
+        view = memoryview(buf.numpy()) if len(buf) else memoryview(b"")
+        obj = m.objects[piece.rank]
+        with self.storage.open_read(obj.file) as f:
+            f.seek(piece.offset + begin)
+            got = 0
+            while got < len(view):
+                n = f.readinto(view[got:])
+                if not n:
+                    raise CheckpointCorruptError(path=obj.file, unit=fqn, expected=f"{len(view)} bytes at {piece.offset + begin}", found=f"{got}")
+                got += n
+        for b in range(first, last):
+            lo = b * m.block_bytes - begin
+            found = block_digest(m.algorithm, view[lo:lo + m.block_bytes])
+            if found != piece.blocks[b]:
+                raise CheckpointCorruptError(path=obj.file, unit=f"{fqn} block {b}", expected=f"{m.algorithm}:{piece.blocks[b]}",
+                                             found=f"{m.algorithm}:{found}", hint="the previous committed step may be restored with Reader(root, step=...)")
+        return buf, begin
+
+    def _tensor_actions(self, fqn: str, piece: Piece, dtype: str, sizes: tuple[int, ...], reqs: list[ReadItem],
+                        planner: FitoLoadPlanner) -> list[Action]:
+        torch_dtype = DTYPES[dtype]
+        itemsize = torch.empty((), dtype=torch_dtype).element_size()
+        strides = _contiguous_strides(sizes)
+        spans = [_element_span(r.storage_offsets, r.lengths, strides) for r in reqs]
+        wanted = [s for s in spans if s is not None]
+        if not wanted:
+            return []
+        buf, begin = self._read_blocks(piece, fqn, min(s[0] for s in wanted) * itemsize, max(s[1] for s in wanted) * itemsize)
+        flat = buf.view(torch_dtype)
+        actions: list[Action] = []
+        for req, span in zip(reqs, spans):
+            dst = planner.resolve_tensor(req).detach()
+            if tuple(dst.shape) != tuple(req.lengths) or dst.dtype != torch_dtype:
+                raise StateMismatchError(f"{req.dest_index.fqn}: target piece {dst.dtype}{list(dst.shape)}, checkpoint "
+                                         f"{torch_dtype}{list(req.lengths)}")
+            if span is None:
+                continue
+            src = flat.as_strided(tuple(req.lengths), strides, span[0] - begin // itemsize)
+            actions.append(_copier(planner, req, dst, src))
+        return actions
+
+    # ---------------------------------------------------------------- the vote
+    def _refusal(self, error: BaseException | None) -> BaseException:
+        """Every rank learns every rank's reason (one gather and one broadcast, on the failure path only)."""
+        mine = "" if error is None else f"{type(error).__name__}: {error}"
+        gathered = self.transport.gather(mine.encode())
+        summary = json.dumps([g.decode() for g in gathered]) if gathered is not None else None
+        reasons = json.loads(self.transport.broadcast(summary.encode() if summary else None))
+        failed = "; ".join(f"rank {r}: {why}" for r, why in enumerate(reasons) if why)
+        if isinstance(error, FitoError):
+            return error
+        if error is not None and not isinstance(error, Exception):
+            return error  # KeyboardInterrupt and friends: the peers were told, now let it through
+        return CheckpointCorruptError(
+            path=self._where or str(self.storage.root), unit=None, expected="every rank's bytes whole and fitting the target",
+            found=failed or "a failure on another rank", hint="nothing was restored on any rank",
+        )
+
+
+def load_sharded_manifest(storage: LocalFS, d: Decision) -> ShardedManifest:
+    """Read the manifest a decision names, check its bytes against the decision's hash, and parse it."""
+    algorithm = d.manifest_hash.split(":", 1)[0]
+    if algorithm not in ALGORITHMS:
+        raise UnsafeCheckpointError(path=d.manifest, unit=None, expected="a known manifest hash", found=repr(d.manifest_hash)[:80])
+    try:
+        data = storage.read_bytes(d.manifest, manifest_fmt.MAX_MANIFEST_BYTES)
+    except FileNotFoundError:
+        raise CheckpointCorruptError(path=d.manifest, unit=None, expected=f"the manifest of step {d.epoch}", found="no such file") from None
+    found = digest(algorithm, data)
+    if found != d.manifest_hash:
+        raise CheckpointCorruptError(path=d.manifest, unit=None, expected=f"manifest hash {d.manifest_hash}", found=found)
+    return manifest_fmt.parse(data, where=d.manifest, epoch=d.epoch, attempt=d.attempt)
+
+
+def _contiguous_strides(sizes: tuple[int, ...]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for s in reversed(sizes):
+        strides.append(acc)
+        acc *= max(s, 1)
+    return tuple(reversed(strides))
+
+
+def _element_span(offsets: Any, lengths: Any, strides: tuple[int, ...]) -> tuple[int, int] | None:
+    """[first, last] + 1 flat element indices of a box in a row-major chunk (None for an empty box)."""
+    if any(n == 0 for n in lengths):
+        return None
+    first = sum(o * s for o, s in zip(offsets, strides))
+    last = sum((o + n - 1) * s for o, n, s in zip(offsets, lengths, strides))
+    return first, last + 1
+
+
+def _copier(planner: LoadPlanner, req: ReadItem, dst: torch.Tensor, src: torch.Tensor) -> Action:
+    def copy() -> None:
+        dst.copy_(src)
+        planner.commit_tensor(req, dst)
+    return copy
+

@@ -1,0 +1,276 @@
+"""fito.dcp.Writer: fito's commit protocol behind torch.distributed.checkpoint's StorageWriter.
+
+DCP calls, in order: (all ranks) set_up_storage_writer, prepare_local_plan; (coordinator)
+prepare_global_plan; (all ranks) write_data; (coordinator) finish, only if every rank's write_data
+succeeded. Mapped onto the protocol:
+- prepare_global_plan: the coordinator takes a new fencing token and names the attempt (it carries the
+  fence); every rank learns it from its plan's storage_data.
+- write_data: the Participant machine writes this rank's items to its own object of (step, attempt),
+  persists it, and returns its READY inside the WriteResults (per item: offset, length, block hashes, tag).
+- finish: the Coordinator machine checks coverage, writes and persists the manifest, and publishes the
+  decision under its fence: the commit point. A failure raises; DCP delivers it to every rank."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from torch.distributed.checkpoint import StorageWriter
+from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex, StorageMeta
+from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItemType
+from torch.distributed.checkpoint.storage import WriteResult
+from torch.futures import Future
+
+from fito import knobs
+from fito.ckpt.checkpointer import attempt_id
+from fito.ckpt.retention import collect_garbage
+from fito.coord.base import Decision, DecisionStore
+from fito.coord.sqlite import SqliteDecisionStore
+from fito.errors import CoordinationUnavailableError, SaveAbortedError, StaleFenceError, StateMismatchError
+from fito.format import manifest as manifest_fmt
+from fito.format.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
+from fito.format.manifest import ObjectEntry, Piece
+from fito.format.objects import HEADER, ObjectHeader, block_digest, item_digest, padding
+from fito.plan.metadata import expected_items, key_of, to_manifest
+from fito.plan.save import LocalPlanData
+from fito.plan.values import tensor_bytes
+from fito.protocol import (
+    Begin, Command, Coordinator, DecisionPublished, FsyncDir, FsyncFile, Fsynced, ManifestWritten, Notify,
+    Participant, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady, ShardWritten,
+    UnitEntry, WriteManifest, WriteShard,
+)
+from fito.protocol.coverage import Key, Voucher, check_coverage
+from fito.protocol.drive import drive
+from fito.protocol.messages import CollectGarbage, Event, attempt_dir
+from fito.storage.localfs import LocalFS
+
+log = logging.getLogger("fito")
+READY_FQN = "__fito_ready__"  # the index of the one WriteResult per rank that carries its READY
+PUBLISH_TRIES = 3
+
+
+@dataclass(frozen=True)
+class AttemptPlan:
+    """What the coordinator tells every rank in its plan: the attempt it writes for."""
+
+    step: int
+    attempt: str
+    rank: int
+    block_bytes: int
+
+
+class Writer(StorageWriter):
+    """`dcp.save(state, storage_writer=fito.dcp.Writer(root, step), planner=fito.dcp.SavePlanner())`.
+
+    Every rank creates a Writer on the same root (a shared file system). `keep`: after the commit, keep only
+    the newest `keep` committed steps (None keeps all); undecided attempts of this or older coordinators are
+    removed either way. `store`: where decisions live (default: the SQLite log in `root`)."""
+
+    def __init__(self, root: str | os.PathLike[str] | LocalFS, step: int, *, keep: int | None = None,
+                 store: DecisionStore | None = None, hash: str = DEFAULT_ALGORITHM) -> None:
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step must be a non-negative int, got {step!r}")
+        if keep is not None and keep < 1:
+            raise ValueError(f"keep={keep}: the newest committed step is always kept; use keep >= 1 or None")
+        if hash not in ALGORITHMS:
+            raise ValueError(f"hash={hash!r}: choose one of {sorted(ALGORITHMS)}")
+        self.storage = root if isinstance(root, LocalFS) else LocalFS(root)
+        self.step, self.keep, self.algorithm = step, keep, hash
+        self._store, self._owns_store = store, store is None
+        self.rank, self.is_coordinator = 0, True
+        self._fence: int | None = None
+        self._attempt = ""
+
+    # ---------------------------------------------------------------- DCP's calls
+    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
+        if checkpoint_id is not None and Path(checkpoint_id).absolute() != self.storage.root:
+            raise ValueError(f"fito.dcp.Writer writes to {self.storage.root}; checkpoint_id={checkpoint_id!r} names another place")
+
+    def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("use_collectives") is False:
+            raise ValueError("fito.dcp.Writer needs collectives: the commit waits for every rank's READY")
+        self.is_coordinator, self.rank = is_coordinator, int(kwargs.get("rank", 0))
+
+    def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
+        if not isinstance(plan.storage_data, LocalPlanData):
+            raise StateMismatchError("fito.dcp.Writer needs fito's planner: dcp.save(..., storage_writer=Writer(...), "
+                                     "planner=fito.dcp.SavePlanner()) on every rank")
+        return plan
+
+    def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
+        # The fence is taken before this coordinator's first write of the save: any older one is fenced out.
+        self._fence = self.store.acquire_fence()
+        self._attempt = attempt_id(self._fence, self.store.log_id())  # names carry the log's identity
+        block = knobs.block_bytes()
+        return [dataclasses.replace(p, storage_data=AttemptPlan(self.step, self._attempt, rank, block))
+                for rank, p in enumerate(plans)]
+
+    def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
+        spec = plan.storage_data
+        if not isinstance(spec, AttemptPlan) or spec.rank != self.rank:
+            raise StateMismatchError(f"rank {self.rank}: the coordinator's plan carries no attempt for this rank ({spec!r})")
+        pieces: list[Piece] = []
+
+        def execute(cmd: Command) -> Event | None:
+            if isinstance(cmd, WriteShard):
+                self.storage.makedirs(attempt_dir(cmd.epoch, cmd.attempt))
+                header = ObjectHeader(cmd.epoch, cmd.rank, len(plan.items), cmd.attempt)
+                with self.storage.create(cmd.path) as f:
+                    size = _write_object(f, header, plan, planner, spec.block_bytes, self.algorithm, pieces)
+                units = tuple(UnitEntry(_unit_name(item.index), p.offset, p.length, item_digest(self.algorithm, p.blocks), p.tag)
+                              for item, p in zip(plan.items, pieces))
+                return ShardWritten(cmd.path, size, units)
+            if isinstance(cmd, SendReady):
+                return None  # the READY travels back to the coordinator in the WriteResults
+            return self._persist(cmd)
+
+        _, outbox = drive(Participant(self.rank), Begin(spec.step, spec.attempt), execute)
+        ready = next(c.ready for c in outbox if isinstance(c, SendReady))  # only after the object is durable
+        results = [WriteResult(index=item.index, size_in_bytes=p.length, storage_data=p) for item, p in zip(plan.items, pieces)]
+        results.append(WriteResult(index=MetadataIndex(READY_FQN), size_in_bytes=ready.size, storage_data=ready))
+        fut: Future[list[WriteResult]] = Future()
+        fut.set_result(results)
+        return fut
+
+    def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
+        try:
+            self._finish(metadata, results)
+        finally:
+            if self._owns_store and self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def storage_meta(self) -> StorageMeta | None:
+        return StorageMeta(checkpoint_id=str(self.storage.root))
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
+        return False  # never picked by DCP from a bare path: pass it as storage_writer
+
+    # ---------------------------------------------------------------- the coordinator's side
+    @property
+    def store(self) -> DecisionStore:
+        if self._store is None:
+            self._store = SqliteDecisionStore(self.storage.root / SqliteDecisionStore.FILENAME)
+        return self._store
+
+    def _finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
+        step, attempt, fence = self.step, self._attempt, self._fence
+        assert fence is not None, "finish() before prepare_global_plan()"
+        readies, pieces, vouchers = _gather(results)
+        block = knobs.block_bytes()
+        notify: list[Notify] = []
+
+        def execute(cmd: Command) -> Event | None:
+            if isinstance(cmd, WriteManifest):
+                problems = check_coverage(step, expected_items(metadata), vouchers)
+                if problems:  # refuse to write a manifest that does not vouch for the whole plan
+                    return RankFailed(self.rank, "coverage check failed: " + "; ".join(problems))
+                objects = [ObjectEntry(r.rank, r.file, r.size) for r in cmd.readies]
+                m = to_manifest(step, attempt, self.algorithm, block, metadata, pieces, objects)
+                data = manifest_fmt.build(m)
+                self.storage.write_bytes(cmd.path, data)
+                return ManifestWritten(cmd.path, digest(self.algorithm, data))
+            if isinstance(cmd, PublishDecision):
+                return _publish(self.store, cmd, fence)
+            if isinstance(cmd, Notify):
+                notify.append(cmd)
+                return None
+            if isinstance(cmd, CollectGarbage):
+                return None  # after the outcome is known; see below
+            return self._persist(cmd)
+
+        coordinator, _ = drive(Coordinator(len(results)), Begin(step, attempt), execute)
+        for ready in readies:
+            coordinator, _ = drive(coordinator, ReadyReceived(ready), execute)
+        if not notify:
+            raise SaveAbortedError(f"save of step {step}: the protocol stopped in phase {coordinator.phase.value}; "
+                                   "nothing was committed, the previous committed step is intact")
+        if notify[0].outcome != "commit":
+            raise SaveAbortedError(f"save of step {step} aborted: {notify[0].reason}; nothing was committed, the "
+                                   "previous committed step is intact")
+        try:  # the commit is durable; a failed cleanup must not turn it into an error
+            collect_garbage(self.storage, self.store, fence, self.keep)
+        except Exception:  # noqa: BLE001
+            log.warning("step %d committed, but garbage collection failed", step, exc_info=True)
+
+    def _persist(self, cmd: Command) -> Event:
+        if isinstance(cmd, FsyncFile):
+            self.storage.fsync_file(cmd.path)
+        elif isinstance(cmd, FsyncDir):
+            self.storage.fsync_dir(cmd.path)
+        else:
+            raise AssertionError(f"unexpected protocol command {cmd!r}")
+        return Fsynced(cmd.path)
+
+
+def _write_object(f: BinaryIO, header: ObjectHeader, plan: SavePlan, planner: SavePlanner, block_bytes: int,
+                  algorithm: str, pieces: list[Piece]) -> int:
+    """Header, then each item on a 64-byte boundary, hashed block by block as it is written. Returns the size."""
+    _write_all(f, memoryview(header.pack()))
+    offset = HEADER.size
+    for item in plan.items:
+        data = planner.resolve_data(item)  # lazily: DCP may allocate (e.g. a device-to-host copy) here
+        raw = memoryview(data.getbuffer()) if item.type == WriteItemType.BYTE_IO else tensor_bytes(data)
+        raw = raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
+        blocks = []
+        for start in range(0, max(len(raw), 1), block_bytes):
+            block = raw[start:start + block_bytes]
+            blocks.append(block_digest(algorithm, block))
+            _write_all(f, block)
+        pieces.append(Piece(header.rank, offset, len(raw), tuple(blocks), header.epoch))
+        offset += len(raw)
+        pad = padding(offset)
+        if pad:
+            _write_all(f, memoryview(bytes(pad)))
+            offset += pad
+    return offset
+
+
+def _write_all(f: BinaryIO, data: memoryview) -> None:
+    while len(data):
+        data = data[f.write(data):]
+
+
+def _unit_name(index: MetadataIndex) -> str:
+    fqn, offsets = key_of(index)
+    return fqn if offsets is None else f"{fqn}@{list(offsets)}"
+
+
+def _gather(results: list[list[WriteResult]]) -> tuple[list[Ready], dict[Key, Piece], list[Voucher]]:
+    """Split every rank's WriteResults into its READY and the pieces it vouches for."""
+    readies: list[Ready] = []
+    pieces: dict[Key, Piece] = {}
+    vouchers: list[Voucher] = []
+    for rank, rank_results in enumerate(results):
+        ready = [wr.storage_data for wr in rank_results if wr.index.fqn == READY_FQN]
+        if len(ready) != 1 or not isinstance(ready[0], Ready) or ready[0].rank != rank:
+            raise SaveAbortedError(f"rank {rank} sent no READY with its write results; nothing was committed")
+        readies.append(ready[0])
+        for wr in rank_results:
+            if wr.index.fqn == READY_FQN:
+                continue
+            key, piece = key_of(wr.index), wr.storage_data
+            assert isinstance(piece, Piece)
+            vouchers.append(Voucher(rank, key, piece.length, piece.tag))
+            pieces.setdefault(key, piece)
+    return readies, pieces, vouchers
+
+
+def _publish(store: DecisionStore, cmd: PublishDecision, fence: int) -> Event:
+    decision = Decision(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash,
+                        decision_id=f"{cmd.epoch}:{cmd.attempt}:{cmd.outcome}")
+    unreachable: Exception | None = None
+    for attempt in range(PUBLISH_TRIES):
+        try:
+            store.publish(decision, fence)
+            return DecisionPublished(cmd.outcome)
+        except StaleFenceError as exc:
+            return PublishRejected(str(exc))
+        except CoordinationUnavailableError as exc:  # may have landed: the same decision_id is idempotent
+            log.warning("decision store unreachable (try %d of %d): %s", attempt + 1, PUBLISH_TRIES, exc)
+            unreachable = exc
+    return PublishRejected(f"decision store unreachable, outcome unknown until it answers: {unreachable}")

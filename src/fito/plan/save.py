@@ -1,0 +1,96 @@
+"""fito's save planner for torch.distributed.checkpoint: DCP's planning (flattening, DTensor chunks,
+replica deduplication) with three changes.
+
+- Replicas are hashed before deduplication. DCP matches replicas by name only and keeps one copy: two
+  ranks holding different values under one name would silently lose one. Here every rank hashes each item
+  another rank may also hold, and the coordinator refuses the save, naming the key, if the copies differ.
+- Non-tensor values are JSON (fito's tree codec), never torch.save.
+- Plan caching is off: a cached plan would carry a previous save's attempt id."""
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+from typing import Any
+
+from torch.distributed.checkpoint import DefaultSavePlanner
+from torch.distributed.checkpoint._dedup_save_plans import dedup_save_plans
+from torch.distributed.checkpoint.planner import SavePlan, WriteItem, WriteItemType
+from torch.distributed.tensor import DTensor
+
+from fito.errors import StateMismatchError
+from fito.format.hashing import DEFAULT_ALGORITHM, digest
+from fito.plan.metadata import key_of
+from fito.plan.values import encode_value, tensor_bytes
+
+ReplicaKey = tuple[str, tuple[int, ...] | None]
+
+
+@dataclass(frozen=True)
+class LocalPlanData:
+    """What a rank's local plan carries to the coordinator: the digest of every item it may share."""
+
+    replica_digests: dict[ReplicaKey, str]
+
+
+class SavePlanner(DefaultSavePlanner):
+    def __init__(self, *, flatten_sharded_tensors: bool = True, enable_plan_caching: bool = False) -> None:
+        if enable_plan_caching:
+            raise ValueError("fito.dcp.SavePlanner: plan caching would reuse a previous save's attempt id; leave it off")
+        super().__init__(flatten_state_dict=True, flatten_sharded_tensors=flatten_sharded_tensors,
+                         dedup_save_to_lowest_rank=False, enable_plan_caching=False)
+
+    def transform_object(self, write_item: WriteItem, object: Any) -> Any:  # noqa: A002 - DCP's name
+        if write_item.type == WriteItemType.BYTE_IO:
+            return io.BytesIO(encode_value(object, write_item.index.fqn))
+        return object
+
+    def create_local_plan(self) -> SavePlan:
+        plan = super().create_local_plan()
+        digests = {}
+        for item in plan.items:
+            if self._may_be_replicated(item):
+                digests[key_of(item.index)] = self._digest(item)
+        return dataclasses.replace(plan, storage_data=LocalPlanData(digests))
+
+    def _may_be_replicated(self, item: WriteItem) -> bool:
+        if item.type != WriteItemType.SHARD:
+            return True  # plain tensors and values: every rank plans them, DCP keeps one by name
+        obj = self.state_dict.get(item.index.fqn)
+        if isinstance(obj, DTensor):  # a shard is replicated along any mesh dimension it is not split over
+            mesh = obj.device_mesh
+            return any(p.is_replicate() and mesh.size(dim) > 1 for dim, p in enumerate(obj.placements))
+        return False
+
+    def _digest(self, item: WriteItem) -> str:
+        data = self.resolve_data(item)
+        raw = data.getbuffer() if isinstance(data, io.BytesIO) else tensor_bytes(data)
+        return digest(DEFAULT_ALGORITHM, raw)
+
+    def _dedup_save_plans(self, all_plans: list[SavePlan]) -> list[SavePlan]:
+        check_replicas(all_plans)
+        # Not to the lowest rank: each replicated item goes to the rank with the least planned so far.
+        return dedup_save_plans(all_plans, save_to_lowest_rank=False)
+
+
+def check_replicas(all_plans: list[SavePlan]) -> None:
+    """Refuse to deduplicate replicas whose bytes differ (on the coordinator, before anything is written)."""
+    seen: dict[ReplicaKey, tuple[int, str]] = {}
+    differ: list[str] = []
+    for rank, plan in enumerate(all_plans):
+        data = plan.storage_data
+        if not isinstance(data, LocalPlanData):
+            raise StateMismatchError(
+                f"rank {rank} planned its save without fito.dcp.SavePlanner; pass planner=fito.dcp.SavePlanner() "
+                "on every rank"
+            )
+        for key, value in data.replica_digests.items():
+            first = seen.setdefault(key, (rank, value))
+            if first[1] != value:
+                differ.append(f"{key[0]!r} (rank {first[0]} has {first[1]}, rank {rank} has {value})")
+    if differ:
+        raise StateMismatchError(
+            f"{len(differ)} value(s) differ between ranks under one name: {'; '.join(differ[:5])}. DCP would keep "
+            "one copy and drop the others; nothing was written. Make the ranks agree (e.g. broadcast the value) or "
+            "save per-rank values under per-rank names (e.g. f'rng.rank{rank}')"
+        )
