@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fito.ckpt import manifest as manifest_mod
+from fito.ckpt.failure import at as failed_at
 from fito.ckpt.handle import SaveHandle
 from fito.ckpt.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
 from fito.ckpt.progress import ByteProgress
@@ -40,6 +41,7 @@ from fito.protocol import (
 )
 from fito.protocol.layout import attempt_name
 from fito.protocol.messages import attempt_dir
+from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
 
 log = logging.getLogger("fito")
@@ -50,7 +52,7 @@ PUBLISH_TRIES = 3
 
 
 class Checkpointer:
-    """Save and restore a training state under `root`.
+    """Save and restore a training state under `root` (a directory, or a `fito.storage.Storage` object).
 
     Under torch.distributed every rank creates a Checkpointer on the same root (a shared file system) and
     calls `save`/`restore` together; each rank writes and reads only its own units, rank 0 coordinates.
@@ -67,7 +69,7 @@ class Checkpointer:
     fallback=True moves to the previous one). It must not change the model; the torch RNG is preserved."""
 
     def __init__(
-        self, root: str | os.PathLike[str], *, keep: int | None = None, hash: str = DEFAULT_ALGORITHM,
+        self, root: str | os.PathLike[str] | Storage, *, keep: int | None = None, hash: str = DEFAULT_ALGORITHM,
         process_group: Any = None, progress: bool | None = None, store: DecisionStore | None = None,
         validator: Callable[[], float] | None = None, validate_rtol: float = 1e-5, validate_atol: float = 1e-8,
     ) -> None:
@@ -75,7 +77,7 @@ class Checkpointer:
             raise ValueError(f"keep={keep}: at least the newest committed epoch is always kept; use keep >= 1 or None")
         if hash not in ALGORITHMS:
             raise ValueError(f"hash={hash!r}: choose one of {sorted(ALGORITHMS)}")
-        self.storage = LocalFS(root)
+        self.storage: Storage = LocalFS(root) if isinstance(root, (str, os.PathLike)) else root
         self.root = self.storage.root
         self.keep = keep
         self.algorithm = hash
@@ -213,6 +215,8 @@ class Checkpointer:
                 f"save of step {step}: the coordinator could not be reached for the outcome ({exc}); it may or may "
                 f"not have committed — `fito inspect {self.root}` shows the decision log"
             ) from exc
+        if self.rank == 0 and word["outcome"] != "commit" and notify and notify.get("clean"):
+            self._discard_attempt(step, attempt)
         if self.rank == 0 and word["outcome"] == "commit":
             self._collect_garbage(step, attempt)
         if word["outcome"] != "commit":
@@ -248,22 +252,27 @@ class Checkpointer:
         events: list[Any] = [Begin(step, attempt)]
         ready: Ready | None = None
         total = sum(len(u) for _, u in units)
+        phase, where, own = "unit write", attempt_dir(step, attempt), ""
         try:
             with self._progress(f"save step {step}", total) as advance:
                 while events:
                     participant, commands = participant.handle(events.pop(0))
                     for cmd in commands:
                         if isinstance(cmd, WriteShard):
+                            phase, where, own = "unit write", cmd.path, cmd.path
                             self.storage.makedirs(attempt_dir(cmd.epoch, cmd.attempt))
                             events.append(write_shard(self.storage, cmd.path, epoch=cmd.epoch, rank=cmd.rank,
                                                       units=units, algorithm=self.algorithm, progress=advance))
                         elif isinstance(cmd, (FsyncFile, FsyncDir)):
+                            phase, where = "fsync", cmd.path
                             events.append(self._fsync(cmd))
                         elif isinstance(cmd, SendReady):
                             ready = cmd.ready
         except Exception as exc:  # report to the coordinator instead of leaving it waiting
             log.exception("rank %d failed to persist step %d", self.rank, step)
-            return None, f"{type(exc).__name__}: {exc}"
+            if own:
+                self._discard(own, self.storage.remove)  # a failed save cleans up its own attempt
+            return None, failed_at(phase, where, exc)
         return ready, ""
 
     def _coordinate(self, step: int, attempt: str, gathered: list[bytes] | None) -> dict[str, str]:
@@ -274,17 +283,26 @@ class Checkpointer:
             msg = json.loads(raw)
             events.append(RankFailed(rank, msg["failed"]) if "failed" in msg else ReadyReceived(_ready_from_json(msg)))
         notify: Notify | None = None
+        phase, where, sent_commit = "manifest write", attempt_dir(step, attempt), False
         try:
             while events:
                 coordinator, commands = coordinator.handle(events.pop(0))
                 for cmd in commands:
                     if isinstance(cmd, WriteManifest):
+                        phase, where = "manifest write", cmd.path
                         data = manifest_mod.build(cmd.epoch, cmd.attempt, cmd.readies, self.algorithm)
                         self.storage.write_bytes(cmd.path, data)
                         events.append(ManifestWritten(cmd.path, digest(self.algorithm, data)))
                     elif isinstance(cmd, (FsyncFile, FsyncDir)):
+                        phase, where = "fsync", cmd.path
                         events.append(self._fsync(cmd))
+                    elif isinstance(cmd, PublishDecision) and cmd.outcome == "abort":
+                        # The abort record is a courtesy (presumed abort holds without it): failing to write
+                        # it (a full disk) must not hide why the attempt aborted.
+                        self._record_abort(cmd.epoch, cmd.attempt, coordinator.reason)
+                        events.append(DecisionPublished("abort"))
                     elif isinstance(cmd, PublishDecision):
+                        phase, where, sent_commit = "publish", f"step {cmd.epoch}'s decision", True
                         events.append(self._publish(cmd))
                     elif isinstance(cmd, Notify):
                         notify = cmd
@@ -292,10 +310,12 @@ class Checkpointer:
                         pass  # done after the ranks are told; see save()
         except Exception as exc:
             log.exception("coordinator failed during step %d", step)
-            return {"outcome": "abort", "reason": f"coordinator error: {type(exc).__name__}: {exc}"}
+            notify = Notify(step, attempt, "abort", f"rank 0 (coordinator) failed: {failed_at(phase, where, exc)}")
         if notify is None:
-            return {"outcome": "abort", "reason": f"protocol ended in phase {coordinator.phase.value}"}
-        return {"outcome": notify.outcome, "reason": notify.reason}
+            notify = Notify(step, attempt, "abort", f"protocol ended in phase {coordinator.phase.value}")
+        # Files of an abort may go at once only if no commit was ever sent: a commit whose reply was lost may
+        # still land, and then its files must be there (GC removes them later if it did not).
+        return {"outcome": notify.outcome, "reason": notify.reason, "clean": notify.outcome == "abort" and not sent_commit}
 
     def _fsync(self, cmd: FsyncFile | FsyncDir) -> Fsynced:
         if isinstance(cmd, FsyncFile):
@@ -329,7 +349,25 @@ class Checkpointer:
         try:
             self._publish(PublishDecision(step, attempt, "abort"))
         except Exception:  # the abort record is a courtesy; presumed abort already holds
-            log.warning("could not record the abort of step %d", step, exc_info=True)
+            log.warning("could not record the abort of step %d (%s)", step, reason, exc_info=True)
+
+    def _discard(self, rel: str, remove: Callable[[str], None]) -> None:
+        """Best effort: delete what a failed attempt left; GC after the next commit removes anything left."""
+        try:
+            remove(rel)
+        except Exception as exc:  # noqa: BLE001 - the save already failed; say so, do not mask it
+            log.warning("could not remove %s of a failed save (%s); GC after the next commit removes it", rel, exc)
+
+    def _discard_attempt(self, step: int, attempt: str) -> None:
+        """Coordinator, after an abort decided before any commit was sent: every rank is past writing."""
+        self._discard(attempt_dir(step, attempt), self.storage.remove_tree)
+        epoch_dir = attempt_dir(step, attempt).rsplit("/", 1)[0]
+        try:
+            empty = not self.storage.listdir(epoch_dir)
+        except Exception:  # noqa: BLE001 - best effort, as above
+            empty = False
+        if empty:
+            self._discard(epoch_dir, self.storage.remove_tree)
 
     # ---------------------------------------------------------------- restore
     def restore(self, state: MutableMapping[str, Any], step: int | None = None, *, fallback: bool = False) -> int:
@@ -460,7 +498,7 @@ class Checkpointer:
         return ByteProgress(label, total) if show else nullcontext(None)
 
 
-def load_manifest(storage: LocalFS, d: Decision) -> manifest_mod.Manifest:
+def load_manifest(storage: Storage, d: Decision) -> manifest_mod.Manifest:
     """Read the manifest a decision names, check its bytes against the decision's hash, and parse it."""
     algorithm = d.manifest_hash.split(":", 1)[0]
     if algorithm not in ALGORITHMS:
@@ -480,7 +518,7 @@ def load_manifest(storage: LocalFS, d: Decision) -> manifest_mod.Manifest:
     return m
 
 
-def load_shard(storage: LocalFS, m: manifest_mod.Manifest, shard: manifest_mod.RankShard,
+def load_shard(storage: Storage, m: manifest_mod.Manifest, shard: manifest_mod.RankShard,
                progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Read and verify one rank's shard of a parsed manifest, and rebuild its saved mapping."""
     verified = read_shard(storage, shard.file, size=shard.size, epoch=m.epoch, rank=shard.rank,

@@ -1,46 +1,4 @@
-"""Start N ranks of a Python module as separate processes joined by torch.distributed (gloo on 127.0.0.1)."""
-from __future__ import annotations
+"""The demo's launcher is the one every multi-rank test uses: `fito.testing.dist`."""
+from fito.testing.dist import RankResult, free_port, run_ranks
 
-import os
-import socket
-import subprocess
-import sys
-from dataclasses import dataclass
-from typing import Sequence
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class RankResult:
-    rank: int
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run_ranks(module: str, args: Sequence[str], world_size: int, *, timeout: float = 300.0,
-              env: dict[str, str] | None = None) -> list[RankResult]:
-    """Run `python -m module args...` as ranks 0..world_size-1; wait for all; return their results."""
-    port = free_port()
-    procs = []
-    for rank in range(world_size):
-        rank_env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                        WORLD_SIZE=str(world_size), OMP_NUM_THREADS="1", **(env or {}))
-        procs.append(subprocess.Popen([sys.executable, "-m", module, *args], env=rank_env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    results = []
-    for rank, p in enumerate(procs):
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            out, err = p.communicate()
-            err += f"\n[fito] rank {rank} killed after {timeout}s timeout"
-        results.append(RankResult(rank, p.returncode, out, err))
-    return results
+__all__ = ["RankResult", "free_port", "run_ranks"]

@@ -173,6 +173,18 @@ class LocalFS:
         except FileNotFoundError:
             pass  # the parent went too (another collector removed it, and makes that durable itself)
 
+    def remove(self, rel: str) -> None:
+        """Delete the single file `rel` (a failed attempt's own partial object). A link is unlinked, not
+        followed; a directory is refused; a name already gone is not an error."""
+        target = self.path(rel)
+        try:
+            if target.is_dir() and not target.is_symlink():
+                raise IsADirectoryError(f"{target}: a directory, not an object")
+            os.unlink(target)
+        except FileNotFoundError:
+            return
+        self._fsync_dir_path(target.parent)
+
     # ---- primitives: the single place each system call is made (the crash-state recorder hooks these) ----
     def _mkdir(self, path: Path) -> None:
         path.mkdir(exist_ok=True)  # ranks create the same attempt directory concurrently

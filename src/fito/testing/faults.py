@@ -1,0 +1,346 @@
+"""Storage and decision stores that fail on purpose, by phase and rank, at the public seams
+(`Checkpointer(storage, store=...)`), never by patching fito's internals.
+
+A `FaultPlan` says what fails on one rank; a `FaultyStorage` (around a real LocalFS) and a
+`FaultyDecisionStore` (around a real SqliteDecisionStore, or any DecisionStore) of that rank consult it:
+
+    plan = FaultPlan(rank=dist.get_rank())
+    storage, store = open_faulty(root, plan)
+    ck = Checkpointer(storage, store=store)
+    plan.arm(Fault("unit write", "ENOSPC", rank=1, after_bytes=100))  # rank 1's disk fills mid-object
+    plan.space = 0                                                   # or: this rank's disk is full
+
+Phases (the names the Checkpointer's messages use, `fito.ckpt.failure.PHASES`):
+    "unit write"      writing a rank's unit object (`*.fito`), after `after_bytes` bytes of it
+    "fsync"           fsync_file / fsync_dir (persist)
+    "manifest write"  writing the manifest (coordinator)
+    "publish"         DecisionStore.publish (coordinator; the commit point, and abort records)
+    "post-commit GC"  listing and deleting objects, DecisionStore.retire (coordinator, after a commit;
+                      the cleanup of a failed attempt lists and deletes too)
+Kinds: "exception" (InjectedFault, an error of no particular kind: a bug in a backend), "ENOSPC" and "EIO"
+(OSError with that errno, as the kernel reports them).
+
+`read_only`: every write, create, delete and decision-log write fails with EROFS (a root mounted read-only).
+
+`space`: free bytes of this rank's disk (None: unlimited). Writes beyond it write what fits and raise
+ENOSPC; deleting an object gives its bytes back; the decision store refuses writes while fewer than
+`STORE_WRITE_BYTES` are free. So a retry that leaks a partial attempt shows up as space that never comes back."""
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable, Literal
+
+from fito.coord.base import Decision, DecisionStore
+from fito.coord.sqlite import SqliteDecisionStore
+from fito.storage.base import Storage
+from fito.storage.localfs import LocalFS
+
+Phase = Literal["unit write", "fsync", "manifest write", "publish", "post-commit GC"]
+Kind = Literal["exception", "ENOSPC", "EIO"]
+PHASES: tuple[Phase, ...] = ("unit write", "fsync", "manifest write", "publish", "post-commit GC")
+KINDS: tuple[Kind, ...] = ("exception", "ENOSPC", "EIO")
+STORE_WRITE_BYTES = 4096  # a SQLite transaction writes at least a page or two
+
+
+class InjectedFault(RuntimeError):
+    """An injected error of no particular kind (not an OSError): what a buggy storage backend raises."""
+
+
+@dataclass
+class Fault:
+    phase: Phase
+    kind: Kind = "exception"
+    rank: int | None = None  # the rank whose storage fails; None: every rank
+    after_bytes: int = 0  # "unit write" / "manifest write": bytes of the object that land before the fault
+    times: int | None = 1  # operations that fail before the fault clears itself; None: until disarmed
+
+
+@dataclass(frozen=True)
+class Injected:
+    """One fault that fired: which phase, on which rank, at which object."""
+
+    phase: str
+    kind: str
+    rank: int
+    target: str
+
+
+def make_error(kind: Kind | str, phase: str, rank: int, target: str) -> BaseException:
+    if kind == "ENOSPC":
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), target)
+    if kind == "EIO":
+        return OSError(errno.EIO, os.strerror(errno.EIO), target)
+    if kind == "exception":
+        return InjectedFault(f"injected fault at {phase} on rank {rank}: {target}")
+    raise ValueError(f"unknown fault kind {kind!r}; choose one of {KINDS}")
+
+
+class FaultPlan:
+    """What fails on one rank (thread-safe: a background save consults it from its own thread)."""
+
+    def __init__(self, rank: int = 0, faults: Iterable[Fault] = (), *, space: int | None = None,
+                 read_only: bool = False) -> None:
+        self.rank = rank
+        self.faults: list[Fault] = []
+        self.space = space
+        self.read_only = read_only
+        self.injected: list[Injected] = []
+        self._lock = threading.RLock()
+        self.arm(*faults)
+
+    def arm(self, *faults: Fault) -> None:
+        with self._lock:
+            for f in faults:
+                if f.phase not in PHASES:
+                    raise ValueError(f"unknown phase {f.phase!r}; choose one of {PHASES}")
+                make_error(f.kind, f.phase, self.rank, "")  # validates the kind
+                self.faults.append(f)
+
+    def disarm(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
+    def reset(self) -> None:
+        """No faults, unlimited space, nothing recorded."""
+        with self._lock:
+            self.faults.clear()
+            self.injected.clear()
+            self.space = None
+            self.read_only = False
+
+    def fired(self, phase: str | None = None) -> list[Injected]:
+        with self._lock:
+            return [i for i in self.injected if phase is None or i.phase == phase]
+
+    # ---- consulted by the faulty storage and store ----
+    def _armed(self, phase: str) -> list[Fault]:
+        return [f for f in self.faults if f.phase == phase and (f.rank is None or f.rank == self.rank)
+                and (f.times is None or f.times > 0)]
+
+    def _fire(self, fault: Fault, target: str) -> BaseException:
+        if fault.times is not None:
+            fault.times -= 1
+        self.injected.append(Injected(fault.phase, fault.kind, self.rank, target))
+        return make_error(fault.kind, fault.phase, self.rank, target)
+
+    def check(self, phase: str, target: str) -> None:
+        """Raise the first fault armed for `phase` on this rank, if any."""
+        with self._lock:
+            for f in self._armed(phase):
+                raise self._fire(f, target)
+
+    def writable(self, target: str) -> None:
+        if self.read_only:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), target)
+
+    def write_room(self, phase: str | None, target: str, written: int, n: int) -> tuple[int, BaseException | None]:
+        """How many of the next `n` bytes of `target` (after `written`) land, and the error raised after them."""
+        self.writable(target)
+        with self._lock:
+            room, fault = n, None
+            for f in self._armed(phase) if phase else []:
+                r = max(0, f.after_bytes - written)
+                if r < n and (fault is None or r < room):  # this write crosses the fault's threshold
+                    room, fault = r, f
+            if self.space is not None and self.space < room:
+                return self.space, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), target)
+            return room, self._fire(fault, target) if fault is not None else None
+
+    def charge(self, n: int) -> bool:
+        """Take `n` bytes of space; False (nothing taken) if the budget is unlimited."""
+        with self._lock:
+            if self.space is None:
+                return False
+            self.space -= n
+            return True
+
+    def refund(self, n: int) -> None:
+        with self._lock:
+            if self.space is not None:
+                self.space += n
+
+    def need_space(self, n: int, target: str) -> None:
+        """Any write that takes room (a new entry, a log transaction): EROFS or ENOSPC if there is none."""
+        self.writable(target)
+        with self._lock:
+            if self.space is not None and self.space < n:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), target)
+
+
+def _phase_of(rel: str) -> Phase | None:
+    if rel.endswith(".fito"):
+        return "unit write"
+    if rel.endswith("manifest.json"):
+        return "manifest write"
+    return None
+
+
+class FaultyStorage:
+    """A Storage that runs every operation on a real one (`inner`) unless its plan makes it fail first."""
+
+    def __init__(self, inner: Storage, plan: FaultPlan) -> None:
+        self.inner, self.plan = inner, plan
+        self.root: Path = inner.root
+        self._charged: dict[str, int] = {}  # bytes each object took from the plan's space
+        self._lock = threading.Lock()
+
+    # ---- writing ----
+    def makedirs(self, rel: str) -> None:
+        self.plan.writable(rel)
+        if not self.inner.exists(rel):
+            self.plan.need_space(1, rel)  # a new directory needs a block
+        self.inner.makedirs(rel)
+
+    def create(self, rel: str) -> BinaryIO:
+        self.plan.need_space(1, rel)  # a new entry in a full directory block
+        return _FaultyFile(self, rel, self.inner.create(rel))  # type: ignore[return-value]
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        with self.create(rel) as f:  # through the faulty handle, so manifest faults apply
+            view = memoryview(data)
+            while len(view):
+                view = view[f.write(view):]
+
+    def fsync_file(self, rel: str) -> None:
+        self.plan.check("fsync", rel)
+        self.inner.fsync_file(rel)
+
+    def fsync_dir(self, rel: str) -> None:
+        self.plan.check("fsync", rel)
+        self.inner.fsync_dir(rel)
+
+    # ---- reading: never faulty here (restore faults are damaged files, see tests/test_mutation_fuzz.py) ----
+    def read_bytes(self, rel: str, limit: int) -> bytes:
+        return self.inner.read_bytes(rel, limit)
+
+    def open_read(self, rel: str) -> BinaryIO:
+        return self.inner.open_read(rel)
+
+    def size(self, rel: str) -> int:
+        return self.inner.size(rel)
+
+    def exists(self, rel: str) -> bool:
+        return self.inner.exists(rel)
+
+    def path(self, rel: str) -> Path:
+        return self.inner.path(rel)
+
+    # ---- listing and deleting ----
+    def listdir(self, rel: str) -> list[str]:
+        self.plan.check("post-commit GC", rel)
+        return self.inner.listdir(rel)
+
+    def entries(self, rel: str) -> Any:  # LocalFS's typed listing, where it has one
+        self.plan.check("post-commit GC", rel)
+        return self.inner.entries(rel)  # type: ignore[attr-defined]
+
+    def remove(self, rel: str) -> None:
+        self.plan.check("post-commit GC", rel)
+        self.plan.writable(rel)
+        self.inner.remove(rel)
+        self._refund(lambda name: name == rel)
+
+    def remove_tree(self, rel: str) -> None:
+        self.plan.check("post-commit GC", rel)
+        self.plan.writable(rel)
+        self.inner.remove_tree(rel)
+        self._refund(lambda name: name == rel or name.startswith(rel.rstrip("/") + "/"))
+
+    def remove_dir(self, rel: str) -> Any:  # LocalFS's remove-if-empty, where it has one
+        self.plan.check("post-commit GC", rel)
+        self.plan.writable(rel)
+        return self.inner.remove_dir(rel)  # type: ignore[attr-defined]
+
+    def _refund(self, match: Any) -> None:
+        with self._lock:
+            for name in [n for n in self._charged if match(n)]:
+                self.plan.refund(self._charged.pop(name))
+
+    def _charge(self, rel: str, n: int) -> None:
+        if self.plan.charge(n):
+            with self._lock:
+                self._charged[rel] = self._charged.get(rel, 0) + n
+
+
+class _FaultyFile:
+    """A write handle that lets through what the plan allows, then raises (a real partial write)."""
+
+    def __init__(self, storage: FaultyStorage, rel: str, f: BinaryIO) -> None:
+        self.storage, self.rel, self.f = storage, rel, f
+        self.phase = _phase_of(rel)
+        self.written = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        room, error = self.storage.plan.write_room(self.phase, self.rel, self.written, len(view))
+        done = 0
+        while done < room:
+            n = self.f.write(view[done:room]) or 0
+            if not n:
+                break
+            done += n
+        self.written += done
+        self.storage._charge(self.rel, done)
+        if error is not None:
+            raise error
+        return done
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self) -> "_FaultyFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+
+
+class FaultyDecisionStore(DecisionStore):
+    """A DecisionStore that runs every call on a real one (`inner`) unless its plan makes it fail first.
+    A failing publish or retire fails before the inner store is asked: nothing lands."""
+
+    def __init__(self, inner: DecisionStore, plan: FaultPlan) -> None:
+        self.inner, self.plan = inner, plan
+        self.where = str(getattr(inner, "path", "the decision log"))
+
+    def acquire_fence(self) -> int:
+        self.plan.need_space(STORE_WRITE_BYTES, self.where)
+        return self.inner.acquire_fence()
+
+    def current_fence(self) -> int:
+        return self.inner.current_fence()
+
+    def publish(self, decision: Decision, fence: int) -> Decision:
+        target = self.where
+        self.plan.check("publish", target)
+        self.plan.need_space(STORE_WRITE_BYTES, target)
+        return self.inner.publish(decision, fence)
+
+    def decisions(self) -> list[Decision]:
+        return self.inner.decisions()
+
+    def committed(self) -> list[Decision]:
+        return self.inner.committed()
+
+    def retire(self, epoch: int, attempt: str, fence: Any) -> None:
+        target = self.where
+        self.plan.check("post-commit GC", target)
+        self.plan.need_space(STORE_WRITE_BYTES, target)
+        self.inner.retire(epoch, attempt, fence)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def open_faulty(root: str | os.PathLike[str], plan: FaultPlan) -> tuple[FaultyStorage, FaultyDecisionStore]:
+    """A faulty storage and decision store over the real LocalFS and SQLite log of `root`."""
+    storage = LocalFS(root)
+    store = SqliteDecisionStore(storage.root / SqliteDecisionStore.FILENAME)
+    return FaultyStorage(storage, plan), FaultyDecisionStore(store, plan)
