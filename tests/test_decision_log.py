@@ -287,7 +287,7 @@ def test_a_read_only_log_is_reported_as_read_only(ckdir):
 
 
 def test_with_two_real_ranks_a_locked_log_fails_every_rank_and_none_hangs(ckdir):
-    from fito.demo.launch import run_ranks
+    from fito.testing.dist import run_ranks
 
     committed_root(ckdir, steps=(1,))
     helpers = Path(__file__).parent / "helpers"

@@ -89,7 +89,7 @@ class Checkpointer:
         self._store = store if store is not None else self._default_store()
         self._fence: int | None = None  # taken by rank 0 at its first save (see _take_fence)
         self._log_id: str | None = None
-        self._fence_error: FitoError | None = None
+        self._fence_error: Exception | None = None
         self._staging = StagingBuffer()
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: SaveHandle | None = None
@@ -112,9 +112,9 @@ class Checkpointer:
                 self._fence = self.store.acquire_fence()
                 self._log_id = self.store.log_id()
             return attempt_id(self._fence, self._log_id)
-        except FitoError as exc:  # told to every rank below, so none waits for an attempt that never starts
+        except Exception as exc:  # noqa: BLE001 - told to every rank below, so none waits for an attempt that never starts
             self._fence_error = exc
-            return f"!{exc}"
+            return f"!{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else f"!{exc}"
 
     def committed(self) -> list[int]:
         """Steps that a durable decision says committed (and not retired), oldest commit first."""
