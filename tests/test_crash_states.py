@@ -16,7 +16,7 @@ from fito.model.crashstates import (
 
 def test_every_crash_state_of_a_real_save_restores_one_whole_step(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--crash-states", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out)["result"]  # the CLI's JSON envelope
     assert report["violations"] == 0 and report["crash_points_with_violation"] == 0
     assert report["crash_points"] == report["ops"] + 1 and report["crash_states"] >= 40
     # both sides of the commit point were reached: before it step 1 comes back, after it step 2

@@ -140,11 +140,11 @@ def test_fito_gc_reports_a_failure_in_one_line_without_a_traceback(ckdir: Path, 
     db.commit()
     db.close()
     capsys.readouterr()
-    assert main(["gc", str(ckdir), "--keep", "1", "--grace", "0"]) == 1
+    assert main(["gc", str(ckdir), "--keep", "1", "--grace", "0"]) == 4  # README's exit codes: 4 failed
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
     assert captured.err.startswith("fito gc: error: ") and "Traceback" not in captured.err
-    assert main(["gc", str(ckdir / "missing"), "--keep", "1"]) == 1
+    assert main(["gc", str(ckdir / "missing"), "--keep", "1"]) == 3  # 3: no checkpoint there
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 

@@ -9,10 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import fito
 from fito.demo.launch import run_ranks
+
+pytestmark = pytest.mark.multiproc
 
 SAVER = Path(__file__).parent / "helpers" / "saver.py"
 ROUNDS = 12
@@ -30,6 +33,7 @@ def _restore_and_check(root: Path, last_acknowledged: int) -> int:
     return step
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_never_yields_a_mix(tmp_path):
     rng = random.Random(20261124)
     last = 0
@@ -50,6 +54,7 @@ def test_sigkill_at_random_moments_never_yields_a_mix(tmp_path):
     assert last > 0
 
 
+@pytest.mark.slow
 def test_coordinator_killed_mid_save_gives_survivor_a_clear_error_and_keeps_previous_epoch(tmp_path):
     """Kill rank 0 (the coordinator) while it writes its shard: rank 1 must fail fast, not hang."""
     start = time.monotonic()

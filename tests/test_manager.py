@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import fito
@@ -34,6 +35,8 @@ def test_manager_time_based_saves(tmp_path):
         assert mgr.step(1) == 1 and mgr.step(2) == 2
 
 
+@pytest.mark.slow
+@pytest.mark.multiproc
 def test_example_script_runs_and_resumes(tmp_path):
     first = subprocess.run([sys.executable, str(EXAMPLE), "--dir", str(tmp_path), "--steps", "100", "--every", "50"],
                            capture_output=True, text=True, timeout=300)

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import fito
 from fito.demo.launch import run_ranks
+
+pytestmark = pytest.mark.multiproc
 
 
 def _final_digests(results) -> dict[int, dict[str, str]]:
@@ -18,6 +22,7 @@ def _final_digests(results) -> dict[int, dict[str, str]]:
     return out
 
 
+@pytest.mark.slow
 def test_async_saves_during_ddp_training_commit_the_values_at_the_call(tmp_path):
     sync_run = run_ranks("fito.demo.worker", [str(tmp_path / "sync"), "--steps", "20", "--every", "5"], 2)
     async_run = run_ranks("fito.demo.worker", [str(tmp_path / "async"), "--steps", "20", "--every", "5", "--async-save"], 2)

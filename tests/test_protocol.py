@@ -100,3 +100,82 @@ def test_recovery_walks_back_only_with_fallback():
         assert exc is bad
     else:
         raise AssertionError("expected the newest epoch's error")
+
+
+# ---- the rules that moved into the machines (issue 10: one place for commit rules) ----
+PLAN = ((("w", (0,)), 40), (("w", (10,)), 40), (("meta", None), None))
+
+
+def _vouching(rank: int, *units: UnitEntry) -> Ready:
+    return Ready(7, "a1", rank, shard_path(7, "a1", rank), 128, units)
+
+
+def _chunk(offset: int, length: int = 40, tag: int = 7) -> UnitEntry:
+    return UnitEntry("w", 64, length, "", tag, blocks=("b0", "b1"), chunk=(offset,))
+
+
+def test_coordinator_checks_coverage_of_the_global_plan_on_the_last_ready():
+    c, _ = Coordinator(2).handle(Begin(7, "a1", 3, PLAN))
+    c, cmds = c.handle(ReadyReceived(_vouching(0, _chunk(0), UnitEntry("meta", 200, 9, "", 7))))
+    assert cmds == []
+    c, cmds = c.handle(ReadyReceived(_vouching(1, _chunk(10))))
+    assert isinstance(cmds[0], WriteManifest)  # covered: every item once, right size, right tag
+    assert cmds[0].readies[0].units[0].blocks == ("b0", "b1")  # READY vouches for the blocks themselves
+
+
+def test_a_coverage_gap_aborts_with_the_items_named():
+    cases = [
+        ((_chunk(0),), (_chunk(10), _chunk(0)), "1 vouched for twice: w@[0] (ranks 0 and 1)"),
+        ((_chunk(0),), (), "1 not vouched for by any rank: w@[10]"),
+        ((_chunk(0),), (_chunk(10, tag=6),), "w@[10]: epoch tag 6, expected 7 (rank 1)"),
+        ((_chunk(0),), (_chunk(10, length=39),), "w@[10]: 39 bytes, expected 40 (rank 1)"),
+    ]
+    for units0, units1, says in cases:
+        c, _ = Coordinator(2).handle(Begin(7, "a1", 3, PLAN))
+        c, _ = c.handle(ReadyReceived(_vouching(0, *units0, UnitEntry("meta", 200, 9, "", 7))))
+        c, cmds = c.handle(ReadyReceived(_vouching(1, *units1)))
+        assert cmds == [PublishDecision(7, "a1", "abort", fence=3)], says  # no manifest is written
+        c, cmds = c.handle(DecisionPublished("abort"))
+        assert cmds[0].outcome == "abort" and cmds[0].reason.startswith("coverage check failed: ")
+        assert says in cmds[0].reason
+
+
+def test_without_a_global_plan_nothing_is_checked():
+    c, _ = Coordinator(1).handle(Begin(7, "a1", 3))  # v1: each rank saves its own units
+    c, cmds = c.handle(ReadyReceived(_vouching(0, _chunk(0), _chunk(0))))
+    assert isinstance(cmds[0], WriteManifest)
+
+
+def test_the_coordinator_carries_its_fence_into_every_publish_and_gc():
+    c, _ = Coordinator(1).handle(Begin(7, "a1", fence=5))
+    for event in (ReadyReceived(_ready(0)), ManifestWritten("m", "h"), Fsynced("m")):
+        c, _ = c.handle(event)
+    c, cmds = c.handle(Fsynced("d"))
+    assert cmds == [PublishDecision(7, "a1", "commit", "m", "h", fence=5)]
+    c, cmds = c.handle(DecisionPublished("commit"))
+    assert cmds[1] == CollectGarbage(7, "a1", fence=5)
+    c, _ = Coordinator(2).handle(Begin(7, "a1", fence=5))
+    c, cmds = c.handle(RankFailed(1, "disk full"))
+    assert cmds == [PublishDecision(7, "a1", "abort", fence=5)]
+    c, _ = c.handle(DecisionPublished("abort"))
+    c, _ = c.handle(Begin(8, "a2", fence=6))  # a new attempt takes the fence it is begun with
+    assert c.fence == 6
+
+
+def test_drive_is_feed_then_step_and_recording_sees_every_command():
+    from fito.protocol.drive import drive, feed, recording, step
+
+    def execute(cmd):
+        return Fsynced(cmd.path) if isinstance(cmd, (FsyncFile, FsyncDir)) else (
+            ShardWritten(cmd.path, 1, ()) if isinstance(cmd, WriteShard) else None)
+
+    seen: list = []
+    p, outbox = drive(Participant(0), Begin(7, "a1"), recording(execute, "rank0", lambda who, c: seen.append((who, c))))
+    assert [type(c) for _, c in seen] == [WriteShard, FsyncFile, FsyncDir, SendReady] and {w for w, _ in seen} == {"rank0"}
+    assert [type(c) for c in outbox] == [SendReady]
+    q, pending = feed(Participant(0), Begin(7, "a1"))
+    sent = []
+    while pending:
+        q, pending, out = step(q, pending, execute)
+        sent += [out] if out is not None else []
+    assert q == p and sent == outbox

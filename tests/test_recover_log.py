@@ -71,7 +71,7 @@ def test_dry_run_lists_the_whole_steps_and_changes_nothing(lost, capsys):
 
 def test_apply_then_restore_is_bit_exact_and_the_next_save_keeps_it_until_a_newer_commit(lost, capsys):
     assert main(["recover-log", str(lost), "--json"]) == 0
-    plan = json.loads(capsys.readouterr().out)
+    plan = json.loads(capsys.readouterr().out)["result"]
     assert [c["step"] for c in plan["chosen"]] == [1, 2] and plan["fence_floor"] == 7 and not plan["applied"]
     assert main(["recover-log", str(lost), "--apply"]) == 0
     store = SqliteDecisionStore(lost / LOG, readonly=True)
@@ -106,12 +106,13 @@ def test_recover_log_refuses_when_a_log_exists(ckdir, capsys):
     with fito.Checkpointer(ckdir) as ck:
         ck.save(1, state(1))
     before = (ckdir / LOG).read_bytes()
-    assert main(["recover-log", str(ckdir), "--apply"]) == 2
-    assert "never replaces one" in capsys.readouterr().err
+    assert main(["recover-log", str(ckdir), "--apply"]) == 4
+    err = capsys.readouterr().err
+    assert "never replaces one" in err and len(err.strip().splitlines()) == 1
     assert (ckdir / LOG).read_bytes() == before
 
 
-def test_nothing_whole_to_recover_exits_1_and_writes_nothing(ckdir, capsys):
+def test_nothing_whole_to_recover_exits_3_and_writes_nothing(ckdir, capsys):
     (ckdir / "epochs" / "000000000001" / "f1-0123456789ab-1-00000002").mkdir(parents=True)
-    assert main(["recover-log", str(ckdir), "--apply"]) == 1
-    assert "nothing to recover" in capsys.readouterr().out and not (ckdir / LOG).exists()
+    assert main(["recover-log", str(ckdir), "--apply"]) == 3
+    assert "nothing to recover" in capsys.readouterr().err and not (ckdir / LOG).exists()

@@ -1,12 +1,44 @@
 """fito: checkpoints that commit by protocol, not by clock.
 
-The public API is imported lazily, so `fito --help` and the theory models start without loading torch."""
+The public API is imported lazily, so `fito --help` and the theory models start without loading torch,
+and `fito.Checkpointer` loads no optional back-end (etcd). Distribution name: fito-ckpt."""
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
 __version__ = "0.1.0"
+
+# The public names, as a literal list (tests/test_public_api.py pins it).
+__all__ = [
+    "Checkpointer",
+    "CheckpointManager",
+    "SaveHandle",
+    "DataPosition",
+    "RNGState",
+    # errors (fito.errors): every class fito raises on purpose
+    "FitoError",
+    "CheckpointCorruptError",
+    "UnsafeCheckpointError",
+    "NoCommittedEpochError",
+    "SaveAbortedError",
+    "SaveInProgressError",
+    "StaleFenceError",
+    "StateMismatchError",
+    "RestoreFailedError",
+    "GarbageCollectionError",
+    "RetireRefusedError",
+    "DecisionLogMissingError",
+    "DecisionLogDamagedError",
+    "DecisionLogLockedError",
+    "DecisionLogReadOnlyError",
+    "ValidationError",
+    "CoordinationUnavailableError",
+    "EpochConflictError",
+    "EpochFencedError",
+    "EpochMismatchError",
+    "__version__",
+]
 
 _API = {
     "Checkpointer": "fito.ckpt.checkpointer",
@@ -15,16 +47,21 @@ _API = {
     "DataPosition": "fito.ckpt.state",
     "RNGState": "fito.ckpt.state",
 }
-_ERRORS = [
-    "CheckpointCorruptError", "FitoError", "NoCommittedEpochError", "SaveAbortedError", "SaveInProgressError",
-    "StaleFenceError", "StateMismatchError", "UnsafeCheckpointError", "ValidationError",
-]
-__all__ = [*_API, *_ERRORS, "__version__"]
+_SUBPACKAGES = ("coord",)  # `fito.coord.etcd.EtcdDecisionStore` works after a bare `import fito`
 
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    if name in _ERRORS:
-        return getattr(importlib.import_module("fito.errors"), name)
-    raise AttributeError(f"module 'fito' has no attribute {name!r}")
+        value = getattr(importlib.import_module(_API[name]), name)
+    elif name in __all__:
+        value = getattr(importlib.import_module("fito.errors"), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f"fito.{name}")
+    else:
+        raise AttributeError(f"module 'fito' has no attribute {name!r}")
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBPACKAGES})

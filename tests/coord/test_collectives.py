@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -15,6 +16,8 @@ from fito.coord.etcd_testing import free_ports
 from fito.coord.fleet_base import EpochCoordinator, EpochFollower
 from fito.coord.sqlite_fleet import SqliteFleetStore
 from fito.errors import EpochFencedError, EpochMismatchError
+
+pytestmark = pytest.mark.multiproc
 
 WORLD = 2
 

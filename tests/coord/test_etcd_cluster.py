@@ -50,6 +50,7 @@ def test_leader_killed_transition_still_commits(etcd3, prefix: str) -> None:
         _restart_all(etcd3)
 
 
+@pytest.mark.slow
 def test_quorum_lost_is_bounded_error_and_nothing_half_applied(etcd3, prefix: str) -> None:
     store = EtcdFleetStore(etcd3.endpoints, prefix=prefix, request_timeout=1.0, deadline=3.0)
     coord = EpochCoordinator(store)

@@ -38,7 +38,7 @@ def _lose_first_commit_reply(transport: EtcdTransport) -> list[dict]:
 def test_gateway_prefix_is_v3(etcd1) -> None:
     t = EtcdTransport(etcd1.endpoints)
     r = t.call("status", "maintenance/status", {})
-    assert r["version"].startswith("3.4")
+    assert r["version"].startswith(("3.4", "3.5"))  # Debian's 3.4.23 or the test extra's 3.5.1
     assert t._clients[0].get_url("kv/range").endswith("/v3/kv/range")
 
 

@@ -78,7 +78,7 @@ def test_bilateral_clean_run_commits_and_crash_after_decision_still_commits() ->
 
 def test_cli_adversary_exit_codes_and_json(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["adversary", "--protocol", "temporal", "--boundary", "7", "--json"]) == 1
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)["result"]
     assert out["durable_at_boundary"] == "CCA" and out["recovered_class"] == "mixed"
     assert main(["adversary", "--protocol", "bilateral", "--boundary", "7", "--n", "2"]) == 0
     text = capsys.readouterr().out

@@ -52,7 +52,7 @@ def test_rejects_bad_parameters() -> None:
 def test_cli_json_and_plot(tmp_path, capsys) -> None:
     png = tmp_path / "fleet.png"
     assert main(["fleet", "--nodes", "16", "--loss", "0.05,0.2", "--runs", "100", "--json", "--plot", str(png)]) == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)["result"]
     by = {(r["mode"], r["loss"]): r for r in out["results"]}
     assert len(by) == 2 * len(MODES)
     assert by[("naive", 0.2)]["runs_with_mixed"] > 0

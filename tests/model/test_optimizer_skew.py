@@ -110,8 +110,28 @@ def test_scale_breaking_mixes_spike_and_one_step_m_skew_does_not(small_report) -
 def test_cli_skew_json_small(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["skew", "--seeds", "1", "--restore-step", "40", "--v-lag", "30", "--data-lag", "5",
                  "--horizon", "10", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)["result"]
     assert out["example_6_6"]["fitted_factor"] == pytest.approx(0.09, abs=1e-12)
     names = [s["variant"] for s in out["summaries"]]
     assert names[0] == "correct" and len(names) == 9
     assert out["summaries"][0]["param_distance"]["10"] == 0.0
+
+
+def test_correction_12_scale_breaking_mixes_show_at_once(small_report) -> None:  # type: ignore[no-untyped-def]
+    """Remark 6.5's "may not manifest for many subsequent steps" is contradicted (docs/corrections.md
+    correction 12): the onsets docs/theory.md quotes. zero_opt_step_kept is above 2x the correct loss at
+    k = 1 in every seed; v_stale passes 2x by k = 6 in seeds 0 and 1 and peaks within 20 steps; m_prev
+    never reaches 1.1x."""
+    correct = {t.seed: t for t in small_report.trajectories if t.variant == "correct"}
+
+    def ratios(variant: str, seed: int) -> dict[int, float]:
+        t = next(t for t in small_report.trajectories if t.variant == variant and t.seed == seed)
+        return {k: t.eval_loss[k] / correct[seed].eval_loss[k] for k in sorted(t.eval_loss)}
+
+    for seed in (0, 1, 2):
+        zero = ratios("zero_opt_step_kept", seed)
+        assert zero[1] > 2.0 and max(zero, key=zero.get) <= 20
+        assert max(ratios("m_prev", seed).values()) < 1.1
+    for seed in (0, 1):
+        v = ratios("v_stale", seed)
+        assert min(k for k, r in v.items() if r > 2.0) <= 6 and max(v, key=v.get) <= 20

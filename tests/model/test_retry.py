@@ -59,7 +59,7 @@ def test_runaway_threshold_and_headroom() -> None:
 def test_cli_json_exit_code(tmp_path, capsys) -> None:
     png = tmp_path / "retry.png"
     code = main(["retry", "--steps", "150", "--json", "--plot", str(png)])
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)["result"]
     assert code == 1  # a policy ran away
     by = {r["policy"]: r for r in out["results"]}
     assert by["naive"]["runaway"] and not by["fito"]["runaway"]
@@ -69,7 +69,8 @@ def test_cli_json_exit_code(tmp_path, capsys) -> None:
 
 def test_tipping_point_predicts_runaway() -> None:
     f_star = critical_backlog(P)
-    assert f_star is not None and 30 < f_star < 50
+    # pinned (docs/fleet.md quotes "40"): a range such as 30..50 let a retry cost of 2.2 through (31.4)
+    assert f_star == pytest.approx(40.25245441795231, rel=1e-9)
     for dip in (0.8, 0.7, 0.5):
         for seed in (0, 1):
             t = simulate("naive", replace(P, dip=dip), seed=seed)

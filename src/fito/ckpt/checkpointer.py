@@ -278,7 +278,7 @@ class Checkpointer:
     def _coordinate(self, step: int, attempt: str, gathered: list[bytes] | None) -> dict[str, str]:
         assert gathered is not None
         coordinator = Coordinator(self.world_size)
-        events: list[Any] = [Begin(step, attempt)]
+        events: list[Any] = [Begin(step, attempt, self._coordinator_fence())]
         for rank, raw in enumerate(gathered):
             msg = json.loads(raw)
             events.append(RankFailed(rank, msg["failed"]) if "failed" in msg else ReadyReceived(_ready_from_json(msg)))
@@ -329,7 +329,7 @@ class Checkpointer:
                             decision_id=f"{cmd.epoch}:{cmd.attempt}:{cmd.outcome}")
         for attempt in range(PUBLISH_TRIES):
             try:
-                self.store.publish(decision, self._coordinator_fence())
+                self.store.publish(decision, cmd.fence)
                 return DecisionPublished(cmd.outcome)
             except StaleFenceError as exc:
                 return PublishRejected(str(exc))
@@ -347,7 +347,7 @@ class Checkpointer:
 
     def _record_abort(self, step: int, attempt: str, reason: str) -> None:
         try:
-            self._publish(PublishDecision(step, attempt, "abort"))
+            self._publish(PublishDecision(step, attempt, "abort", fence=self._coordinator_fence()))
         except Exception:  # the abort record is a courtesy; presumed abort already holds
             log.warning("could not record the abort of step %d (%s)", step, reason, exc_info=True)
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from rich.console import Console
+
+from fito.commands._contract import UsageError, finish
 
 from fito.model.adversary import attempt_outcomes, crash_search, make_protocol, straddle
 from fito.model.lattice import FailureSpec, closed_form
@@ -20,13 +21,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "schedule, the durable lattice state at T and the state recovery produces. A temporal-boundary "
             "protocol recovers a mixed state for every T; the bilateral protocol (durable decision after "
             "fsynced READYs, recovery from the decision only, presumed abort, versioned shards) recovers "
-            "an atomic one. Exit code 1 when the recovered state is mixed."
+            "an atomic one. Exit code 1 (verdict violated) when a recovered state is mixed."
         ),
     )
-    parser.add_argument("--protocol", choices=["temporal", "bilateral"], default="temporal")
+    parser.add_argument("--protocol", choices=["temporal", "bilateral"], default="temporal",
+                        help="temporal: a boundary time decides (the paper's target); bilateral: a durable decision "
+                             "record decides (default temporal)")
     parser.add_argument("--n", type=int, default=3, help="number of components (>= 2)")
     parser.add_argument("--boundary", type=float, default=10.0, help="the proposed boundary time T")
-    parser.add_argument("--epoch", type=int, default=1)
+    parser.add_argument("--epoch", type=int, default=1, help="the epoch being persisted (default 1)")
     parser.add_argument("--victim", type=str, default=None, help="component that straddles T (default: last)")
     parser.add_argument("--storage", choices=["in-place", "versioned"], default="in-place",
                         help="temporal protocol only: overwrite in place (torn -> A) or per-epoch files")
@@ -35,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--attempts", type=int, default=0,
                         help="also run this many random attempts with unit failure probability --q (correction 5)")
     parser.add_argument("--q", type=float, default=0.03, help="per-unit failure probability for --attempts")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for --attempts (default 0)")
+    parser.add_argument("--json", action="store_true", help="print the JSON envelope only")
     parser.set_defaults(handler=run)
 
 
@@ -44,13 +47,14 @@ def run(args: argparse.Namespace) -> int:
     protocol = make_protocol(args.protocol, args.storage)
     try:
         res = straddle(protocol, args.n, args.boundary, e=args.epoch, victim=args.victim)
+        search = crash_search(protocol, args.n, e=args.epoch) if args.search else None
+        attempts = (attempt_outcomes(protocol, args.n, args.q, args.attempts, seed=args.seed, e=args.epoch)
+                    if args.attempts > 0 else None)
+        lattice = closed_form(args.n, FailureSpec.binary(1 - args.q, q=args.q)) if attempts else None
     except ValueError as exc:
-        raise SystemExit(f"fito adversary: {exc}") from exc
-    search = crash_search(protocol, args.n, e=args.epoch) if args.search else None
-    attempts = (attempt_outcomes(protocol, args.n, args.q, args.attempts, seed=args.seed, e=args.epoch)
-                if args.attempts > 0 else None)
-    lattice = closed_form(args.n, FailureSpec.binary(1 - args.q, q=args.q)) if attempts else None
+        raise UsageError(str(exc)) from exc
     mixed = not res.recovered_class.atomic
+    verdict = "violated" if mixed or (search is not None and search.mixed_recovered) else "holds"
     if args.json:
         out = res.to_dict()
         if search is not None:
@@ -63,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
             out["attempts"] = {"n": args.n, "q": args.q, "attempts": attempts.attempts,
                                "durable": attempts.durable, "recovered": attempts.recovered,
                                "lattice_p_mixed": lattice.mixed, "p_any_failure": 1 - lattice.all_c}
-        print(json.dumps(out, indent=2))
-        return 1 if mixed or (search and search.mixed_recovered) else 0
+        return finish(args, verdict, out)
 
     console = Console(width=max(Console().width, 110), highlight=False)
     storage = args.storage if args.protocol == "temporal" else "versioned"
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                       f"mixed {a.rate(a.recovered, 'mixed'):.4f}, fell back one epoch "
                       f"{a.rate(a.recovered, 'atomic-bottom'):.4f} (1 - p^n = {1 - lattice.all_c:.4f}), "
                       f"committed {a.rate(a.recovered, 'atomic-top'):.4f}")
-    return 1 if mixed or (search is not None and search.mixed_recovered) else 0
+    return finish(args, verdict, None)
 
 
 def _describe(c: object) -> str:

@@ -3,9 +3,8 @@ optionally with a planted bug, and print a shortest counterexample when a proper
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
+from fito.commands._contract import UsageError, finish
 from fito.model.explorer import PROPERTIES, Config, Result, explore
 from fito.model.protocols import MUTATIONS, VARIANTS, get_variant
 
@@ -16,11 +15,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Explore every interleaving of ranks and coordinator, message loss, timeouts, process crashes "
             "and job restarts while epoch 2 is saved over a committed epoch 1; at every state pull the plug "
-            "and run recovery on every post-crash disk POSIX allows. Exit 0 when every property holds, "
-            "1 with a shortest counterexample when one fails, 2 when --max-states cut the search short."
+            "and run recovery on every post-crash disk POSIX allows. Each property holds, is violated, or is "
+            "unknown (search cut short by --max-states with no violation found). Exit 0 when every property "
+            "holds, 1 with a shortest counterexample when one is violated, 5 when the result is unknown."
         ),
     )
-    parser.add_argument("--protocol", choices=sorted(VARIANTS), default="bilateral")
+    parser.add_argument("--protocol", choices=sorted(VARIANTS), default="bilateral",
+                        help="naive: one marker file; paper-literal: §9.1 as written; bilateral: fito's protocol "
+                             "(default)")
     parser.add_argument("--ranks", type=int, default=2, help="number of ranks (default 2; 3 takes about a minute)")
     parser.add_argument("--attempts", type=int, default=1, help="attempts per epoch (job restarts + 1, default 1)")
     parser.add_argument("--epochs", type=int, default=1, help="epochs saved after epoch 1, one after another (default 1)")
@@ -34,11 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-crashes", action="store_true", help="no process crashes (power failure still checked)")
     parser.add_argument("--no-loss", action="store_true", help="messages are never lost")
     parser.add_argument("--stop-at-first", action="store_true", help="stop at the first counterexample")
-    parser.add_argument("--max-states", type=int, default=None, help="give up after this many states")
+    parser.add_argument("--max-states", type=int, default=None,
+                        help="give up after this many states (properties not violated so far are then unknown)")
     parser.add_argument("--crash-states", action="store_true",
                         help="instead of the model: record a real Checkpointer.save of step 2 over step 1 and run "
                              "the real restore on every crash state a POSIX file system allows")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+    parser.add_argument("--json", action="store_true", help="print the JSON envelope only")
     parser.set_defaults(handler=run)
 
 
@@ -46,25 +49,20 @@ def run(args: argparse.Namespace) -> int:
     if args.crash_states:
         return _crash_states(args)
     if args.ranks < 1:
-        print("fito check: --ranks must be at least 1", file=sys.stderr)
-        return 2
+        raise UsageError("--ranks must be at least 1")
     try:
         variant = get_variant(args.protocol, args.mutation)
     except ValueError as exc:
-        print(f"fito check: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     config = Config(ranks=args.ranks, attempts=args.attempts, epochs=args.epochs, keep=args.keep,
                     crashes=not args.no_crashes, message_loss=not args.no_loss, zombies=args.zombies,
                     fence_at_first_publish=args.fence_at_first_publish)
     if args.json:
         result = explore(variant, config, stop_at_first=args.stop_at_first, max_states=args.max_states)
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        result = _explore_with_progress(variant, config, args)
-        _print(result, variant.summary)
-    if result.violations:
-        return 1
-    return 0 if result.complete else 2
+        return finish(args, result.verdict, result.to_json())
+    result = _explore_with_progress(variant, config, args)
+    _print(result, variant.summary)
+    return finish(args, result.verdict, None)
 
 
 def _explore_with_progress(variant, config: Config, args: argparse.Namespace) -> Result:
@@ -100,8 +98,9 @@ def _print(result: Result, summary: str) -> None:
     )
     table = Table("property", "result", "meaning")
     for name, meaning in PROPERTIES.items():
-        verdict = "[red]VIOLATED[/red]" if name in result.violations else (
-            "[green]holds[/green]" if result.complete else "[yellow]no violation so far[/yellow]")
+        verdict = {"violated": "[red]VIOLATED[/red]", "holds": "[green]holds[/green]",
+                   "unknown": "[yellow]unknown[/yellow] (no violation before the search was cut short)"}[
+            result.property_verdict(name)]
         table.add_row(name, verdict, meaning)
     console.print(table)
     for cex in result.violations.values():
@@ -117,8 +116,7 @@ def _crash_states(args: argparse.Namespace) -> int:
     keep = max(1, args.keep)
     if args.json:
         report = check_fito_crash_states(keep=keep)
-        print(json.dumps(report.to_json(), indent=2))
-        return 1 if report.violations else 0
+        return finish(args, "violated" if report.violations else "holds", report.to_json())
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("restoring crash states", total=None)
@@ -134,6 +132,6 @@ def _crash_states(args: argparse.Namespace) -> int:
         console.print(f"[red]{len(report.violations)} crash states violate all-or-nothing[/red], e.g.:")
         for v in report.violations[:3]:
             console.print(f"  {v}", markup=False)
-        return 1
+        return finish(args, "violated", None)
     console.print("[green]every crash state restores one whole step: the newest durably committed one[/green]")
-    return 0
+    return finish(args, "holds", None)

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fito.commands._contract import UsageError, finish
 from fito.demo.run import run_demo
 
 
@@ -28,14 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--every", type=int, default=5, help="checkpoint every N steps (default 5)")
     p.add_argument("--kill-step", type=int, default=25, help="kill during the save of this step (default 25)")
     p.add_argument("--kill-rank", type=int, default=1, choices=[0, 1], help="rank to kill (default 1)")
+    p.add_argument("--json", action="store_true", help="print the JSON envelope (verdict holds = bit-identical) only")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
-    if args.kill_step % args.every or not 0 < args.kill_step < args.steps:
-        console.print("[red]--kill-step must be a checkpoint step (a multiple of --every) before --steps")
-        return 2
+    console = Console(quiet=args.json)
+    if args.every < 1 or args.kill_step % args.every or not args.every < args.kill_step < args.steps:
+        raise UsageError("--kill-step must be a checkpoint step (a multiple of --every >= 1) after the first "
+                         "checkpoint (so there is one to resume from) and before --steps")
     report = run_demo(args.dir, steps=args.steps, every=args.every, kill_step=args.kill_step,
                       kill_rank=args.kill_rank, say=lambda s: console.print(s))
     table = Table(title="fito demo", show_header=False)
@@ -51,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]{escape(line)}")
     if report.ok:
         console.print(f"[green]OK: the resumed run is bit-identical to the uninterrupted one ({report.compared} values).")
-        return 0
-    console.print("[red]FAILED: see above.")
-    return 1
+    else:
+        console.print("[red]FAILED: see above.")
+    return finish(args, "holds" if report.ok else "violated", {
+        "bit_identical": report.ok, "crash_exit_codes": list(report.crash_exit_codes),
+        "survivor_error": report.survivor_error, "decisions_after_crash": [list(d) for d in report.decisions_after_crash],
+        "committed_after_crash": list(report.committed_after_crash), "resumed_from": report.resumed_from,
+        "compared": report.compared, "differing": list(report.differing), "failures": list(report.failures)})

@@ -5,12 +5,12 @@ when its coordinator can never publish it (its fence is older than the current o
 from __future__ import annotations
 
 import argparse
-import sys
 
 from rich.console import Console
 
+from fito.commands._contract import UsageError, finish
+
 SECTION = 0  # listed first in `fito --help`: the checkpoint commands
-EXIT_FAILED = 1  # the operation failed (one line on stderr); 2: bad arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,34 +22,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "one may still be running; its own leftovers are collected by its next save or by the next "
                     "job). Safe to run while a job saves: it takes no fencing token and never retires or deletes "
                     "the newest committed epoch. Links under epochs/ are never followed or deleted. "
-                    "Exit 0 on success, 1 if the collection failed (one line on stderr), 2 on bad arguments.",
+                    "Exit 0 on success, 2 on bad arguments, 3 if DIR holds no checkpoint, 4 if the collection "
+                    "failed (one line on stderr).",
     )
     p.add_argument("dir", help="checkpoint directory")
     p.add_argument("--keep", type=int, required=True, help="committed epochs to keep (>= 1)")
     p.add_argument("--grace", type=float, default=3600.0,
                    help="leave undecided attempts younger than this many seconds (a running job may be writing them); default 3600")
+    p.add_argument("--json", action="store_true", help="print the JSON envelope (result: the removed attempts) only")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.keep < 1:
-        print("fito gc: error: --keep must be at least 1: the newest committed epoch is never deleted", file=sys.stderr)
-        return 2
-    try:
-        from fito.ckpt.inspect import open_store  # lazily: loads torch
-        from fito.ckpt.retention import collect_garbage
+        raise UsageError("--keep must be at least 1: the newest committed epoch is never deleted")
+    from fito.ckpt.inspect import open_store  # lazily: loads torch
+    from fito.ckpt.retention import collect_garbage
 
-        storage, store = open_store(args.dir)
-        try:
-            removed = collect_garbage(storage, store, None, args.keep, grace_seconds=args.grace)
-        finally:
-            store.close()
-    except Exception as exc:  # noqa: BLE001 - one line on stderr, never a traceback
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"fito gc: error: {args.dir}: {type(exc).__name__}: {message}", file=sys.stderr)
-        return EXIT_FAILED
-    console = Console(highlight=False)
+    # errors reach cli.main: one line on stderr, exit 3 (no checkpoint) or 4 (the collection failed)
+    storage, store = open_store(args.dir)
+    try:
+        removed = collect_garbage(storage, store, None, args.keep, grace_seconds=args.grace)
+    finally:
+        store.close()
+    console = Console(highlight=False, quiet=args.json)
     for rel in removed:
         console.print(f"removed {rel}")
     console.print(f"{len(removed)} attempt(s) removed; kept the newest {args.keep} committed epoch(s)")
-    return 0
+    return finish(args, "ok", {"removed": list(removed), "keep": args.keep})

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from rich.console import Console
 from rich.table import Table
 
-from fito.errors import FitoError
+from fito.commands._contract import finish
 
 
 SECTION = 0  # listed first in `fito --help`: the checkpoint commands
@@ -21,20 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "epoch lattice: C committed, A ambiguous (written, no decision), R reverted/absent.",
     )
     p.add_argument("dir", help="checkpoint directory")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="print the JSON envelope (result: one entry per attempt) only")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from fito.ckpt.inspect import describe  # lazily: loads torch
-    try:
-        infos = describe(args.dir)
-    except (FitoError, FileNotFoundError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        return 2
+    infos = describe(args.dir)  # errors reach cli.main: one line, exit 3 (no checkpoint) or 4
     if args.json:
-        print(json.dumps([i.as_dict() for i in infos], indent=2))
-        return 0
+        return finish(args, "ok", [i.as_dict() for i in infos])
     table = Table(title=f"fito checkpoint {args.dir}")
     for col in ("epoch", "attempt", "decision", "commit #", "lattice", "shards", "bytes"):
         table.add_column(col, overflow="fold")  # attempt ids wrap instead of being cut
@@ -43,4 +37,4 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(str(i.epoch), i.attempt, f"[{colors[i.status]}]{i.status}", str(i.seq or "-"), i.lattice,
                       str(len(i.shards)), f"{i.bytes:,}")
     Console().print(table)
-    return 0
+    return finish(args, "ok", None)

@@ -2,20 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import time
 
 from rich.console import Console
 from rich.table import Table
 
+from fito.commands._contract import UsageError, finish
 from fito.model.lattice import (
     MODELS,
     FailureSpec,
     closed_form,
     first_n_below,
     monte_carlo,
-    plot_atomic_vs_n,
     section_5_4_table,
 )
 
@@ -29,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "the bottom (all R) or the mixed interior of the epoch lattice. Closed forms are computed in "
             "log space (exact for N up to 1e7, p up to 1-1e-9); --samples adds a Monte Carlo estimate. "
             "With --rho, failures are positively correlated at the same per-unit p: this LOWERS P(mixed) "
-            "(THEORY.md correction 4, the opposite of the paper's Remark 5.8)."
+            "(correction 4 in docs/corrections.md, the opposite of the paper's Remark 5.8)."
         ),
     )
     parser.add_argument("--n", type=int, default=4000, help="number of persistence units (default 4000)")
@@ -44,10 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="dependence model used when --rho != 0 (contention: negative dependence)")
     parser.add_argument("--block-size", type=int, default=8, help="units per failure block for --model blocks")
     parser.add_argument("--samples", type=int, default=0, help="Monte Carlo samples (0 = closed form only)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="Monte Carlo seed (default 0)")
     parser.add_argument("--table", action="store_true", help="also print the paper's §5.4 table, recomputed")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON only")
-    parser.add_argument("--plot", type=str, default=None, metavar="FILE", help="write P(atomic) vs n as PNG")
+    parser.add_argument("--json", action="store_true", help="print the JSON envelope only")
+    parser.add_argument("--plot", type=str, default=None, metavar="FILE",
+                        help="write a PNG of the requested model: P(atomic), P(mixed) vs n, and the outcomes at --n")
     parser.set_defaults(handler=run)
 
 
@@ -56,9 +55,9 @@ def _spec(args: argparse.Namespace) -> FailureSpec:
         try:
             pc, pr, pa = (float(x) for x in args.ternary.split(","))
         except ValueError as exc:
-            raise SystemExit(f"--ternary expects three numbers PC,PR,PA, got {args.ternary!r}") from exc
+            raise UsageError(f"--ternary expects three numbers PC,PR,PA, got {args.ternary!r}") from exc
         if args.rho:
-            raise SystemExit("--rho applies to the binary model only; drop --ternary or --rho")
+            raise UsageError("--rho applies to the binary model only; drop --ternary or --rho")
         return FailureSpec(p_c=pc, p_r=pr, p_a=pa)
     model = args.model if args.rho != 0 else "independent"
     return FailureSpec.binary(args.p, q=args.q, model=model, rho=args.rho, block_size=args.block_size)
@@ -67,11 +66,13 @@ def _spec(args: argparse.Namespace) -> FailureSpec:
 def run(args: argparse.Namespace) -> int:
     try:
         spec = _spec(args)
+        if args.n < 1:
+            raise ValueError(f"--n must be at least 1, got {args.n}")
         t0 = time.perf_counter()
         cf = closed_form(args.n, spec)
         cf_seconds = time.perf_counter() - t0
     except ValueError as exc:
-        raise SystemExit(f"fito lattice: {exc}") from exc
+        raise UsageError(str(exc)) from exc
     indep = closed_form(args.n, FailureSpec(p_c=spec.p_c, p_r=spec.p_r, p_a=spec.p_a)) if spec.rho else None
     mc = monte_carlo(args.n, spec, args.samples, seed=args.seed) if args.samples > 0 else None
     out: dict[str, object] = {"closed_form": cf.to_dict(), "closed_form_seconds": cf_seconds}
@@ -84,11 +85,12 @@ def run(args: argparse.Namespace) -> int:
     if args.table:
         out["table_5_4"] = [r.__dict__ for r in section_5_4_table()]
     if args.plot:
-        plot_atomic_vs_n(args.plot)
+        from fito.model.plots import plot_lattice  # matplotlib only when asked
+
+        plot_lattice(args.plot, args.n, spec, mc)
         out["plot"] = args.plot
     if args.json:
-        print(json.dumps(_clean(out), indent=2))
-        return 0
+        return finish(args, "ok", out)
 
     console = Console(width=max(Console().width, 100))
     title = f"epoch lattice, n = {args.n}, " + (
@@ -128,22 +130,12 @@ def run(args: argparse.Namespace) -> int:
         for r in section_5_4_table():
             t.add_row(str(r.p), str(r.paper), f"{r.ours:.6f}", f"{r.approx_exp:.6f}", f"{r.mixed:.6f}")
         console.print(t)
-        console.print("0.9999^4000 = 0.670307 is NOT below 0.67 (THEORY.md correction 1)")
+        console.print("0.9999^4000 = 0.670307 is NOT below 0.67 (correction 1)")
     if args.plot:
         console.print(f"plot written to {args.plot}")
-    return 0
+    return finish(args, "ok", None)
 
 
 def _fmt(x: float) -> str:
     return f"{x:.6g}" if x == 0 or x >= 1e-4 else f"{x:.4e}"
 
-
-def _clean(x: object) -> object:
-    """Strict JSON: infinities (log 0) become strings."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 from rich.console import Console
 
-from fito.errors import FitoError
+from fito.commands._contract import finish
+from fito.errors import NoCommittedEpochError
 
 SECTION = 0  # listed first in `fito --help`: the checkpoint commands
 
@@ -21,37 +20,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "restore would then return. Nothing is written without --apply, which creates a new log (new "
                     "identity, fences above every fence in the attempt names) recording them. Refuses if a log "
                     "exists. A whole attempt the lost log had aborted, never decided or retired is recorded too: "
-                    "check the list. Exit 0: recoverable (or recovered), 1: nothing whole to record, 2: error.",
+                    "check the list. Exit 0: recoverable (or recovered), 3: nothing whole to record, 4: a log exists "
+                    "or the recovery failed (one line on stderr).",
     )
     p.add_argument("dir", help="checkpoint directory")
     p.add_argument("--apply", action="store_true", help="create the new log (default: only print the plan)")
-    p.add_argument("--json", action="store_true", help="print the plan (and the new log id) as JSON")
+    p.add_argument("--json", action="store_true", help="print the JSON envelope (result: the plan, and the new log id) only")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from fito.ckpt.recover import apply_recovery, attempt_rel, plan_recovery  # lazily: loads torch
-    err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line on stderr
-    try:
-        plan = plan_recovery(args.dir)
-        log_id = apply_recovery(plan) if args.apply and plan.chosen else None
-    except (FitoError, OSError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        return 2
-    if args.json:
-        print(json.dumps({**plan.as_dict(), "applied": log_id is not None, "log_id": log_id}, indent=2))
-        return 0 if plan.chosen else 1
-    out = Console(highlight=False, soft_wrap=True, file=sys.stdout)
+
+    # errors reach cli.main: one line on stderr, exit 3 (no checkpoint) or 4 (a log exists, I/O, ...)
+    plan = plan_recovery(args.dir)
+    out = Console(highlight=False, soft_wrap=True, quiet=args.json)
     for c in plan.skipped:
         out.print(f"[yellow]skip[/yellow] {attempt_rel(c)}: {c.problem}")
+    newest = plan.restores
+    if newest is None:
+        raise NoCommittedEpochError(f"{plan.root}: nothing to recover: no whole attempt under epochs/ "
+                                    f"({len(plan.skipped)} skipped); nothing was written")
+    log_id = apply_recovery(plan) if args.apply else None
     verb = "recorded" if log_id else "would record"
     for c in plan.chosen:
         out.print(f"[green]step {c.step}[/green] {verb} as committed: {attempt_rel(c)} (whole: {c.ranks} rank(s), "
                   f"{c.bytes:,} bytes verified)")
-    newest = plan.restores
-    if newest is None:
-        out.print(f"nothing to recover: no whole attempt under {plan.root}/epochs; nothing was written")
-        return 1
     if log_id is None:
         out.print(f"a restore would then return step {newest.step} ({newest.attempt})")
         out.print(f"dry run: nothing was written. `fito recover-log {args.dir} --apply` creates the log (new "
@@ -59,4 +53,4 @@ def run(args: argparse.Namespace) -> int:
     else:
         out.print(f"created {plan.root}/decisions.sqlite (log id {log_id}, fences from {plan.fence_floor + 1}); "
                   f"a restore now returns step {newest.step}. Back it up: a copy of that one file is a whole backup")
-    return 0
+    return finish(args, "ok", {**plan.as_dict(), "applied": log_id is not None, "log_id": log_id})

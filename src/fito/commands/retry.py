@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from rich.console import Console
 from rich.table import Table
 
+from fito.commands._contract import UsageError, finish
 from fito.model.retry import POLICIES, RetryParams, RetryTrace, critical_backlog, phase_map, simulate
 
 
@@ -21,48 +21,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "once (RETRY_COST units); backoff: exponential backoff with full jitter; budget: bounded retries "
             "per step, then fall back one epoch (keep the last committed checkpoint); fito: all three. A "
             "capacity dip of DIP x for DIP_STEPS steps is the trigger. Exit code 1 if any simulated policy "
-            "ran away."
+            "ran away (verdict violated), 0 if every one stayed stable."
         ),
     )
-    parser.add_argument("--policy", choices=[*POLICIES, "all"], default="all")
-    parser.add_argument("--jobs", type=int, default=d.jobs)
-    parser.add_argument("--capacity", type=float, default=d.capacity)
-    parser.add_argument("--retry-cost", type=float, default=d.retry_cost)
+    parser.add_argument("--policy", choices=[*POLICIES, "all"], default="all", help="policy to simulate (default all)")
+    parser.add_argument("--jobs", type=int, default=d.jobs, help=f"jobs sharing the store (default {d.jobs})")
+    parser.add_argument("--capacity", type=float, default=d.capacity,
+                        help=f"load units the store serves per step (default {d.capacity:g})")
+    parser.add_argument("--retry-cost", type=float, default=d.retry_cost,
+                        help=f"load units of one naive retry: re-read + re-write (default {d.retry_cost:g})")
     parser.add_argument("--p0", type=float, default=d.p0, help="base failure probability per operation")
-    parser.add_argument("--steps", type=int, default=d.steps)
+    parser.add_argument("--steps", type=int, default=d.steps, help=f"simulated steps (default {d.steps})")
     parser.add_argument("--dip", type=float, default=d.dip, help="capacity multiplier during the dip")
-    parser.add_argument("--dip-start", type=int, default=d.dip_start)
-    parser.add_argument("--dip-steps", type=int, default=d.dip_steps)
+    parser.add_argument("--dip-start", type=int, default=d.dip_start, help=f"first step of the dip (default {d.dip_start})")
+    parser.add_argument("--dip-steps", type=int, default=d.dip_steps, help=f"length of the dip in steps (default {d.dip_steps})")
     parser.add_argument("--budget", type=float, default=d.budget, help="retries per step / jobs")
-    parser.add_argument("--max-attempts", type=int, default=d.max_attempts)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-attempts", type=int, default=d.max_attempts,
+                        help=f"attempts per checkpoint before falling back one epoch (default {d.max_attempts})")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--sweep", action="store_true",
                         help="also map runaway vs stable over headroom (capacity/jobs) x dip")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+    parser.add_argument("--json", action="store_true", help="print the JSON envelope only")
     parser.add_argument("--plot", type=str, default=None, help="write a PNG of failure fraction and load per step")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    params = RetryParams(
-        jobs=args.jobs, capacity=args.capacity, retry_cost=args.retry_cost, p0=args.p0, steps=args.steps,
-        dip=args.dip, dip_start=args.dip_start, dip_steps=args.dip_steps, budget=args.budget,
-        max_attempts=args.max_attempts,
-    )
     policies = list(POLICIES) if args.policy == "all" else [args.policy]
-    traces = [simulate(p, params, seed=args.seed) for p in policies]
-    sweep = {p: phase_map(p, params, seed=args.seed) for p in policies} if args.sweep else None
+    try:
+        params = RetryParams(
+            jobs=args.jobs, capacity=args.capacity, retry_cost=args.retry_cost, p0=args.p0, steps=args.steps,
+            dip=args.dip, dip_start=args.dip_start, dip_steps=args.dip_steps, budget=args.budget,
+            max_attempts=args.max_attempts,
+        )
+        traces = [simulate(p, params, seed=args.seed) for p in policies]
+        sweep = {p: phase_map(p, params, seed=args.seed) for p in policies} if args.sweep else None
+    except (ValueError, ZeroDivisionError) as exc:
+        raise UsageError(f"bad parameters: {exc}") from exc
     if args.plot:
         _plot(traces, args.plot)
     runaway = any(t.runaway for t in traces)
+    verdict = "violated" if runaway else "holds"  # the claim checked: every simulated policy stays stable
     tipping = critical_backlog(params)
     if args.json:
         out: dict[str, object] = {"params": vars(params), "results": [t.summary() for t in traces], "plot": args.plot,
                                   "naive_tipping_backlog": tipping}
         if sweep is not None:
             out["sweep"] = {p: [{"headroom": h, "dip": d, "runaway": r} for h, d, r in cells] for p, cells in sweep.items()}
-        print(json.dumps(out, indent=2))
-        return 1 if runaway else 0
+        return finish(args, verdict, out)
     console = Console(width=max(Console().width, 120), highlight=False)
     table = Table(title=(f"{params.jobs} jobs, capacity {params.capacity:g}, retry cost {params.retry_cost:g}, "
                          f"p0 {params.p0:g}, capacity x{params.dip:g} for steps {params.dip_start}.."
@@ -94,7 +100,15 @@ def run(args: argparse.Namespace) -> int:
             console.print(grid)
     if args.plot:
         console.print(f"plot written to {args.plot}")
-    return 1 if runaway else 0
+    return finish(args, verdict, None)
+
+
+# Policies whose traces coincide (budget and fito differ only in backoff, which a budget rarely reaches)
+# must both stay visible: a wide pale line under a narrow dashed one, and markers every few steps.
+_STYLE = {"naive": dict(linestyle="-", linewidth=1.6),
+          "backoff": dict(linestyle="-", linewidth=1.2, marker="s", markersize=3),
+          "budget": dict(linestyle="-", linewidth=5, alpha=0.35),
+          "fito": dict(linestyle="--", linewidth=1.3, marker="o", markersize=3)}
 
 
 def _plot(traces: list[RetryTrace], path: str) -> None:
@@ -103,18 +117,30 @@ def _plot(traces: list[RetryTrace], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 3.8))
-    for t in traces:
-        a1.plot(t.fail_fraction, label=t.policy)
-        a2.plot(t.load / t.capacity, label=t.policy)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.4))
     p = traces[0].params
+    every = max(1, p.steps // 25)
+    for t in traces:
+        style = dict(_STYLE.get(t.policy, {}))
+        if "marker" in style:
+            style["markevery"] = every
+        a1.plot(t.fail_fraction, label=t.policy, **style)
+        a2.plot(t.load / t.capacity, label=t.policy, **style)
     for ax in (a1, a2):
         ax.axvspan(p.dip_start, p.dip_start + p.dip_steps, color="grey", alpha=0.2, label="capacity dip")
         ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    a2.axhline(1.0, color="black", linewidth=0.8, linestyle=":", label="load = capacity")
     a1.set_title("failed fraction of operations")
-    a2.set_title("load / capacity")
+    a1.set_ylabel("failed operations / all operations")
+    a1.set_ylim(-0.02, 1.02)
+    a2.set_title("load / capacity (log scale)")
+    a2.set_ylabel("load units used / capacity")
     a2.set_yscale("log")
-    a1.legend()
+    a1.legend(fontsize=8)
+    a2.legend(fontsize=8)
+    fig.suptitle(f"{p.jobs} jobs, capacity {p.capacity:g}, retry cost {p.retry_cost:g}, capacity x{p.dip:g} "
+                 f"for {p.dip_steps} steps from step {p.dip_start}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from fito.commands._contract import UsageError, finish
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,20 +24,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--restore-step", type=int, default=500)
+    parser.add_argument("--first-seed", type=int, default=0, help="first seed; seeds are consecutive (default 0)")
+    parser.add_argument("--restore-step", type=int, default=500, help="step t the run is restored at (default 500)")
     parser.add_argument("--v-lag", type=int, default=490, help="v is taken from restore-step - v-lag")
-    parser.add_argument("--data-lag", type=int, default=50)
+    parser.add_argument("--data-lag", type=int, default=50,
+                        help="the stale data position is restore-step - data-lag (default 50)")
     parser.add_argument("--horizon", type=int, default=1000, help="steps after the restore (default 1000)")
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON only")
-    parser.add_argument("--plot", type=str, default=None, metavar="FILE", help="write the curves as PNG")
+    parser.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (default 1e-2)")
+    parser.add_argument("--json", action="store_true", help="print the JSON envelope only")
+    parser.add_argument("--plot", type=str, default=None, metavar="FILE",
+                        help="write a PNG: distance and loss ratio against steps, and the table's max loss ratio")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # torch is imported here, not at module level, so that `fito --help` and other commands stay fast
-    from fito.model.optimizer_skew import SkewConfig, example_6_6, m_skew_decay, plot_report, run_experiment
+    from fito.model.optimizer_skew import SkewConfig, example_6_6, m_skew_decay, run_experiment
+    from fito.model.plots import plot_report
 
     report_at = tuple(k for k in (10, 100, 1000) if k <= args.horizon) or (args.horizon,)
     try:
@@ -45,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
                          horizon=args.horizon, report_at=report_at, lr=args.lr)
         if min(args.restore_step - args.v_lag, args.restore_step - args.data_lag) < 1 or args.seeds < 1:
             raise ValueError("need seeds >= 1 and restore-step > v-lag, data-lag")
+        if args.horizon < 1:
+            raise ValueError("--horizon must be at least 1")
     except ValueError as exc:
-        raise SystemExit(f"fito skew: {exc}") from exc
+        raise UsageError(str(exc)) from exc
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     t0 = time.perf_counter()
     ex = example_6_6()
@@ -67,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
                                "theta_offset_first10": decay.theta_offset[:10],
                                "theta_offset_last": decay.theta_offset[-1]}
         out["seconds"] = seconds
-        print(json.dumps(out, indent=2))
-        return 0
+        return finish(args, "ok", out)
 
     console = Console(width=max(Console().width, 132))
     console.print(f"Example 6.6 on real AdamW (float64, t = {ex.t}): m'_(t+1) - m_(t+1) = c (m_(t-1) - g_t) "
@@ -102,4 +106,4 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"  {s.variant:<19} {s.kind:<8} {s.description}")
     console.print("'val. loss at restore = same': a §9.3 forward-pass check cannot see this mix (correction 9).")
     console.print(f"finished in {seconds:.1f} s" + (f"; plot written to {args.plot}" if args.plot else ""))
-    return 0
+    return finish(args, "ok", None)

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from fito.errors import FitoError
+from fito.commands._contract import finish
 
 
 SECTION = 0  # listed first in `fito --help`: the checkpoint commands
@@ -18,11 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "verify", help="re-hash every unit of a committed epoch (exit 1 if not whole)",
         description="Checks the newest committed epoch (or --epoch E) of DIR: the manifest against the hash in its "
                     "decision record, every rank's shard size, every unit's epoch tag and content hash, and the "
-                    "state tree. Exit 0 if whole, 1 if not, 2 if DIR is not a checkpoint or E is not committed.",
+                    "state tree. Exit 0 if whole, 1 if not, 3 if DIR holds no checkpoint or E is not committed, "
+                    "4 if the decision log cannot be read.",
     )
     p.add_argument("dir", help="checkpoint directory")
     p.add_argument("--epoch", type=int, help="committed epoch (step) to verify; default the newest")
-    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.add_argument("--json", action="store_true", help="print the JSON envelope (verdict holds/violated) only")
     p.set_defaults(handler=run)
 
 
@@ -30,17 +30,16 @@ def run(args: argparse.Namespace) -> int:
     from fito.ckpt.inspect import verify  # lazily: loads torch
     err = Console(stderr=True)
     with Progress(TextColumn("verify"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=err, transient=True, disable=args.json) as progress:
+                  console=err, transient=True, disable=args.json or not err.is_terminal) as progress:
         task = progress.add_task("verify", total=None)
-        try:
-            report = verify(args.dir, args.epoch, progress=lambda n: progress.advance(task, n),
-                            on_total=lambda total: progress.update(task, total=total))
-        except (FitoError, FileNotFoundError) as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            return 2
+        # errors (no checkpoint, no such epoch, unreadable log) reach cli.main: one line, exit 3 or 4
+        report = verify(args.dir, args.epoch, progress=lambda n: progress.advance(task, n),
+                        on_total=lambda total: progress.update(task, total=total))
+    verdict = "holds" if report.whole else "violated"
     if args.json:
-        print(json.dumps({"epoch": report.epoch, "attempt": report.attempt, "whole": report.whole, "ranks": report.ranks,
-                          "units": report.units, "bytes": report.bytes, "errors": report.errors}, indent=2))
+        return finish(args, verdict, {"epoch": report.epoch, "attempt": report.attempt, "whole": report.whole,
+                                      "ranks": report.ranks, "units": report.units, "bytes": report.bytes,
+                                      "errors": report.errors})
     else:
         out = Console(highlight=False)
         if report.whole:
@@ -48,4 +47,4 @@ def run(args: argparse.Namespace) -> int:
                       f"{report.bytes:,} bytes verified")
         for e in report.errors:
             out.print(f"[red]NOT WHOLE[/red] epoch {report.epoch}: {e}", markup=True)
-    return 0 if report.whole else 1
+    return finish(args, verdict, None)

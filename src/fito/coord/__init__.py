@@ -1,15 +1,47 @@
-"""Where decisions and epochs live. `DecisionStore` is the interface; SQLite is the embedded default."""
-from fito.coord.base import Decision, DecisionStore
-from fito.coord.sqlite import SqliteDecisionStore
+"""Where decisions and epochs live. `DecisionStore` is the interface; SQLite is the embedded default;
+etcd (fito.coord.etcd) is optional and imported only when one of its names is used, so that
+`fito.Checkpointer` never loads etcd3gw or requests."""
+from __future__ import annotations
 
-__all__ = ["Decision", "DecisionStore", "SqliteDecisionStore"]
+import importlib
+from typing import Any
 
-# Fleet epochs (§7, §9.2) and the etcd backend.
-from fito.coord.fleet_base import EpochCoordinator, EpochDecision, EpochFollower, FleetStore, NodeLease  # noqa: E402
-from fito.coord.sqlite_fleet import SqliteFleetStore  # noqa: E402
-from fito.coord.etcd import EtcdDecisionStore, EtcdFleetStore, EtcdTransport  # noqa: E402
-
-__all__ += [
-    "EpochCoordinator", "EpochDecision", "EpochFollower", "FleetStore", "NodeLease", "SqliteFleetStore",
-    "EtcdDecisionStore", "EtcdFleetStore", "EtcdTransport",
+__all__ = [
+    "Decision",
+    "DecisionStore",
+    "SqliteDecisionStore",
+    # fleet epochs (paper §7, §9.2)
+    "EpochCoordinator",
+    "EpochDecision",
+    "EpochFollower",
+    "FleetStore",
+    "NodeLease",
+    "SqliteFleetStore",
+    # the etcd back-end
+    "EtcdDecisionStore",
+    "EtcdFleetStore",
+    "EtcdTransport",
 ]
+
+_WHERE = {
+    "Decision": "base", "DecisionStore": "base", "SqliteDecisionStore": "sqlite",
+    "EpochCoordinator": "fleet_base", "EpochDecision": "fleet_base", "EpochFollower": "fleet_base",
+    "FleetStore": "fleet_base", "NodeLease": "fleet_base", "SqliteFleetStore": "sqlite_fleet",
+    "EtcdDecisionStore": "etcd", "EtcdFleetStore": "etcd", "EtcdTransport": "etcd",
+}
+_SUBMODULES = ("base", "collectives", "etcd", "etcd_testing", "fleet_base", "sqlite", "sqlite_fleet")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"fito.coord.{_WHERE[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"fito.coord.{name}")
+    else:
+        raise AttributeError(f"module 'fito.coord' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBMODULES})

@@ -5,7 +5,7 @@ Before each payload collective, every rank contributes a small tag (epoch, call 
 to an all_reduce(MAX) of (tag, -tag), which yields the maximum and minimum of every field on every rank.
 All ranks receive the same result, so they reach the same verdict: either every
 rank runs the payload collective, or every rank raises EpochMismatchError and the payload is untouched.
-No mixed collective can run, and no common knowledge is needed for that (THEORY.md correction 10): the
+No mixed collective can run, and no common knowledge is needed for that (correction 10 (docs/corrections.md)): the
 price is an aborted collective while nodes disagree, plus one small all_reduce per call.
 """
 from __future__ import annotations

@@ -15,7 +15,8 @@ from fito.coord.sqlite_log import (
     refuse_links, translate, uses_wal,
 )
 from fito.errors import (
-    DecisionLogDamagedError, DecisionLogMissingError, DecisionLogReadOnlyError, RetireRefusedError, StaleFenceError,
+    DecisionLogDamagedError, DecisionLogMissingError, DecisionLogReadOnlyError, NoCommittedEpochError,
+    RetireRefusedError, StaleFenceError,
 )
 
 T = TypeVar("T")
@@ -51,7 +52,8 @@ class SqliteDecisionStore(DecisionStore):
     work on a read-only root), and the first write (`acquire_fence`, `publish`, `retire`) opens it for
     writing, creating the log if there is none yet. It is never created next to existing attempts (a lost
     log) unless `replace_lost=True`, and a damaged log is refused, never repaired.
-    `create=False`: the log must exist. `readonly=True`: never write (writes raise DecisionLogReadOnlyError).
+    `create=False`: the log must exist (NoCommittedEpochError if the root holds nothing, DecisionLogMissingError
+    if it holds attempts). `readonly=True`: never write (writes raise DecisionLogReadOnlyError).
     `timeout`: how long to wait for another process's lock before DecisionLogLockedError."""
 
     FILENAME = "decisions.sqlite"
@@ -70,9 +72,10 @@ class SqliteDecisionStore(DecisionStore):
         refuse_links(self.path)
         if not self.path.exists():
             if not create:
-                refuse_if_lost(self.path)  # attempts but no log: say how to recover
-                raise DecisionLogMissingError(
-                    f"{self.path}: no decision log here (is {self.path.parent} a fito checkpoint directory?)")
+                refuse_if_lost(self.path)  # attempts but no log: the log was lost, say how to recover
+                raise NoCommittedEpochError(  # no log and no attempts: nothing was ever saved here
+                    f"{self.path}: no decision log here, so no checkpoint (is {self.path.parent} a fito checkpoint "
+                    "directory?)")
             if not replace_lost:
                 refuse_if_lost(self.path)
 

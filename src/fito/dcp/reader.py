@@ -27,10 +27,7 @@ from fito.ckpt.transport import Transport, default_transport
 from fito.ckpt.tree import DTYPES
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
-from fito.errors import (
-    CheckpointCorruptError, DecisionLogMissingError, FitoError, NoCommittedEpochError, StateMismatchError,
-    UnsafeCheckpointError,
-)
+from fito.errors import CheckpointCorruptError, FitoError, NoCommittedEpochError, StateMismatchError, UnsafeCheckpointError
 from fito.format import manifest as manifest_fmt
 from fito.format.hashing import ALGORITHMS, digest
 from fito.format.manifest import Piece, ShardedManifest
@@ -131,13 +128,9 @@ class Reader(StorageReader):
     def _choose(self) -> Decision:
         store = self._store
         if store is None:
-            try:
-                # read-only: a reader takes no fence and writes nothing
-                store = SqliteDecisionStore(self.storage.root / SqliteDecisionStore.FILENAME, create=False, readonly=True)
-            except DecisionLogMissingError as exc:
-                if self.storage.listdir("epochs"):
-                    raise  # attempts but no log: the log was lost (fito recover-log), not "nothing committed"
-                raise NoCommittedEpochError(f"{self.storage.root}: no decision log, so no committed step ({exc})") from None
+            # read-only: takes no fence, writes nothing. No log: NoCommittedEpochError; attempts but no log (a
+            # lost log, see `fito recover-log`): DecisionLogMissingError
+            store = SqliteDecisionStore(self.storage.root / SqliteDecisionStore.FILENAME, create=False, readonly=True)
         try:
             committed = store.committed()
         finally:

@@ -7,8 +7,10 @@ succeeded. Mapped onto the protocol:
   fence); every rank learns it from its plan's storage_data.
 - write_data: the Participant machine writes this rank's items to its own object of (step, attempt),
   persists it, and returns its READY inside the WriteResults (per item: offset, length, block hashes, tag).
-- finish: the Coordinator machine checks coverage, writes and persists the manifest, and publishes the
-  decision under its fence: the commit point. A failure raises; DCP delivers it to every rank."""
+- finish: the Coordinator machine, begun with the fence and the global plan's items, checks coverage on the
+  last READY, has the manifest written and persisted, and publishes the decision under its fence: the commit
+  point. A failure raises; DCP delivers it to every rank.
+Both sides run through fito.protocol.drive.drive; `observe` sees every command the machines emit."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +18,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from torch.distributed.checkpoint import StorageWriter
 from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex, StorageMeta
@@ -33,7 +35,7 @@ from fito.errors import CoordinationUnavailableError, SaveAbortedError, StaleFen
 from fito.format import manifest as manifest_fmt
 from fito.format.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
 from fito.format.manifest import ObjectEntry, Piece
-from fito.format.objects import HEADER, ObjectHeader, block_digest, item_digest, padding
+from fito.format.objects import HEADER, ObjectHeader, block_digest, padding
 from fito.plan.metadata import expected_items, key_of, to_manifest
 from fito.plan.save import LocalPlanData
 from fito.plan.values import tensor_bytes
@@ -42,8 +44,7 @@ from fito.protocol import (
     Participant, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady, ShardWritten,
     UnitEntry, WriteManifest, WriteShard,
 )
-from fito.protocol.coverage import Key, Voucher, check_coverage
-from fito.protocol.drive import drive
+from fito.protocol.drive import Executor, drive, recording
 from fito.protocol.messages import CollectGarbage, Event, attempt_dir
 from fito.storage.localfs import LocalFS
 
@@ -67,10 +68,13 @@ class Writer(StorageWriter):
 
     Every rank creates a Writer on the same root (a shared file system). `keep`: after the commit, keep only
     the newest `keep` committed steps (None keeps all); undecided attempts of this or older coordinators are
-    removed either way. `store`: where decisions live (default: the SQLite log in `root`)."""
+    removed either way. `store`: where decisions live (default: the SQLite log in `root`). `observe`: called
+    with ("rank<r>" or "coord", command) for every protocol command, before it runs (tracing; the
+    differential test against the model checker)."""
 
     def __init__(self, root: str | os.PathLike[str] | LocalFS, step: int, *, keep: int | None = None,
-                 store: DecisionStore | None = None, hash: str = DEFAULT_ALGORITHM) -> None:
+                 store: DecisionStore | None = None, hash: str = DEFAULT_ALGORITHM,
+                 observe: Callable[[str, Command], None] | None = None) -> None:
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         if keep is not None and keep < 1:
@@ -81,6 +85,7 @@ class Writer(StorageWriter):
         self.step, self.keep, self.algorithm = step, keep, hash
         self._store, self._owns_store = store, store is None
         self.rank, self.is_coordinator = 0, True
+        self.observe = observe
         self._fence: int | None = None
         self._attempt = ""
 
@@ -120,16 +125,18 @@ class Writer(StorageWriter):
                 header = ObjectHeader(cmd.epoch, cmd.rank, len(plan.items), cmd.attempt)
                 with self.storage.create(cmd.path) as f:
                     size = _write_object(f, header, plan, planner, spec.block_bytes, self.algorithm, pieces)
-                units = tuple(UnitEntry(_unit_name(item.index), p.offset, p.length, item_digest(self.algorithm, p.blocks), p.tag)
-                              for item, p in zip(plan.items, pieces))
+                units = tuple(UnitEntry(fqn, p.offset, p.length, "", p.tag, p.blocks, chunk)
+                              for (fqn, chunk), p in ((key_of(item.index), p) for item, p in zip(plan.items, pieces)))
                 return ShardWritten(cmd.path, size, units)
             if isinstance(cmd, SendReady):
                 return None  # the READY travels back to the coordinator in the WriteResults
             return self._persist(cmd)
 
-        _, outbox = drive(Participant(self.rank), Begin(spec.step, spec.attempt), execute)
+        _, outbox = drive(Participant(self.rank), Begin(spec.step, spec.attempt), self._observed(f"rank{self.rank}", execute))
         ready = next(c.ready for c in outbox if isinstance(c, SendReady))  # only after the object is durable
-        results = [WriteResult(index=item.index, size_in_bytes=p.length, storage_data=p) for item, p in zip(plan.items, pieces)]
+        # The READY vouches for every item (offset, length, block hashes, tag); the per-item results only
+        # tell DCP the sizes.
+        results = [WriteResult(index=item.index, size_in_bytes=p.length, storage_data=None) for item, p in zip(plan.items, pieces)]
         results.append(WriteResult(index=MetadataIndex(READY_FQN), size_in_bytes=ready.size, storage_data=ready))
         fut: Future[list[WriteResult]] = Future()
         fut.set_result(results)
@@ -160,32 +167,34 @@ class Writer(StorageWriter):
     def _finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
         step, attempt, fence = self.step, self._attempt, self._fence
         assert fence is not None, "finish() before prepare_global_plan()"
-        readies, pieces, vouchers = _gather(results)
+        arrived = _gather(results)
         block = knobs.block_bytes()
         notify: list[Notify] = []
+        collect: list[CollectGarbage] = []
 
         def execute(cmd: Command) -> Event | None:
-            if isinstance(cmd, WriteManifest):
-                problems = check_coverage(step, expected_items(metadata), vouchers)
-                if problems:  # refuse to write a manifest that does not vouch for the whole plan
-                    return RankFailed(self.rank, "coverage check failed: " + "; ".join(problems))
+            if isinstance(cmd, WriteManifest):  # the machine checked coverage: every item exactly once
+                pieces = {u.key: Piece(r.rank, u.offset, u.length, u.blocks, u.epoch) for r in cmd.readies for u in r.units}
                 objects = [ObjectEntry(r.rank, r.file, r.size) for r in cmd.readies]
                 m = to_manifest(step, attempt, self.algorithm, block, metadata, pieces, objects)
                 data = manifest_fmt.build(m)
                 self.storage.write_bytes(cmd.path, data)
                 return ManifestWritten(cmd.path, digest(self.algorithm, data))
             if isinstance(cmd, PublishDecision):
-                return _publish(self.store, cmd, fence)
+                return _publish(self.store, cmd)
             if isinstance(cmd, Notify):
                 notify.append(cmd)
                 return None
             if isinstance(cmd, CollectGarbage):
-                return None  # after the outcome is known; see below
+                collect.append(cmd)  # after the outcome is known; see below
+                return None
             return self._persist(cmd)
 
-        coordinator, _ = drive(Coordinator(len(results)), Begin(step, attempt), execute)
-        for ready in readies:
-            coordinator, _ = drive(coordinator, ReadyReceived(ready), execute)
+        execute = self._observed("coord", execute)
+        expected = tuple(expected_items(metadata).items())
+        coordinator, _ = drive(Coordinator(len(results)), Begin(step, attempt, fence, expected), execute)
+        for event in arrived:
+            coordinator, _ = drive(coordinator, event, execute)
         if not notify:
             raise SaveAbortedError(f"save of step {step}: the protocol stopped in phase {coordinator.phase.value}; "
                                    "nothing was committed, the previous committed step is intact")
@@ -193,9 +202,13 @@ class Writer(StorageWriter):
             raise SaveAbortedError(f"save of step {step} aborted: {notify[0].reason}; nothing was committed, the "
                                    "previous committed step is intact")
         try:  # the commit is durable; a failed cleanup must not turn it into an error
-            collect_garbage(self.storage, self.store, fence, self.keep)
+            for gc in collect:
+                collect_garbage(self.storage, self.store, gc.fence, self.keep)
         except Exception:  # noqa: BLE001
             log.warning("step %d committed, but garbage collection failed", step, exc_info=True)
+
+    def _observed(self, who: str, execute: Executor) -> Executor:
+        return execute if self.observe is None else recording(execute, who, self.observe)
 
     def _persist(self, cmd: Command) -> Event:
         if isinstance(cmd, FsyncFile):
@@ -235,38 +248,25 @@ def _write_all(f: BinaryIO, data: memoryview) -> None:
         data = data[f.write(data):]
 
 
-def _unit_name(index: MetadataIndex) -> str:
-    fqn, offsets = key_of(index)
-    return fqn if offsets is None else f"{fqn}@{list(offsets)}"
-
-
-def _gather(results: list[list[WriteResult]]) -> tuple[list[Ready], dict[Key, Piece], list[Voucher]]:
-    """Split every rank's WriteResults into its READY and the pieces it vouches for."""
-    readies: list[Ready] = []
-    pieces: dict[Key, Piece] = {}
-    vouchers: list[Voucher] = []
+def _gather(results: list[list[WriteResult]]) -> list[ReadyReceived | RankFailed]:
+    """What each rank's WriteResults tell the coordinator, in rank order: its READY, or that it failed."""
+    events: list[ReadyReceived | RankFailed] = []
     for rank, rank_results in enumerate(results):
         ready = [wr.storage_data for wr in rank_results if wr.index.fqn == READY_FQN]
         if len(ready) != 1 or not isinstance(ready[0], Ready) or ready[0].rank != rank:
-            raise SaveAbortedError(f"rank {rank} sent no READY with its write results; nothing was committed")
-        readies.append(ready[0])
-        for wr in rank_results:
-            if wr.index.fqn == READY_FQN:
-                continue
-            key, piece = key_of(wr.index), wr.storage_data
-            assert isinstance(piece, Piece)
-            vouchers.append(Voucher(rank, key, piece.length, piece.tag))
-            pieces.setdefault(key, piece)
-    return readies, pieces, vouchers
+            events.append(RankFailed(rank, "its write results carry no READY of its own"))
+        else:
+            events.append(ReadyReceived(ready[0]))
+    return events
 
 
-def _publish(store: DecisionStore, cmd: PublishDecision, fence: int) -> Event:
+def _publish(store: DecisionStore, cmd: PublishDecision) -> Event:
     decision = Decision(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash,
                         decision_id=f"{cmd.epoch}:{cmd.attempt}:{cmd.outcome}")
     unreachable: Exception | None = None
     for attempt in range(PUBLISH_TRIES):
         try:
-            store.publish(decision, fence)
+            store.publish(decision, cmd.fence)
             return DecisionPublished(cmd.outcome)
         except StaleFenceError as exc:
             return PublishRejected(str(exc))

@@ -4,7 +4,7 @@ Against a protocol of the "temporal boundary" class (each component persists on 
 declares the checkpoint done at a clock time T, and recovery loads whatever each component's storage
 holds) the adversary wins for every T: the durable state at T is mixed, and so is the recovered state.
 
-Against the bilateral protocol of THEORY.md correction 6 (versioned shards, READY only after fsync,
+Against the bilateral protocol of correction 6 (docs/corrections.md) (versioned shards, READY only after fsync,
 a durable decision record written after all READYs, recovery that reads only the decision, presumed
 abort) the same schedule still leaves a mixed DURABLE state at T - the theorem's conclusion about
 instants is true - but the RECOVERED state is always atomic: the boundary is a decision, not a time.
@@ -96,7 +96,7 @@ class TemporalBoundary:
 
 class Bilateral:
     """Versioned shards, READY (ack) only after fsync, durable decision after all READYs, recovery
-    from the decision alone, presumed abort (THEORY.md correction 6)."""
+    from the decision alone, presumed abort (correction 6 (docs/corrections.md))."""
 
     name = "bilateral"
     storage: Storage = "versioned"

@@ -14,21 +14,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple
 
 from fito.model.protocols import (
-    INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, CommitPoint, DiscardTentative, MarkStable, Record,
-    Recovery, Variant, WriteInPlace, attempt_name, get_variant, manifest_content, mark_path,
+    INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, Record, Recovery, Variant, attempt_name, get_variant, global_plan,
 )
-from fito.model.simfs import MISSING, Content, SimDisk, content_hash, each_crash_image, short_path, unit
-from fito.protocol import (
-    Aborted, Begin, CollectGarbage, Committed, DecisionPublished, FsyncDir, FsyncFile, Fsynced,
-    ManifestWritten, Notify, PublishDecision, PublishRejected, RankFailed, ReadyReceived, SendReady, ShardWritten, TimedOut, UnitEntry,
-    WriteManifest, WriteShard,
-)
-from fito.protocol.gc import DIR, Delete, Entry, RemoveEmptyDir, Retire, plan_gc
-from fito.protocol.messages import attempt_dir
+from fito.model.simexec import SimExecutor, add_attempt as _add, net_add as _net_add
+from fito.model.simfs import MISSING, Content, SimDisk, each_crash_image, unit
+from fito.protocol import Aborted, Begin, Command, Committed, RankFailed, ReadyReceived, TimedOut
+from fito.protocol.drive import feed, recording, step
 
 Attempt = tuple[int, str]
 
@@ -119,6 +114,14 @@ class Result:
     def ok(self) -> bool:
         return not self.violations
 
+    @property
+    def verdict(self) -> str:
+        """Three-valued: a search cut short without a violation decides nothing."""
+        return "violated" if self.violations else "holds" if self.complete else "unknown"
+
+    def property_verdict(self, name: str) -> str:
+        return "violated" if name in self.violations else "holds" if self.complete else "unknown"
+
     def to_json(self) -> dict:
         return {
             "protocol": self.protocol, "ranks": self.config.ranks, "attempts": self.config.attempts,
@@ -126,8 +129,9 @@ class Result:
             "keep": self.config.keep, "states": self.states, "transitions": self.transitions,
             "crash_images": self.crash_images, "max_depth": self.max_depth, "seconds": round(self.seconds, 3),
             "states_per_second": round(self.states / self.seconds, 1) if self.seconds else None,
-            "complete": self.complete, "ok": self.ok,
-            "properties": {p: ("violated" if p in self.violations else "holds") for p in PROPERTIES},
+            "complete": self.complete, "verdict": self.verdict,
+            "ok": {"holds": True, "violated": False, "unknown": None}[self.verdict],
+            "properties": {p: self.property_verdict(p) for p in PROPERTIES},
             "counterexamples": [c.to_json() for c in self.violations.values()],
         }
 
@@ -136,9 +140,11 @@ class Result:
 class Model:
     """One protocol variant under one configuration: initial state, successors, property checks."""
 
-    def __init__(self, variant: Variant, config: Config) -> None:
+    def __init__(self, variant: Variant, config: Config,
+                 observe: Callable[[str, Command], None] | None = None) -> None:
         self.variant = variant
         self.config = config
+        self.observe = observe  # sees (process, command) for every command executed (fito.protocol.drive.recording)
         self.n = config.ranks
         self._check_memo: dict[tuple, tuple[list[Violation], int]] = {}
         self.procs = self.n + 2 if config.zombies else self.n + 1  # ranks, coord, [zombie coordinator]
@@ -170,10 +176,14 @@ class Model:
 
     def _begin(self, disk: SimDisk, store: tuple[Record, ...], ghost: Ghost, fence: tuple[int, ...]) -> World:
         machines, pending = [], []
-        for i in range(self.n + 1):
-            m, cmds = _handle(self.fresh(i), Begin(*ghost.current))
+        for i in range(self.n):
+            m, cmds = feed(self.fresh(i), Begin(*ghost.current))
             machines.append(m)
-            pending.append(tuple(cmds))
+            pending.append(cmds)
+        # the coordinator begins with its fencing token (0 if it takes it at its first publish) and the plan
+        m, cmds = feed(self.fresh(self.n), Begin(*ghost.current, fence[1], global_plan(self.n)))
+        machines.append(m)
+        pending.append(cmds)
         if self.config.zombies:
             machines.append(self._fresh[self.zombie])
             pending.append(())
@@ -184,24 +194,20 @@ class Model:
         out: list[tuple[str, World]] = []
         for i in range(self.procs):
             if w.pending[i]:
-                out.append(self._exec(w, i))
+                out.append(self.execute(w, i))
         seen_msgs = set()
         for k, (dest, ev) in enumerate(w.net):
             if (dest, ev) in seen_msgs:
                 continue
             seen_msgs.add((dest, ev))
-            rest = w.net[:k] + w.net[k + 1:]
-            m, cmds = _handle(w.machines[dest], ev)
-            lost = World(w.machines, w.pending, rest, w.disk, w.store, w.ghost, w.fence, w.owners)
-            out.append((f"net: deliver {_msg(ev)} to {self.who(dest)}",
-                        self._set(lost, dest, m, w.pending[dest] + tuple(cmds))))
+            out.append(self.deliver(w, k))
             if self.config.message_loss:
-                out.append((f"net: lose {_msg(ev)} to {self.who(dest)}", lost))
+                out.append((f"net: lose {_msg(ev)} to {self.who(dest)}", self._lose(w, k)))
         if self.config.timeouts:
             coord = w.machines[self.n]
-            m, cmds = _handle(coord, TimedOut())
-            if m != coord or cmds:
-                out.append(("coord: timeout waiting for READY", self._set(w, self.n, m, w.pending[self.n] + tuple(cmds))))
+            m, cmds = feed(coord, TimedOut(), w.pending[self.n])
+            if m != coord or cmds != w.pending[self.n]:
+                out.append(("coord: timeout waiting for READY", self._set(w, self.n, m, cmds)))
         if self.config.crashes:
             for i in range(self.procs):
                 nxt = self._crash(w, i)
@@ -235,6 +241,16 @@ class Model:
                         nxt._replace(net=w.net, owners=w.owners + nxt.owners)))
         return [(label, s) for label, s in out if s != w]
 
+    def deliver(self, w: World, k: int) -> tuple[str, World]:
+        """The k-th message in flight arrives: its destination's machine is fed the event (fito.protocol.drive.feed)."""
+        dest, ev = w.net[k]
+        m, cmds = feed(w.machines[dest], ev, w.pending[dest])
+        return f"net: deliver {_msg(ev)} to {self.who(dest)}", self._set(self._lose(w, k), dest, m, cmds)
+
+    @staticmethod
+    def _lose(w: World, k: int) -> World:
+        return World(w.machines, w.pending, w.net[:k] + w.net[k + 1:], w.disk, w.store, w.ghost, w.fence, w.owners)
+
     @staticmethod
     def _set(w: World, i: int, machine: object, pending: tuple) -> World:
         return World(
@@ -260,7 +276,8 @@ class Model:
         w = self._set(w, i, fresh, ())
         return World(w.machines, w.pending, w.net, w.disk.lose_volatile(i), w.store, ghost, fence, w.owners)
 
-    def _exec(self, w: World, i: int) -> tuple[str, World]:
+    def execute(self, w: World, i: int) -> tuple[str, World]:
+        """Process i executes its next pending command (a failed file operation is caught as the library does)."""
         try:
             return self._exec_ok(w, i)
         except (FileNotFoundError, FileExistsError) as exc:
@@ -282,102 +299,14 @@ class Model:
         return f"{self.who(i)}: {type(cmd).__name__} FAILED ({type(exc).__name__}: {exc}); save given up", nxt
 
     def _exec_ok(self, w: World, i: int) -> tuple[str, World]:
-        """Execute process i's next command as the library would, and feed the reply back to it."""
-        cmd, rest = w.pending[i][0], w.pending[i][1:]
-        disk, store, net, ghost, fence = w.disk, w.store, w.net, w.ghost, w.fence
-        slot = i - self.n + 1  # index of this coordinator's token in `fence` (coordinators only)
-        reply: object | None = None
-        if isinstance(cmd, WriteShard):
-            c = unit(cmd.rank, cmd.epoch, cmd.attempt)
-            disk = disk.makedirs(attempt_dir(cmd.epoch, cmd.attempt)).create(cmd.path, c, i)  # as Checkpointer does
-            reply = ShardWritten(cmd.path, 1, (UnitEntry(f"rank{cmd.rank}", 0, 1, content_hash(c), cmd.epoch),))
-            label = f"write shard {short_path(cmd.path)}"
-        elif isinstance(cmd, WriteInPlace):
-            c = unit(cmd.rank, cmd.epoch, cmd.attempt)
-            disk = disk.overwrite(cmd.path, c, i)
-            reply = ShardWritten(cmd.path, 1, (UnitEntry(f"rank{cmd.rank}", 0, 1, content_hash(c), cmd.epoch),))
-            label = f"overwrite {cmd.path} in place with epoch {cmd.epoch}"
-        elif isinstance(cmd, FsyncFile):
-            disk = disk.fsync_file(cmd.path)
-            reply, label = Fsynced(cmd.path), f"fsync {short_path(cmd.path)}"
-        elif isinstance(cmd, FsyncDir):
-            disk = disk.fsync_dir(cmd.path)
-            reply, label = Fsynced(cmd.path), f"fsync dir {short_path(cmd.path)}"
-        elif isinstance(cmd, SendReady):
-            net = _net_add(net, self.n, ReadyReceived(cmd.ready))
-            label = f"send READY(e{cmd.ready.epoch}/{cmd.ready.attempt})"
-        elif isinstance(cmd, WriteManifest):
-            c = manifest_content(cmd.epoch, cmd.attempt, cmd.readies)
-            disk = disk.create(cmd.path, c, i)
-            reply, label = ManifestWritten(cmd.path, content_hash(c)), f"write manifest {short_path(cmd.path)}"
-        elif isinstance(cmd, PublishDecision):
-            att = (cmd.epoch, cmd.attempt)
-            if fence[slot] == 0:  # like Checkpointer._publish: the token is acquired at the first publish
-                fence = _with(fence, 0, fence[0] + 1)
-                fence = _with(fence, slot, fence[0])
-            if fence[slot] != fence[0]:
-                reply = PublishRejected(f"fencing token {fence[slot]} is stale, current is {fence[0]}")
-                label = f"publish decision {cmd.outcome} e{cmd.epoch}/{cmd.attempt}: REFUSED, stale fence"
-            else:
-                if not any((r.epoch, r.attempt) == att for r in store):  # idempotent on the decision id
-                    store = store + (Record(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash),)
-                if cmd.outcome == "commit" and att not in ghost.committed:
-                    ghost = ghost._replace(committed=ghost.committed + (att,))
-                elif cmd.outcome == "abort" and att not in ghost.committed:
-                    ghost = ghost._replace(aborted=_add(ghost.aborted, att))
-                reply = DecisionPublished(cmd.outcome)
-                label = f"publish decision {cmd.outcome} e{cmd.epoch}/{cmd.attempt} (durable, atomic)"
-        elif isinstance(cmd, Notify):
-            for r in range(self.n):
-                ev = Committed(cmd.epoch, cmd.attempt) if cmd.outcome == "commit" else Aborted(cmd.epoch, cmd.attempt, cmd.reason)
-                net = _net_add(net, r, ev)
-            if cmd.outcome == "abort" and (cmd.epoch, cmd.attempt) not in ghost.committed:
-                ghost = ghost._replace(aborted=_add(ghost.aborted, (cmd.epoch, cmd.attempt)))
-            label = f"notify every rank: {cmd.outcome} e{cmd.epoch}/{cmd.attempt}"
-        elif isinstance(cmd, CollectGarbage):
-            # The library's own plan (fito.protocol.gc), executed on the simulated disk and log. The model
-            # names attempts a, b, ...: the fence an attempt name carries in the library is `owners` here.
-            owner = dict(w.owners)
-            plan = plan_gc(store, _attempt_listing(disk), current_fence=fence[0], own_fence=fence[slot],
-                           keep=self.config.keep, newest=(cmd.newest_epoch, cmd.newest_attempt),
-                           fence_of=lambda name: owner.get(name, 0))
-            retired: list[str] = []
-            leftovers: list[str] = []
-            for action in plan.actions:
-                if isinstance(action, Retire):  # durable first: recovery never picks a retired epoch
-                    key = (action.epoch, action.attempt)
-                    store = tuple(r._replace(retired=True) if (r.epoch, r.attempt) == key else r for r in store)
-                    retired.append(f"e{action.epoch}/{action.attempt}")
-                elif isinstance(action, Delete):
-                    disk = disk.remove_tree(action.path)
-                    if f"e{action.epoch}/{action.attempt}" not in retired:
-                        leftovers.append(short_path(action.path))
-                elif isinstance(action, RemoveEmptyDir):
-                    disk = disk.remove_tree(action.path)
-            if plan.refused:  # a stale coordinator: retire() would refuse its fence, nothing is deleted
-                label = "collect garbage: refused, stale fence"
-            else:
-                label = (f"collect garbage (keep {self.config.keep}): retire+delete {retired}"
-                         + (f", delete undecided {leftovers}" if leftovers else ""))
-        elif isinstance(cmd, CommitPoint):
-            att = (cmd.epoch, cmd.attempt)
-            if att not in ghost.committed:
-                ghost = ghost._replace(committed=ghost.committed + (att,))
-            label = f"decide commit e{cmd.epoch}/{cmd.attempt} (the variant's commit point)"
-        elif isinstance(cmd, MarkStable):
-            disk = disk.write_durable(mark_path(cmd.rank), ("mark", cmd.epoch, cmd.attempt), i)
-            label = f"mark e{cmd.epoch}/{cmd.attempt} stable locally (atomic, durable)"
-        elif isinstance(cmd, DiscardTentative):
-            disk = disk.unlink(cmd.path)
-            label = f"discard tentative {short_path(cmd.path)}"
-        else:  # pragma: no cover - a new command type must be taught to the model
-            raise TypeError(f"the model does not know how to execute {cmd!r}")
-        machine = w.machines[i]
-        if reply is not None:
-            machine, more = _handle(machine, reply)
-            rest = rest + tuple(more)
-        nxt = self._set(World(w.machines, w.pending, net, disk, store, ghost, fence, w.owners), i, machine, rest)
-        return f"{self.who(i)}: {label}", nxt
+        """Process i executes its next command through its simulated executor, and the reply goes back to
+        its machine: one `step` of the executor contract the library drives (fito.protocol.drive)."""
+        sim = SimExecutor(self, w, i)
+        execute = sim if self.observe is None else recording(sim, self.who(i), self.observe)
+        machine, rest, _ = step(w.machines[i], w.pending[i], execute)
+        nxt = self._set(World(w.machines, w.pending, sim.net, sim.disk, sim.store, sim.ghost, sim.fence, w.owners),
+                        i, machine, rest)
+        return f"{self.who(i)}: {sim.label}", nxt
 
     # -- properties --
     def check(self, w: World) -> tuple[list[Violation], int]:
@@ -423,7 +352,7 @@ class Model:
         if g.current in g.committed or g.current in g.aborted:
             return []
         coord = w.machines[self.n]
-        if self.config.timeouts and _handle(coord, TimedOut()) != (coord, []):
+        if self.config.timeouts and feed(coord, TimedOut()) != (coord, ()):
             return []  # the timeout will still decide
         return [Violation("EventuallyDecides",
                           f"nothing left to do and no message in flight, yet e{g.current[0]}/{g.current[1]} is "
@@ -431,38 +360,6 @@ class Model:
 
 
 # ---- helpers ----
-def _handle(machine: object, event: object) -> tuple[object, list]:
-    nxt, cmds = machine.handle(event)  # type: ignore[attr-defined]
-    if type(nxt) is not type(machine) and isinstance(machine, type(nxt)):
-        # A machine method built its base class explicitly (Coordinator.handle on Begin does); keep the
-        # subclass, so a variant or mutation stays itself across attempts.
-        nxt = type(machine)(**{f.name: getattr(nxt, f.name) for f in fields(nxt)})
-    return nxt, list(cmds)
-
-
-def _attempt_listing(disk: SimDisk) -> list[Entry]:
-    """The attempt namespace as a listing would show it: the simulated disk holds files only, so the
-    epoch and attempt directories are those that contain a file (links do not exist in the model)."""
-    dirs: set[str] = set()
-    for p, _ in disk.files:
-        parts = p.split("/")
-        if parts[0] == "epochs" and len(parts) >= 4:
-            dirs.update(("/".join(parts[:2]), "/".join(parts[:3])))
-    return [Entry(d, DIR) for d in sorted(dirs)]
-
-
-def _with(t: tuple, i: int, v: object) -> tuple:
-    return t[:i] + (v,) + t[i + 1:]
-
-
-def _net_add(net: tuple, dest: int, ev: object) -> tuple:
-    return tuple(sorted(net + ((dest, ev),), key=lambda m: (m[0], repr(m[1]))))
-
-
-def _add(items: tuple[Attempt, ...], att: Attempt) -> tuple[Attempt, ...]:
-    return items if att in items else tuple(sorted(items + (att,)))
-
-
 def _att(c: object) -> Attempt | None:
     return (c[2], c[3]) if isinstance(c, tuple) and c and c[0] == "unit" else None
 
@@ -587,3 +484,23 @@ def replay(
             raise ValueError(f"step {n} ({step!r}) is not enabled in the replayed state")
     violations, _ = model.check(w)
     return w, violations
+
+
+def happy_path(protocol: str | Variant = "bilateral", ranks: int = 2, *,
+               mutation: str | None = None) -> tuple[list[tuple[str, Command]], World]:
+    """The commands every process executes when nothing goes wrong (no crash, loss or timeout), in order,
+    as (process, command), and the final state. The schedule is the explorer's first successor at each
+    state: the lowest-numbered process with work executes, else the first message in flight arrives."""
+    variant = protocol if isinstance(protocol, Variant) else get_variant(protocol, mutation)
+    log: list[tuple[str, Command]] = []
+    model = Model(variant, Config(ranks=ranks, crashes=False, message_loss=False, timeouts=False),
+                  observe=lambda who, cmd: log.append((who, cmd)))
+    w = model.initial()
+    while True:
+        busy = [i for i in range(model.procs) if w.pending[i]]
+        if busy:
+            _, w = model.execute(w, busy[0])
+        elif w.net:
+            _, w = model.deliver(w, 0)
+        else:
+            return log, w

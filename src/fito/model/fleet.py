@@ -1,4 +1,4 @@
-"""Fleet update simulation (paper §7, §9.2; THEORY.md correction 10).
+"""Fleet update simulation (paper §7, §9.2; correction 10 (docs/corrections.md)).
 
 A fleet of N nodes runs one collective (all N nodes) per tick and moves from epoch 0 to epoch 1. Every
 message is lost independently with probability `loss` and re-sent each tick until it gets through, so

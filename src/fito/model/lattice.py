@@ -7,7 +7,7 @@ the componentwise product; its atomic points are only the top C^n and the bottom
 Closed forms are evaluated in log space so that they stay exact for n up to 10^7 and p up to
 1 - 1e-9 (where p**n and 1 - p**n - ... lose every digit in naive floating point).
 
-Correlated failures (THEORY.md correction 4): at a fixed per-unit commit probability p, positive
+Correlated failures (correction 4 (docs/corrections.md)): at a fixed per-unit commit probability p, positive
 correlation RAISES P(all C) and LOWERS P(mixed): independence is the worst case for positively
 associated failures, not the best, so the paper's Remark 5.8 has the direction backwards.
 """
@@ -454,29 +454,3 @@ def correlation_sweep(n: int, p: float, rhos: Sequence[float], model: Correlatio
         cf = closed_form(n, FailureSpec.binary(p, model=model, rho=rho, block_size=block_size))
         sweep.rows.append((rho, cf.all_c, cf.mixed))
     return sweep
-
-
-def plot_atomic_vs_n(path: str, ps: Sequence[float] = (0.999, 0.9999, 0.99999, 0.999999),
-                     n_max: int = 10_000_000, mark_n: int = 4000) -> None:
-    """P(atomic) against n (log axis) for several p, with the paper's n = 4000 marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ns = np.unique(np.logspace(0, math.log10(n_max), 400).astype(int))
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for p in ps:
-        ys = [closed_form(int(n), FailureSpec.binary(p)).atomic for n in ns]
-        ax.plot(ns, ys, label=f"p = {p}")
-    ax.axvline(mark_n, color="grey", linestyle=":", linewidth=1)
-    ax.text(mark_n * 1.1, 0.05, f"n = {mark_n}", color="grey")
-    ax.set_xscale("log")
-    ax.set_xlabel("persistence units n")
-    ax.set_ylabel("P(atomic) = p^n + (1-p)^n")
-    ax.set_title("Independent binary model: P(atomic) vs n")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -6,7 +6,7 @@ then restores deliberately mixed tuples anyway, and measures what they do to a s
 (an MLP regression on generated data, CPU) against a correct resume and against two harmless-noise
 baselines (a 1-ulp nudge of the weights, a reshuffled data order).
 
-What the measurements show (THEORY.md corrections 8 and 9): Example 6.6's skew of m by one step is a
+What the measurements show (corrections 8 and 9 in docs/corrections.md): Example 6.6's skew of m by one step is a
 perturbation of b1 (1 - b1) (m_{t-1} - g_t) = 0.09 (m_{t-1} - g_t) that DECAYS (Adam forgets it at
 rate b1 per step); it does not compound in the loss. The dangerous mixes break the m/v scale relation
 (v from far earlier, or m = v = 0 with the step counter kept): they spike the loss. A validation
@@ -511,37 +511,3 @@ def m_skew_decay(seed: int = 0, t: int = 100, steps: int = 60) -> SkewDecay:
         ratios.append(float(torch.linalg.vector_norm(bad.flat_m() - ref.flat_m())) / m0)
         offsets.append(float(torch.linalg.vector_norm(bad.flat_params() - ref.flat_params())))
     return SkewDecay(beta1=cfg.betas[0], m_ratio=ratios, theta_offset=offsets)
-
-
-def plot_report(report: SkewReport, path: str) -> None:
-    """Median parameter distance and eval-loss ratio to the correct run, against steps after restore."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    ks = report.config.eval_points()
-    correct = {t.seed: t for t in report.trajectories if t.variant == "correct"}
-    for v in variants(report.config):
-        rows = [t for t in report.trajectories if t.variant == v.name]
-        if not rows or v.name == "correct":
-            continue
-        style = "-" if v.kind == "mix" else "--"
-        dist = [np.median([t.param_distance[k] for t in rows]) for k in ks]
-        ratio = [np.median([t.eval_loss[k] / correct[t.seed].eval_loss[k] for t in rows]) for k in ks]
-        ax1.plot(ks, np.maximum(dist, 1e-12), style, label=v.name)
-        ax2.plot(ks, ratio, style, label=v.name)
-    ax1.set(xscale="log", yscale="log", xlabel="steps after restore",
-            ylabel="||theta - theta_correct|| (median)", title="parameter distance to the correct resume")
-    ax2.set(xscale="log", yscale="log", xlabel="steps after restore",
-            ylabel="eval loss / correct eval loss (median)", title="held-out loss ratio")
-    ax2.axhline(1.0, color="grey", linewidth=0.8)
-    for ax in (ax1, ax2):
-        ax.grid(True, which="both", alpha=0.3)
-    ax2.legend(fontsize=8)
-    fig.suptitle(f"AdamW mixed-epoch restores at step {report.config.restore_step} "
-                 f"({len(report.seeds)} seeds; solid = mixed tuple, dashed = baseline)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

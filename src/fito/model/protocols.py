@@ -22,7 +22,7 @@ from fito.protocol import (
     ShardWritten, UnitEntry, choose_epoch,
 )
 from fito.protocol.gc import live_commits
-from fito.protocol.messages import manifest_path, shard_path
+from fito.protocol.messages import Expected, manifest_path, shard_path
 from fito.model.simfs import MISSING, Content, Reader, SimDisk, content_hash, unit
 
 INITIAL_EPOCH = 1
@@ -107,6 +107,16 @@ class Recovery(NamedTuple):
 
 class RecoveryError(Exception):
     pass
+
+
+def unit_entry(rank: int, c: Content, epoch: int) -> UnitEntry:
+    """What rank `rank` vouches for in the model: its one unit, named after it, one byte long."""
+    return UnitEntry(f"rank{rank}", 0, 1, content_hash(c), epoch)
+
+
+def global_plan(ranks: int) -> Expected:
+    """The model's global plan, as the coordinator's Begin carries it: each rank's one unit, one byte each."""
+    return tuple(((f"rank{r}", None), 1) for r in range(ranks))
 
 
 def manifest_content(epoch: int, attempt: str, readies: tuple[Ready, ...]) -> tuple:
@@ -246,8 +256,8 @@ class GcBeforeDecision(Coordinator):
 
     def publish(self) -> tuple[Coordinator, list[Command]]:
         return replace(self, phase=CoordinatorPhase.PUBLISHING), [
-            CollectGarbage(self.epoch, self.attempt),
-            PublishDecision(self.epoch, self.attempt, "commit", self.manifest, self.manifest_hash),
+            CollectGarbage(self.epoch, self.attempt, self.fence),
+            PublishDecision(self.epoch, self.attempt, "commit", self.manifest, self.manifest_hash, self.fence),
         ]
 
     def on_published(self) -> tuple[Coordinator, list[Command]]:
@@ -284,7 +294,7 @@ def _initial_bilateral(ranks: int) -> tuple[SimDisk, tuple[Record, ...]]:
         path = shard_path(INITIAL_EPOCH, INITIAL_ATTEMPT, r)
         c = unit(r, INITIAL_EPOCH, INITIAL_ATTEMPT)
         disk = disk.write_durable(path, c, r)
-        entry = UnitEntry(f"rank{r}", 0, 1, content_hash(c), INITIAL_EPOCH)
+        entry = unit_entry(r, c, INITIAL_EPOCH)
         readies.append(Ready(INITIAL_EPOCH, INITIAL_ATTEMPT, r, path, 1, (entry,)))
     m = manifest_content(INITIAL_EPOCH, INITIAL_ATTEMPT, tuple(readies))
     mpath = manifest_path(INITIAL_EPOCH, INITIAL_ATTEMPT)

@@ -41,6 +41,16 @@ class RetryParams:
     backoff_base: int = 1
     backoff_cap: int = 32
 
+    def __post_init__(self) -> None:
+        checks = [(self.jobs >= 1, "jobs must be >= 1"), (self.capacity > 0, "capacity must be > 0"),
+                  (self.retry_cost >= 0, "retry_cost must be >= 0"), (0 <= self.p0 < 1, "p0 must be in [0, 1)"),
+                  (self.steps >= 1, "steps must be >= 1"), (self.dip > 0, "dip must be > 0"),
+                  (self.dip_start >= 0 and self.dip_steps >= 0, "dip_start and dip_steps must be >= 0"),
+                  (self.budget >= 0, "budget must be >= 0"), (self.max_attempts >= 1, "max_attempts must be >= 1")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
 
 @dataclass
 class RetryTrace:

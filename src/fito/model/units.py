@@ -1,4 +1,4 @@
-"""Count independently persisted units of a sharded training state (§5.4 and THEORY.md correction 2).
+"""Count independently persisted units of a sharded training state (§5.4 and correction 2 (docs/corrections.md)).
 
 The paper asserts n ~ 4000 for a 70B model with TP 8, PP 4, DP 64 from the list "weight shards,
 m and v shards, gradient buffers, per-rank RNG states, data-iterator positions, metadata". Counting

@@ -1,13 +1,15 @@
-"""The coordinator's side: collect READY from every rank, write and fsync the manifest, then publish the
-decision durably under its fencing token (the commit point), and only then tell the ranks. Anything
-short of a published commit is an abort (presumed abort). Garbage collection comes strictly after."""
+"""The coordinator's side: collect READY from every rank, check that they cover the global plan exactly, write
+and persist the manifest, then publish the decision durably under its fencing token (the commit point), and
+only then tell the ranks. A failed or timed-out rank, a coverage gap or a refused publish is an abort; anything
+short of a published commit is an abort anyway (presumed abort). Garbage collection comes strictly after."""
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
 
+from fito.protocol.coverage import Voucher, check_coverage
 from fito.protocol.messages import (
-    Begin, CollectGarbage, Command, DecisionPublished, Event, FsyncDir, FsyncFile, Fsynced,
+    NO_FENCE, Begin, CollectGarbage, Command, DecisionPublished, Event, Expected, FsyncDir, FsyncFile, Fsynced,
     ManifestWritten, Notify, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived,
     TimedOut, WriteManifest, attempt_dir, manifest_path,
 )
@@ -35,13 +37,16 @@ class Coordinator:
     manifest: str = ""
     manifest_hash: str = ""
     reason: str = ""
+    fence: int = NO_FENCE  # the fencing token every publish and GC of this attempt carries
+    expected: Expected | None = None  # the global plan's items (Begin); None: no global plan
 
     def handle(self, event: Event) -> tuple["Coordinator", list[Command]]:
         C = CoordinatorPhase
         if isinstance(event, Begin) and self.phase in (C.IDLE, C.COMMITTED, C.ABORTED):
             # replace(), not Coordinator(...): a subclass (a model-checker variant or mutation) stays itself
             return replace(self, phase=C.COLLECTING, epoch=event.epoch, attempt=event.attempt, readies=(),
-                           manifest="", manifest_hash="", reason=""), []
+                           manifest="", manifest_hash="", reason="", fence=event.fence,
+                           expected=event.expected), []
         if isinstance(event, ReadyReceived) and self.phase is C.COLLECTING:
             return self.on_ready(event.ready)
         if isinstance(event, ManifestWritten) and self.phase is C.WRITING_MANIFEST:
@@ -74,7 +79,17 @@ class Coordinator:
         nxt = replace(self, readies=readies)
         if len(readies) < self.world_size:
             return nxt, []
+        problems = nxt.coverage_problems()
+        if problems:  # never write a manifest that does not vouch for the whole plan, exactly once
+            return nxt.abort("coverage check failed: " + "; ".join(problems))
         return self.write_manifest(nxt)
+
+    def coverage_problems(self) -> list[str]:
+        """Every item of the global plan vouched for exactly once, with its size and this epoch's tag."""
+        if self.expected is None:
+            return []
+        vouchers = (Voucher(r.rank, u.key, u.length, u.epoch) for r in self.readies for u in r.units)
+        return check_coverage(self.epoch, dict(self.expected), vouchers)
 
     def write_manifest(self, nxt: "Coordinator") -> tuple["Coordinator", list[Command]]:
         path = manifest_path(self.epoch, self.attempt)
@@ -84,17 +99,17 @@ class Coordinator:
 
     def publish(self) -> tuple["Coordinator", list[Command]]:
         return replace(self, phase=CoordinatorPhase.PUBLISHING), [
-            PublishDecision(self.epoch, self.attempt, "commit", self.manifest, self.manifest_hash)
+            PublishDecision(self.epoch, self.attempt, "commit", self.manifest, self.manifest_hash, self.fence)
         ]
 
     def on_published(self) -> tuple["Coordinator", list[Command]]:
         return replace(self, phase=CoordinatorPhase.COMMITTED), [
             Notify(self.epoch, self.attempt, "commit"),
-            CollectGarbage(self.epoch, self.attempt),
+            CollectGarbage(self.epoch, self.attempt, self.fence),
         ]
 
     def abort(self, reason: str) -> tuple["Coordinator", list[Command]]:
         # Recording the abort is a courtesy for `fito inspect`; safety rests on presumed abort.
         return replace(self, phase=CoordinatorPhase.ABORTING, reason=reason), [
-            PublishDecision(self.epoch, self.attempt, "abort")
+            PublishDecision(self.epoch, self.attempt, "abort", fence=self.fence)
         ]

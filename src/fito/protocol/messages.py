@@ -5,18 +5,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Union
 
+from fito.protocol.coverage import Key
+
 Outcome = Literal["commit", "abort"]
+NO_FENCE = 0  # fencing tokens are >= 1; a machine that holds none (a participant) carries 0
 
 
 @dataclass(frozen=True)
 class UnitEntry:
-    """What a participant vouches for after fsync: one unit of its shard file."""
+    """What a participant vouches for after persist: one unit (item) of its object.
+
+    A unit is vouched for by one hash over its bytes (`hash`, the per-rank v1 format) or by the hash of each
+    block of its payload (`blocks`, the sharded format, so a resharding reader verifies exactly the bytes it
+    reads). `chunk` is the offsets of a tensor chunk: the coverage key is (name, chunk)."""
 
     name: str
     offset: int
     length: int
-    hash: str  # "algo:hex" over the unit's bytes (header + payload)
+    hash: str  # "algo:hex" over the unit's bytes (header + payload); "" when `blocks` vouch for them
     epoch: int  # the epoch tag embedded in the unit's header
+    blocks: tuple[str, ...] = ()  # hex digest of each block of the payload, in order
+    chunk: tuple[int, ...] | None = None  # offsets of a tensor chunk in its global tensor; None: a whole item
+
+    @property
+    def key(self) -> Key:
+        return (self.name, self.chunk)
 
 
 @dataclass(frozen=True)
@@ -65,13 +78,15 @@ class WriteManifest:
 
 @dataclass(frozen=True)
 class PublishDecision:
-    """The commit point (for outcome "commit"): a durable, atomic, fenced write of the decision record."""
+    """The commit point (for outcome "commit"): a durable, atomic write of the decision record, accepted only
+    while `fence` is the store's current fencing token."""
 
     epoch: int
     attempt: str
     outcome: Outcome
     manifest: str = ""
     manifest_hash: str = ""
+    fence: int = NO_FENCE
 
 
 @dataclass(frozen=True)
@@ -86,20 +101,32 @@ class Notify:
 
 @dataclass(frozen=True)
 class CollectGarbage:
-    """Retention: issued only after a newer commit is durable; never touches the newest committed epoch."""
+    """Retention: issued only after a newer commit is durable; never touches the newest committed epoch.
+    Runs the GC plan (fito.protocol.gc) under `fence`: only own or older coordinators' attempts."""
 
     newest_epoch: int
     newest_attempt: str
+    fence: int = NO_FENCE
 
 
 Command = Union[WriteShard, FsyncFile, FsyncDir, SendReady, WriteManifest, PublishDecision, Notify, CollectGarbage]
 
 
 # ---- events (driver -> machine) ----
+Expected = tuple[tuple[Key, Union[int, None]], ...]  # the global plan: (key, byte length or None: any)
+
+
 @dataclass(frozen=True)
 class Begin:
+    """Start an attempt. Participants read epoch and attempt only. The coordinator also takes its fencing
+    token (the executor acquired it before the coordinator's first write) and, for a global plan, every item
+    the plan saves: on the last READY it checks coverage itself (None: each rank saves only its own units,
+    as in the per-rank v1 format, and there is no global plan to check against)."""
+
     epoch: int
     attempt: str
+    fence: int = NO_FENCE
+    expected: Expected | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,175 @@
+"""The model checker's executor: what the library's executor does with each protocol command, done on the
+simulated disk (fito.model.simfs), the simulated decision log and the simulated network.
+
+It follows the executor contract of fito.protocol.drive (command in, reply event or None out) so the
+explorer drives the machines with `step` exactly as the library drives them with `drive`. One executor is
+made per transition, for one process, over one world; the explorer reads the changed parts back."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fito.model.protocols import (
+    CommitPoint, DiscardTentative, MarkStable, Record, WriteInPlace, manifest_content, mark_path, unit_entry,
+)
+from fito.model.simfs import SimDisk, content_hash, short_path, unit
+from fito.protocol import (
+    Aborted, CollectGarbage, Committed, DecisionPublished, FsyncDir, FsyncFile, Fsynced, ManifestWritten, Notify,
+    PublishDecision, PublishRejected, ReadyReceived, SendReady, ShardWritten, WriteManifest, WriteShard,
+)
+from fito.protocol.gc import DIR, Delete, Entry, RemoveEmptyDir, Retire, plan_gc
+from fito.protocol.messages import NO_FENCE, attempt_dir
+
+if TYPE_CHECKING:
+    from fito.model.explorer import Attempt, Model, World
+
+
+class SimExecutor:
+    """Executes commands of process `i` over world `w`; `disk`, `store`, `net`, `ghost`, `fence` and `label`
+    hold the outcome. Raises FileNotFoundError/FileExistsError as the real storage would."""
+
+    def __init__(self, model: "Model", w: "World", i: int) -> None:
+        self.n, self.i, self.keep = model.n, i, model.config.keep
+        self.slot = i - model.n + 1  # index of this coordinator's token in `fence` (coordinators only)
+        self.owners = w.owners
+        self.disk, self.store, self.net, self.ghost, self.fence = w.disk, w.store, w.net, w.ghost, w.fence
+        self.label = ""
+
+    def __call__(self, cmd: object) -> object | None:
+        i = self.i
+        if isinstance(cmd, WriteShard):
+            c = unit(cmd.rank, cmd.epoch, cmd.attempt)
+            self.disk = self.disk.makedirs(attempt_dir(cmd.epoch, cmd.attempt)).create(cmd.path, c, i)  # as the library does
+            self.label = f"write shard {short_path(cmd.path)}"
+            return ShardWritten(cmd.path, 1, (unit_entry(cmd.rank, c, cmd.epoch),))
+        if isinstance(cmd, WriteInPlace):
+            c = unit(cmd.rank, cmd.epoch, cmd.attempt)
+            self.disk = self.disk.overwrite(cmd.path, c, i)
+            self.label = f"overwrite {cmd.path} in place with epoch {cmd.epoch}"
+            return ShardWritten(cmd.path, 1, (unit_entry(cmd.rank, c, cmd.epoch),))
+        if isinstance(cmd, FsyncFile):
+            self.disk = self.disk.fsync_file(cmd.path)
+            self.label = f"fsync {short_path(cmd.path)}"
+            return Fsynced(cmd.path)
+        if isinstance(cmd, FsyncDir):
+            self.disk = self.disk.fsync_dir(cmd.path)
+            self.label = f"fsync dir {short_path(cmd.path)}"
+            return Fsynced(cmd.path)
+        if isinstance(cmd, SendReady):
+            self.net = net_add(self.net, self.n, ReadyReceived(cmd.ready))
+            self.label = f"send READY(e{cmd.ready.epoch}/{cmd.ready.attempt})"
+            return None
+        if isinstance(cmd, WriteManifest):
+            c = manifest_content(cmd.epoch, cmd.attempt, cmd.readies)
+            self.disk = self.disk.create(cmd.path, c, i)
+            self.label = f"write manifest {short_path(cmd.path)}"
+            return ManifestWritten(cmd.path, content_hash(c))
+        if isinstance(cmd, PublishDecision):
+            return self.publish(cmd)
+        if isinstance(cmd, Notify):
+            for r in range(self.n):
+                ev = Committed(cmd.epoch, cmd.attempt) if cmd.outcome == "commit" else Aborted(cmd.epoch, cmd.attempt, cmd.reason)
+                self.net = net_add(self.net, r, ev)
+            if cmd.outcome == "abort":
+                self.aborted((cmd.epoch, cmd.attempt))
+            self.label = f"notify every rank: {cmd.outcome} e{cmd.epoch}/{cmd.attempt}"
+            return None
+        if isinstance(cmd, CollectGarbage):
+            self.collect_garbage(cmd)
+            return None
+        if isinstance(cmd, CommitPoint):
+            self.committed((cmd.epoch, cmd.attempt))
+            self.label = f"decide commit e{cmd.epoch}/{cmd.attempt} (the variant's commit point)"
+            return None
+        if isinstance(cmd, MarkStable):
+            self.disk = self.disk.write_durable(mark_path(cmd.rank), ("mark", cmd.epoch, cmd.attempt), i)
+            self.label = f"mark e{cmd.epoch}/{cmd.attempt} stable locally (atomic, durable)"
+            return None
+        if isinstance(cmd, DiscardTentative):
+            self.disk = self.disk.unlink(cmd.path)
+            self.label = f"discard tentative {short_path(cmd.path)}"
+            return None
+        raise TypeError(f"the model does not know how to execute {cmd!r}")  # a new command must be taught
+
+    # ---- the decision log ----
+    def publish(self, cmd: PublishDecision) -> object:
+        """The decision store's publish: atomic, durable, idempotent on the decision id, refused unless the
+        fence the command carries is the store's current one."""
+        token = cmd.fence
+        if token == NO_FENCE:
+            # A coordinator that holds no token yet takes one at its first publish: the Checkpointer before
+            # b7688c9 (fence_at_first_publish), and, in every configuration, a coordinator that crashed and was
+            # begun for the next save without a new token.
+            if self.fence[self.slot] == 0:
+                self.fence = _with(_with(self.fence, 0, self.fence[0] + 1), self.slot, self.fence[0] + 1)
+            token = self.fence[self.slot]
+        att = (cmd.epoch, cmd.attempt)
+        if token != self.fence[0]:
+            self.label = f"publish decision {cmd.outcome} e{cmd.epoch}/{cmd.attempt}: REFUSED, stale fence"
+            return PublishRejected(f"fencing token {token} is stale, current is {self.fence[0]}")
+        if not any((r.epoch, r.attempt) == att for r in self.store):
+            self.store = self.store + (Record(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash),)
+        if cmd.outcome == "commit":
+            self.committed(att)
+        else:
+            self.aborted(att)
+        self.label = f"publish decision {cmd.outcome} e{cmd.epoch}/{cmd.attempt} (durable, atomic)"
+        return DecisionPublished(cmd.outcome)
+
+    def collect_garbage(self, cmd: CollectGarbage) -> None:
+        # The library's own plan (fito.protocol.gc), executed on the simulated disk and log. The model names
+        # attempts a, b, ...: the fence an attempt name carries in the library is `owners` here.
+        owner = dict(self.owners)
+        own = cmd.fence if cmd.fence != NO_FENCE else self.fence[self.slot]
+        plan = plan_gc(self.store, attempt_listing(self.disk), current_fence=self.fence[0], own_fence=own,
+                       keep=self.keep, newest=(cmd.newest_epoch, cmd.newest_attempt),
+                       fence_of=lambda name: owner.get(name, 0))
+        retired: list[str] = []
+        leftovers: list[str] = []
+        for action in plan.actions:
+            if isinstance(action, Retire):  # durable first: recovery never picks a retired epoch
+                key = (action.epoch, action.attempt)
+                self.store = tuple(r._replace(retired=True) if (r.epoch, r.attempt) == key else r for r in self.store)
+                retired.append(f"e{action.epoch}/{action.attempt}")
+            elif isinstance(action, Delete):
+                self.disk = self.disk.remove_tree(action.path)
+                if f"e{action.epoch}/{action.attempt}" not in retired:
+                    leftovers.append(short_path(action.path))
+            elif isinstance(action, RemoveEmptyDir):
+                self.disk = self.disk.remove_tree(action.path)
+        if plan.refused:  # a stale coordinator: retire() would refuse its fence, nothing is deleted
+            self.label = "collect garbage: refused, stale fence"
+        else:
+            self.label = (f"collect garbage (keep {self.keep}): retire+delete {retired}"
+                          + (f", delete undecided {leftovers}" if leftovers else ""))
+
+    # ---- ghost history ----
+    def committed(self, att: "Attempt") -> None:
+        if att not in self.ghost.committed:
+            self.ghost = self.ghost._replace(committed=self.ghost.committed + (att,))
+
+    def aborted(self, att: "Attempt") -> None:
+        if att not in self.ghost.committed:
+            self.ghost = self.ghost._replace(aborted=add_attempt(self.ghost.aborted, att))
+
+
+def attempt_listing(disk: SimDisk) -> list[Entry]:
+    """The attempt namespace as a listing would show it: the simulated disk holds files only, so the
+    epoch and attempt directories are those that contain a file (links do not exist in the model)."""
+    dirs: set[str] = set()
+    for p, _ in disk.files:
+        parts = p.split("/")
+        if parts[0] == "epochs" and len(parts) >= 4:
+            dirs.update(("/".join(parts[:2]), "/".join(parts[:3])))
+    return [Entry(d, DIR) for d in sorted(dirs)]
+
+
+def net_add(net: tuple, dest: int, ev: object) -> tuple:
+    return tuple(sorted(net + ((dest, ev),), key=lambda m: (m[0], repr(m[1]))))
+
+
+def add_attempt(items: tuple, att: "Attempt") -> tuple:
+    return items if att in items else tuple(sorted(items + (att,)))
+
+
+def _with(t: tuple, i: int, v: object) -> tuple:
+    return t[:i] + (v,) + t[i + 1:]
