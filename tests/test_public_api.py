@@ -19,6 +19,7 @@ PUBLIC = [
     "FitoError", "CheckpointCorruptError", "UnsafeCheckpointError", "CheckpointUnreadableError", "NoCommittedEpochError",
     "SaveAbortedError", "SaveInProgressError", "StaleFenceError", "StateMismatchError", "ValidationError",
     "RestoreFailedError", "GarbageCollectionError", "RetireRefusedError",
+    "DecisionLogMissingError", "DecisionLogDamagedError", "DecisionLogLockedError", "DecisionLogReadOnlyError",
     "CoordinationUnavailableError", "EpochConflictError", "EpochFencedError", "EpochMismatchError",
     "__version__",
 ]

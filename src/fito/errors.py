@@ -34,6 +34,26 @@ class NoCommittedEpochError(FitoError):
     """There is nothing to restore: no decision record says any epoch committed (or none is whole)."""
 
 
+class DecisionLogMissingError(FitoError):
+    """The decision log of a checkpoint root is absent although the root holds attempts (it was deleted,
+    renamed or not restored with them). fito never creates a fresh log there on its own: a fresh log would
+    say "nothing committed" and the next save's retention would start from scratch."""
+
+
+class DecisionLogDamagedError(UnsafeCheckpointError):
+    """The decision log is not a fito log (not SQLite, another schema, malformed records, a symlink).
+    It is refused, never repaired or reset: a reset fence would let an old coordinator commit again."""
+
+
+class DecisionLogLockedError(FitoError):
+    """Another process held the decision log's lock for longer than the timeout."""
+
+
+class DecisionLogReadOnlyError(FitoError):
+    """A write to the decision log was refused: the log, its directory or the mount is read-only
+    (or the log was opened read-only on purpose)."""
+
+
 class SaveAbortedError(FitoError):
     """The attempt did not commit (a rank failed, timed out or the coordinator was fenced);
     the previous committed epoch is intact."""

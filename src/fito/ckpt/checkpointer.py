@@ -40,6 +40,7 @@ from fito.protocol import (
     Notify, Participant, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady,
     UnitEntry, WriteManifest, WriteShard, choose_epoch,
 )
+from fito.protocol.layout import attempt_name
 from fito.protocol.messages import attempt_dir
 from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
@@ -58,10 +59,13 @@ class Checkpointer:
     Under torch.distributed every rank creates a Checkpointer on the same root (a shared file system) and
     calls `save`/`restore` together; each rank writes and reads only its own units, rank 0 coordinates.
     `keep`: after each commit, keep only the newest `keep` committed epochs (None keeps all).
-    `store`: where decisions live (default: SQLite file in `root`; see fito.coord for etcd).
-    Creating a Checkpointer on rank 0 makes it the coordinator of `root`: it takes a new fencing token, so any
-    older coordinator (a zombie of a previous run) can no longer commit or delete. To look at a checkpoint
-    without taking over, use `fito inspect` / `fito.ckpt.inspect.describe()`.
+    `store`: where decisions live (default: SQLite file in `root`; see fito.coord for etcd). It is never
+    created next to existing attempts: a root whose log is missing raises DecisionLogMissingError (see
+    `fito recover-log`).
+    The first save on rank 0 makes this Checkpointer the coordinator of `root`: before it writes anything it
+    takes a new fencing token, so any older coordinator (a zombie of a previous run) can no longer commit or
+    delete. Restoring, listing and inspecting take no token and need no write access (an evaluator can
+    restore beside a training job, or from a read-only mount).
     `validator`: a function returning the loss on a fixed held-out batch (§9.3 of the paper). It is recorded
     at every save and recomputed after restore; a difference beyond the tolerances fails the epoch (and with
     fallback=True moves to the previous one). It must not change the model; the torch RNG is preserved."""
@@ -83,10 +87,11 @@ class Checkpointer:
         self.rank, self.world_size = self.transport.rank, self.transport.world_size
         self.progress = progress
         self.validator, self.validate_rtol, self.validate_atol = validator, validate_rtol, validate_atol
-        self._store = store
-        # Rank 0 is the coordinator of `root` from the start: taking the fencing token now (not at the first
-        # publish) fences out any older coordinator before this one writes or collects anything.
-        self._fence: int | None = self.store.acquire_fence() if self.rank == 0 else None
+        # The default log is only looked at here (no connection): a lost log is refused on every rank alike.
+        self._store = store if store is not None else self._default_store()
+        self._fence: int | None = None  # taken by rank 0 at its first save (see _take_fence)
+        self._log_id: str | None = None
+        self._fence_error: Exception | None = None
         self._staging = StagingBuffer()
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: SaveHandle | None = None
@@ -95,8 +100,23 @@ class Checkpointer:
     @property
     def store(self) -> DecisionStore:
         if self._store is None:
-            self._store = SqliteDecisionStore(self.root / SqliteDecisionStore.FILENAME)
+            self._store = self._default_store()
         return self._store
+
+    def _default_store(self) -> DecisionStore:
+        return SqliteDecisionStore(self.root / SqliteDecisionStore.FILENAME)
+
+    def _take_fence(self) -> str:
+        """Rank 0, at the start of a save: hold a fencing token before the first write of the first save (not
+        lazily at the first publish: the model checker found that a zombie could then delete live work)."""
+        try:
+            if self._fence is None:
+                self._fence = self.store.acquire_fence()
+                self._log_id = self.store.log_id()
+            return attempt_id(self._fence, self._log_id)
+        except Exception as exc:  # noqa: BLE001 - told to every rank below, so none waits for an attempt that never starts
+            self._fence_error = exc
+            return f"!{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else f"!{exc}"
 
     def committed(self) -> list[int]:
         """Steps that a durable decision says committed (and not retired), oldest commit first."""
@@ -172,8 +192,12 @@ class Checkpointer:
 
     def _commit(self, step: int, units: list[tuple[str, memoryview]]) -> int:
         """Run the protocol for one attempt over `units` (views that stay valid until this returns)."""
-        new_id = attempt_id(self._coordinator_fence()).encode() if self.rank == 0 else None
+        new_id = self._take_fence().encode() if self.rank == 0 else None
         attempt = self.transport.broadcast(new_id).decode()
+        if attempt.startswith("!"):
+            cause, self._fence_error = self._fence_error, None  # rank 0: the store's own error, as the cause
+            raise SaveAbortedError(f"save of step {step} not started: the coordinator could not take the fencing "
+                                   f"token: {attempt[1:]}") from cause
         ready, local_error = self._participate(step, attempt, units)
         message = json.dumps(_ready_to_json(ready) if ready else {"failed": local_error}).encode()
         try:
@@ -443,7 +467,11 @@ class Checkpointer:
     def _candidates(self, step: int | None) -> list[Decision]:
         payload = None
         if self.rank == 0:
-            committed = self.store.committed()
+            try:
+                committed = self.store.committed()
+            except FitoError as exc:  # every rank raises, none waits for a list that never comes
+                self.transport.broadcast(json.dumps({"error": str(exc), "log": True}).encode())
+                raise
             if step is not None:
                 matches = [i for i, d in enumerate(committed) if d.epoch == step]
                 if not matches:
@@ -454,6 +482,8 @@ class Checkpointer:
                 payload = json.dumps([[d.epoch, d.attempt, d.manifest, d.manifest_hash, d.seq] for d in committed])
         doc = json.loads(self.transport.broadcast(payload.encode() if payload else None))
         if isinstance(doc, dict):
+            if doc.get("log"):
+                raise FitoError(f"rank 0 could not read the decision log: {doc['error']}")
             raise NoCommittedEpochError(doc["error"])
         if not doc:
             raise NoCommittedEpochError(f"{self.root}: no committed checkpoint (no decision record says any step committed)")
@@ -596,9 +626,10 @@ def _other_rank_failed(d: Decision) -> CheckpointCorruptError:
                                   found="another rank's check failed (see its log)")
 
 
-def attempt_id(fence: int) -> str:
-    """Unique per attempt, and names the coordinator's fence so retention never deletes a newer one's work."""
-    return f"f{fence}-{time.time_ns() // 1_000_000:x}-{secrets.token_hex(4)}"
+def attempt_id(fence: int, log_id: str | None) -> str:
+    """Unique per attempt; names the coordinator's fence and its log, so retention never deletes a newer
+    coordinator's work nor another log's (fito.protocol.layout)."""
+    return attempt_name(fence, log_id, time.time_ns() // 1_000_000, secrets.token_hex(4))
 
 
 def _ready_to_json(r: Ready) -> dict[str, Any]:

@@ -27,13 +27,15 @@ class AttemptInfo:
         return asdict(self)
 
 
-def open_store(root: str | os.PathLike[str]) -> tuple[LocalFS, SqliteDecisionStore]:
+def open_store(root: str | os.PathLike[str], *, readonly: bool = False) -> tuple[LocalFS, SqliteDecisionStore]:
+    """The root and its existing log. Nothing is written until a write is asked for; `readonly` refuses writes
+    (inspect and verify: they work on a read-only root and never take a fence)."""
     storage = LocalFS(root, create=False)
-    return storage, SqliteDecisionStore(storage.root / SqliteDecisionStore.FILENAME, create=False)
+    return storage, SqliteDecisionStore(storage.root / SqliteDecisionStore.FILENAME, create=False, readonly=readonly)
 
 
 def describe(root: str | os.PathLike[str]) -> list[AttemptInfo]:
-    storage, store = open_store(root)
+    storage, store = open_store(root, readonly=True)
     try:
         decisions = store.decisions()
     finally:
@@ -109,7 +111,7 @@ class VerifyReport:
 def verify(root: str | os.PathLike[str], epoch: int | None = None,
            progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None) -> VerifyReport:
     """Re-hash every unit of every rank of a committed epoch (the newest by default)."""
-    storage, store = open_store(root)
+    storage, store = open_store(root, readonly=True)
     report = VerifyReport(str(storage.root))
     try:
         committed = store.committed()
