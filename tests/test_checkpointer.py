@@ -116,13 +116,15 @@ def test_garbage_collection_never_deletes_a_newer_coordinators_attempt(ckdir, mo
     from fito.ckpt.checkpointer import attempt_id
     from fito.ckpt.retention import collect_garbage
 
-    zombie = fito.Checkpointer(ckdir)  # fence 1
-    zombie.save(1, {"w": torch.zeros(2)})
-    live = fito.Checkpointer(ckdir)  # fence 2: a restarted job, now writing step 2
-    live_attempt = ckdir / "epochs" / "000000000002" / attempt_id(2)
+    zombie = fito.Checkpointer(ckdir)
+    zombie.save(1, {"w": torch.zeros(2)})  # fence 1, taken at its first save
+    live = fito.Checkpointer(ckdir)
+    assert live.store.acquire_fence() == 2  # a restarted job starting its first save (start of _commit), step 2
+    log_id = live.store.log_id()
+    live_attempt = ckdir / "epochs" / "000000000002" / attempt_id(2, log_id)
     live_attempt.mkdir(parents=True)
     (live_attempt / "rank-00000.fito").write_bytes(b"being written")
-    stale_attempt = ckdir / "epochs" / "000000000002" / attempt_id(1)
+    stale_attempt = ckdir / "epochs" / "000000000002" / attempt_id(1, log_id)
     stale_attempt.mkdir()
 
     collect_garbage(zombie.storage, zombie.store, 1, keep=None)  # the zombie sees it is stale: deletes nothing

@@ -52,6 +52,7 @@ FAST = {
     "inspect": ["{dir}"],
     "verify": ["{dir}"],
     "gc": ["{dir}", "--keep", "2", "--grace", "0"],
+    "recover-log": ["{dir}"],  # run after the log is deleted (below): a dry run
     "check": ["--protocol", "bilateral", "--ranks", "1"],
     "lattice": ["--n", "100"],
     "units": [],
@@ -61,7 +62,7 @@ FAST = {
     "retry": ["--steps", "60", "--policy", "fito"],
     "demo": ["--steps", "15", "--every", "5", "--kill-step", "10"],
 }
-VERDICT = {"inspect": "ok", "verify": "holds", "gc": "ok", "check": "holds", "lattice": "ok", "units": "ok",
+VERDICT = {"inspect": "ok", "verify": "holds", "gc": "ok", "recover-log": "ok", "check": "holds", "lattice": "ok", "units": "ok",
            "adversary": "violated", "skew": "ok", "fleet": "ok", "retry": "holds", "demo": "holds"}
 
 
@@ -73,6 +74,8 @@ def test_every_command_has_a_fast_contract_case() -> None:
                                      if c == "demo" else c for c in FAST])
 def test_json_envelope_and_exit_code(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _saved(tmp_path / "ck")
+    if command == "recover-log":
+        (tmp_path / "ck" / "decisions.sqlite").unlink()  # it only rebuilds a lost log
     argv = [command, *(a.format(dir=tmp_path / "ck") for a in FAST[command]), "--json"]
     if command == "demo":
         argv += ["--dir", str(tmp_path / "demo")]
@@ -132,6 +135,8 @@ BAD = [
     (["verify", "{dir}", "--epoch", "7"], 3),
     (["inspect", "{missing}"], 3),
     (["inspect", "{broken}"], 4),
+    (["recover-log", "{dir}"], 4),  # a log exists: never replaced
+    (["recover-log", "{missing}"], 3),
     (["verify", "{broken}"], 4),
 ]
 

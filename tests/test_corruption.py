@@ -127,7 +127,7 @@ def test_symlink_escaping_the_root_is_rejected(tmp_path):
     outside.write_bytes(shard.read_bytes())
     shard.unlink()
     shard.symlink_to(outside)
-    _expect_rejected(tmp_path, fito.UnsafeCheckpointError, "resolves to")
+    _expect_rejected(tmp_path, fito.UnsafeCheckpointError, "symbolic link to")
 
 
 def test_foreign_directory_and_damaged_decision_log_are_clear_errors(tmp_path):

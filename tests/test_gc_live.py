@@ -12,6 +12,7 @@ import torch
 
 import fito
 from fito.coord.sqlite import SqliteDecisionStore
+from fito.protocol.layout import attempt_name
 
 RACE = Path(__file__).parent / "helpers" / "gc_race.py"
 STEPS = 40
@@ -21,7 +22,8 @@ def test_fito_gc_beside_a_live_job_never_deletes_its_commits_nor_fails_its_saves
     root = tmp_path / "ckpt"
     old = fito.Checkpointer(root)  # an earlier job: one commit and one attempt it never decided
     old.save(0, {"w": torch.zeros(4096), "meta": {"step": 0}})
-    leftover = root / "epochs" / "000000000001" / "f1-1-00000000"
+    # named as this log's (fito.protocol.layout): GC never deletes an undecided attempt of another log
+    leftover = root / "epochs" / "000000000001" / attempt_name(1, old.store.log_id(), 1, "00000000")
     leftover.mkdir(parents=True)
     (leftover / "rank-00000.fito").write_bytes(b"partial")
     old.close()

@@ -16,9 +16,10 @@ SRC = Path(fito.__file__).parent
 # The pinned surface. Adding or removing a public name is an API change: update this list with it.
 PUBLIC = [
     "Checkpointer", "CheckpointManager", "SaveHandle", "DataPosition", "RNGState",
-    "FitoError", "CheckpointCorruptError", "UnsafeCheckpointError", "NoCommittedEpochError",
+    "FitoError", "CheckpointCorruptError", "UnsafeCheckpointError", "CheckpointUnreadableError", "NoCommittedEpochError",
     "SaveAbortedError", "SaveInProgressError", "StaleFenceError", "StateMismatchError", "ValidationError",
     "RestoreFailedError", "GarbageCollectionError", "RetireRefusedError",
+    "DecisionLogMissingError", "DecisionLogDamagedError", "DecisionLogLockedError", "DecisionLogReadOnlyError",
     "CoordinationUnavailableError", "EpochConflictError", "EpochFencedError", "EpochMismatchError",
     "__version__",
 ]

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 import fito
-from fito.ckpt.checkpointer import decode_state
+from fito.ckpt.checkpointer import _array, decode_state, parse_state
 from fito.ckpt.tree import array_specs, decode
-from fito.protocol import UnitEntry
 
 NEW_DTYPES = [torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz,
               torch.float8_e8m0fnu, torch.float4_e2m1fn_x2, torch.uint16, torch.uint32, torch.uint64, torch.complex32]
@@ -166,10 +165,15 @@ def test_bad_array_specs_are_unsafe_before_any_allocation(node, match):
 
 
 def _decode_doc(doc: bytes, payloads: list[bytes]):
-    units = tuple(UnitEntry(n, 0, 0, "", 1) for n in ["__state__", *(f"u{i}" for i in range(len(payloads)))])
-    blobs = [doc, *payloads]
-    return decode_state(lambda i: torch.frombuffer(bytearray(blobs[i]) or bytearray(1), dtype=torch.uint8)[:len(blobs[i])],
-                        units, where="rank-00000.fito")
+    """The read path's decoding steps over in-memory units: parse the tree, size-check and fill each array."""
+    where = "rank-00000.fito"
+    parsed, specs = parse_state(doc, len(payloads), where=where)
+    arrays = []
+    for i, (spec, payload) in enumerate(zip(specs, payloads)):
+        array, buffer = _array(*spec, len(payload), where=where, unit=f"u{i}")()
+        buffer[:] = payload
+        arrays.append(array)
+    return decode_state(parsed, arrays, where=where)
 
 
 @pytest.mark.parametrize("doc,payload", [

@@ -1,6 +1,8 @@
 """Errors that say what was expected, what was found, and what to do about it."""
 from __future__ import annotations
 
+import errno
+
 
 class FitoError(Exception):
     """Base class of every error fito raises on purpose."""
@@ -30,6 +32,26 @@ class UnsafeCheckpointError(CheckpointCorruptError):
 
 class NoCommittedEpochError(FitoError):
     """There is nothing to restore: no decision record says any epoch committed (or none is whole)."""
+
+
+class DecisionLogMissingError(FitoError):
+    """The decision log of a checkpoint root is absent although the root holds attempts (it was deleted,
+    renamed or not restored with them). fito never creates a fresh log there on its own: a fresh log would
+    say "nothing committed" and the next save's retention would start from scratch."""
+
+
+class DecisionLogDamagedError(UnsafeCheckpointError):
+    """The decision log is not a fito log (not SQLite, another schema, malformed records, a symlink).
+    It is refused, never repaired or reset: a reset fence would let an old coordinator commit again."""
+
+
+class DecisionLogLockedError(FitoError):
+    """Another process held the decision log's lock for longer than the timeout."""
+
+
+class DecisionLogReadOnlyError(FitoError):
+    """A write to the decision log was refused: the log, its directory or the mount is read-only
+    (or the log was opened read-only on purpose)."""
 
 
 class SaveAbortedError(FitoError):
@@ -88,3 +110,15 @@ class ValidationError(FitoError):
 class RestoreFailedError(StateMismatchError):
     """A verified checkpoint could not be applied: an object's `load_state_dict` raised. Every entry the
     restore had touched was put back from its backup, so the caller's state is as it was before."""
+
+
+class CheckpointUnreadableError(CheckpointCorruptError):
+    """A file of a committed epoch exists but the OS refused to read it (permissions, an I/O error): its
+    bytes may well be fine. A CheckpointCorruptError so that restore(..., fallback=True) moves on."""
+
+    @classmethod
+    def from_os(cls, path: str, exc: OSError) -> "CheckpointUnreadableError":
+        name = errno.errorcode.get(exc.errno or 0, "OSError")
+        return cls(path=path, unit=None, expected="a readable file", found=f"{exc.strerror or exc} ({name})",
+                   hint="check the file's permissions, owner and the device; restore(..., fallback=True) uses the "
+                        "previous committed epoch")

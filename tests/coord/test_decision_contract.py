@@ -95,6 +95,17 @@ def test_concurrent_publishers_get_distinct_seqs(decision_store_factory) -> None
     assert len(seqs) == 12 and len(set(seqs)) == 12
 
 
+def test_a_log_has_one_identity_from_its_first_write(decision_store_factory) -> None:
+    from fito.protocol.layout import valid_log_id
+
+    a, b = decision_store_factory(), decision_store_factory()
+    assert a.log_id() is None  # nothing written yet: reading takes nothing, creates nothing
+    a.acquire_fence()
+    assert valid_log_id(a.log_id()) and b.log_id() == a.log_id()  # every handle on the log sees the same id
+    b.acquire_fence()
+    assert decision_store_factory().log_id() == a.log_id()
+
+
 def test_retire_never_retires_the_newest_commit_and_an_operator_needs_no_fence(decision_store_factory) -> None:
     """`fito gc` retires without a fence (it must not fence out a live job); one transaction refuses to
     retire the newest live commit, for an operator and a coordinator alike."""

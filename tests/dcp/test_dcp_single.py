@@ -153,8 +153,11 @@ def test_a_damaged_manifest_is_refused_before_anything_is_read(tmp_path):
 
 
 def test_keep_retires_old_steps_and_undecided_attempts_are_collected(tmp_path):
+    from fito.protocol.layout import attempt_name
+
     save(tmp_path, 1, keep=2)
-    crashed = tmp_path / "epochs" / "000000000005" / "f1-18c0000-deadbeef"  # an older coordinator's, never decided
+    log_id = SqliteDecisionStore(tmp_path / SqliteDecisionStore.FILENAME).log_id()  # GC deletes only its own log's
+    crashed = tmp_path / "epochs" / "000000000005" / attempt_name(1, log_id, 0x18C0000, "deadbeef")  # never decided
     crashed.mkdir(parents=True)
     (crashed / "rank-00000.fito").write_bytes(b"partial")
     for step in (2, 3):

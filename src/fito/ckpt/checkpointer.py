@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import reprlib
 import secrets
 import sys
 import time
@@ -22,7 +23,7 @@ from fito.ckpt.handle import SaveHandle
 from fito.ckpt.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
 from fito.ckpt.progress import ByteProgress
 from fito.ckpt.retention import collect_garbage
-from fito.ckpt.shard import read_shard, tensor_bytes, write_shard
+from fito.ckpt.shard import ShardReader, tensor_bytes, write_shard
 from fito.ckpt.staging import StagingBuffer
 from fito.ckpt.apply import Applied, RestorePlan
 from fito.ckpt.state import capture, plan_restore
@@ -31,7 +32,7 @@ from fito.ckpt.tree import DTYPES, array_specs, decode, encode, numpy_dtype
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import (
-    CheckpointCorruptError, CoordinationUnavailableError, FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError, StaleFenceError,
+    CheckpointCorruptError, CheckpointUnreadableError, CoordinationUnavailableError, FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError, StaleFenceError,
     RestoreFailedError, StateMismatchError, UnsafeCheckpointError, ValidationError,
 )
 from fito.protocol import (
@@ -39,6 +40,7 @@ from fito.protocol import (
     Notify, Participant, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady,
     UnitEntry, WriteManifest, WriteShard, choose_epoch,
 )
+from fito.protocol.layout import attempt_name
 from fito.protocol.messages import attempt_dir
 from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
@@ -46,6 +48,7 @@ from fito.storage.localfs import LocalFS
 log = logging.getLogger("fito")
 STATE_UNIT = "__state__"
 STATE_FORMAT = "fito-state/1"
+MAX_STATE_BYTES = 1 << 30  # the JSON state tree of one rank: refused unread beyond this
 VALIDATION_ENTRY = "__validation__"
 PUBLISH_TRIES = 3
 
@@ -56,10 +59,13 @@ class Checkpointer:
     Under torch.distributed every rank creates a Checkpointer on the same root (a shared file system) and
     calls `save`/`restore` together; each rank writes and reads only its own units, rank 0 coordinates.
     `keep`: after each commit, keep only the newest `keep` committed epochs (None keeps all).
-    `store`: where decisions live (default: SQLite file in `root`; see fito.coord for etcd).
-    Creating a Checkpointer on rank 0 makes it the coordinator of `root`: it takes a new fencing token, so any
-    older coordinator (a zombie of a previous run) can no longer commit or delete. To look at a checkpoint
-    without taking over, use `fito inspect` / `fito.ckpt.inspect.describe()`.
+    `store`: where decisions live (default: SQLite file in `root`; see fito.coord for etcd). It is never
+    created next to existing attempts: a root whose log is missing raises DecisionLogMissingError (see
+    `fito recover-log`).
+    The first save on rank 0 makes this Checkpointer the coordinator of `root`: before it writes anything it
+    takes a new fencing token, so any older coordinator (a zombie of a previous run) can no longer commit or
+    delete. Restoring, listing and inspecting take no token and need no write access (an evaluator can
+    restore beside a training job, or from a read-only mount).
     `validator`: a function returning the loss on a fixed held-out batch (§9.3 of the paper). It is recorded
     at every save and recomputed after restore; a difference beyond the tolerances fails the epoch (and with
     fallback=True moves to the previous one). It must not change the model; the torch RNG is preserved."""
@@ -81,10 +87,11 @@ class Checkpointer:
         self.rank, self.world_size = self.transport.rank, self.transport.world_size
         self.progress = progress
         self.validator, self.validate_rtol, self.validate_atol = validator, validate_rtol, validate_atol
-        self._store = store
-        # Rank 0 is the coordinator of `root` from the start: taking the fencing token now (not at the first
-        # publish) fences out any older coordinator before this one writes or collects anything.
-        self._fence: int | None = self.store.acquire_fence() if self.rank == 0 else None
+        # The default log is only looked at here (no connection): a lost log is refused on every rank alike.
+        self._store = store if store is not None else self._default_store()
+        self._fence: int | None = None  # taken by rank 0 at its first save (see _take_fence)
+        self._log_id: str | None = None
+        self._fence_error: Exception | None = None
         self._staging = StagingBuffer()
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: SaveHandle | None = None
@@ -93,8 +100,23 @@ class Checkpointer:
     @property
     def store(self) -> DecisionStore:
         if self._store is None:
-            self._store = SqliteDecisionStore(self.root / SqliteDecisionStore.FILENAME)
+            self._store = self._default_store()
         return self._store
+
+    def _default_store(self) -> DecisionStore:
+        return SqliteDecisionStore(self.root / SqliteDecisionStore.FILENAME)
+
+    def _take_fence(self) -> str:
+        """Rank 0, at the start of a save: hold a fencing token before the first write of the first save (not
+        lazily at the first publish: the model checker found that a zombie could then delete live work)."""
+        try:
+            if self._fence is None:
+                self._fence = self.store.acquire_fence()
+                self._log_id = self.store.log_id()
+            return attempt_id(self._fence, self._log_id)
+        except Exception as exc:  # noqa: BLE001 - told to every rank below, so none waits for an attempt that never starts
+            self._fence_error = exc
+            return f"!{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else f"!{exc}"
 
     def committed(self) -> list[int]:
         """Steps that a durable decision says committed (and not retired), oldest commit first."""
@@ -175,8 +197,12 @@ class Checkpointer:
 
     def _commit(self, step: int, units: list[tuple[str, memoryview]]) -> int:
         """Run the protocol for one attempt over `units` (views that stay valid until this returns)."""
-        new_id = attempt_id(self._coordinator_fence()).encode() if self.rank == 0 else None
+        new_id = self._take_fence().encode() if self.rank == 0 else None
         attempt = self.transport.broadcast(new_id).decode()
+        if attempt.startswith("!"):
+            cause, self._fence_error = self._fence_error, None  # rank 0: the store's own error, as the cause
+            raise SaveAbortedError(f"save of step {step} not started: the coordinator could not take the fencing "
+                                   f"token: {attempt[1:]}") from cause
         ready, local_error = self._participate(step, attempt, units)
         message = json.dumps(_ready_to_json(ready) if ready else {"failed": local_error}).encode()
         try:
@@ -221,6 +247,9 @@ class Checkpointer:
             captured[VALIDATION_ENTRY] = {"kind": "value", "data": self._validation_loss()}
         tree = encode(captured, "", arrays)
         doc = json.dumps({"format": STATE_FORMAT, "tree": tree}, separators=(",", ":")).encode()
+        if len(doc) > MAX_STATE_BYTES:  # restore refuses larger state trees: never write what cannot be read
+            raise StateMismatchError(f"the non-tensor state is {len(doc):,} bytes of JSON, over the {MAX_STATE_BYTES:,}-byte "
+                                     "limit; keep large data in tensors or numpy arrays")
         units = [(STATE_UNIT, memoryview(doc))]
         for path, a in arrays:
             data = tensor_bytes(a) if isinstance(a, torch.Tensor) else memoryview(a).cast("B")
@@ -413,7 +442,11 @@ class Checkpointer:
     def _candidates(self, step: int | None) -> list[Decision]:
         payload = None
         if self.rank == 0:
-            committed = self.store.committed()
+            try:
+                committed = self.store.committed()
+            except FitoError as exc:  # every rank raises, none waits for a list that never comes
+                self.transport.broadcast(json.dumps({"error": str(exc), "log": True}).encode())
+                raise
             if step is not None:
                 matches = [i for i, d in enumerate(committed) if d.epoch == step]
                 if not matches:
@@ -424,6 +457,8 @@ class Checkpointer:
                 payload = json.dumps([[d.epoch, d.attempt, d.manifest, d.manifest_hash, d.seq] for d in committed])
         doc = json.loads(self.transport.broadcast(payload.encode() if payload else None))
         if isinstance(doc, dict):
+            if doc.get("log"):
+                raise FitoError(f"rank 0 could not read the decision log: {doc['error']}")
             raise NoCommittedEpochError(doc["error"])
         if not doc:
             raise NoCommittedEpochError(f"{self.root}: no committed checkpoint (no decision record says any step committed)")
@@ -445,13 +480,16 @@ class Checkpointer:
 
 def load_manifest(storage: Storage, d: Decision) -> manifest_mod.Manifest:
     """Read the manifest a decision names, check its bytes against the decision's hash, and parse it."""
+    if not isinstance(d.manifest, str) or not isinstance(d.manifest_hash, str):
+        raise UnsafeCheckpointError(path=str(d.manifest), unit=None, expected="a manifest path and hash (strings)",
+                                    found=f"{type(d.manifest).__name__}, {type(d.manifest_hash).__name__}")
     algorithm = d.manifest_hash.split(":", 1)[0]
     if algorithm not in ALGORITHMS:
         raise UnsafeCheckpointError(path=d.manifest, unit=None, expected="a known manifest hash", found=repr(d.manifest_hash))
     try:
-        data = storage.read_bytes(d.manifest, manifest_mod.MAX_MANIFEST_BYTES)
-    except FileNotFoundError:
-        raise CheckpointCorruptError(path=d.manifest, unit=None, expected=f"the manifest of step {d.epoch}", found="no such file") from None
+        data = storage.read_bytes(d.manifest, manifest_mod.MAX_MANIFEST_BYTES)  # LocalFS: FitoErrors only
+    except OSError as exc:  # another Storage may raise plain OSError
+        raise CheckpointUnreadableError.from_os(d.manifest, exc) from None
     found = digest(algorithm, data)
     if found != d.manifest_hash:
         raise CheckpointCorruptError(path=d.manifest, unit=None, expected=f"manifest hash {d.manifest_hash}", found=found)
@@ -464,53 +502,98 @@ def load_manifest(storage: Storage, d: Decision) -> manifest_mod.Manifest:
 
 
 def load_shard(storage: Storage, m: manifest_mod.Manifest, shard: manifest_mod.RankShard,
-               progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Read and verify one rank's shard of a parsed manifest, and rebuild its saved mapping."""
-    verified = read_shard(storage, shard.file, size=shard.size, epoch=m.epoch, rank=shard.rank,
-                          units=shard.units, algorithm=m.algorithm, progress=progress)
-    return decode_state(verified.payload, shard.units, where=shard.file)
+               progress: Callable[[int], None] | None = None, *, keep: bool = True) -> dict[str, Any]:
+    """Read and verify one rank's shard of a parsed manifest, and rebuild its saved mapping.
 
-
-def decode_state(payload: Callable[[int], torch.Tensor], units: tuple[UnitEntry, ...], *, where: str) -> dict[str, Any]:
-    """Rebuild the saved mapping from verified unit payloads (views into the read buffer, no copies)."""
+    Bounded work on hostile input: the state tree (unit 0, capped at MAX_STATE_BYTES) is read and verified
+    first; it names every array's dtype and shape, and each must account exactly for the bytes the manifest
+    declares for its unit before anything is allocated. Each array is then read into its own fresh, owned,
+    contiguous tensor (or numpy array): no view into a shared read buffer ever reaches user code.
+    keep=False (`fito verify`): the same checks, but payloads only pass through a few scratch chunks, so memory
+    stays bounded whatever the shard's size; the arrays in the returned tree are None."""
+    units, where = shard.units, shard.file
     if not units or units[0].name != STATE_UNIT:
         raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="the state tree as unit 0", found=repr(units[0].name if units else None))
+    with ShardReader(storage, where, size=shard.size, epoch=m.epoch, rank=shard.rank, units=units,
+                     algorithm=m.algorithm, progress=progress) as reader:
+        doc, specs = parse_state(reader.read_bytes(0, MAX_STATE_BYTES), len(units) - 1, where=where)
+        makers = [_array(*spec, reader.payload_length(i + 1), where=where, unit=units[i + 1].name) for i, spec in enumerate(specs)]
+        arrays: list[Any] = [None] * len(makers)
+
+        def target(index: int, nbytes: int) -> memoryview:
+            arrays[index - 1], buffer = makers[index - 1]()
+            return buffer
+        reader.read_into(range(1, len(units)), target if keep else None)  # returns once every hash matched
+    for i, a in enumerate(arrays):
+        if a is None and keep:  # empty arrays: nothing was read
+            arrays[i] = makers[i]()[0]
+    return decode_state(doc, arrays, where=where)
+
+
+def parse_state(data: bytes | bytearray, count: int, *, where: str) -> tuple[dict[str, Any], list[tuple[str, str, list[int]]]]:
+    """The verified state-tree document and the (tag, dtype, shape) of each of its `count` arrays, in order."""
     try:
-        doc = json.loads(bytes(payload(0).numpy()))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="JSON", found=str(exc)) from None
+    except RecursionError:
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="a state tree of bounded depth",
+                                    found="nesting too deep to parse") from None
     if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
-        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected=f"format {STATE_FORMAT}", found=repr(doc)[:80])
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected=f"format {STATE_FORMAT}", found=reprlib.repr(doc))
     specs: dict[int, tuple[str, str, list[int]]] = {}
-    array_specs(doc.get("tree"), specs)
-    if sorted(specs) != list(range(len(units) - 1)):
-        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected=f"{len(units) - 1} arrays", found=f"{len(specs)}")
-    arrays: list[Any] = []
-    for index in range(len(units) - 1):
-        tag, dtype, shape = specs[index]
-        raw = payload(index + 1)
-        arrays.append(_array(tag, dtype, shape, raw, where=where, unit=units[index + 1].name))
-    tree = decode(doc["tree"], arrays, where)
+    try:
+        array_specs(doc.get("tree"), specs)
+    except RecursionError:
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="a state tree of bounded depth",
+                                    found="nesting too deep to walk") from None
+    except UnsafeCheckpointError as exc:  # the tree walker knows the node, not the file: name the file too
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected=exc.expected, found=exc.found) from None
+    if sorted(specs) != list(range(count)):
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected=f"{count} arrays", found=f"{len(specs)}")
+    return doc, [specs[i] for i in range(count)]
+
+
+def decode_state(doc: dict[str, Any], arrays: list[Any], *, where: str) -> dict[str, Any]:
+    """Rebuild the saved mapping from a parsed state document and its verified arrays."""
+    try:
+        tree = decode(doc["tree"], arrays, where)
+    except RecursionError:
+        raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="a state tree of bounded depth",
+                                    found="nesting too deep to decode") from None
     if not isinstance(tree, dict):
         raise UnsafeCheckpointError(path=where, unit=STATE_UNIT, expected="a mapping of names", found=type(tree).__name__)
     return tree
 
 
-def _array(tag: str, dtype: str, shape: list[int], raw: torch.Tensor, *, where: str, unit: str) -> Any:
-    if tag == "T":
-        torch_dtype = DTYPES[dtype]
-        itemsize = torch_dtype.itemsize
-    else:
-        np_dtype = numpy_dtype(dtype)
-        itemsize = np_dtype.itemsize
-    count = math.prod(shape)  # exact (np.prod wraps around); array_specs bounded it
-    if count * itemsize != raw.numel():
-        raise UnsafeCheckpointError(path=where, unit=unit, expected=f"{count * itemsize} bytes for {dtype}{shape}", found=f"{raw.numel()} bytes")
+MAX_DIMS = 64  # numpy's limit; torch's is lower still in practice
+MAX_EXTENT = 1 << 62  # bytes spanned by a shape (zero dims counted as one): numpy and torch strides must fit int64
+
+
+def _array(tag: str, dtype: str, shape: list[int], nbytes: int, *, where: str, unit: str) -> Callable[[], tuple[Any, memoryview]]:
+    """Check that `dtype` x `shape` is exactly the unit's declared `nbytes`; return a maker of a fresh array
+    and the writable view of its bytes. Nothing is allocated until the maker is called."""
+    itemsize = DTYPES[dtype].itemsize if tag == "T" else numpy_dtype(dtype).itemsize
+    if len(shape) > MAX_DIMS or not all(type(s) is int and s >= 0 for s in shape) or \
+            math.prod(max(s, 1) for s in shape) * itemsize > MAX_EXTENT:
+        raise UnsafeCheckpointError(path=where, unit=unit, expected=f"a shape of at most {MAX_DIMS} non-negative int "
+                                    f"dims spanning at most {MAX_EXTENT} bytes", found=reprlib.repr(shape))
+    expected = math.prod(shape) * itemsize  # Python ints: no overflow, unlike np.prod
+    if expected != nbytes:
+        raise UnsafeCheckpointError(path=where, unit=unit, expected=f"{expected} bytes for {dtype}{shape}", found=f"{nbytes} bytes declared")
     if tag == "N":
-        return np.frombuffer(raw.numpy(), dtype=np_dtype).reshape(shape)
-    if count == 0:
-        return torch.empty(shape, dtype=torch_dtype)
-    return raw.view(torch_dtype).reshape(shape)
+        np_dtype = numpy_dtype(dtype)
+
+        def make_numpy() -> tuple[Any, memoryview]:
+            a = np.empty(shape, dtype=np_dtype)
+            return a, memoryview(a.reshape(-1).view(np.uint8))
+        return make_numpy
+    torch_dtype = DTYPES[dtype]
+
+    def make_tensor() -> tuple[Any, memoryview]:
+        t = torch.empty(shape, dtype=torch_dtype)
+        return t, memoryview(t.view(-1).view(torch.uint8).numpy())
+    return make_tensor
 
 
 def _other_rank_failed(d: Decision) -> CheckpointCorruptError:
@@ -518,9 +601,10 @@ def _other_rank_failed(d: Decision) -> CheckpointCorruptError:
                                   found="another rank's check failed (see its log)")
 
 
-def attempt_id(fence: int) -> str:
-    """Unique per attempt, and names the coordinator's fence so retention never deletes a newer one's work."""
-    return f"f{fence}-{time.time_ns() // 1_000_000:x}-{secrets.token_hex(4)}"
+def attempt_id(fence: int, log_id: str | None) -> str:
+    """Unique per attempt; names the coordinator's fence and its log, so retention never deletes a newer
+    coordinator's work nor another log's (fito.protocol.layout)."""
+    return attempt_name(fence, log_id, time.time_ns() // 1_000_000, secrets.token_hex(4))
 
 
 def _ready_to_json(r: Ready) -> dict[str, Any]:

@@ -27,13 +27,15 @@ class AttemptInfo:
         return asdict(self)
 
 
-def open_store(root: str | os.PathLike[str]) -> tuple[LocalFS, SqliteDecisionStore]:
+def open_store(root: str | os.PathLike[str], *, readonly: bool = False) -> tuple[LocalFS, SqliteDecisionStore]:
+    """The root and its existing log. Nothing is written until a write is asked for; `readonly` refuses writes
+    (inspect and verify: they work on a read-only root and never take a fence)."""
     storage = LocalFS(root, create=False)
-    return storage, SqliteDecisionStore(storage.root / SqliteDecisionStore.FILENAME, create=False)
+    return storage, SqliteDecisionStore(storage.root / SqliteDecisionStore.FILENAME, create=False, readonly=readonly)
 
 
 def describe(root: str | os.PathLike[str]) -> list[AttemptInfo]:
-    storage, store = open_store(root)
+    storage, store = open_store(root, readonly=True)
     try:
         decisions = store.decisions()
     finally:
@@ -69,7 +71,7 @@ def _info(storage: LocalFS, key: tuple[int, str], d: Decision | None, world: int
     epoch, attempt = key
     rel = f"epochs/{epoch:012d}/{attempt}"
     shards = [f for f in storage.listdir(rel) if f.endswith(".fito")] if storage.exists(rel) else []
-    size = sum(storage.size(f"{rel}/{f}") for f in shards)
+    size = sum(_size(storage, f"{rel}/{f}") for f in shards)
     if d is None:
         status = "undecided"
     elif d.outcome == "commit":
@@ -85,6 +87,13 @@ def _info(storage: LocalFS, key: tuple[int, str], d: Decision | None, world: int
     else:
         letters = "R" * ranks
     return AttemptInfo(epoch, attempt, status, d.seq if d else None, shards, size, letters)
+
+
+def _size(storage: LocalFS, rel: str) -> int:
+    try:
+        return storage.size(rel)
+    except FitoError:  # a link, a FIFO or an unreadable file: listed, counted as 0 bytes; `verify` says why
+        return 0
 
 
 @dataclass
@@ -105,7 +114,7 @@ class VerifyReport:
 def verify(root: str | os.PathLike[str], epoch: int | None = None,
            progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None) -> VerifyReport:
     """Re-hash every unit of every rank of a committed epoch (the newest by default)."""
-    storage, store = open_store(root)
+    storage, store = open_store(root, readonly=True)
     report = VerifyReport(str(storage.root))
     try:
         committed = store.committed()
@@ -130,7 +139,7 @@ def verify(root: str | os.PathLike[str], epoch: int | None = None,
         on_total(m.total_bytes)
     for shard in m.ranks:
         try:
-            load_shard(storage, m, shard, progress=progress)
+            load_shard(storage, m, shard, progress=progress, keep=False)  # memory: a few chunks, not the shard
             report.units += len(shard.units)
             report.bytes += shard.size
         except FitoError as exc:

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Union
 
 from fito.ckpt.entries import Captured
 from fito.ckpt.transport import Transport
-from fito.errors import StateMismatchError
+from fito.errors import SaveAbortedError, StateMismatchError
 from fito.format.hashing import DEFAULT_ALGORITHM, digest
 from fito.plan.values import tensor_bytes
 
@@ -72,20 +72,22 @@ def decide(transport: Transport, entries: list[Captured] | None, digests: list[l
             e.name: [digest(DEFAULT_ALGORITHM, e.doc_text().encode(), *(d.encode() for d in ds if d)), e.rank_local, e.sharded]
             for e, ds in zip(entries, digests)}}
     else:
-        mine = {"error": f"{type(error).__name__}: {error}"}
+        mine = {"error": f"{type(error).__name__}: {error}", "aborted": isinstance(error, SaveAbortedError)}
     gathered = transport.gather(json.dumps(mine).encode())
     word = json.dumps(_judge([json.loads(g) for g in gathered]) if gathered is not None else None).encode()
     verdict = json.loads(transport.broadcast(word if transport.rank == 0 else None))
     if "error" in verdict:
         if error is not None:
             raise error
-        raise StateMismatchError(verdict["error"])
+        raise (SaveAbortedError if verdict.get("aborted") else StateMismatchError)(verdict["error"])
     return set(verdict["rank_local"])
 
 
 def _judge(ranks: list[dict[str, Any]]) -> dict[str, Any]:
     failed = [f"rank {r}: {m['error']}" for r, m in enumerate(ranks) if "error" in m]
     if failed:
+        if any(m.get("aborted") for m in ranks):
+            return {"error": f"the save was not started: {'; '.join(failed)[:2000]}", "aborted": True}
         return {"error": f"the state could not be captured, nothing was written: {'; '.join(failed)[:2000]}"}
     names = [list(m["entries"]) for m in ranks]
     if any(n != names[0] for n in names):

@@ -9,6 +9,7 @@ import time
 from fito.coord.base import DecisionStore
 from fito.errors import FitoError, GarbageCollectionError
 from fito.protocol.gc import EPOCHS, Delete, Entry, RemoveEmptyDir, Retire, plan_gc
+from fito.protocol.layout import same_log
 from fito.storage.localfs import LocalFS
 
 
@@ -21,8 +22,9 @@ def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int | None, k
     aborted attempts younger than this alone (the job's own collection runs between saves and uses 0)."""
     current = store.current_fence()  # before the decisions: an attempt older than this cannot gain one later
     decisions = store.decisions()
+    log_id = store.log_id()  # undecided attempts are garbage only to the log whose identity they carry
     plan = plan_gc(decisions, list_attempts(storage), current_fence=current, own_fence=fence, keep=keep,
-                   newest=newest, grace=grace_seconds)
+                   newest=newest, grace=grace_seconds, owned=lambda name: same_log(name, log_id))
     removed: list[str] = []
     failed: list[str] = []
     for action in plan.actions:

@@ -39,6 +39,12 @@ def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: b
     entries = digests = None
     error: BaseException | None = None
     try:
+        if ck.rank == 0:  # the fencing token, before this coordinator's first write (taken once, at the first save)
+            token = ck._take_fence()
+            if token.startswith("!"):
+                cause, ck._fence_error = ck._fence_error, None
+                raise SaveAbortedError(f"save of step {step} not started: the coordinator could not take the fencing "
+                                       f"token: {token[1:]}") from cause
         entries = capture(state, internal)
         digests = [rank_local.leaf_digests(e) for e in entries]
     except Exception as exc:  # noqa: BLE001 - every rank must hear of it before anyone starts the save
@@ -49,7 +55,7 @@ def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: b
     if stage:
         flat = staged(ck, flat)
     writer = Writer(ck.storage, step, keep=ck.keep, hash=ck.algorithm, store=ck.store if ck.rank == 0 else None,
-                    fence=ck._coordinator_fence if ck.rank == 0 else None)
+                    fence=ck._coordinator_fence if ck.rank == 0 else None)  # the token taken above
     group = getattr(ck.transport, "group", None)
 
     def commit() -> int:

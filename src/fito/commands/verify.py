@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from fito.commands._contract import finish
@@ -46,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
             out.print(f"[green]epoch {report.epoch} is whole[/green]: {report.ranks} ranks, {report.units} units, "
                       f"{report.bytes:,} bytes verified")
         for e in report.errors:
-            out.print(f"[red]NOT WHOLE[/red] epoch {report.epoch}: {e}", markup=True)
+            out.print(f"[red]NOT WHOLE[/red] epoch {report.epoch}: {escape(e)}", soft_wrap=True)  # one line each
     return finish(args, verdict, None)

@@ -4,14 +4,25 @@ Writes are guarded by a fencing token: `acquire_fence()` hands out a strictly in
 `publish()` refuses any token older than the newest handed out, so a stale (zombie) coordinator cannot
 commit after a newer one took over. Publishing is idempotent on `decision_id`: a retry after a timeout
 that may or may not have landed is safe.
+
+Who calls what: readers (restore, inspect, verify) call `decisions`/`committed` only, and need no write
+access; the coordinator calls `acquire_fence` once, right before the first write of its first save, then
+`publish`, and after a commit (retention) `retire`; an operator's `fito gc` retires with no fence.
 """
 from __future__ import annotations
 
 import abc
+import secrets
 from dataclasses import dataclass, field
 
 from fito.protocol.gc import live_commits
+from fito.protocol.layout import LOG_ID_HEX
 from fito.protocol.messages import Outcome
+
+
+def new_log_id() -> str:
+    """A random identity for a new decision log."""
+    return secrets.token_hex(LOG_ID_HEX // 2)
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,11 @@ class DecisionStore(abc.ABC):
         retired exists: the newest committed step is never retired, whatever runs concurrently.
         `fence`: the coordinator's token (StaleFenceError if it is not current), or None for an operator's
         `fito gc`, which holds no fence so that it never fences out a live job."""
+
+    def log_id(self) -> str | None:
+        """This log's identity (fito.protocol.layout: attempt names carry it, so retention deletes only its own
+        log's attempts). None: a store without one (attempt names then carry none either)."""
+        return None
 
     def close(self) -> None:  # pragma: no cover - trivial default
         pass

@@ -29,7 +29,7 @@ import requests
 from etcd3gw import exceptions as gw_exc
 from etcd3gw.client import Etcd3Client
 
-from fito.coord.base import Decision, DecisionStore
+from fito.coord.base import Decision, DecisionStore, new_log_id
 from fito.coord.fleet_base import GENESIS, EpochDecision, FleetStore, NodeLease
 from fito.errors import (
     CoordinationUnavailableError,
@@ -39,6 +39,7 @@ from fito.errors import (
     StaleFenceError,
     UnsafeCheckpointError,
 )
+from fito.protocol.layout import valid_log_id
 
 API_PATH = "/v3/"
 
@@ -239,8 +240,9 @@ class EtcdDecisionStore(DecisionStore):
     ) -> None:
         self.t = _new_transport(endpoints, request_timeout=request_timeout, deadline=deadline)
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
-        self.k_fence, self.k_seq = self.prefix + "fence", self.prefix + "seq"
+        self.k_fence, self.k_seq, self.k_log = self.prefix + "fence", self.prefix + "seq", self.prefix + "log_id"
         self._fence = _Fence(self.t, self.k_fence)
+        self._log_id: str | None = None
 
     def _k_dec(self, seq: int) -> str:
         return f"{self.prefix}d/{seq:020d}"
@@ -249,10 +251,22 @@ class EtcdDecisionStore(DecisionStore):
         return f"{self.prefix}id/{decision_id}"
 
     def acquire_fence(self) -> int:
+        if self.log_id() is None:  # the first coordinator of this prefix (or of a v1 one) gives it an identity
+            self.t.txn("create log id", [absent(self.k_log)], [put(self.k_log, new_log_id())], [])
+            self.log_id()
         return self._fence.acquire()
 
     def current_fence(self) -> int:
         return self._fence.current()
+
+    def log_id(self) -> str | None:
+        if self._log_id is None:
+            kvs, _ = self.t.range("read log id", self.k_log)
+            if kvs and not valid_log_id(kvs[0]["value"]):
+                raise UnsafeCheckpointError(path=self.k_log, unit=None, expected="a fito log id",
+                                            found=repr(kvs[0]["value"][:40]))
+            self._log_id = kvs[0]["value"] if kvs else None
+        return self._log_id
 
     def publish(self, decision: Decision, fence: int) -> Decision:
         did = decision.decision_id or f"{decision.epoch}:{decision.attempt}"

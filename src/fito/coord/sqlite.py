@@ -1,4 +1,5 @@
-"""Embedded decision log: SQLite in WAL mode with synchronous=FULL, so a COMMIT is on disk when it returns."""
+"""Embedded decision log: one SQLite file, durable when a COMMIT returns and self-contained after it (see
+fito.coord.sqlite_log for the file handling). `connect`/`Transaction` serve the fleet-epoch store."""
 from __future__ import annotations
 
 import os
@@ -6,28 +7,21 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from fito.coord.base import Decision, DecisionStore
-from fito.errors import RetireRefusedError, StaleFenceError, UnsafeCheckpointError
+from fito.coord.sqlite_log import (
+    DECISION_COLUMNS, RECOVERY, check_log, create_log, decision_from_row, migrate_v1, open_db, refuse_if_lost,
+    refuse_links, translate, uses_wal,
+)
+from fito.errors import (
+    DecisionLogDamagedError, DecisionLogMissingError, DecisionLogReadOnlyError, NoCommittedEpochError,
+    RetireRefusedError, StaleFenceError,
+)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS fence (id INTEGER PRIMARY KEY CHECK (id = 1), token INTEGER NOT NULL);
-INSERT OR IGNORE INTO fence (id, token) VALUES (1, 0);
-CREATE TABLE IF NOT EXISTS decisions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    decision_id TEXT NOT NULL UNIQUE,
-    epoch INTEGER NOT NULL,
-    attempt TEXT NOT NULL,
-    outcome TEXT NOT NULL CHECK (outcome IN ('commit', 'abort')),
-    manifest TEXT NOT NULL,
-    manifest_hash TEXT NOT NULL,
-    fence INTEGER NOT NULL,
-    retired INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL
-);
-"""
+T = TypeVar("T")
 
-COLUMNS = "seq, decision_id, epoch, attempt, outcome, manifest, manifest_hash, fence, retired, created"
+COLUMNS = ", ".join(DECISION_COLUMNS)
 
 
 def connect(path: Path, *, timeout: float, schema: str | None) -> sqlite3.Connection:
@@ -52,94 +46,208 @@ def connect(path: Path, *, timeout: float, schema: str | None) -> sqlite3.Connec
 
 
 class SqliteDecisionStore(DecisionStore):
+    """The decision log as one SQLite file (see fito.coord.sqlite_log for its journal mode and checks).
+
+    Opening it takes nothing: reads use a read-only connection (no file is created or changed, so readers
+    work on a read-only root), and the first write (`acquire_fence`, `publish`, `retire`) opens it for
+    writing, creating the log if there is none yet. It is never created next to existing attempts (a lost
+    log) unless `replace_lost=True`, and a damaged log is refused, never repaired.
+    `create=False`: the log must exist (NoCommittedEpochError if the root holds nothing, DecisionLogMissingError
+    if it holds attempts). `readonly=True`: never write (writes raise DecisionLogReadOnlyError).
+    `timeout`: how long to wait for another process's lock before DecisionLogLockedError."""
+
     FILENAME = "decisions.sqlite"
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, timeout: float = 30.0) -> None:
-        self.path = Path(path)
-        if not create and not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: no decision log here (is this a fito checkpoint directory?)")
-        try:
-            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so check-and-write is one transaction.
-            # One connection shared by the caller's thread and a background save, serialised by a lock.
-            self._lock = threading.RLock()
-            self._db = connect(self.path, timeout=timeout, schema=SCHEMA if create else None)
-            self._check_schema()
-        except sqlite3.DatabaseError as exc:
-            raise UnsafeCheckpointError(
-                path=str(self.path), unit=None, expected="a fito SQLite decision log", found=f"{exc}",
-                hint="this directory was not written by fito, or its decision log is damaged",
-            ) from exc
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False,
+                 replace_lost: bool = False, timeout: float = 30.0) -> None:
+        self.path = Path(path).absolute()
+        self.readonly, self.timeout = readonly, timeout
+        self._create, self._replace_lost = create and not readonly, replace_lost
+        # One connection shared by the caller's thread and a background save, serialised by a lock.
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._writable = False
+        self._wal = False
+        self._log_id: str | None = None
+        refuse_links(self.path)
+        if not self.path.exists():
+            if not create:
+                refuse_if_lost(self.path)  # attempts but no log: the log was lost, say how to recover
+                raise NoCommittedEpochError(  # no log and no attempts: nothing was ever saved here
+                    f"{self.path}: no decision log here, so no checkpoint (is {self.path.parent} a fito checkpoint "
+                    "directory?)")
+            if not replace_lost:
+                refuse_if_lost(self.path)
 
-    def _check_schema(self) -> None:
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not {"fence", "decisions"} <= tables:
-            raise sqlite3.DatabaseError(f"tables {sorted(tables)} instead of fence+decisions")
+    @classmethod
+    def create_new(cls, path: str | os.PathLike[str], *, fence_floor: int = 0, origin: str = "new",
+                   timeout: float = 30.0) -> "SqliteDecisionStore":
+        """Create a log with a new identity at `path`, even beside existing attempts (`fito recover-log`);
+        refuse if one exists. Its first fence is fence_floor + 1."""
+        p = Path(path).absolute()
+        refuse_links(p)
+        if not create_log(p, fence_floor=fence_floor, origin=origin, timeout=timeout):
+            raise FileExistsError(f"{p}: a decision log exists already; not replacing it")
+        return cls(p, create=False, timeout=timeout)
+
+    # ---------------------------------------------------------------- connections
+    def _reader(self) -> sqlite3.Connection | None:
+        """The connection for reads; None while there is no log yet (nothing was ever decided)."""
+        if self._db is None:
+            if not self.path.exists():
+                refuse_links(self.path)
+                return None
+            db = open_db(self.path, write=False, timeout=self.timeout)
+            try:
+                self._log_id = check_log(db, self.path)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    def _writer(self) -> sqlite3.Connection:
+        if self._writable:
+            assert self._db is not None
+            return self._db
+        if self.readonly:
+            db = self._reader()
+            if db is None:
+                raise DecisionLogReadOnlyError(f"{self.path}: no decision log to write, and it was opened read-only")
+            return db  # writes fail in SQLite itself ("attempt to write a readonly database"), and say so
+        if not self.path.exists():
+            if not self._create:
+                raise DecisionLogMissingError(f"{self.path}: the decision log disappeared; {RECOVERY.format(root=self.path.parent)}")
+            if not self._replace_lost:
+                refuse_if_lost(self.path)
+            create_log(self.path, timeout=self.timeout)  # False: another process created it first, use that one
+        db = open_db(self.path, write=True, timeout=self.timeout)
+        try:
+            self._log_id = check_log(db, self.path)
+            self._wal = uses_wal(db)
+            if self._log_id is None:  # a v1 log: give it an identity before anything is written under it
+                self._in_transaction(db, "give the v1 decision log an identity", lambda: migrate_v1(db))
+                self._log_id = check_log(db, self.path)
+        except BaseException:
+            db.close()
+            raise
+        if self._db is not None:
+            self._db.close()
+        self._db, self._writable = db, True
+        return db
+
+    def _read(self, doing: str, fn: Callable[[sqlite3.Connection], T], empty: T) -> T:
+        with self._lock:
+            try:
+                db = self._reader()
+                return empty if db is None else fn(db)
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path, doing, self.timeout, write=False) from exc
+
+    def _write(self, doing: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            db = self._writer()
+            return self._in_transaction(db, doing, lambda: fn(db))
+
+    def _in_transaction(self, db: sqlite3.Connection, doing: str, fn: Callable[[], T]) -> T:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; SQLite errors say what happened."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn()
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            if self._wal:  # a v1 log still in WAL mode: put the commit into the main file (best effort)
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, doing, self.timeout, write=True) from exc
+        return out
+
+    # ---------------------------------------------------------------- DecisionStore
+    def log_id(self) -> str | None:
+        with self._lock:
+            if self._log_id is None and not self._writable:
+                self._read("read the decision log", lambda db: None, None)
+            return self._log_id
 
     def acquire_fence(self) -> int:
-        with self._transaction():
-            self._db.execute("UPDATE fence SET token = token + 1 WHERE id = 1")
-            return self._fence()
+        def take(db: sqlite3.Connection) -> int:
+            db.execute("UPDATE fence SET token = token + 1 WHERE id = 1")
+            return _token(db, self.path)
+        return self._write("take a fencing token", take)
 
     def current_fence(self) -> int:
-        return self._fence()
-
-    def _fence(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT token FROM fence WHERE id = 1").fetchone()[0])
+        return self._read("read the fencing token", lambda db: _token(db, self.path), 0)
 
     def publish(self, decision: Decision, fence: int) -> Decision:
         decision_id = decision.decision_id or f"{decision.epoch}:{decision.attempt}"
-        with self._transaction():
-            existing = self._db.execute(
-                f"SELECT {COLUMNS} FROM decisions WHERE decision_id = ?", (decision_id,)
-            ).fetchone()
+
+        def record(db: sqlite3.Connection) -> Decision:
+            existing = db.execute(f"SELECT {COLUMNS} FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()
             if existing is not None:  # an earlier try landed: same id, report what is stored
-                return _row(existing)
-            current = self._fence()
+                return _checked_row(existing, self.path)
+            current = _token(db, self.path)
             if fence != current:
                 raise StaleFenceError(
                     f"{self.path}: decision for epoch {decision.epoch} refused: fencing token {fence} "
                     f"is stale, current is {current} (another coordinator took over)"
                 )
-            cur = self._db.execute(
+            cur = db.execute(
                 "INSERT INTO decisions (decision_id, epoch, attempt, outcome, manifest, manifest_hash, fence, created)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (decision_id, decision.epoch, decision.attempt, decision.outcome, decision.manifest,
                  decision.manifest_hash, fence, time.time()),
             )
-            row = self._db.execute(f"SELECT {COLUMNS} FROM decisions WHERE seq = ?", (cur.lastrowid,)).fetchone()
-            return _row(row)
+            return _checked_row(db.execute(f"SELECT {COLUMNS} FROM decisions WHERE seq = ?", (cur.lastrowid,)).fetchone(),
+                                self.path)
+        return self._write(f"publish the decision of epoch {decision.epoch}", record)
 
     def decisions(self) -> list[Decision]:
-        try:
-            with self._lock:
-                rows = self._db.execute(f"SELECT {COLUMNS} FROM decisions ORDER BY seq").fetchall()
-            return [_row(r) for r in rows]
-        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
-            raise UnsafeCheckpointError(
-                path=str(self.path), unit=None, expected="well-formed decision records", found=str(exc)
-            ) from exc
+        rows = self._read("read the decisions",
+                          lambda db: db.execute(f"SELECT {COLUMNS} FROM decisions ORDER BY seq").fetchall(), [])
+        return [_checked_row(r, self.path) for r in rows]
 
     def retire(self, epoch: int, attempt: str, fence: int | None) -> None:
-        with self._transaction():  # check and write in one BEGIN IMMEDIATE: no commit or retire slips between
-            current = self._fence()
+        def mark(db: sqlite3.Connection) -> None:  # check and write in one BEGIN IMMEDIATE: nothing slips between
+            current = _token(db, self.path)
             if fence is not None and fence != current:
                 raise StaleFenceError(f"{self.path}: retire refused, fence {fence} is stale (current {current})")
-            target = self._db.execute("SELECT MAX(seq) FROM decisions WHERE epoch = ? AND attempt = ? AND "
-                                      "outcome = 'commit' AND retired = 0", (epoch, attempt)).fetchone()[0]
-            if target is not None and self._db.execute(
+            target = db.execute("SELECT MAX(seq) FROM decisions WHERE epoch = ? AND attempt = ? AND "
+                                "outcome = 'commit' AND retired = 0", (epoch, attempt)).fetchone()[0]
+            if target is not None and db.execute(
                 "SELECT 1 FROM decisions WHERE outcome = 'commit' AND retired = 0 AND seq > ? LIMIT 1", (target,)
             ).fetchone() is None:
                 raise RetireRefusedError(
                     f"{self.path}: retiring step {epoch} (attempt {attempt}) refused: no newer commit is live, "
                     "and the newest committed step is never retired; nothing was changed")
-            self._db.execute("UPDATE decisions SET retired = 1 WHERE epoch = ? AND attempt = ?", (epoch, attempt))
+            db.execute("UPDATE decisions SET retired = 1 WHERE epoch = ? AND attempt = ?", (epoch, attempt))
+        self._write(f"retire epoch {epoch}", mark)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+            self._db, self._writable = None, False
 
-    def _transaction(self) -> "Transaction":
-        return Transaction(self._db, self._lock)
+
+def _token(db: sqlite3.Connection, path: Path) -> int:
+    row = db.execute("SELECT token FROM fence WHERE id = 1").fetchone()
+    if row is None or type(row[0]) is not int:
+        raise DecisionLogDamagedError(path=str(path), unit=None, expected="one fencing token", found=repr(row),
+                                      hint="refused, never reset; " + RECOVERY.format(root=path.parent))
+    return row[0]
+
+
+def _checked_row(r: tuple, path: Path) -> Decision:
+    try:
+        return decision_from_row(r)
+    except (ValueError, TypeError) as exc:
+        raise DecisionLogDamagedError(path=str(path), unit=None, expected="well-formed decision records",
+                                      found=f"{exc} in {tuple(r)[:5]!r}",
+                                      hint="refused, never repaired; " + RECOVERY.format(root=path.parent)) from exc
 
 
 class Transaction:
@@ -162,14 +270,3 @@ class Transaction:
             self.db.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.lock.release()
-
-
-def _row(r: tuple) -> Decision:
-    seq, decision_id, epoch, attempt, outcome, manifest, manifest_hash, fence, retired, created = r
-    if outcome not in ("commit", "abort"):
-        raise ValueError(f"unknown outcome {outcome!r}")
-    return Decision(
-        epoch=int(epoch), attempt=str(attempt), outcome=outcome, manifest=str(manifest),
-        manifest_hash=str(manifest_hash), decision_id=str(decision_id), fence=int(fence), seq=int(seq),
-        retired=bool(retired), created=float(created),
-    )

@@ -164,10 +164,9 @@ class Reader(StorageReader):
     def _choose(self) -> Decision:
         store = self._store
         if store is None:
-            try:
-                store = SqliteDecisionStore(self.storage.root / SqliteDecisionStore.FILENAME, create=False)
-            except FileNotFoundError as exc:
-                raise NoCommittedEpochError(f"{self.storage.root}: no decision log, so no committed step ({exc})") from None
+            # read-only: takes no fence, writes nothing. No log: NoCommittedEpochError; attempts but no log (a
+            # lost log, see `fito recover-log`): DecisionLogMissingError
+            store = SqliteDecisionStore(self.storage.root / SqliteDecisionStore.FILENAME, create=False, readonly=True)
         try:
             committed = store.committed()
         finally:

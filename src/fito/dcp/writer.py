@@ -114,7 +114,7 @@ class Writer(StorageWriter):
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
         # The fence is taken before this coordinator's first write of the save: any older one is fenced out.
         self._fence = self._fence_source() if self._fence_source is not None else self.store.acquire_fence()
-        self._attempt = attempt_id(self._fence)
+        self._attempt = attempt_id(self._fence, self.store.log_id())  # names carry the log's identity
         block = knobs.block_bytes()
         return [dataclasses.replace(p, storage_data=AttemptPlan(self.step, self._attempt, rank, block))
                 for rank, p in enumerate(plans)]

@@ -3,8 +3,8 @@
 1. Record: run a real `fito.Checkpointer.save` with its `LocalFS` replaced by `RecordingFS`, which logs
    every file-system operation (mkdir, create, each write with its bytes, fsync of a file or directory,
    remove_tree) and performs it. The decision store is wrapped too; each durable SQLite transaction is
-   logged as one atomic, durable operation at its place in the log (SQLite in WAL mode with
-   synchronous=FULL guarantees exactly that).
+   logged as one atomic, durable operation at its place in the log (SQLite's rollback journal with
+   synchronous=EXTRA guarantees exactly that).
 2. Generate: for every prefix of the log, every disk a POSIX file system may leave after a power failure
    at that point: data written since a file's last fsync lost, kept, half-persisted or zero-filled; every
    directory entry changed since its directory's last fsync (create, rename, unlink, rmtree) either way.
@@ -132,6 +132,9 @@ class RecordingStore(DecisionStore):
 
     def current_fence(self) -> int:
         return self.inner.current_fence()
+
+    def log_id(self) -> str | None:
+        return self.inner.log_id()
 
     def publish(self, decision: Decision, fence: int) -> Decision:
         out = self.inner.publish(decision, fence)
@@ -319,7 +322,7 @@ def materialise(state: CrashState, target: Path, *, decision_log: str | None = S
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(content)
     if decision_log is not None:
-        store = SqliteDecisionStore(target / decision_log)
+        store = SqliteDecisionStore(target / decision_log, replace_lost=True)  # rebuilt beside the files on purpose
         try:
             fence = store.acquire_fence()
             for epoch, attempt, outcome, manifest, manifest_hash, _retired, decision_id in state.store:

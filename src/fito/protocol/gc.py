@@ -9,6 +9,8 @@ The rules, each for a reason:
 - Never the newest committed; with `keep=None` nothing committed is retired for space. A commit superseded
   by a later commit of the same step (a step saved twice) is retired, then deleted: the log then says what
   the files say.
+- An undecided attempt of another decision log (its name carries another log's identity) is never deleted:
+  its log may be lost, and recoverable from exactly those files (`fito recover-log`).
 - An undecided or aborted attempt is deleted only when its name parses as the layout's AND its coordinator
   can never publish it: its fence is strictly older than the store's current fence (publish requires the
   current fence), or it is this coordinator's own and this coordinator holds the current fence and runs
@@ -23,22 +25,20 @@ import re
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Protocol, Sequence, TypeVar, Union
 
+from fito.protocol.layout import parse_attempt
 from fito.protocol.messages import attempt_dir
 
 EPOCHS = "epochs"
 DIR, LINK, FILE, OTHER = "dir", "link", "file", "other"  # kinds of listed names
 
 _EPOCH_NAME = re.compile(r"[0-9]{12}")
-_ATTEMPT_NAME = re.compile(r"f(0|[1-9][0-9]{0,17})-[0-9a-f]{1,16}-[0-9a-f]{8}")  # see Checkpointer attempt_id()
 
 
 def parse_attempt_fence(name: str) -> int | None:
-    """The fence an attempt directory's name carries, or None if the layout did not make this name.
-
-    The one place the GC reads attempt names (`f<fence>-<ms hex>-<8 hex nonce>`); swap it for the layout
-    module's parser when attempt names carry more (e.g. the decision log's identity)."""
-    m = _ATTEMPT_NAME.fullmatch(name)
-    return int(m.group(1)) if m else None
+    """The fence an attempt directory's name carries, or None if the layout did not make this name
+    (fito.protocol.layout: `f<fence>-<log id>-<ms hex>-<nonce>`, or v1's `f<fence>-<ms hex>-<nonce>`)."""
+    parsed = parse_attempt(name)
+    return parsed.fence if parsed else None
 
 
 class DecisionLike(Protocol):
@@ -111,7 +111,7 @@ def live_commits(decisions: Sequence[D]) -> list[D]:
 def plan_gc(
     decisions: Sequence[DecisionLike], listing: Sequence[Entry], *, current_fence: int, own_fence: int | None,
     keep: int | None, newest: tuple[int, str] | None = None, grace: float = 0.0,
-    fence_of: Callable[[str], int | None] = parse_attempt_fence,
+    fence_of: Callable[[str], int | None] = parse_attempt_fence, owned: Callable[[str], bool] | None = None,
 ) -> GcPlan:
     """Plan one collection.
 
@@ -120,7 +120,9 @@ def plan_gc(
     `epochs/<12 digits>` directory. own_fence: the caller's fence if it is a coordinator; None for an
     operator (`fito gc`) holding none. keep: committed steps to keep (None: all). newest: the attempt the
     caller just committed (kept, and the newest for `keep`, even if the decisions do not show it yet).
-    grace: undecided or aborted attempts younger than this many seconds are left alone."""
+    grace: undecided or aborted attempts younger than this many seconds are left alone. owned: whether an
+    undecided attempt's name carries this log's identity (fito.protocol.layout.same_log); another log's
+    undecided attempt is never garbage to this one (None: every name is this log's, as in the checker)."""
     if keep is not None and keep < 1:
         raise ValueError(f"keep={keep}: the newest committed step is always kept; use keep >= 1 or None")
     if own_fence is not None and own_fence != current_fence:
@@ -179,8 +181,10 @@ def plan_gc(
             name = e.path.rpartition("/")[2]
             if e.path in gone:
                 continue
-            why = _deletable(e, status.get((epoch, name), "undecided"), (epoch, name) in keep_keys,
-                             fence_of(name), current_fence, own_fence, grace)
+            state = status.get((epoch, name), "undecided")
+            foreign = state == "undecided" and owned is not None and not owned(name)
+            why = "" if foreign else _deletable(e, state, (epoch, name) in keep_keys, fence_of(name), current_fence,
+                                                own_fence, grace)
             if why:
                 leftovers.append(Delete(e.path, epoch, name, why))
             else:

@@ -12,7 +12,22 @@ import stat
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NamedTuple
 
-from fito.errors import UnsafeCheckpointError
+from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, UnsafeCheckpointError
+
+_FOREIGN_HINT = "something other than fito put it there; restore(..., fallback=True) uses the previous committed epoch"
+
+
+def unreadable(rel: str, exc: OSError) -> CheckpointUnreadableError:
+    """The OS refused a read of `rel` (permissions, I/O error): say so, with the errno, rather than 'corrupt'."""
+    return CheckpointUnreadableError.from_os(rel, exc)
+
+
+def _what(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def safe_relpath(rel: str) -> PurePosixPath:
@@ -208,21 +223,87 @@ class LocalFS:
 
     # ---- reading ----
     def open_read(self, rel: str) -> BinaryIO:
-        full = self.path(rel)
-        if full.is_symlink() or not full.is_file():
-            raise FileNotFoundError(f"{full}: missing or not a regular file")
-        return open(full, "rb", buffering=0)
+        """Open a regular file for reading without following any link on the way (directories included).
+
+        Every failure is a FitoError naming `rel`: missing -> CheckpointCorruptError, a link or a non-regular
+        file -> UnsafeCheckpointError, a read the OS refuses (permissions, I/O error) -> CheckpointUnreadableError."""
+        fd = self._open_leaf(rel)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafeCheckpointError(path=rel, unit=None, expected="a regular file", found=_what(st.st_mode),
+                                            hint=_FOREIGN_HINT)
+            os.set_blocking(fd, True)  # opened non-blocking only so that a FIFO cannot hang the open
+            return os.fdopen(fd, "rb", buffering=0)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def read_bytes(self, rel: str, limit: int) -> bytes:
         """Read a whole small file, refusing ones larger than `limit` (hostile manifests)."""
         with self.open_read(rel) as f:
-            data = f.read(limit + 1)
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:  # refused before anything is read or allocated
+                raise UnsafeCheckpointError(path=rel, unit=None, expected=f"at most {limit} bytes", found=f"{size} bytes")
+            try:
+                data = f.read(limit + 1)
+            except OSError as exc:
+                raise unreadable(rel, exc) from None
         if len(data) > limit:
             raise UnsafeCheckpointError(path=rel, unit=None, expected=f"at most {limit} bytes", found="a larger file")
         return data
 
     def size(self, rel: str) -> int:
-        return self.path(rel).stat().st_size
+        """Size of the regular file `rel`; links are not followed (same errors as open_read)."""
+        with self.open_read(rel) as f:
+            return os.fstat(f.fileno()).st_size
+
+    def _open_leaf(self, rel: str) -> int:
+        """fd of `rel`, walked one component at a time from the root with O_NOFOLLOW: no link is ever
+        followed, even one pointing inside the root. (The root itself is the caller's choice and may be a link.)"""
+        parts = safe_relpath(rel).parts
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise unreadable(str(self.root), exc) from None
+        try:
+            for depth, part in enumerate(parts):
+                last = depth == len(parts) - 1
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+                try:
+                    nxt = os.open(part, flags, dir_fd=fd)
+                except OSError as exc:
+                    raise self._open_error(rel, "/".join(parts[:depth + 1]), part, fd, exc) from None
+                os.close(fd)
+                fd = nxt
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _open_error(self, rel: str, prefix: str, part: str, dir_fd: int, exc: OSError) -> Exception:
+        if exc.errno == errno.ENOENT:
+            return CheckpointCorruptError(path=rel, unit=None, expected="a file written by fito", found="no such file"
+                                          + ("" if prefix == rel else f" (no {prefix})"))
+        try:
+            st = os.stat(part, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            return unreadable(rel, exc)
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(part, dir_fd=dir_fd)
+            except OSError:
+                target = "?"
+            return UnsafeCheckpointError(
+                path=rel, unit=None, expected="a regular file or directory, no symbolic links",
+                found=("a" if prefix == rel else f"{prefix}: a") + f" symbolic link to {target!r}",
+                hint="fito never follows links inside a checkpoint root; replace the link by the file it names, "
+                     "or restore(..., fallback=True) uses the previous committed epoch",
+            )
+        if exc.errno == errno.ENOTDIR:
+            return UnsafeCheckpointError(path=rel, unit=None, expected=f"{prefix} to be a directory",
+                                         found=_what(st.st_mode), hint=_FOREIGN_HINT)
+        return unreadable(rel, exc)
 
     def exists(self, rel: str) -> bool:
         try:

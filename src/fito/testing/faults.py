@@ -317,6 +317,9 @@ class FaultyDecisionStore(DecisionStore):
     def current_fence(self) -> int:
         return self.inner.current_fence()
 
+    def log_id(self) -> str | None:
+        return self.inner.log_id()
+
     def publish(self, decision: Decision, fence: int) -> Decision:
         target = self.where
         self.plan.check("publish", target)

@@ -1,0 +1,155 @@
+"""Rebuild a lost decision log from the attempts on disk (`fito recover-log`). Operator-invoked only.
+
+A decision log is the only record of which attempts committed; once it is lost, "committed" cannot be
+known, only "whole": an attempt whose manifest parses and whose every unit of every rank verifies (size,
+header, epoch tag, content hash). `plan_recovery` finds, for each step, the newest whole attempt (by its
+fence, then its start time); `apply_recovery` creates a NEW log (new identity, fences above every fence
+seen in attempt names, so no coordinator of the lost log can commit into it) recording those as committed,
+in step order. What this can get wrong, and why the operator decides: a whole attempt the lost log had
+aborted, or never decided (its coordinator died right before publishing), or retired (its deletion was
+cut short) is recorded as committed too. Each is whole and self-consistent, so a restore of it is never
+a mix, but it may hold a step the job later re-did. The dry run shows every choice first.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fito.ckpt import manifest as manifest_mod
+from fito.ckpt.checkpointer import load_manifest, load_shard
+from fito.ckpt.hashing import digest
+from fito.coord.base import Decision
+from fito.coord.sqlite import SqliteDecisionStore
+from fito.coord.sqlite_log import SIDE_FILES
+from fito.errors import FitoError
+from fito.protocol.layout import parse_attempt
+from fito.protocol.messages import attempt_dir, manifest_path
+from fito.storage.localfs import LocalFS
+
+
+@dataclass
+class Candidate:
+    step: int
+    attempt: str
+    manifest: str = ""
+    manifest_hash: str = ""
+    ranks: int = 0
+    bytes: int = 0
+    problem: str = ""  # "" when whole and chosen
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RecoveryPlan:
+    root: str
+    chosen: list[Candidate] = field(default_factory=list)  # one whole attempt per step, ascending step
+    skipped: list[Candidate] = field(default_factory=list)  # not whole, superseded, or not fito's names
+    fence_floor: int = 0  # the newest fence any attempt name carries
+
+    @property
+    def restores(self) -> Candidate | None:
+        """What a restore would return once the plan is applied: the newest recorded step."""
+        return self.chosen[-1] if self.chosen else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"root": self.root, "fence_floor": self.fence_floor,
+                "chosen": [c.as_dict() for c in self.chosen], "skipped": [c.as_dict() for c in self.skipped],
+                "restores": self.restores.step if self.restores else None}
+
+
+def log_path(root: Path) -> Path:
+    return root / SqliteDecisionStore.FILENAME
+
+
+def refuse_existing_log(root: Path) -> None:
+    """Recovery only replaces a lost log: an existing one (or a journal left without it) is the record."""
+    path = log_path(root)
+    for p in (path, *(Path(f"{path}{s}") for s in SIDE_FILES)):
+        if p.exists() or p.is_symlink():
+            raise FitoError(
+                f"{p} exists: recover-log only rebuilds a lost decision log and never replaces one. If the log is "
+                f"damaged, move {path.name} and its -journal/-wal/-shm files aside (keep them), then run it again")
+
+
+def plan_recovery(root: str | os.PathLike[str]) -> RecoveryPlan:
+    """Verify every attempt under `root`/epochs fully; choose the newest whole one of each step. Reads only."""
+    storage = LocalFS(root, create=False)
+    refuse_existing_log(storage.root)
+    plan = RecoveryPlan(str(storage.root))
+    whole: dict[int, list[tuple[tuple[int, int], Candidate]]] = {}
+    for step_name in sorted(storage.listdir("epochs")):
+        if not (len(step_name) == 12 and step_name.isdigit()):
+            plan.skipped.append(Candidate(-1, step_name, problem="not a step directory fito's layout made"))
+            continue
+        step = int(step_name)
+        for name in sorted(storage.listdir(f"epochs/{step_name}")):
+            parsed = parse_attempt(name)
+            if parsed is None:
+                plan.skipped.append(Candidate(step, name, problem="not an attempt name fito's layout made"))
+                continue
+            plan.fence_floor = max(plan.fence_floor, parsed.fence)
+            c = _verify(storage, step, name)
+            if c.problem:
+                plan.skipped.append(c)
+            else:
+                whole.setdefault(step, []).append(((parsed.fence, parsed.millis), c))
+    for step in sorted(whole):
+        ranked = sorted(whole[step], key=lambda pair: pair[0])
+        newest = ranked[-1][1]
+        plan.chosen.append(newest)
+        for _, older in ranked[:-1]:
+            older.problem = f"whole, but superseded by the newer attempt {newest.attempt} of the same step"
+            plan.skipped.append(older)
+    return plan
+
+
+def _verify(storage: LocalFS, step: int, attempt: str) -> Candidate:
+    rel = manifest_path(step, attempt)
+    c = Candidate(step, attempt, manifest=rel)
+    try:
+        if any((storage.root / p).is_symlink() for p in (f"epochs/{step:012d}", attempt_dir(step, attempt))):
+            c.problem = "a symlink: fito's layout never makes one, and recovery does not follow it"
+            return c
+        if not storage.exists(rel):
+            c.problem = "no manifest: the attempt never reached its commit point"
+            return c
+        data = storage.read_bytes(rel, manifest_mod.MAX_MANIFEST_BYTES)
+        algorithm = manifest_mod.parse(data, where=rel, epoch=step, attempt=attempt).algorithm
+        c.manifest_hash = digest(algorithm, data)
+        m = load_manifest(storage, Decision(step, attempt, "commit", rel, c.manifest_hash))
+        for shard in m.ranks:  # every unit of every rank: size, header, epoch tag, content hash, state tree
+            load_shard(storage, m, shard)
+            c.bytes += shard.size
+        c.ranks = m.world_size
+    except (FitoError, OSError, ValueError) as exc:
+        c.problem = f"not whole: {type(exc).__name__}: {exc}"
+    return c
+
+
+def apply_recovery(plan: RecoveryPlan) -> str:
+    """Create the new log recording the plan's choices as committed; return its log id. Refuses if a log
+    appeared meanwhile (another process made one: it is the record, not this plan)."""
+    root = Path(plan.root)
+    refuse_existing_log(root)
+    try:
+        store = SqliteDecisionStore.create_new(log_path(root), fence_floor=plan.fence_floor, origin="recover-log")
+    except FileExistsError as exc:
+        raise FitoError(f"{exc}; nothing was recorded") from None
+    try:
+        fence = store.acquire_fence()
+        for c in plan.chosen:
+            store.publish(Decision(c.step, c.attempt, "commit", c.manifest, c.manifest_hash,
+                                   decision_id=f"{c.step}:{c.attempt}:commit"), fence)
+        log_id = store.log_id()
+    finally:
+        store.close()
+    assert log_id is not None
+    return log_id
+
+
+def attempt_rel(c: Candidate) -> str:
+    return attempt_dir(c.step, c.attempt) if c.step >= 0 else f"epochs/{c.attempt}"
