@@ -27,7 +27,7 @@ from fito.ckpt.transport import Transport, default_transport
 from fito.ckpt.tree import DTYPES
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
-from fito.errors import CheckpointCorruptError, FitoError, NoCommittedEpochError, StateMismatchError, UnsafeCheckpointError
+from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, FitoError, NoCommittedEpochError, StateMismatchError, UnsafeCheckpointError
 from fito.format import manifest as manifest_fmt
 from fito.format.hashing import ALGORITHMS, digest
 from fito.format.manifest import Piece, ShardedManifest
@@ -103,7 +103,12 @@ class Reader(StorageReader):
         self.bytes_read = 0
         try:
             assert isinstance(planner, FitoLoadPlanner) and self._manifest is not None
-            actions = self._read_and_verify(plan.items, planner)
+            try:
+                actions = self._read_and_verify(plan.items, planner)
+            except FileNotFoundError:
+                raise
+            except OSError as exc:  # the OS refused a read (permissions, I/O): say so, it may be fine bytes
+                raise CheckpointUnreadableError.from_os(str(exc.filename or self._where), exc) from exc
         except BaseException as exc:  # noqa: BLE001 - every rank must still vote, or the others would hang
             error = exc
         if not self.transport.all_ok(error is None):
