@@ -11,12 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import fito
 from fito.demo.launch import free_port
 
 HERE = Path(__file__).parent
+pytestmark = [pytest.mark.multiproc, pytest.mark.slow]
 ROUNDS = 4
 
 

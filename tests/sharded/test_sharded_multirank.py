@@ -14,6 +14,7 @@ import pytest
 from fito.demo.launch import run_ranks
 
 HERE = Path(__file__).parent
+pytestmark = [pytest.mark.multiproc, pytest.mark.slow]
 
 
 def _run(group: str, tmp: Path, world: int) -> dict[str, dict[int, dict[str, Any]]]:
