@@ -26,7 +26,7 @@ from fito.ckpt.retention import collect_garbage
 from fito.ckpt.shard import ShardReader, tensor_bytes, write_shard
 from fito.ckpt.staging import StagingBuffer
 from fito.ckpt.apply import Applied, RestorePlan
-from fito.ckpt.state import capture, plan_restore
+from fito.ckpt.state import capture
 from fito.ckpt.transport import Transport, default_transport
 from fito.ckpt.tree import DTYPES, array_specs, decode, encode, numpy_dtype
 from fito.coord.base import Decision, DecisionStore
@@ -38,7 +38,7 @@ from fito.errors import (
 from fito.protocol import (
     Begin, CollectGarbage, Coordinator, DecisionPublished, FsyncDir, FsyncFile, Fsynced, ManifestWritten,
     Notify, Participant, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady,
-    UnitEntry, WriteManifest, WriteShard, choose_epoch,
+    UnitEntry, WriteManifest, WriteShard,
 )
 from fito.protocol.layout import attempt_name
 from fito.protocol.messages import attempt_dir
@@ -594,11 +594,6 @@ def _array(tag: str, dtype: str, shape: list[int], nbytes: int, *, where: str, u
         t = torch.empty(shape, dtype=torch_dtype)
         return t, memoryview(t.view(-1).view(torch.uint8).numpy())
     return make_tensor
-
-
-def _other_rank_failed(d: Decision) -> CheckpointCorruptError:
-    return CheckpointCorruptError(path=d.manifest, unit=None, expected="every rank's units whole and valid",
-                                  found="another rank's check failed (see its log)")
 
 
 def attempt_id(fence: int, log_id: str | None) -> str:
