@@ -300,10 +300,16 @@ def leaf_spec(spec: tuple[str, str, list[int]]) -> tuple[torch.dtype, tuple[int,
     return torch.uint8, (math.prod(shape) * numpy_dtype(dtype).itemsize,)
 
 
-def decode_entry(doc: dict[str, Any], loaded: list[torch.Tensor], where: str) -> Any:
-    """The entry's saved data, its tensors (or arrays) taken from `loaded` (what DCP read into the targets)."""
-    leaves: list[Any] = []
-    for i, t in enumerate(loaded):
-        tag, dtype, shape = doc["specs"][i]
-        leaves.append(t if tag == "T" else t.numpy().view(numpy_dtype(dtype)).reshape(shape))
+def new_leaf(spec: tuple[str, str, list[int]]) -> tuple[torch.Tensor, Any]:
+    """(what DCP reads into, what user code gets): a fresh tensor, or a fresh numpy array and its bytes."""
+    dtype, shape = leaf_spec(spec)
+    if spec[0] == "T":
+        t = torch.empty(shape, dtype=dtype)
+        return t, t
+    array = np.empty(spec[2], dtype=numpy_dtype(spec[1]))  # owns its data; DCP fills it through the view
+    return torch.from_numpy(array.reshape(-1).view(np.uint8)), array
+
+
+def decode_entry(doc: dict[str, Any], leaves: list[Any], where: str) -> Any:
+    """The entry's saved data, its tensors and arrays taken from `leaves` (filled by DCP)."""
     return decode(doc["data"], leaves, where)

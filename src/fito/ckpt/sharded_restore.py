@@ -29,7 +29,9 @@ from torch.distributed.tensor import DTensor
 
 from fito.ckpt import rank_local
 from fito.ckpt.apply import Applied, EntryPlan, RestorePlan, backup_module, backup_optimizer
-from fito.ckpt.entries import FreshOptimizers, decode_entry, leaf_spec, module_keys, optimizers_of, owner_of, parse_doc, templates
+from fito.ckpt.entries import (
+    FreshOptimizers, decode_entry, leaf_spec, module_keys, new_leaf, optimizers_of, owner_of, parse_doc, templates,
+)
 from fito.ckpt.rank_local import KEEP, RankLocalPolicy, doc_key, parse_key, tensor_key, world_change_error
 from fito.ckpt.sharded_save import VALIDATION_ENTRY
 from fito.ckpt.state import class_name, kind_of, plan_restore
@@ -174,6 +176,7 @@ def _targets(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedMani
     targets: dict[str, Any] = {}
     for name, src in sources.items():
         doc = parsed[name] = parse_doc(docs[doc_key(name, src)], f"{where}: {name}")
+        doc["leaves"] = []  # what user code gets, per tensor reference, once DCP filled the targets
         keys = [tensor_key(name, src, p) for p in doc["keys"]]
         if set(keys) != stored.get((src, name), set()):
             raise UnsafeCheckpointError(path=where, unit=name, expected=f"tensors {sorted(keys)[:5]}",
@@ -189,7 +192,12 @@ def _targets(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedMani
             if template is not None and (template.dtype != dtype or tuple(template.shape) != shape):
                 raise StateMismatchError(f"{where}: {name}/{path}: expected {tuple(template.shape)} {template.dtype}, "
                                          f"checkpoint has {shape} {dtype}")
-            targets[key] = torch.empty_like(template) if isinstance(template, DTensor) else torch.empty(shape, dtype=dtype)
+            if isinstance(template, DTensor):
+                targets[key] = torch.empty_like(template)  # its placements: DCP reads this rank's part only
+                doc["leaves"].append(targets[key])
+            else:
+                targets[key], leaf = new_leaf(doc["specs"][i])
+                doc["leaves"].append(leaf)
     return targets
 
 
@@ -220,8 +228,7 @@ def _plan(state: MutableMapping[str, Any], sources: dict[str, int | None], parse
     saved: dict[str, Any] = {}
     for name, src in sources.items():
         doc = parsed[name]
-        loaded = [targets[tensor_key(name, src, p)] for p in doc["keys"]]
-        saved[name] = {"kind": doc["kind"], "class": doc["class"], "data": decode_entry(doc, loaded, f"{where}: {name}")}
+        saved[name] = {"kind": doc["kind"], "class": doc["class"], "data": decode_entry(doc, doc["leaves"], f"{where}: {name}")}
     own: dict[str, EntryPlan] = {}
     for name, obj in state.items():
         if name not in saved:
