@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fito.model.lattice import FailureSpec, MonteCarloResult, closed_form
+from fito.model.failure_spec import FailureSpec
+from fito.model.lattice_closed_form import closed_form
+from fito.model.lattice_monte_carlo import MonteCarloResult
 
 if TYPE_CHECKING:
     from fito.model.optimizer_skew import SkewReport
