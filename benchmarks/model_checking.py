@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from fito.model.crashstates import check_fito_crash_states
-from fito.model.explorer import Config, explore
+from fito.model.explorer import explore
+from fito.model.explorer_world import Config
 from fito.model.protocols import MUTATIONS
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -16,9 +16,13 @@ from pathlib import Path
 import torch
 
 from fito.model.adversary import Bilateral, TemporalBoundary, crash_search
-from fito.model.lattice import FailureSpec, closed_form, correlation_sweep, monte_carlo, section_5_4_table
+from fito.model.failure_spec import FailureSpec
+from fito.model.lattice_closed_form import closed_form, correlation_sweep, section_5_4_table
+from fito.model.lattice_monte_carlo import monte_carlo
 from fito.model.units import Parallelism, count_units
-from fito.model.optimizer_skew import SkewConfig, example_6_6, run_experiment
+from fito.model.optimizer_skew import run_experiment
+from fito.model.skew_example_6_6 import example_6_6
+from fito.model.skew_problem import SkewConfig
 
 OUT = Path(__file__).resolve().parent / "results" / "theory.md"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fito.coord.etcd import EtcdDecisionStore, EtcdFleetStore
+from fito.coord.etcd import EtcdDecisionStore
+from fito.coord.etcd_fleet import EtcdFleetStore
 from fito.coord.etcd_testing import EtcdCluster
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.coord.sqlite_fleet import SqliteFleetStore

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from fito.coord.base import Decision
-from fito.coord.etcd import EtcdDecisionStore, EtcdFleetStore
+from fito.coord.etcd import EtcdDecisionStore
+from fito.coord.etcd_fleet import EtcdFleetStore
 from fito.coord.fleet_base import EpochCoordinator, EpochFollower
 from fito.errors import CoordinationUnavailableError, EpochFencedError
 

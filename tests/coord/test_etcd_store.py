@@ -7,7 +7,9 @@ import pytest
 from etcd3gw import exceptions as gw_exc
 
 from fito.coord.base import Decision
-from fito.coord.etcd import EtcdDecisionStore, EtcdFleetStore, EtcdTransport
+from fito.coord.etcd import EtcdDecisionStore
+from fito.coord.etcd_fleet import EtcdFleetStore
+from fito.coord.etcd_transport import EtcdTransport
 from fito.coord.etcd_testing import free_ports
 from fito.coord.fleet_base import EpochCoordinator
 from fito.errors import CoordinationUnavailableError

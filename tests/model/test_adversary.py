@@ -87,7 +87,8 @@ def test_cli_adversary_exit_codes_and_json(capsys) -> None:  # type: ignore[no-u
 
 def test_correction_5_p_mixed_is_the_abort_rate_under_bilateral() -> None:
     from fito.model.adversary import attempt_outcomes
-    from fito.model.lattice import FailureSpec, closed_form
+    from fito.model.failure_spec import FailureSpec
+    from fito.model.lattice_closed_form import closed_form
 
     n, q, k = 10, 0.05, 1500
     cf = closed_form(n, FailureSpec.binary(1 - q))

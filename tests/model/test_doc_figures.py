@@ -11,7 +11,8 @@ import pytest
 
 from fito.model.adversary import attempt_outcomes, crash_search, make_protocol
 from fito.model.fleet import MODES, simulate as simulate_fleet
-from fito.model.lattice import FailureSpec, closed_form
+from fito.model.failure_spec import FailureSpec
+from fito.model.lattice_closed_form import closed_form
 from fito.model.retry import RetryParams, critical_backlog, simulate as simulate_retry
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -24,7 +24,9 @@ import json
 import pytest
 
 from fito.cli import main
-from fito.model.explorer import Config, Model, explore, replay
+from fito.model.explorer import explore, replay
+from fito.model.explorer_model import Model
+from fito.model.explorer_world import Config
 from fito.model.protocols import VARIANTS
 from fito.model.simfs import MISSING, SimDisk, each_crash_image, torn
 

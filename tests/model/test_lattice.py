@@ -8,18 +8,10 @@ from decimal import Decimal, getcontext
 import pytest
 
 from fito.cli import main
-from fito.model.lattice import (
-    EpochLattice,
-    EpochState,
-    FailureSpec,
-    classify,
-    closed_form,
-    correlation_sweep,
-    first_n_below,
-    monte_carlo,
-    section_5_4_table,
-    shock_probability,
-)
+from fito.model.failure_spec import FailureSpec, shock_probability
+from fito.model.lattice import EpochLattice, EpochState, classify
+from fito.model.lattice_closed_form import closed_form, correlation_sweep, first_n_below, section_5_4_table
+from fito.model.lattice_monte_carlo import monte_carlo
 from fito.model.units import Parallelism, count_units
 
 C, A, R = EpochState.C, EpochState.A, EpochState.R

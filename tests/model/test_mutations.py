@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fito.cli import main
-from fito.model.explorer import Config, explore, replay
+from fito.model.explorer import explore, replay
+from fito.model.explorer_world import Config
 from fito.model.protocols import MUTATIONS, GcBeforeDecision, PublishBeforeAllReady, ReadyBeforeFsync
 from fito.protocol import Coordinator, Participant
 

@@ -8,21 +8,11 @@ import torch
 
 from fito.cli import main
 from fito.errors import FitoError
-from fito.model.optimizer_skew import (
-    EpochTypedState,
-    MixedEpochError,
-    Problem,
-    Run,
-    SkewConfig,
-    Tagged,
-    build_variant,
-    check_epoch_consistent,
-    example_6_6,
-    m_skew_decay,
-    run_experiment,
-    train_to_restore,
-    variants,
-)
+from fito.model.epoch_typed import EpochTypedState, MixedEpochError, Tagged, check_epoch_consistent
+from fito.model.optimizer_skew import run_experiment
+from fito.model.skew_example_6_6 import example_6_6, m_skew_decay
+from fito.model.skew_problem import Problem, Run, SkewConfig, train_to_restore
+from fito.model.skew_variants import build_variant, variants
 
 
 def test_example_6_6_factor_is_exactly_b1_times_1_minus_b1() -> None:

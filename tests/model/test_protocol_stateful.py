@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from fito.model.explorer import Config, Model, World
+from fito.model.explorer_model import Model
+from fito.model.explorer_world import Config, World
 from fito.model.protocols import get_variant
 
 FAULTS = ("crash ", "net: lose ", "coord: timeout", "job restart")  # also "job restart, but ... zombie"

@@ -8,7 +8,8 @@ from rich.console import Console
 from fito.commands._contract import UsageError, finish
 
 from fito.model.adversary import attempt_outcomes, crash_search, make_protocol, straddle
-from fito.model.lattice import FailureSpec, closed_form
+from fito.model.failure_spec import FailureSpec
+from fito.model.lattice_closed_form import closed_form
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 
 from fito.commands._contract import UsageError, finish
-from fito.model.explorer import PROPERTIES, Config, Result, explore
+from fito.model.explorer import explore
+from fito.model.explorer_properties import PROPERTIES
+from fito.model.explorer_result import Result
+from fito.model.explorer_world import Config
 from fito.model.protocols import MUTATIONS, VARIANTS, get_variant
 
 

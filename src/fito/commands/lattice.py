@@ -8,14 +8,9 @@ from rich.console import Console
 from rich.table import Table
 
 from fito.commands._contract import UsageError, finish
-from fito.model.lattice import (
-    MODELS,
-    FailureSpec,
-    closed_form,
-    first_n_below,
-    monte_carlo,
-    section_5_4_table,
-)
+from fito.model.failure_spec import MODELS, FailureSpec
+from fito.model.lattice_closed_form import closed_form, first_n_below, section_5_4_table
+from fito.model.lattice_monte_carlo import monte_carlo
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

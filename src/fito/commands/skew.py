@@ -39,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # torch is imported here, not at module level, so that `fito --help` and other commands stay fast
-    from fito.model.optimizer_skew import SkewConfig, example_6_6, m_skew_decay, run_experiment
+    from fito.model.optimizer_skew import run_experiment
+    from fito.model.skew_example_6_6 import example_6_6, m_skew_decay
+    from fito.model.skew_problem import SkewConfig
     from fito.model.plots import plot_report
 
     report_at = tuple(k for k in (10, 100, 1000) if k <= args.horizon) or (args.horizon,)

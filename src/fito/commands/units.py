@@ -7,7 +7,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fito.commands._contract import UsageError, finish
-from fito.model.lattice import FailureSpec, closed_form
+from fito.model.failure_spec import FailureSpec
+from fito.model.lattice_closed_form import closed_form
 from fito.model.units import Parallelism, count_units
 
 

@@ -1,5 +1,5 @@
 """Where decisions and epochs live. `DecisionStore` is the interface; SQLite is the embedded default;
-etcd (fito.coord.etcd) is optional and imported only when one of its names is used, so that
+etcd (fito.coord.etcd, .etcd_fleet) is optional and imported only when one of its names is used, so that
 `fito.Checkpointer` never loads etcd3gw or requests."""
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ _WHERE = {
     "Decision": "base", "DecisionStore": "base", "SqliteDecisionStore": "sqlite",
     "EpochCoordinator": "fleet_base", "EpochDecision": "fleet_base", "EpochFollower": "fleet_base",
     "FleetStore": "fleet_base", "NodeLease": "fleet_base", "SqliteFleetStore": "sqlite_fleet",
-    "EtcdDecisionStore": "etcd", "EtcdFleetStore": "etcd", "EtcdTransport": "etcd",
+    "EtcdDecisionStore": "etcd", "EtcdFleetStore": "etcd_fleet", "EtcdTransport": "etcd_transport",
 }
-_SUBMODULES = ("base", "collectives", "etcd", "etcd_testing", "fleet_base", "sqlite", "sqlite_fleet")
+_SUBMODULES = ("base", "collectives", "etcd", "etcd_fleet", "etcd_testing", "etcd_transport", "etcd_txn", "fleet_base",
+               "sqlite", "sqlite_fleet")
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fito.model.lattice import FailureSpec, MonteCarloResult, closed_form
+from fito.model.failure_spec import FailureSpec
+from fito.model.lattice_closed_form import closed_form
+from fito.model.lattice_monte_carlo import MonteCarloResult
 
 if TYPE_CHECKING:
     from fito.model.optimizer_skew import SkewReport
@@ -87,7 +89,7 @@ def plot_report(report: SkewReport, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fito.model.optimizer_skew import variants  # torch: only when a skew plot is drawn
+    from fito.model.skew_variants import variants  # torch: only when a skew plot is drawn
 
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [1, 1, 0.8]})
     ks = report.config.eval_points()

@@ -20,7 +20,8 @@ from fito.protocol.gc import DIR, Delete, Entry, RemoveEmptyDir, Retire, plan_gc
 from fito.protocol.messages import NO_FENCE, attempt_dir
 
 if TYPE_CHECKING:
-    from fito.model.explorer import Attempt, Model, World
+    from fito.model.explorer_model import Model
+    from fito.model.explorer_world import Attempt, World
 
 
 class SimExecutor:

@@ -1,0 +1,215 @@
+"""The model checker's transition system: one protocol variant under one `Config`. `Model` builds the
+initial world (epoch 1 committed, epoch 2 being saved), lists every successor of a world (a process
+executes its next command, a message is delivered or lost, the coordinator times out, a process crashes,
+the job restarts, possibly leaving a zombie coordinator, or training goes on to the next save), and checks
+a world against the properties of fito.model.explorer_properties (memoised on what recovery reads)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from fito.model.explorer_properties import Violation, crash_violations, liveness_violations
+from fito.model.explorer_world import Config, Ghost, World
+from fito.model.protocols import INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, Record, Variant, attempt_name, global_plan
+from fito.model.simexec import SimExecutor, add_attempt as _add, net_add as _net_add
+from fito.model.simfs import SimDisk
+from fito.protocol import Aborted, Begin, Command, Committed, RankFailed, ReadyReceived, TimedOut
+from fito.protocol.drive import feed, recording, step
+
+
+class Model:
+    """One protocol variant under one configuration: initial state, successors, property checks."""
+
+    def __init__(self, variant: Variant, config: Config,
+                 observe: Callable[[str, Command], None] | None = None) -> None:
+        self.variant = variant
+        self.config = config
+        self.observe = observe  # sees (process, command) for every command executed (fito.protocol.drive.recording)
+        self.n = config.ranks
+        self._check_memo: dict[tuple, tuple[list[Violation], int]] = {}
+        self.procs = self.n + 2 if config.zombies else self.n + 1  # ranks, coord, [zombie coordinator]
+        self.zombie = self.n + 1
+        self._fresh = [self.fresh(i) for i in range(self.procs)]
+
+    # -- names --
+    def who(self, i: int) -> str:
+        return "coord" if i == self.n else "zombie coord" if i == self.zombie else f"rank{i}"
+
+    def fresh(self, i: int) -> object:
+        return self.variant.coordinator(self.n) if i >= self.n else self.variant.participant(i)
+
+    # -- initial state --
+    def initial(self) -> World:
+        disk, store = self.variant.initial_disk(self.n)
+        ghost = Ghost(((INITIAL_EPOCH, INITIAL_ATTEMPT),), (), (NEXT_EPOCH, attempt_name(0)), 1, 1)
+        return self._begin(disk, store, ghost, self._new_job_fence((0, 0, 0)))
+
+    def _new_job_fence(self, fence: tuple[int, ...]) -> tuple[int, ...]:
+        """A (re)started job's coordinator takes a new token at once (or, old behaviour, at its first publish)."""
+        if self.config.fence_at_first_publish:
+            return (fence[0], 0) + fence[2:]
+        return (fence[0] + 1, fence[0] + 1) + fence[2:]
+
+    def initial_label(self) -> str:
+        return (f"start: epoch {INITIAL_EPOCH} committed and durable on {self.n} ranks; every process begins "
+                f"saving epoch {NEXT_EPOCH} attempt {attempt_name(0)}")
+
+    def _begin(self, disk: SimDisk, store: tuple[Record, ...], ghost: Ghost, fence: tuple[int, ...]) -> World:
+        machines, pending = [], []
+        for i in range(self.n):
+            m, cmds = feed(self.fresh(i), Begin(*ghost.current))
+            machines.append(m)
+            pending.append(cmds)
+        # the coordinator begins with its fencing token (0 if it takes it at its first publish) and the plan
+        m, cmds = feed(self.fresh(self.n), Begin(*ghost.current, fence[1], global_plan(self.n)))
+        machines.append(m)
+        pending.append(cmds)
+        if self.config.zombies:
+            machines.append(self._fresh[self.zombie])
+            pending.append(())
+        return World(tuple(machines), tuple(pending), (), disk, store, ghost, fence, ((ghost.current[1], fence[1]),))
+
+    # -- transitions --
+    def successors(self, w: World) -> list[tuple[str, World]]:
+        out: list[tuple[str, World]] = []
+        for i in range(self.procs):
+            if w.pending[i]:
+                out.append(self.execute(w, i))
+        seen_msgs = set()
+        for k, (dest, ev) in enumerate(w.net):
+            if (dest, ev) in seen_msgs:
+                continue
+            seen_msgs.add((dest, ev))
+            out.append(self.deliver(w, k))
+            if self.config.message_loss:
+                out.append((f"net: lose {_msg(ev)} to {self.who(dest)}", self._lose(w, k)))
+        if self.config.timeouts:
+            coord = w.machines[self.n]
+            m, cmds = feed(coord, TimedOut(), w.pending[self.n])
+            if m != coord or cmds != w.pending[self.n]:
+                out.append(("coord: timeout waiting for READY", self._set(w, self.n, m, cmds)))
+        if self.config.crashes:
+            for i in range(self.procs):
+                nxt = self._crash(w, i)
+                if nxt != w:
+                    out.append((f"crash {self.who(i)} (restarts empty; its un-fsynced writes are lost)", nxt))
+        g = w.ghost
+        epoch = g.current[0]
+        if g.attempts < self.config.attempts and g.current not in g.committed:
+            nxt_attempt = (epoch, attempt_name(g.named))
+            ghost = g._replace(aborted=_add(g.aborted, g.current), current=nxt_attempt, attempts=g.attempts + 1,
+                               named=g.named + 1)
+            nxt = self._begin(w.disk, w.store, ghost, self._new_job_fence(w.fence))
+            out.append((f"job restart: every process restarts and begins epoch {epoch} attempt {nxt_attempt[1]}",
+                        nxt._replace(owners=w.owners + nxt.owners)))
+            zombie_idle = self.config.zombies and not w.pending[self.zombie] and w.machines[self.zombie] == self._fresh[self.zombie]
+            if zombie_idle:
+                # The scheduler restarts the job but fails to kill the old coordinator: it keeps its
+                # machine, its pending commands and its fencing token.
+                ghost = g._replace(current=nxt_attempt, attempts=g.attempts + 1, named=g.named + 1)
+                nxt = self._begin(w.disk, w.store, ghost, self._new_job_fence((w.fence[0], 0, w.fence[1])))
+                nxt = self._set(nxt._replace(owners=w.owners + nxt.owners), self.zombie, w.machines[self.n], w.pending[self.n])
+                nxt = nxt._replace(net=tuple((self.zombie, ev) for dest, ev in w.net if dest == self.n))
+                out.append((f"job restart, but the old coordinator survives as a zombie; every other process "
+                            f"begins epoch {epoch} attempt {nxt_attempt[1]}", nxt))
+        if g.current in g.committed and epoch < NEXT_EPOCH + self.config.epochs - 1:
+            # Training went on: the next save() builds fresh machines; stale messages may still arrive.
+            nxt_attempt = (epoch + 1, attempt_name(g.named))
+            ghost = g._replace(current=nxt_attempt, attempts=1, named=g.named + 1)
+            nxt = self._begin(w.disk, w.store, ghost, w.fence)
+            out.append((f"next save: every process begins epoch {epoch + 1} attempt {nxt_attempt[1]}",
+                        nxt._replace(net=w.net, owners=w.owners + nxt.owners)))
+        return [(label, s) for label, s in out if s != w]
+
+    def deliver(self, w: World, k: int) -> tuple[str, World]:
+        """The k-th message in flight arrives: its destination's machine is fed the event (fito.protocol.drive.feed)."""
+        dest, ev = w.net[k]
+        m, cmds = feed(w.machines[dest], ev, w.pending[dest])
+        return f"net: deliver {_msg(ev)} to {self.who(dest)}", self._set(self._lose(w, k), dest, m, cmds)
+
+    @staticmethod
+    def _lose(w: World, k: int) -> World:
+        return World(w.machines, w.pending, w.net[:k] + w.net[k + 1:], w.disk, w.store, w.ghost, w.fence, w.owners)
+
+    @staticmethod
+    def _set(w: World, i: int, machine: object, pending: tuple) -> World:
+        return World(
+            w.machines[:i] + (machine,) + w.machines[i + 1:], w.pending[:i] + (pending,) + w.pending[i + 1:],
+            w.net, w.disk, w.store, w.ghost, w.fence, w.owners,
+        )
+
+    def _crash(self, w: World, i: int) -> World:
+        ghost = w.ghost
+        if i == self.n and self.variant.presumed_abort and ghost.current not in ghost.committed:
+            ghost = ghost._replace(aborted=_add(ghost.aborted, ghost.current))
+        fence = w.fence
+        if i == self.zombie:
+            m = w.machines[i]
+            att = (getattr(m, "epoch", -1), getattr(m, "attempt", ""))
+            if att[0] >= 0 and att not in ghost.committed:
+                ghost = ghost._replace(aborted=_add(ghost.aborted, att))
+        if i >= self.n:
+            fence = fence[:i - self.n + 1] + (0,) + fence[i - self.n + 2:]  # a new process has no token yet
+        fresh = self._fresh[i]
+        if w.machines[i] == fresh and not w.pending[i] and ghost is w.ghost and not w.disk.has_volatile(i):
+            return w  # crashing a process that holds nothing changes nothing
+        w = self._set(w, i, fresh, ())
+        return World(w.machines, w.pending, w.net, w.disk.lose_volatile(i), w.store, ghost, fence, w.owners)
+
+    def execute(self, w: World, i: int) -> tuple[str, World]:
+        """Process i executes its next pending command (a failed file operation is caught as the library does)."""
+        try:
+            return self._exec_ok(w, i)
+        except (FileNotFoundError, FileExistsError) as exc:
+            return self._io_failed(w, i, exc)
+
+    def _io_failed(self, w: World, i: int, exc: OSError) -> tuple[str, World]:
+        """The library's driver catches a failed file operation: a rank reports RankFailed to the
+        coordinator; a coordinator gives up the attempt without publishing (presumed abort)."""
+        cmd = w.pending[i][0]
+        net, ghost = w.net, w.ghost
+        m = w.machines[i]
+        if i < self.n:
+            net = _net_add(net, self.n, RankFailed(i, f"{type(exc).__name__}"))
+        else:
+            att = (getattr(m, "epoch", -1), getattr(m, "attempt", ""))
+            if att not in ghost.committed:
+                ghost = ghost._replace(aborted=_add(ghost.aborted, att))
+        nxt = self._set(World(w.machines, w.pending, net, w.disk, w.store, ghost, w.fence, w.owners), i, self._fresh[i], ())
+        return f"{self.who(i)}: {type(cmd).__name__} FAILED ({type(exc).__name__}: {exc}); save given up", nxt
+
+    def _exec_ok(self, w: World, i: int) -> tuple[str, World]:
+        """Process i executes its next command through its simulated executor, and the reply goes back to
+        its machine: one `step` of the executor contract the library drives (fito.protocol.drive)."""
+        sim = SimExecutor(self, w, i)
+        execute = sim if self.observe is None else recording(sim, self.who(i), self.observe)
+        machine, rest, _ = step(w.machines[i], w.pending[i], execute)
+        nxt = self._set(World(w.machines, w.pending, sim.net, sim.disk, sim.store, sim.ghost, sim.fence, w.owners),
+                        i, machine, rest)
+        return f"{self.who(i)}: {sim.label}", nxt
+
+    # -- properties --
+    def check(self, w: World) -> tuple[list[Violation], int]:
+        """Violations in state w, and how many crash images were examined (memoised on disk+store+ghost)."""
+        key = (w.disk, w.store, w.ghost.committed, w.ghost.aborted)
+        hit = self._check_memo.get(key)
+        images = 0
+        if hit is None:
+            hit = crash_violations(self.variant, self.n, w)
+            self._check_memo[key] = hit
+            images = hit[1]
+        violations = hit[0]
+        liveness = liveness_violations(w, self.n, self.config.timeouts)
+        return (violations + liveness if liveness else violations), images
+
+
+def _msg(ev: object) -> str:
+    """How a message in flight is named in a trace."""
+    if isinstance(ev, ReadyReceived):
+        return f"READY(rank{ev.ready.rank}, e{ev.ready.epoch}/{ev.ready.attempt})"
+    if isinstance(ev, Committed):
+        return f"COMMIT(e{ev.epoch}/{ev.attempt})"
+    if isinstance(ev, Aborted):
+        return f"ABORT(e{ev.epoch}/{ev.attempt})"
+    if isinstance(ev, RankFailed):
+        return f"FAILED(rank{ev.rank})"
+    return repr(ev)
