@@ -1,34 +1,21 @@
-"""fito.dcp with real gloo ranks (separate processes, fito.demo.launch.run_ranks): FSDP2 + AdamW and TP
+"""fito.dcp with real gloo ranks (separate processes, fito.testing.scenarios): FSDP2 + AdamW and TP
 DTensors saved on 2 ranks and restored on 1, 2, 3 and 4; DDP bytes; refusals on every rank; a save killed
 mid-write. One save group (2 ranks) then one restore group per world size: process starts dominate the time."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fito.demo.launch import run_ranks
+from fito.testing.scenarios import run_scenarios
 
 HERE = Path(__file__).parent
 BLOCK = 64  # tiny blocks, so resharded reads cover only part of a chunk
 
 
 def _run(group: str, tmp: Path, world: int) -> dict[str, dict[int, dict[str, Any]]]:
-    env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), "FITO_BLOCK_BYTES": str(BLOCK)}
-    results = run_ranks("dcp_ranks", [group, str(tmp)], world, timeout=240, env=env)
-    out: dict[str, dict[int, dict[str, Any]]] = {}
-    for r in results:
-        for line in r.stdout.splitlines():
-            if line.startswith("{"):
-                event = json.loads(line)
-                out.setdefault(event["scenario"], {})[event["rank"]] = event
-        out.setdefault("_exit", {})[r.rank] = {"code": r.returncode, "stderr": r.stderr[-3000:]}
-    errors = out.get("error")
-    assert not errors, json.dumps(errors, indent=1)[:6000]
-    return out
+    return run_scenarios("dcp_ranks", group, tmp, world, here=HERE, env={"FITO_BLOCK_BYTES": str(BLOCK)}, timeout=240)
 
 
 @pytest.fixture(scope="module")

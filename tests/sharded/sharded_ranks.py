@@ -8,12 +8,8 @@ the "restore" group runs on 1, 3 and 4. Oracles (full tensors gathered at save t
 torch.save by the test only, never by fito."""
 from __future__ import annotations
 
-import json
 import os
-import sys
-import traceback
 import warnings
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,16 +22,13 @@ from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import fito
 from fito import knobs
+from fito.testing.scenarios import emit, run_group, start
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.dcp.reader import load_sharded_manifest
 from fito.storage.localfs import LocalFS
 
 warnings.filterwarnings("ignore")
 RANK = WORLD = 0
-
-
-def emit(scenario: str, **fields: Any) -> None:
-    print(json.dumps({"scenario": scenario, "rank": RANK, **fields}), flush=True)
 
 
 # ---------------------------------------------------------------- helpers
@@ -385,16 +378,8 @@ GROUPS: dict[str, list[Callable[[Path], None]]] = {
 
 def main() -> None:
     global RANK, WORLD
-    group, tmp = sys.argv[1], Path(sys.argv[2])
-    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
-    RANK, WORLD = dist.get_rank(), dist.get_world_size()
-    for scenario in GROUPS[group]:
-        try:
-            scenario(tmp)
-        except BaseException as exc:  # noqa: BLE001 - report and go on with the next scenario
-            emit("error", where=getattr(scenario, "__name__", "?"), error=f"{type(exc).__name__}: {exc}"[-2000:],
-                 traceback=traceback.format_exc()[-3000:])
-    dist.destroy_process_group()
+    RANK, WORLD = start()
+    run_group(GROUPS)
 
 
 if __name__ == "__main__":

@@ -4,38 +4,23 @@ entries and their policies on a world-size change; one flipped bit refused by ev
 ranks) then one restore group per world size: process starts dominate the time."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fito.demo.launch import run_ranks
+from fito.testing.scenarios import run_scenarios
 
 HERE = Path(__file__).parent
 pytestmark = [pytest.mark.multiproc, pytest.mark.slow]
 
 
 def _run(group: str, tmp: Path, world: int) -> dict[str, dict[int, dict[str, Any]]]:
-    env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), "FITO_BLOCK_BYTES": "256",
-           "HF_HUB_OFFLINE": "1"}
-    results = run_ranks("sharded_ranks", [group, str(tmp)], world, timeout=300, env=env)
-    out: dict[str, dict[int, dict[str, Any]]] = {}
-    for r in results:
-        for line in r.stdout.splitlines():
-            if line.startswith("{"):
-                event = json.loads(line)
-                out.setdefault(event["scenario"], {})[event["rank"]] = event
-        out.setdefault("_exit", {})[r.rank] = {"code": r.returncode, "stderr": r.stderr[-3000:]}
-    errors = out.get("error")
-    assert not errors, json.dumps(errors, indent=1)[:8000]
-    return out
+    return run_scenarios("sharded_ranks", group, tmp, world, here=HERE, env={"FITO_BLOCK_BYTES": "256", "HF_HUB_OFFLINE": "1"}, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    pytest.importorskip("transformers")
     tmp = tmp_path_factory.mktemp("sharded")
     found = {"save": _run("save", tmp, 2)}
     for world in (1, 3, 4):

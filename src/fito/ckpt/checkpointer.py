@@ -23,7 +23,8 @@ from fito.ckpt.handle import SaveHandle
 from fito.ckpt.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
 from fito.ckpt.progress import ByteProgress
 from fito.ckpt.retention import collect_garbage
-from fito.ckpt.shard import ShardReader, tensor_bytes, write_shard
+from fito.ckpt.shard import ShardReader, write_shard
+from fito.plan.values import tensor_bytes
 from fito.ckpt.staging import StagingBuffer
 from fito.ckpt.apply import Applied, RestorePlan
 from fito.ckpt.state import capture

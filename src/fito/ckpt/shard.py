@@ -13,7 +13,6 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Callable, Sequence
 
-import torch
 import xxhash
 
 from fito.ckpt.hashing import new_hash
@@ -29,17 +28,6 @@ READ_AHEAD = 2 * CHUNK  # a reader waits for the hasher beyond this many bytes r
 RING = 3  # chunk buffers of a verify-only read: one being read while up to two are hashed
 
 Progress = Callable[[int], None]
-
-
-def tensor_bytes(t: torch.Tensor) -> memoryview:
-    """The bytes of a CPU tensor without copying when it is already contiguous."""
-    t = t.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    t = t.contiguous().reshape(-1)
-    if t.numel() == 0:
-        return memoryview(b"")
-    return memoryview(t.view(torch.uint8).numpy())
 
 
 def _write_all(f: BinaryIO, data: memoryview) -> None:
