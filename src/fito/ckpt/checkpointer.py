@@ -44,7 +44,7 @@ from fito.protocol import (
 from fito.protocol.layout import attempt_name
 from fito.protocol.messages import attempt_dir
 from fito.storage.base import Storage
-from fito.storage.localfs import LocalFS
+from fito.storage import open_storage
 
 log = logging.getLogger("fito")
 STATE_UNIT = "__state__"
@@ -80,7 +80,7 @@ class Checkpointer:
             raise ValueError(f"keep={keep}: at least the newest committed epoch is always kept; use keep >= 1 or None")
         if hash not in ALGORITHMS:
             raise ValueError(f"hash={hash!r}: choose one of {sorted(ALGORITHMS)}")
-        self.storage: Storage = LocalFS(root) if isinstance(root, (str, os.PathLike)) else root
+        self.storage: Storage = open_storage(root)
         self.root = self.storage.root
         self.keep = keep
         self.algorithm = hash
@@ -488,7 +488,7 @@ def load_manifest(storage: Storage, d: Decision) -> manifest_mod.Manifest:
     if algorithm not in ALGORITHMS:
         raise UnsafeCheckpointError(path=d.manifest, unit=None, expected="a known manifest hash", found=repr(d.manifest_hash))
     try:
-        data = storage.read_bytes(d.manifest, manifest_mod.MAX_MANIFEST_BYTES)  # LocalFS: FitoErrors only
+        data = storage.read_bytes(d.manifest, manifest_mod.MAX_MANIFEST_BYTES)  # Storage: FitoErrors only
     except OSError as exc:  # another Storage may raise plain OSError
         raise CheckpointUnreadableError.from_os(d.manifest, exc) from None
     found = digest(algorithm, data)

@@ -10,7 +10,7 @@ from fito.ckpt.checkpointer import load_manifest, load_shard
 from fito.coord.base import Decision
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import FitoError, NoCommittedEpochError
-from fito.storage.localfs import LocalFS
+from fito.storage import Storage, open_storage
 
 
 @dataclass
@@ -27,10 +27,10 @@ class AttemptInfo:
         return asdict(self)
 
 
-def open_store(root: str | os.PathLike[str], *, readonly: bool = False) -> tuple[LocalFS, SqliteDecisionStore]:
+def open_store(root: str | os.PathLike[str], *, readonly: bool = False) -> tuple[Storage, SqliteDecisionStore]:
     """The root and its existing log. Nothing is written until a write is asked for; `readonly` refuses writes
     (inspect and verify: they work on a read-only root and never take a fence)."""
-    storage = LocalFS(root, create=False)
+    storage = open_storage(root, create=False)
     return storage, SqliteDecisionStore(storage.root / SqliteDecisionStore.FILENAME, create=False, readonly=readonly)
 
 
@@ -54,7 +54,7 @@ def describe(root: str | os.PathLike[str]) -> list[AttemptInfo]:
     return sorted(seen.values(), key=lambda i: (i.epoch, i.seq if i.seq is not None else 1 << 62))
 
 
-def _world_size(storage: LocalFS, decisions: list[Decision]) -> int:
+def _world_size(storage: Storage, decisions: list[Decision]) -> int:
     from fito.dcp.reader import load_sharded_manifest
     for d in reversed(decisions):
         if d.outcome == "commit" and not d.retired:
@@ -67,7 +67,7 @@ def _world_size(storage: LocalFS, decisions: list[Decision]) -> int:
     return 0
 
 
-def _info(storage: LocalFS, key: tuple[int, str], d: Decision | None, world: int) -> AttemptInfo:
+def _info(storage: Storage, key: tuple[int, str], d: Decision | None, world: int) -> AttemptInfo:
     epoch, attempt = key
     rel = f"epochs/{epoch:012d}/{attempt}"
     shards = [f for f in storage.listdir(rel) if f.endswith(".fito")] if storage.exists(rel) else []
@@ -89,7 +89,7 @@ def _info(storage: LocalFS, key: tuple[int, str], d: Decision | None, world: int
     return AttemptInfo(epoch, attempt, status, d.seq if d else None, shards, size, letters)
 
 
-def _size(storage: LocalFS, rel: str) -> int:
+def _size(storage: Storage, rel: str) -> int:
     try:
         return storage.size(rel)
     except FitoError:  # a link, a FIFO or an unreadable file: listed, counted as 0 bytes; `verify` says why
@@ -147,7 +147,7 @@ def verify(root: str | os.PathLike[str], epoch: int | None = None,
     return report
 
 
-def _sharded(storage: LocalFS, d: Decision, report: VerifyReport | None = None) -> bool:
+def _sharded(storage: Storage, d: Decision, report: VerifyReport | None = None) -> bool:
     """Whether the decision's manifest is fito-manifest/2 (False for v1, and for unreadable ones: the v1 path
     reports those)."""
     from fito.dcp.reader import manifest_bytes
@@ -158,7 +158,7 @@ def _sharded(storage: LocalFS, d: Decision, report: VerifyReport | None = None) 
         return False
 
 
-def _verify_sharded(storage: LocalFS, d: Decision, report: VerifyReport, progress: Callable[[int], None] | None,
+def _verify_sharded(storage: Storage, d: Decision, report: VerifyReport, progress: Callable[[int], None] | None,
                     on_total: Callable[[int], None] | None) -> VerifyReport:
     from fito.ckpt.transport import LocalTransport
     from fito.dcp.reader import Reader, load_sharded_manifest

@@ -27,7 +27,7 @@ from fito.coord.sqlite_log import SIDE_FILES
 from fito.errors import FitoError
 from fito.protocol.layout import parse_attempt
 from fito.protocol.messages import attempt_dir, manifest_path
-from fito.storage.localfs import LocalFS
+from fito.storage import Storage, open_storage
 
 
 @dataclass
@@ -78,7 +78,7 @@ def refuse_existing_log(root: Path) -> None:
 
 def plan_recovery(root: str | os.PathLike[str]) -> RecoveryPlan:
     """Verify every attempt under `root`/epochs fully; choose the newest whole one of each step. Reads only."""
-    storage = LocalFS(root, create=False)
+    storage = open_storage(root, create=False)
     refuse_existing_log(storage.root)
     plan = RecoveryPlan(str(storage.root))
     whole: dict[int, list[tuple[tuple[int, int], Candidate]]] = {}
@@ -108,7 +108,7 @@ def plan_recovery(root: str | os.PathLike[str]) -> RecoveryPlan:
     return plan
 
 
-def _verify(storage: LocalFS, step: int, attempt: str) -> Candidate:
+def _verify(storage: Storage, step: int, attempt: str) -> Candidate:
     rel = manifest_path(step, attempt)
     c = Candidate(step, attempt, manifest=rel)
     try:
@@ -133,7 +133,7 @@ def _verify(storage: LocalFS, step: int, attempt: str) -> Candidate:
     return c
 
 
-def _verify_sharded(storage: LocalFS, c: Candidate, data: bytes) -> Candidate:
+def _verify_sharded(storage: Storage, c: Candidate, data: bytes) -> Candidate:
     from fito.ckpt.transport import LocalTransport
     from fito.dcp.reader import Reader
     m = sharded_fmt.parse(data, where=c.manifest, epoch=c.step, attempt=c.attempt)

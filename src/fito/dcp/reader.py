@@ -36,7 +36,7 @@ from fito.plan.load import LOAD_MARK, LoadPlanner as FitoLoadPlanner
 from fito.plan.metadata import key_of, pieces_of, to_metadata
 from fito.plan.values import decode_value
 from fito.storage.base import Storage
-from fito.storage.localfs import LocalFS
+from fito.storage import open_storage
 
 Action = Callable[[], None]
 
@@ -52,7 +52,7 @@ class Reader(StorageReader):
     def __init__(self, root: str | os.PathLike[str] | Storage, step: int | None = None, *,
                  store: DecisionStore | None = None, process_group: Any = None, decision: Decision | None = None,
                  manifest: ShardedManifest | None = None, transport: Transport | None = None) -> None:
-        self.storage = LocalFS(root, create=False) if isinstance(root, (str, os.PathLike)) else root  # any Storage
+        self.storage = open_storage(root, create=False)
         self.step = step
         self.loaded_step: int | None = None
         self.bytes_read = 0  # by this rank's last read_data: whole blocks only, never whole objects
@@ -291,12 +291,12 @@ class Reader(StorageReader):
         )
 
 
-def load_sharded_manifest(storage: LocalFS, d: Decision) -> ShardedManifest:
+def load_sharded_manifest(storage: Storage, d: Decision) -> ShardedManifest:
     """Read the manifest a decision names, check its bytes against the decision's hash, and parse it."""
     return manifest_fmt.parse(manifest_bytes(storage, d), where=d.manifest, epoch=d.epoch, attempt=d.attempt)
 
 
-def manifest_bytes(storage: LocalFS, d: Decision) -> bytes:
+def manifest_bytes(storage: Storage, d: Decision) -> bytes:
     """The bytes of the manifest a decision names, checked against the decision's hash (any format)."""
     algorithm = d.manifest_hash.split(":", 1)[0]
     if algorithm not in ALGORITHMS:

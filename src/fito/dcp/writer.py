@@ -48,7 +48,7 @@ from fito.protocol import (
 from fito.protocol.drive import Executor, drive, recording
 from fito.protocol.messages import CollectGarbage, Event, attempt_dir
 from fito.storage.base import Storage
-from fito.storage.localfs import LocalFS
+from fito.storage import open_storage
 
 log = logging.getLogger("fito")
 READY_FQN = "__fito_ready__"  # the index of the one WriteResult per rank that carries its READY
@@ -85,7 +85,7 @@ class Writer(StorageWriter):
             raise ValueError(f"keep={keep}: the newest committed step is always kept; use keep >= 1 or None")
         if hash not in ALGORITHMS:
             raise ValueError(f"hash={hash!r}: choose one of {sorted(ALGORITHMS)}")
-        self.storage = LocalFS(root) if isinstance(root, (str, os.PathLike)) else root  # any Storage
+        self.storage = open_storage(root)
         self.step, self.keep, self.algorithm = step, keep, hash
         self._store, self._owns_store = store, store is None
         self.rank, self.is_coordinator = 0, True

@@ -21,7 +21,7 @@ import torch.distributed as dist
 import xxhash
 
 from fito import Checkpointer, DataPosition, RNGState, SaveAbortedError
-from fito.ckpt.shard import tensor_bytes
+from fito.plan.values import tensor_bytes
 from fito.storage.localfs import LocalFS
 
 SAMPLES, FEATURES, BATCH = 512, 16, 16
