@@ -28,7 +28,7 @@ from mutations import DB, MUTATIONS, Root  # noqa: E402
 
 STEPS = (1, 2, 3)
 SEEDS_PER_MUTATION = 16  # x 17 mutation families, more where a family has more variants
-SEEDS = {"forge_manifest": 24}  # one seed per variant  -> 280 mutated roots, each restored twice
+SEEDS = {"forge_manifest": 24, "forge_v2_manifest": 20, "forge_v2_object_header": 10}  # one seed per variant  -> 280 mutated roots, each restored twice
 COUNTS: collections.Counter[tuple[str, str]] = collections.Counter()  # (mutation, category) -> restores
 
 

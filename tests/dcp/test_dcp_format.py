@@ -60,6 +60,8 @@ def _hostile(edit) -> str:
     (lambda d: d["tensors"][0]["chunks"][0]["blocks"].__setitem__(0, "zz" * 16), "hex block hash"),
     (lambda d: d["tensors"][0]["chunks"].pop(), "covering all 40 elements"),
     (lambda d: d["tensors"][0].update(dtype="object"), "a dtype in"),
+    # the right volume, inside the shape, but overlapping: rows 2..3 would never be read
+    (lambda d: d["tensors"][0]["chunks"][1].update(offsets=[1, 0]), "chunks that do not overlap"),
     (lambda d: d["tensors"][0]["chunks"][1].update(rank=5), "a rank below 2"),
     (lambda d: d["values"].append(dict(d["values"][0])), "one entry for 'meta.epoch'"),
     (lambda d: d.update(format="fito-manifest/1"), "Checkpointer.restore"),

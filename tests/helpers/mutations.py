@@ -5,11 +5,13 @@ variants pick the variant by `Root.seed`, so N consecutive seeds cover all N var
 
 "Hostile but consistent" mutations (`forge_*`) recompute every hash the change invalidates and re-vouch the
 manifest in the decision log, so only the deeper checks (parsing, bounds, headers, shapes) can catch them.
-They only ever break structure; they never forge different values that are structurally valid (no check
+`forge_v2_*` do the same to the sharded format (fito-manifest/2 and its per-rank objects). They only ever
+break structure; they never forge different values that are structurally valid (no check
 could tell those from a real checkpoint)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -22,6 +24,7 @@ import xxhash
 
 from fito.ckpt.hashing import digest
 from fito.ckpt.shard import ALIGN, HEADER, MAGIC
+from fito.format.objects import HEADER as OBJECT_HEADER, block_digest
 
 DB = "decisions.sqlite"
 
@@ -383,11 +386,134 @@ def forge_swapped_entries(rng: random.Random, root: Root) -> list[str]:
     return [root.manifest(step), DB]
 
 
+# ---------------------------------------------------------------- hostile but consistent, fito-manifest/2
+def _v2_blocks(root: Root, step: int, m: dict[str, Any], offset: int, length: int) -> list[str]:
+    """The true block hashes of bytes [offset, offset + length) of step's rank-0 object."""
+    data = (root.path / root.shard(step)).read_bytes()[offset:offset + length]
+    bb = m["block_bytes"]
+    return [block_digest(m["hash"], data[b:b + bb]) for b in range(0, max(len(data), 1), bb)]
+
+
+def _v2_tensor(rng: random.Random, m: dict[str, Any], min_elements: int = 1) -> dict[str, Any]:
+    """A tensor of the manifest with at least `min_elements` elements and a non-empty shape."""
+    fits = [t for t in m["tensors"] if t["shape"] and math.prod(t["shape"]) >= min_elements]
+    return rng.choice(fits)
+
+
+_V2_BYTES = {"float32": 4, "int32": 4, "float64": 8, "int64": 8, "float16": 2, "bfloat16": 2, "uint8": 1, "int8": 1, "bool": 1}
+
+
+def forge_v2_manifest(rng: random.Random, root: Root) -> list[str]:
+    """The newest step's fito-manifest/2 rewritten with one structural change that every hash agrees with:
+    block hashes recomputed from the object's true bytes where the change moves a range, the manifest
+    re-vouched in the decision log."""
+    step = root.steps[-1]
+    m = _manifest(root, step)
+    other = _other_step(rng, root, step)
+    big = rng.choice([1 << 40, (1 << 62) - 64, 10 ** 30])
+
+    def overlap() -> None:  # two chunks covering the tensor's volume, but overlapping (so some elements never)
+        t = _v2_tensor(rng, m, 2)
+        (c,) = t["chunks"]
+        n, k = t["shape"][0], rng.randrange(1, t["shape"][0]) if t["shape"][0] > 1 else 1
+        if n == 1:  # a [1, ...] tensor: overlap along its last dimension instead
+            t["shape"], c["sizes"] = [math.prod(t["shape"])], [math.prod(t["shape"])]
+            n, k = t["shape"][0], rng.randrange(1, t["shape"][0])
+        row = math.prod(t["shape"][1:]) * _V2_BYTES[t["dtype"]]
+        a = {**c, "offsets": [0] * len(t["shape"]), "sizes": [k, *t["shape"][1:]], "length": k * row}
+        b = {**c, "offsets": [0] * len(t["shape"]), "sizes": [n - k, *t["shape"][1:]], "length": (n - k) * row}
+        a["blocks"] = _v2_blocks(root, step, m, a["offset"], a["length"])
+        b["blocks"] = _v2_blocks(root, step, m, b["offset"], b["length"])
+        t["chunks"] = [a, b]
+        _v2_item_count(root, step, +1)  # one more piece: the object header made to agree
+
+    def outside() -> None:  # a chunk shifted past the end of its tensor
+        t = _v2_tensor(rng, m)
+        t["chunks"][0]["offsets"] = [rng.choice([1, big]), *t["chunks"][0]["offsets"][1:]]
+
+    def dtype() -> None:  # another dtype of the same element size: lengths and hashes stay true
+        t = _v2_tensor(rng, m)
+        size = _V2_BYTES[t["dtype"]]
+        t["dtype"] = rng.choice([d for d, n in _V2_BYTES.items() if n == size and d != t["dtype"]])
+
+    def shape() -> None:  # the same elements in another shape (chunk sizes along), or a different volume
+        t = _v2_tensor(rng, m, 2)
+        n = math.prod(t["shape"])
+        new = rng.choice([[n], [1, n], [n, 1]] + ([list(reversed(t["shape"]))] if len(t["shape"]) > 1 else []))
+        if new == t["shape"]:
+            new = [1, *new]
+        t["shape"] = new
+        t["chunks"][0]["offsets"], t["chunks"][0]["sizes"] = [0] * len(new), list(new)
+
+    def blocks() -> None:  # a block-hash list of the wrong length (every hash a well-formed one)
+        t = _v2_tensor(rng, m)
+        c = t["chunks"][0]
+        c["blocks"] = rng.choice([[], c["blocks"] * 2, c["blocks"] + ["0" * len(c["blocks"][0])]])
+
+    def other_object() -> None:  # the object path of another committed step (its size too)
+        o = m["objects"][0]
+        o["file"] = root.shard(other)
+        o["size"] = (root.path / root.shard(other)).stat().st_size
+
+    def huge_length() -> None:  # a huge declared length, with a matching object size or chunk shape
+        t = _v2_tensor(rng, m)
+        c = t["chunks"][0]
+        how = rng.choice(["length", "object", "both"])
+        if how in ("object", "both"):
+            m["objects"][0]["size"] = big
+        if how in ("length", "both"):
+            c["length"] = big
+
+    def moved_value() -> None:  # a value's piece pointed at another value's bytes, hashes true for them
+        a, b = rng.sample(m["values"], 2)
+        a.update({k: b[k] for k in ("offset", "length", "blocks")})
+
+    def dropped_item() -> None:  # a tensor removed from the index, the object header's item count made to match
+        m["tensors"].remove(rng.choice(m["tensors"]))
+        _v2_item_count(root, step, -1)
+
+    def chunk_rank() -> None:  # a chunk said to be in a rank's object that does not exist, or a tag of another step
+        c = _v2_tensor(rng, m)["chunks"][0]
+        c.update(rng.choice([{"rank": 1}, {"tag": other}, {"offset": c["offset"] + 1}]))
+
+    edit = root.variant([overlap, outside, dtype, shape, blocks, other_object, huge_length, moved_value, dropped_item,
+                         chunk_rank])
+    edit()
+    _vouch(root, step, json.dumps(m).encode())
+    return [root.manifest(step), DB] + ([root.shard(step)] if edit in (overlap, dropped_item) else [])
+
+
+def _v2_item_count(root: Root, step: int, delta: int) -> None:
+    rel = root.shard(step)
+    data = bytearray((root.path / rel).read_bytes())
+    magic, epoch, rank, items, attempt = OBJECT_HEADER.unpack_from(data)
+    data[:OBJECT_HEADER.size] = OBJECT_HEADER.pack(magic, epoch, rank, items + delta, attempt)
+    (root.path / rel).write_bytes(bytes(data))
+
+
+def forge_v2_object_header(rng: random.Random, root: Root) -> list[str]:
+    """One field of the newest step's rank-0 object header changed to a value it never has; the blocks (which
+    hash the items, not the header), the size and the manifest stay as written."""
+    step = root.steps[-1]
+    rel = root.shard(step)
+    data = bytearray((root.path / rel).read_bytes())
+    magic, epoch, rank, items, attempt = OBJECT_HEADER.unpack_from(data)
+    fields = {"magic": rng.choice([b"\0" * 8, b"FITOOBJ1", MAGIC]), "epoch": rng.choice([0, _other_step(rng, root, step), step + 1000]),
+              "rank": rng.choice([1, 0xFFFFFFFF]), "items": rng.choice([items + 1, items - 1, 0, 0xFFFFFFFF]),
+              "attempt": rng.choice([0, attempt ^ 1, xxhash.xxh64_intdigest(root.attempts[_other_step(rng, root, step)].encode())])}
+    values = {"magic": magic, "epoch": epoch, "rank": rank, "items": items, "attempt": attempt}
+    field = root.variant(list(fields))
+    values[field] = fields[field]
+    data[:OBJECT_HEADER.size] = OBJECT_HEADER.pack(*values.values())
+    (root.path / rel).write_bytes(bytes(data))
+    return [rel]
+
+
 MUTATIONS: dict[str, Callable[[random.Random, Root], list[str]]] = {
     f.__name__: f for f in (
         bit_flip, truncation, extension, deletion, other_epochs_file, symlink_in_root, symlink_out_of_root,
         symlinked_attempt_dir, directory_instead_of_file, swapped_units, zeroed_header_field,
         decision_log_damage, decision_record_edit, forge_manifest, forge_header, forge_state_tree,
-        forge_swapped_entries,
+        forge_swapped_entries, forge_v2_manifest, forge_v2_object_header,
     )
 }

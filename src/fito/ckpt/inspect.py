@@ -22,9 +22,13 @@ class AttemptInfo:
     shards: list[str] = field(default_factory=list)  # shard files present on disk
     bytes: int = 0
     lattice: str = ""  # one letter per rank: C committed, A ambiguous (written, undecided), R reverted/absent
+    index: dict[str, Any] | None = None  # a committed fito-manifest/2 step's tensor index (fito.ckpt.tensor_index)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.index is None:  # v1 steps and undecided attempts: the rows as before
+            del out["index"]
+        return out
 
 
 def open_store(root: str | os.PathLike[str], *, readonly: bool = False) -> tuple[Storage, SqliteDecisionStore]:
@@ -51,6 +55,9 @@ def describe(root: str | os.PathLike[str]) -> list[AttemptInfo]:
             seen[key] = _info(storage, key, latest.get(key), world)
     for key, d in latest.items():
         seen.setdefault(key, _info(storage, key, d, world))
+    for key, info in seen.items():
+        if info.status in ("committed", "retired"):
+            info.index = _index(storage, latest[key])
     return sorted(seen.values(), key=lambda i: (i.epoch, i.seq if i.seq is not None else 1 << 62))
 
 
@@ -65,6 +72,21 @@ def _world_size(storage: Storage, decisions: list[Decision]) -> int:
             except FitoError:
                 continue
     return 0
+
+
+def _index(storage: Storage, d: Decision) -> dict[str, Any] | None:
+    """The tensor index of a fito-manifest/2 step; None for v1; {"error": ...} when it cannot be read (a listing
+    still shows the rest; `fito verify` says more)."""
+    from fito.ckpt.tensor_index import index_of
+    from fito.dcp.reader import manifest_bytes
+    from fito.format import manifest as manifest_fmt
+    try:
+        data = manifest_bytes(storage, d)
+        if manifest_fmt.format_of(data) != manifest_fmt.FORMAT:
+            return None
+        return index_of(manifest_fmt.parse(data, where=d.manifest, epoch=d.epoch, attempt=d.attempt))
+    except FitoError as exc:
+        return {"error": " ".join(str(exc).split())[:500]}
 
 
 def _info(storage: Storage, key: tuple[int, str], d: Decision | None, world: int) -> AttemptInfo:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Callable, MutableMapping, TypeVar
 
 import torch
@@ -33,7 +34,7 @@ from fito.ckpt.entries import (
     FreshOptimizers, decode_entry, leaf_spec, module_keys, new_leaf, optimizers_of, owner_of, parse_doc, templates,
 )
 from fito.ckpt.rank_local import KEEP, RankLocalPolicy, doc_key, parse_key, tensor_key, world_change_error
-from fito.ckpt.sharded_save import VALIDATION_ENTRY
+from fito.ckpt.sharded_save import VALIDATION_ENTRY, local_bytes
 from fito.ckpt.state import class_name, kind_of, plan_restore
 from fito.coord.base import Decision
 from fito.dcp.reader import Reader, manifest_bytes
@@ -276,10 +277,12 @@ def _optimizer_plan(name: str, opt: torch.optim.Optimizer, data: Any, state: Mut
 def _read(ck: "Checkpointer", d: Decision, m: ShardedManifest, targets: dict[str, Any]) -> dict[str, Any]:
     """Read `targets` (item name -> tensor to fill, or None for a value) through DCP; every rank verifies and
     votes in fito.dcp.Reader before a byte is copied. Other items of the checkpoint are left unread."""
-    reader = Reader(ck.storage, decision=d, manifest=m, transport=ck.transport)
+    total = sum(local_bytes(t) for t in targets.values() if isinstance(t, torch.Tensor))
     skip = (set(m.tensors) | set(m.values)) - set(targets)
     try:
-        dcp.load(targets, storage_reader=reader, planner=LoadPlanner(skip=skip), process_group=getattr(ck.transport, "group", None))
+        with ck._progress(f"restore step {d.epoch}", total) if total else nullcontext(None) as advance:
+            reader = Reader(ck.storage, decision=d, manifest=m, transport=ck.transport, progress=advance)
+            dcp.load(targets, storage_reader=reader, planner=LoadPlanner(skip=skip), process_group=getattr(ck.transport, "group", None))
     except CheckpointException as exc:
         raise _load_error(ck, d, exc) from None
     return targets

@@ -57,10 +57,14 @@ def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: b
     writer = Writer(ck.storage, step, keep=ck.keep, hash=ck.algorithm, store=ck.store if ck.rank == 0 else None,
                     fence=ck._coordinator_fence if ck.rank == 0 else None)  # the token taken above
     group = getattr(ck.transport, "group", None)
+    # The bar's total: what this rank holds; it writes its share of the replicas, so the bar may end early.
+    total = sum(local_bytes(v) for v in flat.values() if isinstance(v, torch.Tensor))
 
     def commit() -> int:
         try:
-            dcp.save(flat, storage_writer=writer, planner=SavePlanner(known_digests=known), process_group=group)
+            with ck._progress(f"save step {step}", total) as advance:
+                writer.progress = advance
+                dcp.save(flat, storage_writer=writer, planner=SavePlanner(known_digests=known), process_group=group)
         except CheckpointException as exc:
             if ck.rank == 0 and not writer.finishing:
                 writer.discard()  # every rank is past writing and no decision was sought: leave nothing behind
@@ -108,6 +112,12 @@ def staged(ck: "Checkpointer", flat: dict[str, Any]) -> dict[str, Any]:
         out[key] = (DTensor.from_local(copy, t.device_mesh, t.placements, run_check=False, shape=t.shape, stride=t.stride())
                     if isinstance(t, DTensor) else copy)
     return out
+
+
+def local_bytes(t: torch.Tensor) -> int:
+    """Bytes of this rank's part of a tensor (a DTensor's local shard)."""
+    local = t.to_local() if isinstance(t, DTensor) else t
+    return local.numel() * local.element_size()
 
 
 def save_error(step: int, exc: CheckpointException) -> FitoError:

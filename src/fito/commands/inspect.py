@@ -5,6 +5,7 @@ import argparse
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from fito.commands._contract import finish
 
@@ -17,10 +18,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "inspect", help="list epochs with their decision and per-rank lattice position",
         description="Lists every save attempt under DIR: its decision in the log (committed, retired, aborted, or "
                     "undecided = presumed aborted), its shard files, and one letter per rank for its position in the "
-                    "epoch lattice: C committed, A ambiguous (written, no decision), R reverted/absent.",
+                    "epoch lattice: C committed, A ambiguous (written, no decision), R reverted/absent. For each committed step of "
+                    "the sharded format (fito-manifest/2) a summary of its tensor index follows (tensors, bytes, the ranks "
+                    "that wrote, rank-local entries); --tensors lists the index.",
     )
     p.add_argument("dir", help="checkpoint directory")
-    p.add_argument("--json", action="store_true", help="print the JSON envelope (result: one entry per attempt) only")
+    p.add_argument("--json", action="store_true", help="print the JSON envelope (result: one entry per attempt, with "
+                   "the full tensor index of each committed fito-manifest/2 step under 'index') only")
+    p.add_argument("--tensors", action="store_true", help="also list the tensor index of each committed "
+                   "fito-manifest/2 step: per tensor its dtype, global shape, bytes and chunks ([box] rRANK: the part "
+                   "of the global tensor and the rank whose object holds it)")
+    p.add_argument("--step", type=int, default=None, help="with --tensors: only this step's index (default: every "
+                   "committed step)")
     p.set_defaults(handler=run)
 
 
@@ -36,5 +45,33 @@ def run(args: argparse.Namespace) -> int:
     for i in infos:
         table.add_row(str(i.epoch), i.attempt, f"[{colors[i.status]}]{i.status}", str(i.seq or "-"), i.lattice,
                       str(len(i.shards)), f"{i.bytes:,}")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for i in infos:
+        if i.index is not None and i.status == "committed":
+            _print_index(console, i.epoch, i.index, args.tensors and args.step in (None, i.epoch))
     return finish(args, "ok", None)
+
+
+def _print_index(console: Console, step: int, index: dict, tensors: bool) -> None:
+    from fito.ckpt.tensor_index import chunk_text
+    if "error" in index:
+        console.print(f"step {step}: tensor index unreadable: {index['error']}", markup=False, highlight=False, soft_wrap=True)
+        return
+    s = index["summary"]
+    local = index["entries"]["rank_local"]
+    line = (f"step {step} ({index['format']}): {s['tensors']:,} tensors, {s['tensor_bytes']:,} bytes in {s['chunks']:,} "
+            f"chunks, {s['values']:,} values; {index['world_size']} ranks saved, objects written by ranks "
+            f"{', '.join(map(str, s['writers'])) or '-'} ({s['object_bytes']:,} bytes)")
+    if local:
+        line += "; rank-local entries: " + ", ".join(f"{n} (ranks {', '.join(map(str, r))})" for n, r in local.items())
+    console.print(line, markup=False, highlight=False, soft_wrap=True)  # one line per step: greppable
+    if not tensors:
+        return
+    table = Table(title=f"step {step}: tensor index")
+    for col in ("tensor", "dtype", "shape", "bytes", "chunks: [box] rank"):
+        table.add_column(Text(col), overflow="fold")
+    for t in index["tensors"]:  # Text: names and boxes are never read as rich markup
+        table.add_row(*map(Text, (t["fqn"], t["dtype"], str(t["shape"]), f"{t['bytes']:,}",
+                                  "; ".join(chunk_text(c) for c in t["chunks"]))))
+    console.print(table)

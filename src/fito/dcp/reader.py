@@ -47,11 +47,13 @@ class Reader(StorageReader):
     Every rank creates a Reader on the same root, together (it creates fito's gloo group for the vote, unless
     `process_group` is given). `step=None` loads the newest committed step; `loaded_step` says which one.
     `decision` (with its parsed `manifest`, optional): load exactly this committed attempt, which every rank
-    already agreed on (fito.Checkpointer does); `transport`: the ranks' vote goes over it."""
+    already agreed on (fito.Checkpointer does); `transport`: the ranks' vote goes over it. `progress`: called
+    with the byte count of each read as it is read (a progress bar; keep it cheap)."""
 
     def __init__(self, root: str | os.PathLike[str] | Storage, step: int | None = None, *,
                  store: DecisionStore | None = None, process_group: Any = None, decision: Decision | None = None,
-                 manifest: ShardedManifest | None = None, transport: Transport | None = None) -> None:
+                 manifest: ShardedManifest | None = None, transport: Transport | None = None,
+                 progress: Callable[[int], None] | None = None) -> None:
         self.storage = open_storage(root, create=False)
         self.step = step
         self.loaded_step: int | None = None
@@ -63,6 +65,7 @@ class Reader(StorageReader):
         self._given = manifest if decision is not None else None
         self._manifest: ShardedManifest | None = None
         self._where = ""
+        self.progress = progress
 
     # ---------------------------------------------------------------- DCP's calls
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
@@ -242,6 +245,8 @@ class Reader(StorageReader):
                 if not n:
                     raise CheckpointCorruptError(path=obj.file, unit=fqn, expected=f"{len(view)} bytes at {piece.offset + begin}", found=f"{got}")
                 got += n
+                if self.progress is not None:
+                    self.progress(n)
         for b in range(first, last):
             lo = b * m.block_bytes - begin
             found = block_digest(m.algorithm, view[lo:lo + m.block_bytes])

@@ -74,11 +74,13 @@ class Writer(StorageWriter):
     the coordinator's fencing token; by default each save takes a new one (a `fito.Checkpointer` holds one
     token for its whole life, so a save of an older, fenced-out Checkpointer is refused). `observe`: called
     with ("rank<r>" or "coord", command) for every protocol command, before it runs (tracing; the
-    differential test against the model checker)."""
+    differential test against the model checker). `progress`: called with the byte count of each block this
+rank writes, as it is written (a progress bar; keep it cheap)."""
 
     def __init__(self, root: str | os.PathLike[str] | Storage, step: int, *, keep: int | None = None,
                  store: DecisionStore | None = None, hash: str = DEFAULT_ALGORITHM,
-                 fence: Callable[[], int] | None = None, observe: Callable[[str, Command], None] | None = None) -> None:
+                 fence: Callable[[], int] | None = None, observe: Callable[[str, Command], None] | None = None,
+                 progress: Callable[[int], None] | None = None) -> None:
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         if keep is not None and keep < 1:
@@ -90,6 +92,7 @@ class Writer(StorageWriter):
         self._store, self._owns_store = store, store is None
         self.rank, self.is_coordinator = 0, True
         self.observe = observe
+        self.progress = progress
         self._fence: int | None = None
         self._fence_source = fence
         self._attempt = ""
@@ -133,7 +136,7 @@ class Writer(StorageWriter):
                 self.storage.makedirs(attempt_dir(cmd.epoch, cmd.attempt))
                 header = ObjectHeader(cmd.epoch, cmd.rank, len(plan.items), cmd.attempt)
                 with self.storage.create(cmd.path) as f:
-                    size = _write_object(f, header, plan, planner, spec.block_bytes, self.algorithm, pieces)
+                    size = _write_object(f, header, plan, planner, spec.block_bytes, self.algorithm, pieces, self.progress)
                 units = tuple(UnitEntry(fqn, p.offset, p.length, "", p.tag, p.blocks, chunk)
                               for (fqn, chunk), p in ((key_of(item.index), p) for item, p in zip(plan.items, pieces)))
                 return ShardWritten(cmd.path, size, units)
@@ -268,7 +271,7 @@ class Writer(StorageWriter):
 
 
 def _write_object(f: BinaryIO, header: ObjectHeader, plan: SavePlan, planner: SavePlanner, block_bytes: int,
-                  algorithm: str, pieces: list[Piece]) -> int:
+                  algorithm: str, pieces: list[Piece], progress: Callable[[int], None] | None = None) -> int:
     """Header, then each item on a 64-byte boundary, hashed block by block as it is written. Returns the size."""
     _write_all(f, memoryview(header.pack()))
     offset = HEADER.size
@@ -281,6 +284,8 @@ def _write_object(f: BinaryIO, header: ObjectHeader, plan: SavePlan, planner: Sa
             block = raw[start:start + block_bytes]
             blocks.append(block_digest(algorithm, block))
             _write_all(f, block)
+            if progress is not None:
+                progress(len(block))
         pieces.append(Piece(header.rank, offset, len(raw), tuple(blocks), header.epoch))
         offset += len(raw)
         pad = padding(offset)

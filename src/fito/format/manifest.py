@@ -168,6 +168,19 @@ def parse(data: bytes, *, where: str, epoch: int, attempt: str) -> ShardedManife
                            str(doc.get("fito_version", "?"))[:40])
 
 
+def _overlap(chunks: list[Chunk]) -> tuple[Chunk, Chunk] | None:
+    """Two non-empty chunks whose boxes intersect, if any. Sorted along dim 0, each chunk is compared only with
+    those that start before it ends there: O(n log n) for the usual layouts (row shards, row x column grids)."""
+    boxes = sorted((c for c in chunks if c.offsets and all(c.sizes)), key=lambda c: c.offsets)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            if b.offsets[0] >= a.offsets[0] + a.sizes[0]:
+                break
+            if all(bo < ao + asz and ao < bo + bsz for ao, asz, bo, bsz in zip(a.offsets, a.sizes, b.offsets, b.sizes)):
+                return a, b
+    return None
+
+
 def _load_json(data: bytes, where: str) -> Any:
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out = dict(pairs)
@@ -287,6 +300,10 @@ class _Parser:
             chunks.append(Chunk(offsets, sizes, piece))
         if volume != math.prod(shape):
             self.bad(f"{fqn}: chunks covering all {math.prod(shape)} elements of {list(shape)}", f"{volume} elements")
+        clash = _overlap(chunks)  # inside the shape, the right volume and disjoint: an exact cover
+        if clash:
+            self.bad(f"{fqn}: chunks that do not overlap", f"offsets {list(clash[0].offsets)} sizes {list(clash[0].sizes)} and "
+                     f"offsets {list(clash[1].offsets)} sizes {list(clash[1].sizes)}")
         return TensorEntry(fqn, dtype, shape, tuple(chunks))
 
     def path(self, value: Any, fqn: str) -> tuple[PathPart, ...]:
