@@ -56,6 +56,17 @@ def fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
+def drop_caches(enabled: bool) -> None:
+    """Write back, then (when allowed and wanted) drop the page cache so the timed read hits the disk."""
+    os.sync()
+    if enabled:
+        try:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+        except OSError:
+            pass
+
+
 def linear_stack(layers: int, width: int, seed: int):  # type: ignore[no-untyped-def]
     import torch
 
@@ -159,7 +170,7 @@ def rank_main(args: argparse.Namespace) -> None:
             model = fsdp_model(seed=1)  # fresh weights, fresh AdamW without moments (not timed)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
             if rank == 0:
-                os.sync()  # no write-back of the save under the timed read
+                drop_caches(args.drop)  # no write-back of the save under the timed read; cold when allowed
             fn = dcp_load if kind == "DCP" else fito_load
             add(f"{tag}/{kind}", timed(lambda: fn(model, opt, base / f"fsdp-{kind}")))
             same_sums(checksum(model, opt), want, f"{kind} restore {tag}")
@@ -205,7 +216,7 @@ def rank_main(args: argparse.Namespace) -> None:
 def ranks(part: str, world: int, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
     from fito.testing.dist import run_ranks
 
-    cmd = ["--rank", part, "--dir", args.dir, "--repeats", str(args.repeats), "--layers", str(args.layers),
+    cmd = ["--rank", part, "--cache", args.cache, "--dir", args.dir, "--repeats", str(args.repeats), "--layers", str(args.layers),
            "--width", str(args.width), *extra]
     t = time.perf_counter()
     results = run_ranks("sharded", cmd, world, timeout=900, path=[str(HERE)])
@@ -327,14 +338,14 @@ def restore_child(method: str, args: argparse.Namespace) -> None:
 
 
 def single(args: argparse.Namespace) -> dict[str, Any]:
-    me = [sys.executable, str(Path(__file__).resolve()), "--dir", args.dir, "--single-layers", str(args.single_layers),
+    me = [sys.executable, str(Path(__file__).resolve()), "--cache", args.cache, "--dir", args.dir, "--single-layers", str(args.single_layers),
           "--repeats", str(args.repeats)]
     t = time.perf_counter()
     out = json.loads(subprocess.run([*me, "--child", "single-save"], check=True, capture_output=True, text=True,
                                     env=os.environ).stdout.strip().splitlines()[-1])
-    os.sync()
     for rep in range(args.repeats):
         for method in rotated(RESTORES, rep):
+            drop_caches(args.drop)
             r = json.loads(subprocess.run([*me, "--child", method], check=True, capture_output=True, text=True,
                                           env=os.environ).stdout.strip().splitlines()[-1])
             if r["checksum"] is not None:
@@ -383,6 +394,7 @@ def many(args: argparse.Namespace) -> dict[str, Any]:
             t_save = time.perf_counter() - t0
             if name != "torch.save":
                 return t_save, None
+            drop_caches(args.drop)
             t0 = time.perf_counter()
             got = torch.load(d / "state.pt", weights_only=True)
         elif name == "DCP":
@@ -390,6 +402,7 @@ def many(args: argparse.Namespace) -> dict[str, Any]:
             dcp.save(data, storage_writer=FileSystemWriter(d))
             t_save = time.perf_counter() - t0
             got = fresh()
+            drop_caches(args.drop)
             t0 = time.perf_counter()
             dcp.load(got, storage_reader=FileSystemReader(d))
         else:
@@ -399,6 +412,7 @@ def many(args: argparse.Namespace) -> dict[str, Any]:
             t_save = time.perf_counter() - t0
             ck.close()
             state: dict[str, Any] = {"tensors": fresh()}
+            drop_caches(args.drop)
             t0 = time.perf_counter()
             with fito.Checkpointer(d, progress=False) as ck2:
                 assert ck2.restore(state) == 1
@@ -545,10 +559,13 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=2048)
     ap.add_argument("--single-layers", type=int, default=5, help="Linear(4096, 4096) layers of the 1 GB state")
     ap.add_argument("--many", type=int, default=20000)
+    ap.add_argument("--cache", choices=("drop", "warm"), default="drop",
+                    help="drop the page cache before every timed read (when allowed), or read warm files")
     ap.add_argument("--rank", help=argparse.SUPPRESS)
     ap.add_argument("--want", help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.drop = args.cache == "drop"
     if args.rank:
         rank_main(args)
         return 0
@@ -559,6 +576,8 @@ def main() -> int:
         args.repeats, args.layers, args.width, args.single_layers, args.many = 1, 2, 512, 1, 2000
         args.no_write = True
     load0, started, head = os.getloadavg(), time.time(), git_head()
+    if args.cache == "drop" and not cache_droppable():
+        args.cache, args.drop = "warm", False
     base = Path(args.dir)
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
@@ -578,13 +597,13 @@ def main() -> int:
             res["many"] = many(args)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    dropped = cache_droppable()
     meta = (f"Machine: {machine()}; ext4 on a virtual disk. fito at commit {head}. Run took "
             f"{(time.time() - started) / 60:.1f} min; load average at start {load0[0]:.2f} / {load0[1]:.2f} / "
             f"{load0[2]:.2f} (1/5/15 min) on 2 cores shared with other jobs. {args.repeats} repeats, methods "
             "interleaved (order rotated per repeat), medians and min–max. Page cache: "
-            + ("droppable, but not dropped." if dropped else "cannot be dropped here (/proc/sys/vm/drop_caches is not "
-               "writable), so every read comes from the page cache (os.sync() before each measurement)."))
+            + ("dropped (os.sync(), then `echo 3 > /proc/sys/vm/drop_caches`) before every timed read, so restores "
+               "read from the disk." if args.drop else "NOT dropped (--cache warm, or /proc/sys/vm/drop_caches not "
+               "writable): every read comes from the page cache (os.sync() before each measurement)."))
     md, goals = report(res, meta)
     text = "\n".join(["## Sharded state (`benchmarks/sharded.py`)", "", *md, "### Goals (issue 10)", "", *goals, ""])
     print(text)
