@@ -113,7 +113,13 @@ def rank_main(args: argparse.Namespace) -> None:
     from torch.distributed.fsdp import fully_shard
 
     import fito
+    import fito.ckpt.checkpointer  # noqa: F401  (DCP's modules are imported above: neither pays imports when timed)
 
+    for lazy in ("fito.ckpt.sharded_save", "fito.ckpt.sharded_restore"):  # imported by the first save/restore
+        try:
+            __import__(lazy)
+        except ImportError:
+            pass
     dist.init_process_group("gloo", timeout=timedelta(seconds=600))
     rank, world = dist.get_rank(), dist.get_world_size()
     base, layers, width = Path(args.dir), args.layers, args.width
