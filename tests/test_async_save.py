@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import fito
+from fito.storage.localfs import LocalFS
 from training_state import assert_same, make_state, snapshot, train_steps
 
 
@@ -37,16 +38,22 @@ def test_mutations_after_the_call_do_not_reach_the_checkpoint(ckdir):
     assert_same(expected, got)
 
 
-def test_one_save_in_flight_and_if_busy_error(ckdir, monkeypatch):
+class GatedFS(LocalFS):
+    """Storage whose writes wait for a gate: a save that stays in flight until the test opens it."""
+
+    def __init__(self, root, gate: threading.Event) -> None:
+        super().__init__(root)
+        self.gate = gate
+
+    def create(self, rel: str):  # type: ignore[override]
+        self.gate.wait(10)
+        return super().create(rel)
+
+
+def test_one_save_in_flight_and_if_busy_error(ckdir):
     ck = fito.Checkpointer(ckdir)
     gate = threading.Event()
-    real_commit = ck._commit
-
-    def slow_commit(step, units):
-        gate.wait(10)
-        return real_commit(step, units)
-
-    monkeypatch.setattr(ck, "_commit", slow_commit)
+    ck.storage = GatedFS(ck.root, gate)
     h1 = ck.save(1, {"w": torch.ones(4)}, blocking=False)
     with pytest.raises(fito.SaveInProgressError, match="step 1 is still in flight"):
         ck.save(2, {"w": torch.ones(4)}, blocking=False, if_busy="error")
@@ -56,23 +63,28 @@ def test_one_save_in_flight_and_if_busy_error(ckdir, monkeypatch):
     assert ck.committed() == [1, 2]
 
 
-def _fail_writes_of(monkeypatch, step: int, error: OSError) -> None:
-    """The disk fails while writing `step`'s shard, and only that one."""
-    real = fito.ckpt.checkpointer.write_shard
+class FailingFS(LocalFS):
+    """The disk fails while writing `step`'s objects, and only those (injected at the storage seam)."""
 
-    def write_shard(storage, rel, *, epoch, **kw):
-        if epoch == step:
-            raise error
-        return real(storage, rel, epoch=epoch, **kw)
+    def __init__(self, root, step: int, error: OSError) -> None:
+        super().__init__(root)
+        self.prefix, self.error = f"epochs/{step:012d}/", error
 
-    monkeypatch.setattr("fito.ckpt.checkpointer.write_shard", write_shard)
+    def create(self, rel: str):  # type: ignore[override]
+        if rel.startswith(self.prefix) and rel.endswith(".fito"):
+            raise self.error
+        return super().create(rel)
 
 
-def test_background_failure_surfaces_on_the_next_call(ckdir, monkeypatch):
+def _fail_writes_of(ck, step: int, error: OSError) -> None:
+    ck.storage = FailingFS(ck.root, step, error)
+
+
+def test_background_failure_surfaces_on_the_next_call(ckdir):
     ck = fito.Checkpointer(ckdir)
     ck.save(1, {"w": torch.ones(4)})
 
-    _fail_writes_of(monkeypatch, 2, OSError(28, "No space left on device"))
+    _fail_writes_of(ck, 2, OSError(28, "No space left on device"))
     ck.save(2, {"w": torch.ones(4)}, blocking=False)
     with pytest.raises(fito.SaveAbortedError, match="background save of step 2 failed.*No space left"):
         ck.save(3, {"w": torch.ones(4)})
@@ -80,9 +92,9 @@ def test_background_failure_surfaces_on_the_next_call(ckdir, monkeypatch):
     assert ck.committed() == [1, 3]
 
 
-def test_wait_raises_the_background_error(ckdir, monkeypatch):
+def test_wait_raises_the_background_error(ckdir):
     ck = fito.Checkpointer(ckdir)
-    _fail_writes_of(monkeypatch, 1, OSError("EIO"))
+    _fail_writes_of(ck, 1, OSError("EIO"))
     handle = ck.save(1, {"w": torch.ones(4)}, blocking=False)
     with pytest.raises(fito.SaveAbortedError, match="EIO"):
         handle.wait()

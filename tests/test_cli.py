@@ -197,9 +197,10 @@ def test_verify_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["verify", str(tmp_path)]) == 0
     assert "epoch 3 is whole" in capsys.readouterr().out
     shard = next((tmp_path / "epochs" / "000000000002").glob("*/rank-00000.fito"))
-    units = json.loads((shard.parent / "manifest.json").read_bytes())["ranks"][0]["units"]
+    tensors = json.loads((shard.parent / "manifest.json").read_bytes())["tensors"]
+    w = next(t["chunks"][0] for t in tensors if t["fqn"] == "w")
     data = bytearray(shard.read_bytes())
-    data[units[-1][1] + 100] ^= 1  # inside the payload of unit "w"
+    data[w["offset"] + 100] ^= 1  # inside the bytes of item "w"
     shard.write_bytes(bytes(data))
     assert main(["verify", str(tmp_path)]) == 0  # the newest epoch is still whole
     capsys.readouterr()
@@ -207,7 +208,7 @@ def test_verify_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     env = _envelope(capsys.readouterr().out, "verify")
     report = env["result"]
     assert env["verdict"] == "violated"
-    assert report["whole"] is False and "content hash" in report["errors"][0] and "'w'" in report["errors"][0]
+    assert report["whole"] is False and "'w block 0'" in report["errors"][0] and "expected xxh3-128:" in report["errors"][0]
     assert main(["verify", str(tmp_path), "--epoch", "7"]) == 3  # no such committed epoch
     assert main(["verify", str(tmp_path / "nope")]) == 3  # no checkpoint there
 

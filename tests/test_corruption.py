@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -44,10 +45,12 @@ def _expect_rejected(root: Path, error: type, match: str) -> None:
 
 
 def _unit_offset(root: Path, step: int, name_part: str) -> tuple[str, int, int]:
+    """(item name, offset, length) of the first item of rank 0's object whose name contains `name_part`."""
     manifest = json.loads((_attempt_dir(root, step) / "manifest.json").read_bytes())
-    for name, offset, length, _, _ in manifest["ranks"][0]["units"]:
-        if name_part in name:
-            return name, offset, length
+    pieces = [(t["fqn"], c) for t in manifest["tensors"] for c in t["chunks"]] + [(v["fqn"], v) for v in manifest["values"]]
+    for name, piece in pieces:
+        if name_part in name and piece["rank"] == 0:
+            return name, piece["offset"], piece["length"]
     raise AssertionError(name_part)
 
 
@@ -58,7 +61,7 @@ def test_bit_flip_is_rejected_naming_the_unit(tmp_path):
     data = bytearray(shard.read_bytes())
     data[offset + length - 3] ^= 0x10
     shard.write_bytes(bytes(data))
-    _expect_rejected(tmp_path, fito.CheckpointCorruptError, rf"unit '{name}'.*expected content hash")
+    _expect_rejected(tmp_path, fito.CheckpointCorruptError, rf"unit '{re.escape(name)} block 0'.*expected xxh3-128:")
 
 
 def test_truncation_is_rejected(tmp_path):
@@ -93,7 +96,7 @@ def test_manifest_with_parent_paths_is_rejected(tmp_path):
     _saved(tmp_path)
     mpath = _attempt_dir(tmp_path, 4) / "manifest.json"
     doc = json.loads(mpath.read_bytes())
-    doc["ranks"][0]["file"] = "../../../../etc/passwd"
+    doc["objects"][0]["file"] = "../../../../etc/passwd"
     raw = json.dumps(doc).encode()
     mpath.write_bytes(raw)
     # Even with a decision vouching for these exact bytes, the path is refused.
@@ -134,15 +137,15 @@ def test_foreign_directory_and_damaged_decision_log_are_clear_errors(tmp_path):
 
 
 def test_pickle_payload_is_never_executed(tmp_path):
-    """A state tree is JSON data: a planted pickle is just bytes that fail the hash."""
+    """Structure is JSON data (an entry's document): a planted pickle is just bytes that fail the hash."""
     _saved(tmp_path)
     import pickle
     import os
     evil = pickle.dumps(type("E", (), {"__reduce__": lambda self: (os.system, ("touch pwned",))})())
-    name, offset, length = _unit_offset(tmp_path, 4, "__state__")
+    name, offset, length = _unit_offset(tmp_path, 4, "__fito__/meta")
     shard = _shard(tmp_path, 4)
     data = bytearray(shard.read_bytes())
-    data[offset + 64: offset + 64 + len(evil)] = evil
+    data[offset: offset + min(len(evil), length)] = evil[:length]
     shard.write_bytes(bytes(data))
-    _expect_rejected(tmp_path, fito.CheckpointCorruptError, "__state__")
+    _expect_rejected(tmp_path, fito.CheckpointCorruptError, "__fito__/meta")
     assert not Path("pwned").exists()

@@ -31,17 +31,29 @@ GIB = 1 << 30
 
 
 # ------------------------------------------------------------------ a root with steps 2 and 4
+def _root(tmp_path: Path, v1: bool) -> tuple[Path, dict[str, Any]]:
+    state = make_state(0)
+    with fito.Checkpointer(tmp_path) as ck:
+        save = ck._save_v1 if v1 else ck.save
+        train_steps(state, 2)
+        save(2, state)
+        at2 = snapshot(state)
+        train_steps(state, 2)
+        save(4, state)
+    return tmp_path, at2
+
+
 @pytest.fixture
 def saved(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     """A root with committed steps 2 and 4, and the snapshot of the state as saved at step 2."""
-    state = make_state(0)
-    with fito.Checkpointer(tmp_path) as ck:
-        train_steps(state, 2)
-        ck.save(2, state)
-        at2 = snapshot(state)
-        train_steps(state, 2)
-        ck.save(4, state)
-    return tmp_path, at2
+    return _root(tmp_path, v1=False)
+
+
+@pytest.fixture
+def saved_v1(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """The same in the per-rank format (fito-manifest/1), which restore still reads: the forgeries below
+    rewrite that format's manifest and units."""
+    return _root(tmp_path, v1=True)
 
 
 def _attempt(root: Path, step: int) -> Path:
@@ -250,8 +262,8 @@ IDS = [c[0].__name__ for c in CASES]
 
 
 @pytest.mark.parametrize("damage,error,match", CASES, ids=IDS)
-def test_refused_untouched_then_fallback(saved, damage, error, match):
-    root, at2 = saved
+def test_refused_untouched_then_fallback(saved_v1, damage, error, match):
+    root, at2 = saved_v1
     damage(root)
     target = make_state(9)
     before = snapshot(target)
@@ -264,8 +276,8 @@ def test_refused_untouched_then_fallback(saved, damage, error, match):
 
 
 @pytest.mark.parametrize("damage", [c[0] for c in CASES], ids=IDS)
-def test_fito_verify_reports_one_line_exit_1(saved, damage, capsys):
-    root, _ = saved
+def test_fito_verify_reports_one_line_exit_1(saved_v1, damage, capsys):
+    root, _ = saved_v1
     damage(root)
     assert main(["verify", str(root)]) == 1
     captured = capsys.readouterr()
@@ -370,9 +382,9 @@ def test_absurd_declared_sizes_are_refused_in_bounded_memory(tmp_path):
     for damage in (huge_unit_header_disagrees, huge_unit_spec_disagrees, huge_state_unit):
         root = tmp_path / damage.__name__
         state = make_state(0)
-        with fito.Checkpointer(root) as ck:
-            ck.save(2, state)
-            ck.save(4, state)
+        with fito.Checkpointer(root) as ck:  # the damages rewrite units of the per-rank format
+            ck._save_v1(2, state)
+            ck._save_v1(4, state)
         damage(root)
         roots.append(str(root))
     proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(Path(__file__).parent), *roots],

@@ -28,7 +28,7 @@ def test_async_saves_during_ddp_training_commit_the_values_at_the_call(tmp_path)
     async_run = run_ranks("fito.demo.worker", [str(tmp_path / "async"), "--steps", "20", "--every", "5", "--async-save"], 2)
     assert _final_digests(sync_run) == _final_digests(async_run)
     assert fito.Checkpointer(tmp_path / "async").committed() == [10, 15, 20]
-    # Every committed epoch of the async run equals the sync run's, unit for unit.
+    # Every committed epoch of the async run equals the sync run's, item for item.
     from fito.ckpt.inspect import verify
     for step in (10, 15, 20):
         assert verify(tmp_path / "async", step).whole
@@ -38,10 +38,12 @@ def test_async_saves_during_ddp_training_commit_the_values_at_the_call(tmp_path)
 
 
 def _unit_hashes(root, step):
-    from fito.ckpt.checkpointer import load_manifest
+    """Every item's block hashes (tensor chunks and JSON values) of a committed step."""
     from fito.ckpt.inspect import open_store
+    from fito.dcp.reader import load_sharded_manifest
     storage, store = open_store(root)
     d = [d for d in store.committed() if d.epoch == step][-1]
     store.close()
-    m = load_manifest(storage, d)
-    return {(s.rank, u.name): u.hash for s in m.ranks for u in s.units}
+    m = load_sharded_manifest(storage, d)
+    hashes = {fqn: [(c.offsets, c.piece.blocks) for c in t.chunks] for fqn, t in m.tensors.items()}
+    return hashes | {fqn: p.blocks for fqn, p in m.values.items()}

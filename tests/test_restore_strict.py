@@ -121,7 +121,10 @@ def test_a_load_failure_on_one_rank_leaves_every_rank_unchanged(tmp_path):
 
 # ------------------------------------------------------------------ item 9: no silent mismatch
 
-def test_optimizer_over_parameters_in_another_order_is_refused_naming_both_orders(ckdir):
+def test_optimizer_over_parameters_in_another_order_gets_each_moment_by_name(ckdir):
+    """Moments are keyed by parameter name (FQN, via DCP's get_state_dict), not by position: an optimizer built
+    over the same parameters in another order gets each moment back on its own parameter (issue 10; the
+    per-rank format refused it, before that it swapped them silently)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
     opt = torch.optim.Adam(model.parameters())
@@ -130,26 +133,31 @@ def test_optimizer_over_parameters_in_another_order_is_refused_naming_both_order
     fito.Checkpointer(ckdir).save(1, {"model": model, "optim": opt})
     fresh = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
     p = list(fresh.parameters())
-    swapped = torch.optim.Adam([p[2], p[3], p[0], p[1]])  # same shapes, other order: moments would be swapped
-    before = {k: v.clone() for k, v in fresh.state_dict().items()}
-    with pytest.raises(fito.StateMismatchError,
-                       match=r"optim: parameter 0 of the optimizer is model/0.weight in the checkpoint but "
-                             r"model/1.weight here.*checkpoint order \[model/0.weight, model/0.bias.*this optimizer "
-                             r"\[model/1.weight, model/1.bias"):
-        fito.Checkpointer(ckdir).restore({"model": fresh, "optim": swapped})
-    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items()) and not swapped.state
+    swapped = torch.optim.Adam([p[2], p[3], p[0], p[1]])  # same shapes, other order
+    fito.Checkpointer(ckdir).restore({"model": fresh, "optim": swapped})
+    saved = dict(model.named_parameters())
+    for name, param in fresh.named_parameters():
+        assert torch.equal(param, saved[name])
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(swapped.state[param][key], opt.state[saved[name]][key]), (name, key)
+    assert torch.equal(swapped.state[p[0]]["exp_avg"], opt.state[saved["0.weight"]]["exp_avg"])
+    assert not torch.equal(opt.state[saved["0.weight"]]["exp_avg"], opt.state[saved["1.weight"]]["exp_avg"])
 
 
-def test_optimizer_without_its_model_in_the_state_falls_back_to_shapes(ckdir):
+def test_optimizer_without_its_model_in_the_state_is_checked_by_position(ckdir):
     a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))
     opt = torch.optim.SGD([a, b], lr=0.1, momentum=0.9)
     (a.sum() + b.sum()).backward()
     opt.step()
     fito.Checkpointer(ckdir).save(1, {"optim": opt})
     other = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(3))], lr=0.1, momentum=0.9)
-    with pytest.raises(fito.StateMismatchError, match=r"optim: parameter 0 \(a parameter not in any module of the "
-                                                      r"state\): expected \(2, 2\) float32, the checkpoint has \(3,\)"):
+    with pytest.raises(fito.StateMismatchError, match=r"optim/state/optim.param0/momentum_buffer: expected \(2, 2\) "
+                                                      r"torch.float32, checkpoint has \(3,\) torch.float32"):
         fito.Checkpointer(ckdir).restore({"optim": other})
+    assert not other.state  # the zero step that read its layout was undone
+    same = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))], lr=0.1, momentum=0.9)
+    fito.Checkpointer(ckdir).restore({"optim": same})
+    assert torch.equal(same.state[same.param_groups[0]["params"][1]]["momentum_buffer"], opt.state[b]["momentum_buffer"])
 
 
 def test_a_scheduler_of_another_class_is_refused(ckdir):

@@ -26,7 +26,7 @@ from fito.ckpt.retention import collect_garbage
 from fito.ckpt.shard import ShardReader, tensor_bytes, write_shard
 from fito.ckpt.staging import StagingBuffer
 from fito.ckpt.apply import Applied, RestorePlan
-from fito.ckpt.state import capture, plan_restore
+from fito.ckpt.state import capture
 from fito.ckpt.transport import Transport, default_transport
 from fito.ckpt.tree import DTYPES, array_specs, decode, encode, numpy_dtype
 from fito.coord.base import Decision, DecisionStore
@@ -38,7 +38,7 @@ from fito.errors import (
 from fito.protocol import (
     Begin, CollectGarbage, Coordinator, DecisionPublished, FsyncDir, FsyncFile, Fsynced, ManifestWritten,
     Notify, Participant, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady,
-    UnitEntry, WriteManifest, WriteShard, choose_epoch,
+    UnitEntry, WriteManifest, WriteShard,
 )
 from fito.protocol.layout import attempt_name
 from fito.protocol.messages import attempt_dir
@@ -165,14 +165,19 @@ class Checkpointer:
         if if_busy not in ("wait", "error"):
             raise ValueError(f"if_busy must be 'wait' or 'error', got {if_busy!r}")
         self._settle_previous(if_busy)
-        units = self._units(state)
+        from fito.ckpt import sharded_save  # sharded state (fito-manifest/2): any world size restores it
+        commit = sharded_save.prepare(self, step, state, stage=not blocking)
         if blocking:
-            return self._commit(step, units)
-        staged = self._staging.stage(units)
+            return commit()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="fito-save")
-        self._inflight = SaveHandle(step, self._executor.submit(self._commit, step, staged))
+        self._inflight = SaveHandle(step, self._executor.submit(commit))
         return self._inflight
+
+    def _save_v1(self, step: int, state: Mapping[str, Any]) -> int:
+        """The per-rank full-replica format (fito-manifest/1), blocking; kept to test its read path."""
+        self._settle_previous("wait")
+        return self._commit(step, self._units(state))
 
     def wait(self) -> int | None:
         """Wait for the save in flight, if any; return its step or raise its error."""
@@ -375,55 +380,25 @@ class Checkpointer:
             self._discard(epoch_dir, self.storage.remove_tree)
 
     # ---------------------------------------------------------------- restore
-    def restore(self, state: MutableMapping[str, Any], step: int | None = None, *, fallback: bool = False) -> int:
+    def restore(self, state: MutableMapping[str, Any], step: int | None = None, *, fallback: bool = False,
+                rank_local: Any = "error") -> int:
         """Load the newest committed epoch (or `step`) into `state`, in place, and return its step.
 
-        Every unit of this rank is checked (manifest hash from the decision, shard size, unit epoch tags,
-        content hashes, shapes and dtypes against `state`) before anything is copied; on any mismatch the
-        caller's objects are untouched. With `fallback=True`, a damaged epoch is skipped for the previous
-        committed one (all ranks move together). With a `validator`, the restored model must also reproduce
-        the loss recorded at save time, or the epoch counts as damaged. If an object's load_state_dict still
-        raises, every entry is put back (RestoreFailedError, on every rank): until it returns, a restore holds
-        a host copy of the entries it applies (see fito.ckpt.apply)."""
-        self._settle_previous("wait")
-        candidates = self._candidates(step)
-        plans: dict[str, RestorePlan] = {}
-        applied: list[Applied] = []  # the candidate currently applied, with the snapshots that undo it
-
-        def verify(d: Decision) -> Exception | None:
-            error: Exception | None = None
-            try:
-                saved = self._load(d)
-                plans[d.attempt] = plan_restore(state, saved, where=f"{d.manifest} (step {d.epoch})")
-            except FitoError as exc:
-                error = exc
-            if not self.transport.all_ok(error is None):
-                return error or _other_rank_failed(d)
-            if self.validator is None:
-                return None
-            error = self._apply(plans[d.attempt], applied, d)  # validation needs the model as restored
-            if error is not None:
-                return error
-            error = self._validate(d, saved.get(VALIDATION_ENTRY))
-            if self.transport.all_ok(error is None):
-                return None
-            applied.pop().rollback()  # the next candidate starts from the caller's state
-            return error or _other_rank_failed(d)
-
-        try:
-            decision, skipped = choose_epoch(candidates, verify, fallback=fallback)
-            if self.validator is None:
-                error = self._apply(plans[decision.attempt], applied, decision)
-                if error is not None:
-                    raise error
-        except BaseException:
-            while applied:  # a validator or a collective raised with a candidate applied: put it back
-                applied.pop().rollback()
-            raise
-        for d, exc in skipped:
-            log.warning("skipped committed step %d: %s", d.epoch, exc)
-        applied.clear()  # keep the restored state; drop the snapshots
-        return decision.epoch
+        Any world size or mesh restores a checkpoint saved on any other (FSDP2, TP, DDP, plain: DCP plans the
+        resharding reads); steps written in the per-rank format (fito-manifest/1) restore on the world size
+        that wrote them. Strict: every entry of `state` must be in the checkpoint and every saved entry in
+        `state`. Every byte this rank uses is checked (manifest hash from the decision, object headers, block
+        hashes, shapes and dtypes against `state`) and every rank votes before anything is copied; on any
+        mismatch the caller's objects are untouched on every rank. `rank_local`: what rank-local entries
+        (RNGState, DataPosition, values that differed between ranks) do on another world size: "error"
+        (default), "reset" (keep the current values), {new_rank: saved_rank}, or {entry: one of those}; see
+        fito.ckpt.rank_local. With `fallback=True`, a damaged epoch is skipped for the previous committed one
+        (all ranks move together). With a `validator`, the restored model must also reproduce the loss
+        recorded at save time, or the epoch counts as damaged. If an object's load_state_dict still raises,
+        every entry is put back (RestoreFailedError, on every rank): until it returns, a restore holds a host
+        copy of the entries it applies (see fito.ckpt.apply)."""
+        from fito.ckpt import sharded_restore
+        return sharded_restore.restore(self, state, step, fallback=fallback, rank_local=rank_local)
 
     def _apply(self, plan: RestorePlan, applied: list[Applied], d: Decision) -> FitoError | None:
         """Apply `plan` on this rank, then vote: unless every rank applied its plan, every rank puts its state
@@ -619,11 +594,6 @@ def _array(tag: str, dtype: str, shape: list[int], nbytes: int, *, where: str, u
         t = torch.empty(shape, dtype=torch_dtype)
         return t, memoryview(t.view(-1).view(torch.uint8).numpy())
     return make_tensor
-
-
-def _other_rank_failed(d: Decision) -> CheckpointCorruptError:
-    return CheckpointCorruptError(path=d.manifest, unit=None, expected="every rank's units whole and valid",
-                                  found="another rank's check failed (see its log)")
 
 
 def attempt_id(fence: int, log_id: str | None) -> str:

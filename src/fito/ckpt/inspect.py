@@ -55,9 +55,12 @@ def describe(root: str | os.PathLike[str]) -> list[AttemptInfo]:
 
 
 def _world_size(storage: LocalFS, decisions: list[Decision]) -> int:
+    from fito.dcp.reader import load_sharded_manifest
     for d in reversed(decisions):
         if d.outcome == "commit" and not d.retired:
             try:
+                if _sharded(storage, d):
+                    return len(load_sharded_manifest(storage, d).objects)
                 return load_manifest(storage, d).world_size
             except FitoError:
                 continue
@@ -124,6 +127,8 @@ def verify(root: str | os.PathLike[str], epoch: int | None = None,
             f"committed: {[d.epoch for d in committed]}")
     d = chosen[-1]
     report.epoch, report.attempt = d.epoch, d.attempt
+    if _sharded(storage, d, report):  # fito-manifest/2: verified by the sharded reader
+        return _verify_sharded(storage, d, report, progress, on_total)
     try:
         m = load_manifest(storage, d)
     except FitoError as exc:
@@ -139,4 +144,33 @@ def verify(root: str | os.PathLike[str], epoch: int | None = None,
             report.bytes += shard.size
         except FitoError as exc:
             report.errors.append(str(exc))
+    return report
+
+
+def _sharded(storage: LocalFS, d: Decision, report: VerifyReport | None = None) -> bool:
+    """Whether the decision's manifest is fito-manifest/2 (False for v1, and for unreadable ones: the v1 path
+    reports those)."""
+    from fito.dcp.reader import manifest_bytes
+    from fito.format.manifest import FORMAT, format_of
+    try:
+        return format_of(manifest_bytes(storage, d)) == FORMAT
+    except FitoError:
+        return False
+
+
+def _verify_sharded(storage: LocalFS, d: Decision, report: VerifyReport, progress: Callable[[int], None] | None,
+                    on_total: Callable[[int], None] | None) -> VerifyReport:
+    from fito.ckpt.transport import LocalTransport
+    from fito.dcp.reader import Reader, load_sharded_manifest
+    try:
+        m = load_sharded_manifest(storage, d)
+    except FitoError as exc:
+        report.errors.append(str(exc))
+        return report
+    report.ranks = len(m.objects)
+    if on_total:
+        on_total(sum(o.size for o in m.objects))
+    items, errors = Reader(storage, decision=d, manifest=m, transport=LocalTransport()).verify_all(progress)
+    report.units, report.errors = items, errors
+    report.bytes = sum(o.size for o in m.objects) if not errors else 0
     return report

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fito.ckpt import manifest as manifest_mod
+from fito.format import manifest as sharded_fmt
 from fito.ckpt.checkpointer import load_manifest, load_shard
 from fito.ckpt.hashing import digest
 from fito.coord.base import Decision
@@ -118,6 +119,8 @@ def _verify(storage: LocalFS, step: int, attempt: str) -> Candidate:
             c.problem = "no manifest: the attempt never reached its commit point"
             return c
         data = storage.read_bytes(rel, manifest_mod.MAX_MANIFEST_BYTES)
+        if sharded_fmt.format_of(data) == sharded_fmt.FORMAT:  # fito-manifest/2: every block of every object
+            return _verify_sharded(storage, c, data)
         algorithm = manifest_mod.parse(data, where=rel, epoch=step, attempt=attempt).algorithm
         c.manifest_hash = digest(algorithm, data)
         m = load_manifest(storage, Decision(step, attempt, "commit", rel, c.manifest_hash))
@@ -127,6 +130,20 @@ def _verify(storage: LocalFS, step: int, attempt: str) -> Candidate:
         c.ranks = m.world_size
     except (FitoError, OSError, ValueError) as exc:
         c.problem = f"not whole: {type(exc).__name__}: {exc}"
+    return c
+
+
+def _verify_sharded(storage: LocalFS, c: Candidate, data: bytes) -> Candidate:
+    from fito.ckpt.transport import LocalTransport
+    from fito.dcp.reader import Reader
+    m = sharded_fmt.parse(data, where=c.manifest, epoch=c.step, attempt=c.attempt)
+    c.manifest_hash = digest(m.algorithm, data)
+    d = Decision(c.step, c.attempt, "commit", c.manifest, c.manifest_hash)
+    _, errors = Reader(storage, decision=d, manifest=m, transport=LocalTransport()).verify_all()
+    if errors:
+        c.problem = f"not whole: {errors[0]}"
+    else:
+        c.ranks, c.bytes = len(m.objects), sum(o.size for o in m.objects)
     return c
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Mapping, MutableMapping
+from typing import Any, Collection, Mapping, MutableMapping
 
 import numpy as np
 import torch
@@ -60,13 +60,17 @@ def capture(state: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def plan_restore(state: MutableMapping[str, Any], saved: Mapping[str, Any], *, where: str) -> RestorePlan:
-    """Check every entry of `state` against `saved`; return the plan that applies them (nothing run yet)."""
+def plan_restore(state: MutableMapping[str, Any], saved: Mapping[str, Any], *, where: str,
+                 only: Collection[str] | None = None) -> RestorePlan:
+    """Check every entry of `state` (or those named in `only`) against `saved`; return the plan that applies
+    them (nothing run yet)."""
     if not isinstance(saved, dict):
         raise UnsafeCheckpointError(path=where, unit=None, expected="a mapping of entries", found=type(saved).__name__)
     entries: list[EntryPlan] = []
     names: dict[int, str] | None = None
     for name, obj in state.items():
+        if only is not None and name not in only:
+            continue
         if name not in saved:
             raise StateMismatchError(f"{where}: no entry {name!r} in the checkpoint (it has {sorted(map(str, saved))})")
         entry = saved[name]
@@ -184,6 +188,8 @@ class RNGState:
     """The process's random generators (torch CPU, numpy global, Python `random`) as one stateful entry.
     Put one in the state of every rank: each rank's generators are saved and restored as its own."""
 
+    fito_rank_local = True  # saved per rank; a restore on another world size asks what to do (rank_local=)
+
     def state_dict(self) -> dict[str, Any]:
         return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
 
@@ -212,6 +218,8 @@ class RNGState:
 class DataPosition:
     """Where a rank is in its data: pass over the data (`epoch`), next sample index, and the shuffle seed.
     Use `order()` to get the permutation for the current pass, so a resumed run sees the same samples."""
+
+    fito_rank_local = True
 
     epoch: int = 0
     index: int = 0

@@ -27,13 +27,15 @@ from fito.ckpt.transport import Transport, default_transport
 from fito.ckpt.tree import DTYPES
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
-from fito.errors import CheckpointCorruptError, FitoError, NoCommittedEpochError, StateMismatchError, UnsafeCheckpointError
+from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, FitoError, NoCommittedEpochError, StateMismatchError, UnsafeCheckpointError
 from fito.format import manifest as manifest_fmt
 from fito.format.hashing import ALGORITHMS, digest
 from fito.format.manifest import Piece, ShardedManifest
 from fito.format.objects import HEADER, ObjectHeader, block_digest, block_span, check_header
 from fito.plan.load import LOAD_MARK, LoadPlanner as FitoLoadPlanner
 from fito.plan.metadata import key_of, pieces_of, to_metadata
+from fito.plan.values import decode_value
+from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
 
 Action = Callable[[], None]
@@ -43,17 +45,22 @@ class Reader(StorageReader):
     """`dcp.load(state, storage_reader=fito.dcp.Reader(root), planner=fito.dcp.LoadPlanner())`.
 
     Every rank creates a Reader on the same root, together (it creates fito's gloo group for the vote, unless
-    `process_group` is given). `step=None` loads the newest committed step; `loaded_step` says which one."""
+    `process_group` is given). `step=None` loads the newest committed step; `loaded_step` says which one.
+    `decision` (with its parsed `manifest`, optional): load exactly this committed attempt, which every rank
+    already agreed on (fito.Checkpointer does); `transport`: the ranks' vote goes over it."""
 
-    def __init__(self, root: str | os.PathLike[str], step: int | None = None, *, store: DecisionStore | None = None,
-                 process_group: Any = None) -> None:
-        self.storage = LocalFS(root, create=False)
+    def __init__(self, root: str | os.PathLike[str] | Storage, step: int | None = None, *,
+                 store: DecisionStore | None = None, process_group: Any = None, decision: Decision | None = None,
+                 manifest: ShardedManifest | None = None, transport: Transport | None = None) -> None:
+        self.storage = LocalFS(root, create=False) if isinstance(root, (str, os.PathLike)) else root  # any Storage
         self.step = step
         self.loaded_step: int | None = None
         self.bytes_read = 0  # by this rank's last read_data: whole blocks only, never whole objects
         self._store = store
-        self.transport: Transport = default_transport(process_group)
+        self.transport: Transport = transport if transport is not None else default_transport(process_group)
         self._error: FitoError | None = None
+        self._decision = decision
+        self._given = manifest if decision is not None else None
         self._manifest: ShardedManifest | None = None
         self._where = ""
 
@@ -66,8 +73,8 @@ class Reader(StorageReader):
         # DCP treats an exception here as "no global metadata" and replaces it with an AssertionError; keep
         # ours and raise it from set_up_storage_reader, where DCP hands it to every rank as it is.
         try:
-            decision = self._agree_on_decision()
-            self._manifest = load_sharded_manifest(self.storage, decision)
+            decision = self._decision if self._decision is not None else self._agree_on_decision()
+            self._manifest = self._given if self._given is not None else load_sharded_manifest(self.storage, decision)
             self._where = decision.manifest
             self.loaded_step = decision.epoch
             metadata = to_metadata(self._manifest)
@@ -96,7 +103,12 @@ class Reader(StorageReader):
         self.bytes_read = 0
         try:
             assert isinstance(planner, FitoLoadPlanner) and self._manifest is not None
-            actions = self._read_and_verify(plan.items, planner)
+            try:
+                actions = self._read_and_verify(plan.items, planner)
+            except FileNotFoundError:
+                raise
+            except OSError as exc:  # the OS refused a read (permissions, I/O): say so, it may be fine bytes
+                raise CheckpointUnreadableError.from_os(str(exc.filename or self._where), exc) from exc
         except BaseException as exc:  # noqa: BLE001 - every rank must still vote, or the others would hang
             error = exc
         if not self.transport.all_ok(error is None):
@@ -110,6 +122,35 @@ class Reader(StorageReader):
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
         return False
+
+    def verify_all(self, progress: Callable[[int], None] | None = None) -> tuple[int, list[str]]:
+        """`fito verify`: read and check every byte of the decision's attempt (object sizes and headers, every
+        block of every item, every value decodes), whatever world size reads it. Returns (items, errors)."""
+        assert self._decision is not None, "verify_all() needs Reader(..., decision=...)"
+        if self._manifest is None:
+            self._manifest = self._given or load_sharded_manifest(self.storage, self._decision)
+        self._where = self._decision.manifest
+        m = self._manifest
+        items, errors = 0, []
+        for obj in m.objects:
+            try:
+                self._check_object(obj.rank)
+            except FitoError as exc:
+                errors.append(str(exc))
+                continue
+            pieces = [(t.fqn, c.piece) for t in m.tensors.values() for c in t.chunks if c.piece.rank == obj.rank]
+            pieces += [(fqn, p) for fqn, p in m.values.items() if p.rank == obj.rank]
+            for fqn, piece in pieces:
+                try:
+                    raw, _ = self._read_blocks(piece, fqn, 0, piece.length)
+                    if fqn in m.values:
+                        decode_value(raw.numpy().tobytes(), f"{self._where}: {fqn}")
+                    items += 1
+                except FitoError as exc:
+                    errors.append(str(exc))
+                if progress is not None:
+                    progress(piece.length)
+        return items, errors
 
     # ---------------------------------------------------------------- which step
     def _agree_on_decision(self) -> Decision:
@@ -206,7 +247,7 @@ class Reader(StorageReader):
             found = block_digest(m.algorithm, view[lo:lo + m.block_bytes])
             if found != piece.blocks[b]:
                 raise CheckpointCorruptError(path=obj.file, unit=f"{fqn} block {b}", expected=f"{m.algorithm}:{piece.blocks[b]}",
-                                             found=f"{m.algorithm}:{found}", hint="the previous committed step may be restored with Reader(root, step=...)")
+                                             found=f"{m.algorithm}:{found}", hint="an earlier committed step may still be whole: Checkpointer.restore(..., fallback=True) or Reader(root, step=...)")
         return buf, begin
 
     def _tensor_actions(self, fqn: str, piece: Piece, dtype: str, sizes: tuple[int, ...], reqs: list[ReadItem],
@@ -252,6 +293,11 @@ class Reader(StorageReader):
 
 def load_sharded_manifest(storage: LocalFS, d: Decision) -> ShardedManifest:
     """Read the manifest a decision names, check its bytes against the decision's hash, and parse it."""
+    return manifest_fmt.parse(manifest_bytes(storage, d), where=d.manifest, epoch=d.epoch, attempt=d.attempt)
+
+
+def manifest_bytes(storage: LocalFS, d: Decision) -> bytes:
+    """The bytes of the manifest a decision names, checked against the decision's hash (any format)."""
     algorithm = d.manifest_hash.split(":", 1)[0]
     if algorithm not in ALGORITHMS:
         raise UnsafeCheckpointError(path=d.manifest, unit=None, expected="a known manifest hash", found=repr(d.manifest_hash)[:80])
@@ -262,7 +308,7 @@ def load_sharded_manifest(storage: LocalFS, d: Decision) -> ShardedManifest:
     found = digest(algorithm, data)
     if found != d.manifest_hash:
         raise CheckpointCorruptError(path=d.manifest, unit=None, expected=f"manifest hash {d.manifest_hash}", found=found)
-    return manifest_fmt.parse(data, where=d.manifest, epoch=d.epoch, attempt=d.attempt)
+    return data
 
 
 def _contiguous_strides(sizes: tuple[int, ...]) -> tuple[int, ...]:

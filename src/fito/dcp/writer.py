@@ -28,6 +28,7 @@ from torch.futures import Future
 
 from fito import knobs
 from fito.ckpt.checkpointer import attempt_id
+from fito.ckpt.failure import at as failed_at
 from fito.ckpt.retention import collect_garbage
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
@@ -46,6 +47,7 @@ from fito.protocol import (
 )
 from fito.protocol.drive import Executor, drive, recording
 from fito.protocol.messages import CollectGarbage, Event, attempt_dir
+from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
 
 log = logging.getLogger("fito")
@@ -68,26 +70,30 @@ class Writer(StorageWriter):
 
     Every rank creates a Writer on the same root (a shared file system). `keep`: after the commit, keep only
     the newest `keep` committed steps (None keeps all); undecided attempts of this or older coordinators are
-    removed either way. `store`: where decisions live (default: the SQLite log in `root`). `observe`: called
+    removed either way. `store`: where decisions live (default: the SQLite log in `root`). `fence`: returns
+    the coordinator's fencing token; by default each save takes a new one (a `fito.Checkpointer` holds one
+    token for its whole life, so a save of an older, fenced-out Checkpointer is refused). `observe`: called
     with ("rank<r>" or "coord", command) for every protocol command, before it runs (tracing; the
     differential test against the model checker)."""
 
-    def __init__(self, root: str | os.PathLike[str] | LocalFS, step: int, *, keep: int | None = None,
+    def __init__(self, root: str | os.PathLike[str] | Storage, step: int, *, keep: int | None = None,
                  store: DecisionStore | None = None, hash: str = DEFAULT_ALGORITHM,
-                 observe: Callable[[str, Command], None] | None = None) -> None:
+                 fence: Callable[[], int] | None = None, observe: Callable[[str, Command], None] | None = None) -> None:
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         if keep is not None and keep < 1:
             raise ValueError(f"keep={keep}: the newest committed step is always kept; use keep >= 1 or None")
         if hash not in ALGORITHMS:
             raise ValueError(f"hash={hash!r}: choose one of {sorted(ALGORITHMS)}")
-        self.storage = root if isinstance(root, LocalFS) else LocalFS(root)
+        self.storage = LocalFS(root) if isinstance(root, (str, os.PathLike)) else root  # any Storage
         self.step, self.keep, self.algorithm = step, keep, hash
         self._store, self._owns_store = store, store is None
         self.rank, self.is_coordinator = 0, True
         self.observe = observe
         self._fence: int | None = None
+        self._fence_source = fence
         self._attempt = ""
+        self.finishing = False  # finish() began: from here on, a commit may have been sent
 
     # ---------------------------------------------------------------- DCP's calls
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
@@ -107,7 +113,7 @@ class Writer(StorageWriter):
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
         # The fence is taken before this coordinator's first write of the save: any older one is fenced out.
-        self._fence = self.store.acquire_fence()
+        self._fence = self._fence_source() if self._fence_source is not None else self.store.acquire_fence()
         self._attempt = attempt_id(self._fence, self.store.log_id())  # names carry the log's identity
         block = knobs.block_bytes()
         return [dataclasses.replace(p, storage_data=AttemptPlan(self.step, self._attempt, rank, block))
@@ -118,9 +124,12 @@ class Writer(StorageWriter):
         if not isinstance(spec, AttemptPlan) or spec.rank != self.rank:
             raise StateMismatchError(f"rank {self.rank}: the coordinator's plan carries no attempt for this rank ({spec!r})")
         pieces: list[Piece] = []
+        phase, where, own = "unit write", attempt_dir(spec.step, spec.attempt), ""
 
         def execute(cmd: Command) -> Event | None:
+            nonlocal phase, where, own
             if isinstance(cmd, WriteShard):
+                phase, where, own = "unit write", cmd.path, cmd.path
                 self.storage.makedirs(attempt_dir(cmd.epoch, cmd.attempt))
                 header = ObjectHeader(cmd.epoch, cmd.rank, len(plan.items), cmd.attempt)
                 with self.storage.create(cmd.path) as f:
@@ -130,9 +139,16 @@ class Writer(StorageWriter):
                 return ShardWritten(cmd.path, size, units)
             if isinstance(cmd, SendReady):
                 return None  # the READY travels back to the coordinator in the WriteResults
+            phase, where = "fsync", getattr(cmd, "path", where)
             return self._persist(cmd)
 
-        _, outbox = drive(Participant(self.rank), Begin(spec.step, spec.attempt), self._observed(f"rank{self.rank}", execute))
+        try:
+            _, outbox = drive(Participant(self.rank), Begin(spec.step, spec.attempt), self._observed(f"rank{self.rank}", execute))
+        except Exception as exc:  # DCP hands it to every rank; say what failed where, and leave nothing behind
+            log.exception("rank %d failed to persist step %d", self.rank, spec.step)
+            if own:
+                _discard(self.storage.remove, own)
+            raise SaveAbortedError(failed_at(phase, where, exc)) from exc
         ready = next(c.ready for c in outbox if isinstance(c, SendReady))  # only after the object is durable
         # The READY vouches for every item (offset, length, block hashes, tag); the per-item results only
         # tell DCP the sizes.
@@ -143,6 +159,7 @@ class Writer(StorageWriter):
         return fut
 
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
+        self.finishing = True
         try:
             self._finish(metadata, results)
         finally:
@@ -171,9 +188,12 @@ class Writer(StorageWriter):
         block = knobs.block_bytes()
         notify: list[Notify] = []
         collect: list[CollectGarbage] = []
+        phase, where, sent_commit = "manifest write", attempt_dir(step, attempt), False
 
         def execute(cmd: Command) -> Event | None:
+            nonlocal phase, where, sent_commit
             if isinstance(cmd, WriteManifest):  # the machine checked coverage: every item exactly once
+                phase, where = "manifest write", cmd.path
                 pieces = {u.key: Piece(r.rank, u.offset, u.length, u.blocks, u.epoch) for r in cmd.readies for u in r.units}
                 objects = [ObjectEntry(r.rank, r.file, r.size) for r in cmd.readies]
                 m = to_manifest(step, attempt, self.algorithm, block, metadata, pieces, objects)
@@ -181,6 +201,8 @@ class Writer(StorageWriter):
                 self.storage.write_bytes(cmd.path, data)
                 return ManifestWritten(cmd.path, digest(self.algorithm, data))
             if isinstance(cmd, PublishDecision):
+                phase, where = "publish", f"step {cmd.epoch}'s decision"
+                sent_commit = sent_commit or cmd.outcome == "commit"  # it may land even if the reply is lost
                 return _publish(self.store, cmd)
             if isinstance(cmd, Notify):
                 notify.append(cmd)
@@ -188,13 +210,22 @@ class Writer(StorageWriter):
             if isinstance(cmd, CollectGarbage):
                 collect.append(cmd)  # after the outcome is known; see below
                 return None
+            phase, where = "fsync", getattr(cmd, "path", where)
             return self._persist(cmd)
 
         execute = self._observed("coord", execute)
         expected = tuple(expected_items(metadata).items())
-        coordinator, _ = drive(Coordinator(len(results)), Begin(step, attempt, fence, expected), execute)
-        for event in arrived:
-            coordinator, _ = drive(coordinator, event, execute)
+        try:
+            coordinator, _ = drive(Coordinator(len(results)), Begin(step, attempt, fence, expected), execute)
+            for event in arrived:
+                coordinator, _ = drive(coordinator, event, execute)
+        except Exception as exc:
+            log.exception("coordinator failed during step %d", step)
+            if not sent_commit:
+                self.discard()
+            raise SaveAbortedError(f"rank 0 (coordinator) failed: {failed_at(phase, where, exc)}") from exc
+        if notify and notify[0].outcome != "commit" and not sent_commit:
+            self.discard()
         if not notify:
             raise SaveAbortedError(f"save of step {step}: the protocol stopped in phase {coordinator.phase.value}; "
                                    "nothing was committed, the previous committed step is intact")
@@ -203,9 +234,25 @@ class Writer(StorageWriter):
                                    "previous committed step is intact")
         try:  # the commit is durable; a failed cleanup must not turn it into an error
             for gc in collect:
-                collect_garbage(self.storage, self.store, gc.fence, self.keep)
-        except Exception:  # noqa: BLE001
-            log.warning("step %d committed, but garbage collection failed", step, exc_info=True)
+                collect_garbage(self.storage, self.store, gc.fence, self.keep, newest=(gc.newest_epoch, gc.newest_attempt))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("step %d committed, but cleaning up older attempts failed (%s: %s); they are retried after "
+                        "the next save, or run `fito gc %s`", step, type(exc).__name__, exc, self.storage.root)
+
+    def discard(self) -> None:
+        """Best effort, by the coordinator: remove this attempt's files once every rank is past writing and no
+        commit was sent for it (a commit whose reply was lost may still land; GC handles those)."""
+        if not self._attempt:
+            return
+        rel = attempt_dir(self.step, self._attempt)
+        _discard(self.storage.remove_tree, rel)
+        parent = rel.rsplit("/", 1)[0]
+        try:
+            empty = not self.storage.listdir(parent)
+        except Exception:  # noqa: BLE001 - best effort
+            empty = False
+        if empty:
+            _discard(self.storage.remove_tree, parent)
 
     def _observed(self, who: str, execute: Executor) -> Executor:
         return execute if self.observe is None else recording(execute, who, self.observe)
@@ -258,6 +305,13 @@ def _gather(results: list[list[WriteResult]]) -> list[ReadyReceived | RankFailed
         else:
             events.append(ReadyReceived(ready[0]))
     return events
+
+
+def _discard(remove: Callable[[str], None], rel: str) -> None:
+    try:
+        remove(rel)
+    except Exception as exc:  # noqa: BLE001 - the save already failed; say so, do not mask it
+        log.warning("could not remove %s of a failed save (%s); GC after the next commit removes it", rel, exc)
 
 
 def _publish(store: DecisionStore, cmd: PublishDecision) -> Event:

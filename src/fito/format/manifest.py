@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NoReturn, Sequence
@@ -30,6 +31,8 @@ MAX_NAME = 4096
 DTYPE_BYTES: dict[str, int] = {
     "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2, "int8": 1,
     "uint8": 1, "bool": 1, "complex64": 8, "complex128": 16,
+    "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1, "float8_e8m0fnu": 1,
+    "float4_e2m1fn_x2": 1, "uint16": 2, "uint32": 4, "uint64": 8, "complex32": 4,
 }
 
 PathPart = str | int
@@ -91,6 +94,15 @@ class ShardedManifest:
 
 def chunk_bytes(dtype: str, sizes: Sequence[int]) -> int:
     return math.prod(sizes) * DTYPE_BYTES[dtype]
+
+
+FORMAT_PEEK = re.compile(rb'\s*\{\s*"format"\s*:\s*"(fito-manifest/[0-9]+)"')
+
+
+def format_of(data: bytes) -> str | None:
+    """The format a manifest names first (both fito formats write it first), without parsing the rest."""
+    found = FORMAT_PEEK.match(data[:256])
+    return found.group(1).decode() if found else None
 
 
 # ---------------------------------------------------------------- build

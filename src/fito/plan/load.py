@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Callable
 
 import torch
@@ -34,12 +34,16 @@ LOAD_MARK = LoadPlanMark()
 
 
 class LoadPlanner(DefaultLoadPlanner):
-    def __init__(self, *, flatten_sharded_tensors: bool = True) -> None:
+    """`skip`: checkpoint keys this rank deliberately leaves unread (fito.Checkpointer passes the keys other
+    ranks restore, e.g. their rank-local entries, and checks those entries itself); every other key is strict."""
+
+    def __init__(self, *, flatten_sharded_tensors: bool = True, skip: Collection[str] = ()) -> None:
         super().__init__(flatten_state_dict=True, flatten_sharded_tensors=flatten_sharded_tensors, allow_partial_load=False)
+        self.skip = frozenset(skip)
 
     def create_local_plan(self) -> LoadPlan:
         assert self.metadata is not None
-        check_keys(self.state_dict, self.metadata)
+        check_keys(self.state_dict, self.metadata, self.skip)
         plan = super().create_local_plan()
         check_cover(self.state_dict, plan.items)
         return dataclasses.replace(plan, storage_data=LOAD_MARK)
@@ -58,8 +62,8 @@ class LoadPlanner(DefaultLoadPlanner):
         self.prepare_value(read_item, value.getvalue(), "checkpoint")()
 
 
-def check_keys(state: Mapping[str, Any], metadata: Metadata) -> None:
-    saved, target = set(metadata.state_dict_metadata), set(state)
+def check_keys(state: Mapping[str, Any], metadata: Metadata, skip: Collection[str] = ()) -> None:
+    saved, target = set(metadata.state_dict_metadata) - set(skip), set(state)
     problems = []
     if saved - target:
         problems.append(f"in the checkpoint but not in the target: {_few(saved - target)}")

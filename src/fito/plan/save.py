@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from torch.distributed.checkpoint import DefaultSavePlanner
 from torch.distributed.checkpoint._dedup_save_plans import dedup_save_plans
@@ -34,11 +34,16 @@ class LocalPlanData:
 
 
 class SavePlanner(DefaultSavePlanner):
-    def __init__(self, *, flatten_sharded_tensors: bool = True, enable_plan_caching: bool = False) -> None:
+    """`known_digests`: {fqn: digest} of whole plain tensors the caller has already hashed with the default
+    algorithm over the same bytes (fito.Checkpointer does, to find rank-local entries); not hashed again."""
+
+    def __init__(self, *, flatten_sharded_tensors: bool = True, enable_plan_caching: bool = False,
+                 known_digests: Mapping[str, str] | None = None) -> None:
         if enable_plan_caching:
             raise ValueError("fito.dcp.SavePlanner: plan caching would reuse a previous save's attempt id; leave it off")
         super().__init__(flatten_state_dict=True, flatten_sharded_tensors=flatten_sharded_tensors,
                          dedup_save_to_lowest_rank=False, enable_plan_caching=False)
+        self.known_digests = dict(known_digests or {})
 
     def transform_object(self, write_item: WriteItem, object: Any) -> Any:  # noqa: A002 - DCP's name
         if write_item.type == WriteItemType.BYTE_IO:
@@ -50,7 +55,8 @@ class SavePlanner(DefaultSavePlanner):
         digests = {}
         for item in plan.items:
             if self._may_be_replicated(item):
-                digests[key_of(item.index)] = self._digest(item)
+                known = self.known_digests.get(item.index.fqn) if item.type == WriteItemType.TENSOR else None
+                digests[key_of(item.index)] = known or self._digest(item)
         return dataclasses.replace(plan, storage_data=LocalPlanData(digests))
 
     def _may_be_replicated(self, item: WriteItem) -> bool:

@@ -1,0 +1,315 @@
+"""A training state's entries as torch.distributed.checkpoint items plus fito's own JSON, and back.
+
+Per entry, its tensors (plain tensors and DTensors; numpy arrays as their bytes in uint8 tensors) become DCP
+items named `<entry>/<path>` (see fito.ckpt.rank_local for the names); everything else -- kind, class, the
+structure, every non-tensor value (param_groups, scheduler state, extra state, int dict keys, tuples) -- is
+one JSON document per entry in fito's tree codec, where each tensor is a reference {"T"|"N": index, dtype,
+shape} to the item `keys[index]`. DCP would stringify int keys and flatten containers; the JSON keeps them.
+
+Modules and optimizers go through DCP's `get_state_dict`: parameter and moment names are FQNs (DDP's
+`module.` prefix dropped; FSDP2 and TP shards stay DTensors), so a checkpoint loads into any parallelism of
+the same model, and an optimizer's moments follow its parameters by name, not by position."""
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+from torch.distributed.tensor import DTensor
+
+from fito.ckpt.optim_state import check_state_dict
+from fito.ckpt.state import class_name, kind_of
+from fito.ckpt.tree import DTYPES, MAX_DEPTH, array_specs, decode, encode, entry_path, numpy_dtype
+from fito.errors import StateMismatchError, UnsafeCheckpointError
+
+DOC_FORMAT = "fito-entry/1"
+MAX_DOC_BYTES = 64 << 20
+
+
+@dataclass
+class Captured:
+    """One entry of a state as it is saved: its JSON document and its tensors (`leaves[i]` is `keys[i]`)."""
+
+    name: str
+    kind: str
+    doc: dict[str, Any]
+    leaves: list[torch.Tensor] = field(default_factory=list)
+    rank_local: bool = False  # declared by its class (`fito_rank_local = True`), e.g. RNGState, DataPosition
+
+    @property
+    def keys(self) -> list[str]:
+        return self.doc["keys"]
+
+    @property
+    def sharded(self) -> bool:
+        return any(isinstance(t, DTensor) for t in self.leaves)
+
+    def doc_text(self) -> str:
+        return json.dumps(self.doc, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- optimizers and their modules
+def owner_of(opt: torch.optim.Optimizer, state: Mapping[str, Any]) -> torch.nn.Module:
+    """The module whose parameters `opt` steps, found by identity among the state's modules: the one module
+    that holds them all, or a container of every module holding some (its FQNs are prefixed with the entry
+    names). A parameter no module of the state holds is named `<optimizer entry>.param<position>`."""
+    params = [p for g in opt.param_groups for p in g["params"]]
+    wanted = {id(p) for p in params}
+    modules = {n: m for n, m in state.items() if isinstance(m, torch.nn.Module)}
+    owners = [n for n, m in modules.items() if any(id(p) in wanted for p in m.parameters())]
+    held = {id(p) for n in owners for p in modules[n].parameters()}
+    orphans = [(i, p) for i, p in enumerate(params) if id(p) not in held]
+    if len(owners) == 1 and not orphans:
+        return modules[owners[0]]
+    holder = torch.nn.Module()
+    for n in owners:
+        holder.add_module(n, modules[n])
+    if orphans:
+        loose = torch.nn.Module()
+        for i, p in orphans:
+            if not isinstance(p, torch.nn.Parameter):
+                raise StateMismatchError(f"optimizer parameter {i} ({tuple(p.shape)} {p.dtype}) is a plain tensor that no "
+                                         "module of the state holds; make it an nn.Parameter or put its module in the state")
+            loose.register_parameter(f"param{i}", p)
+        holder.add_module(next((n for n, o in state.items() if o is opt), "optimizer"), loose)
+    return holder
+
+
+class FreshOptimizers:
+    """DCP's `get_optimizer_state_dict` creates the state of an optimizer that has none by a zero-gradient
+    step (lr 0). Record the fresh optimizers of a state, let that step happen even when some gradients are
+    set (they are put back right after it), and `undo()` it: no state, the same attributes and param groups.
+    An optimizer whose state cannot be made so (LBFGS needs a closure, SparseAdam sparse gradients) is read
+    and loaded without the step (`no_zero_step`)."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self._fresh = [(opt, dict(opt.__dict__), [dict(g) for g in opt.param_groups]) for opt in optimizers if not opt.state]
+        self._stepless: set[int] = set()
+
+    def is_fresh(self, opt: torch.optim.Optimizer) -> bool:
+        return any(o is opt for o, _, _ in self._fresh)
+
+    def state_dict(self, owner: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+        if not self.is_fresh(opt) or opt.state or id(opt) in self._stepless:
+            with self.no_zero_step(opt):
+                return get_optimizer_state_dict(owner, opt)
+        grads = [(p, p.grad) for g in opt.param_groups for p in g["params"]]
+        for p, _ in grads:  # torch skips the creation if any gradient is set
+            p.grad = None
+        try:
+            return get_optimizer_state_dict(owner, opt)
+        except Exception:  # noqa: BLE001 - this optimizer's step needs more than zero gradients
+            self.undo(opt)
+            self._stepless.add(id(opt))
+            with self.no_zero_step(opt):
+                return get_optimizer_state_dict(owner, opt)
+        finally:
+            for p, g in grads:
+                p.grad = g
+
+    @contextmanager
+    def no_zero_step(self, opt: torch.optim.Optimizer) -> Iterator[None]:
+        """DCP skips its zero-gradient step when a gradient is set: a placeholder one for the call."""
+        first = next((p for g in opt.param_groups for p in g["params"]), None)
+        if id(opt) not in self._stepless or opt.state or first is None or first.grad is not None:
+            yield
+            return
+        first.grad = torch.zeros_like(first)
+        try:
+            yield
+        finally:
+            first.grad = None
+
+    def undo(self, only: torch.optim.Optimizer | None = None) -> None:
+        for opt, attrs, groups in self._fresh:
+            if only is not None and opt is not only:
+                continue
+            opt.state.clear()
+            for key in [k for k in opt.__dict__ if k not in attrs]:
+                del opt.__dict__[key]
+            opt.__dict__.update(attrs)
+            for g, saved in zip(opt.param_groups, groups):  # a step that raised leaves lr at 0
+                g.clear()
+                g.update(saved)
+
+
+def optimizers_of(state: Mapping[str, Any]) -> list[torch.optim.Optimizer]:
+    return [o for o in state.values() if isinstance(o, torch.optim.Optimizer)]
+
+
+# ---------------------------------------------------------------- save: entries -> documents and tensors
+def check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("__"):
+        raise StateMismatchError(f"state key {name!r}: use non-empty strings without '/' that do not start with '__' "
+                                 "(reserved for fito)")
+
+
+def capture(state: Mapping[str, Any], internal: Mapping[str, Any] | None = None) -> list[Captured]:
+    """Every entry of `state` (plus fito's `internal` values) as documents and tensors. Tensors still alias
+    the live objects. A fresh optimizer is saved with its empty state (the step DCP uses to read it is undone)."""
+    out = []
+    for name, obj in state.items():
+        check_name(name)
+        out.append(capture_entry(name, obj, state))
+    for name, value in (internal or {}).items():
+        out.append(capture_entry(name, value, state))
+    return out
+
+
+def capture_entry(name: str, obj: Any, state: Mapping[str, Any]) -> Captured:
+    kind = kind_of(obj)
+    cls = class_name(obj) if kind in ("optimizer", "stateful") else None
+    if kind == "module":
+        data: Any = dict(get_model_state_dict(obj))
+    elif kind == "optimizer":
+        # the checks of fito's own format first: a partial state (a moment missing for one parameter) that
+        # the optimizer would crash on is refused, naming group and parameters
+        dims = [p.dim() for g in obj.param_groups for p in g["params"]]
+        check_state_dict(obj.state_dict(), dims, name, saving=True)
+        fresh = FreshOptimizers([obj])
+        try:
+            data = fresh.state_dict(owner_of(obj, state), obj)
+        finally:
+            fresh.undo()
+        if fresh.is_fresh(obj):
+            data = {"state": {}, "param_groups": data["param_groups"]}
+    elif kind == "stateful":
+        data = obj.state_dict()
+    else:
+        data = obj
+    leaves: list[torch.Tensor] = []
+    keys: list[str] = []
+    node = encode_tree(data, (), f"/{name}/data", leaves, keys, 0)
+    doc = {"format": DOC_FORMAT, "kind": kind, "class": cls, "data": node, "keys": keys}
+    return Captured(name, kind, doc, leaves, bool(getattr(type(obj), "fito_rank_local", False)))
+
+
+def encode_tree(value: Any, parts: tuple[str, ...], where: str, leaves: list[torch.Tensor], keys: list[str],
+                depth: int) -> Any:
+    """fito's tree codec (fito.ckpt.tree), with tensors -- DTensors too -- handed to DCP as leaves."""
+    if depth > MAX_DEPTH:
+        raise StateMismatchError(f"{entry_path(where)}: nested deeper than {MAX_DEPTH} levels (or a container that "
+                                 "contains itself); fito checkpoints hold trees of bounded depth")
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        found: list[tuple[str, Any]] = []
+        local = value.to_local() if isinstance(value, DTensor) else value
+        node = encode(local, where, found)  # the checks and the spec of fito's codec (dtype, layout, subclass)
+        tag = "T" if "T" in node else "N"
+        if isinstance(value, DTensor):
+            leaf: torch.Tensor = value
+            node["shape"] = list(value.shape)  # the global shape: DCP stores chunks of it
+        elif tag == "T":
+            leaf = found[0][1]
+        else:
+            array = found[0][1]
+            array = array if array.flags.writeable else array.copy()
+            leaf = torch.from_numpy(array.reshape(-1).view(np.uint8))
+        node[tag] = len(leaves)
+        leaves.append(leaf)
+        keys.append(_unique("/".join(parts), keys))
+        return node
+    d = depth + 1
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {"d": {k: encode_tree(v, (*parts, k), f"{where}/{k}", leaves, keys, d) for k, v in value.items()}}
+        return {"m": [[encode(k, f"{where}/<key>", []),
+                       encode_tree(v, (*parts, str(k)), f"{where}/{k}", leaves, keys, d)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        items = [encode_tree(v, (*parts, str(i)), f"{where}/{i}", leaves, keys, d) for i, v in enumerate(value)]
+        return {"l" if isinstance(value, list) else "t": items}
+    return encode(value, where, [])  # a scalar; anything else is refused there, naming the entry
+
+
+def _unique(path: str, taken: list[str]) -> str:
+    if path not in taken:
+        return path
+    n = 1
+    while f"{path}#{n}" in taken:
+        n += 1
+    return f"{path}#{n}"
+
+
+# ---------------------------------------------------------------- restore: what the live objects offer
+def templates(name: str, obj: Any, state: Mapping[str, Any], fresh: FreshOptimizers) -> dict[str, torch.Tensor]:
+    """{path: live tensor} that a restored tensor of entry `name` should take the layout of (placements of a
+    DTensor; plain tensors otherwise): a module's and an optimizer's state dict, a tensor entry itself."""
+    kind = kind_of(obj)
+    if kind == "module":
+        return dict(get_model_state_dict(obj))
+    if kind == "optimizer":
+        return dict(_leaves(fresh.state_dict(owner_of(obj, state), obj), ()))
+    if kind == "tensor":
+        return {"": obj}
+    return {}
+
+
+def _leaves(value: Any, parts: tuple[str, ...]) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(value, torch.Tensor):
+        yield "/".join(parts), value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, (*parts, str(k)))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _leaves(v, (*parts, str(i)))
+
+
+def module_keys(module: torch.nn.Module) -> set[str]:
+    return set(get_model_state_dict(module))
+
+
+# ---------------------------------------------------------------- restore: documents -> entries
+def parse_doc(text: Any, where: str) -> dict[str, Any]:
+    """An entry's document, read back from a verified value: every field checked before use."""
+    def bad(expected: str, found: Any) -> UnsafeCheckpointError:
+        return UnsafeCheckpointError(path=where, unit=None, expected=expected, found=repr(found)[:120])
+
+    if not isinstance(text, str) or len(text) > MAX_DOC_BYTES:
+        raise bad(f"an entry document (a JSON string of at most {MAX_DOC_BYTES} bytes)", type(text).__name__)
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise bad("JSON", f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != DOC_FORMAT:
+        raise bad(f"format {DOC_FORMAT}", doc.get("format") if isinstance(doc, dict) else doc)
+    if doc.get("kind") not in ("module", "optimizer", "stateful", "tensor", "value"):
+        raise bad("an entry kind", doc.get("kind"))
+    if doc.get("class") is not None and not isinstance(doc.get("class"), str):
+        raise bad("a class name", doc.get("class"))
+    keys = doc.get("keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
+        raise bad("a list of distinct item names", keys)
+    specs: dict[int, tuple[str, str, list[int]]] = {}
+    array_specs(doc.get("data"), specs)
+    if sorted(specs) != list(range(len(keys))):
+        raise bad(f"{len(keys)} tensor references, numbered from 0", sorted(specs)[:8])
+    doc["specs"] = specs
+    return doc
+
+
+def leaf_spec(spec: tuple[str, str, list[int]]) -> tuple[torch.dtype, tuple[int, ...]]:
+    """The dtype and shape of the DCP item behind a tensor reference (a numpy array is stored as its bytes)."""
+    tag, dtype, shape = spec
+    if tag == "T":
+        return DTYPES[dtype], tuple(shape)
+    return torch.uint8, (math.prod(shape) * numpy_dtype(dtype).itemsize,)
+
+
+def new_leaf(spec: tuple[str, str, list[int]]) -> tuple[torch.Tensor, Any]:
+    """(what DCP reads into, what user code gets): a fresh tensor, or a fresh numpy array and its bytes."""
+    dtype, shape = leaf_spec(spec)
+    if spec[0] == "T":
+        t = torch.empty(shape, dtype=dtype)
+        return t, t
+    array = np.empty(spec[2], dtype=numpy_dtype(spec[1]))  # owns its data; DCP fills it through the view
+    return torch.from_numpy(array.reshape(-1).view(np.uint8)), array
+
+
+def decode_entry(doc: dict[str, Any], leaves: list[Any], where: str) -> Any:
+    """The entry's saved data, its tensors and arrays taken from `leaves` (filled by DCP)."""
+    return decode(doc["data"], leaves, where)

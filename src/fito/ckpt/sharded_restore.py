@@ -1,0 +1,331 @@
+"""`Checkpointer.restore` on the sharded core, any world size or mesh; checkpoints of the per-rank format
+(`fito-manifest/1`) still restore through the v1 read path, on the world size that wrote them.
+
+For each candidate step (newest first; older ones only with fallback=True), every rank, in lockstep:
+1. reads the manifest (its hash is in the decision) and picks the read path by its format;
+2. chooses the entries it restores and whose copy of each rank-local one (the policy, fito.ckpt.rank_local),
+   strictly: an entry of the state missing from the checkpoint, or of the checkpoint missing from the state,
+   is an error;
+3. reads those entries' JSON documents through DCP and fito.dcp.Reader (verified, voted);
+4. builds its own targets -- DTensors laid out like the live module's and optimizer's state (DCP plans the
+   resharding reads), plain tensors elsewhere -- and reads every tensor into them (verified block by block,
+   voted by all ranks before a byte is copied into the targets);
+5. rebuilds each entry and plans its application.
+Each local step ends in a vote, so a rank that fails makes every rank fail at the same point. Only then are
+the caller's objects touched, all entries or none (fito.ckpt.apply): set_state_dict for modules and
+optimizers, load_state_dict for the rest. The zero-gradient step DCP takes on a fresh optimizer to read
+its layout is undone on any failure."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Callable, MutableMapping, TypeVar
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+from torch.distributed.tensor import DTensor
+
+from fito.ckpt import rank_local
+from fito.ckpt.apply import Applied, EntryPlan, RestorePlan, backup_module, backup_optimizer
+from fito.ckpt.entries import (
+    FreshOptimizers, decode_entry, leaf_spec, module_keys, new_leaf, optimizers_of, owner_of, parse_doc, templates,
+)
+from fito.ckpt.rank_local import KEEP, RankLocalPolicy, doc_key, parse_key, tensor_key, world_change_error
+from fito.ckpt.sharded_save import VALIDATION_ENTRY
+from fito.ckpt.state import class_name, kind_of, plan_restore
+from fito.coord.base import Decision
+from fito.dcp.reader import Reader, manifest_bytes
+from fito.errors import CheckpointCorruptError, FitoError, StateMismatchError, UnsafeCheckpointError
+from fito.format import manifest as manifest_fmt
+from fito.format.manifest import ShardedManifest
+from fito.plan.load import LoadPlanner
+from fito.protocol import choose_epoch
+
+if TYPE_CHECKING:
+    from fito.ckpt.checkpointer import Checkpointer
+
+log = logging.getLogger("fito")
+T = TypeVar("T")
+V1_FORMAT = "fito-manifest/1"
+
+
+def restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | None, *, fallback: bool,
+            rank_local: rank_local.Policy) -> int:
+    ck._settle_previous("wait")
+    policy = RankLocalPolicy.parse(rank_local)
+    candidates = ck._candidates(step)
+    fresh = FreshOptimizers(optimizers_of(state))
+    prepared: dict[str, tuple[RestorePlan, Any]] = {}
+    applied: list[Applied] = []  # the candidate currently applied, with the snapshots that undo it
+
+    def verify(d: Decision) -> Exception | None:
+        try:
+            prepared[d.attempt] = _prepare(ck, state, d, policy, fresh)
+        except FitoError as exc:
+            if getattr(exc, "fito_fatal", False):
+                raise
+            return exc
+        if ck.validator is None:
+            return None
+        plan, recorded = prepared[d.attempt]
+        error = ck._apply(plan, applied, d)  # validation needs the model as restored
+        if error is not None:
+            return error
+        error = ck._validate(d, recorded)
+        if ck.transport.all_ok(error is None):
+            return None
+        applied.pop().rollback()  # the next candidate starts from the caller's state
+        return error or _other_ranks(d, [])
+
+    try:
+        decision, skipped = choose_epoch(candidates, verify, fallback=fallback)
+        if ck.validator is None:
+            error = ck._apply(prepared[decision.attempt][0], applied, decision)
+            if error is not None:
+                raise error
+    except BaseException:
+        while applied:  # a validator or a collective raised with a candidate applied: put it back
+            applied.pop().rollback()
+        fresh.undo()
+        raise
+    for d, exc in skipped:
+        log.warning("skipped committed step %d: %s", d.epoch, exc)
+    applied.clear()  # keep the restored state; drop the snapshots
+    return decision.epoch
+
+
+def _prepare(ck: "Checkpointer", state: MutableMapping[str, Any], d: Decision, policy: RankLocalPolicy,
+             fresh: FreshOptimizers) -> tuple[RestorePlan, Any]:
+    where = f"{d.manifest} (step {d.epoch})"
+    m = _agreed(ck, d, lambda: _manifest(ck, d))
+    if m is None:  # fito-manifest/1: one full shard per rank, the same world size
+        saved = _agreed(ck, d, lambda: ck._load(d))
+        return _agreed(ck, d, lambda: plan_restore(state, saved, where=where)), saved.get(VALIDATION_ENTRY)
+    sources = _agreed(ck, d, lambda: _sources(ck, state, m, policy, where))
+    wanted = {doc_key(name, src): None for name, src in sources.items()}
+    docs = _read(ck, d, m, wanted)
+    parsed: dict[str, dict[str, Any]] = {}
+    targets = _agreed(ck, d, lambda: _targets(ck, state, m, sources, docs, parsed, fresh, where))
+    _read(ck, d, m, targets)
+    return _agreed(ck, d, lambda: _plan(state, sources, parsed, targets, fresh, where))
+
+
+# ---------------------------------------------------------------- the steps
+def _manifest(ck: "Checkpointer", d: Decision) -> ShardedManifest | None:
+    data = manifest_bytes(ck.storage, d)
+    if manifest_fmt.format_of(data) == V1_FORMAT:
+        return None
+    return manifest_fmt.parse(data, where=d.manifest, epoch=d.epoch, attempt=d.attempt)
+
+
+def _sources(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedManifest, policy: RankLocalPolicy,
+             where: str) -> dict[str, int | None]:
+    """{entry: None (replicated) or the saved rank whose copy this rank restores}; entries kept are absent."""
+    saved_world, world = len(m.objects), ck.transport.world_size
+    replicated, local = set(), {}
+    for key in m.values:
+        rank, name, is_doc = parse_key(key)
+        if is_doc and rank is None:
+            replicated.add(name)
+        elif is_doc and rank is not None:
+            local.setdefault(name, set()).add(rank)
+    for name, ranks in local.items():
+        if ranks != set(range(saved_world)) or name in replicated:
+            raise UnsafeCheckpointError(path=where, unit=name, expected=f"a copy of rank-local entry {name!r} from each of {saved_world} ranks",
+                                        found=f"copies from ranks {sorted(ranks)}{' and a replicated one' if name in replicated else ''}")
+    saved = (replicated | set(local)) - {VALIDATION_ENTRY}
+    missing = [n for n in state if n not in saved]
+    if missing:
+        raise StateMismatchError(f"{where}: no entry {missing[0]!r} in the checkpoint (it has {sorted(saved)}); "
+                                 "restore into a state with the entries that were saved")
+    extra = sorted(saved - set(state))
+    if extra:
+        raise StateMismatchError(f"{where}: the checkpoint holds entries {extra} that the state to restore lacks; fito "
+                                 f"restores strictly: pass every saved entry (the checkpoint has {sorted(saved)})")
+    out: dict[str, int | None] = {}
+    refused, kept = [], []
+    for name in [*state, VALIDATION_ENTRY]:
+        if name in replicated:
+            out[name] = None
+        elif name in local:
+            src = policy.source(name, ck.rank, saved_world, world) if name != VALIDATION_ENTRY else (
+                ck.rank if saved_world == world else KEEP)  # a per-rank loss: checked on the same world size only
+            if src is None:
+                refused.append(name)
+            elif src == KEEP:
+                kept.append(name)
+            else:
+                out[name] = src
+    if refused:
+        raise world_change_error(refused, saved_world, world, m.epoch)
+    if [k for k in kept if k != VALIDATION_ENTRY] and ck.rank == 0:
+        log.warning("%s: saved by %d ranks, restored on %d; rank-local entries %s keep their current values "
+                    "(rank_local='reset')", where, saved_world, world, [k for k in kept if k != VALIDATION_ENTRY])
+    return out
+
+
+def _targets(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedManifest, sources: dict[str, int | None],
+             docs: dict[str, Any], parsed: dict[str, dict[str, Any]], fresh: FreshOptimizers, where: str) -> dict[str, Any]:
+    """Check each entry's document against the state and the manifest, and allocate what DCP reads into."""
+    stored: dict[tuple[int | None, str], set[str]] = {}
+    for key in m.tensors:
+        rank, name, _ = parse_key(key)
+        stored.setdefault((rank, name), set()).add(key)
+    targets: dict[str, Any] = {}
+    for name, src in sources.items():
+        doc = parsed[name] = parse_doc(docs[doc_key(name, src)], f"{where}: {name}")
+        doc["leaves"] = []  # what user code gets, per tensor reference, once DCP filled the targets
+        keys = [tensor_key(name, src, p) for p in doc["keys"]]
+        if set(keys) != stored.get((src, name), set()):
+            raise UnsafeCheckpointError(path=where, unit=name, expected=f"tensors {sorted(keys)[:5]}",
+                                        found=f"{sorted(stored.get((src, name), set()))[:5]} in the manifest")
+        live = templates_for(name, state, doc, src, fresh, where)
+        for i, (path, key) in enumerate(zip(doc["keys"], keys)):
+            dtype, shape = leaf_spec(doc["specs"][i])
+            t = m.tensors[key]
+            if (t.dtype, t.shape) != (str(dtype).removeprefix("torch."), shape):
+                raise UnsafeCheckpointError(path=where, unit=key, expected=f"{dtype} {list(shape)} (the entry's document)",
+                                            found=f"{t.dtype} {list(t.shape)} in the manifest")
+            template = live.get(path)
+            if template is not None and (template.dtype != dtype or tuple(template.shape) != shape):
+                raise StateMismatchError(f"{where}: {name}/{path}: expected {tuple(template.shape)} {template.dtype}, "
+                                         f"checkpoint has {shape} {dtype}")
+            if isinstance(template, DTensor):
+                targets[key] = torch.empty_like(template)  # its placements: DCP reads this rank's part only
+                doc["leaves"].append(targets[key])
+            else:
+                targets[key], leaf = new_leaf(doc["specs"][i])
+                doc["leaves"].append(leaf)
+    return targets
+
+
+def templates_for(name: str, state: MutableMapping[str, Any], doc: dict[str, Any], src: int | None,
+                  fresh: FreshOptimizers, where: str) -> dict[str, torch.Tensor]:
+    obj = state.get(name)
+    if name == VALIDATION_ENTRY:
+        return {}
+    kind = kind_of(obj)
+    if doc["kind"] != kind:
+        raise StateMismatchError(f"{where}: entry {name!r} was saved as {doc['kind']}, restoring into a {kind}")
+    if doc["class"] is not None and kind in ("optimizer", "stateful") and doc["class"] != class_name(obj):
+        raise StateMismatchError(f"{where}: {name}: saved from a {doc['class']}, restoring into a {class_name(obj)}; "
+                                 "restore into an object of the saved class")
+    if kind == "module":
+        saved = set(doc["data"]["d"]) if isinstance(doc["data"], dict) and isinstance(doc["data"].get("d"), dict) else set()
+        current = module_keys(obj)
+        if saved != current:
+            raise StateMismatchError(f"{where}: {name}: module keys differ; missing in checkpoint {sorted(current - saved)}, "
+                                     f"unexpected {sorted(saved - current)}")
+    if src is not None or kind not in ("module", "optimizer", "tensor"):
+        return {}  # a rank-local entry holds no DTensors; plain targets of the saved shapes
+    return templates(name, obj, state, fresh)
+
+
+def _plan(state: MutableMapping[str, Any], sources: dict[str, int | None], parsed: dict[str, dict[str, Any]],
+          targets: dict[str, Any], fresh: FreshOptimizers, where: str) -> tuple[RestorePlan, Any]:
+    saved: dict[str, Any] = {}
+    for name, src in sources.items():
+        doc = parsed[name]
+        saved[name] = {"kind": doc["kind"], "class": doc["class"], "data": decode_entry(doc, doc["leaves"], f"{where}: {name}")}
+    own: dict[str, EntryPlan] = {}
+    for name, obj in state.items():
+        if name not in saved:
+            continue  # kept (rank_local="reset")
+        if isinstance(obj, torch.nn.Module):
+            own[name] = _module_plan(name, obj, saved[name]["data"])
+        elif isinstance(obj, torch.optim.Optimizer):
+            own[name] = _optimizer_plan(name, obj, saved[name]["data"], state, fresh, where)
+    rest = plan_restore(state, saved, where=where, only=[n for n in saved if n not in own and n in state])
+    planned = {e.name: e for e in rest.entries} | own
+    return RestorePlan(where, [planned[n] for n in state if n in planned]), saved.get(VALIDATION_ENTRY)
+
+
+def _module_plan(name: str, module: torch.nn.Module, data: Any) -> EntryPlan:
+    def apply() -> None:
+        set_model_state_dict(module, data, options=StateDictOptions(strict=True))
+    return EntryPlan(name, apply, lambda: backup_module(module))
+
+
+def _optimizer_plan(name: str, opt: torch.optim.Optimizer, data: Any, state: MutableMapping[str, Any],
+                    fresh: FreshOptimizers, where: str) -> EntryPlan:
+    owner = owner_of(opt, state)
+    current = [sorted(g["params"]) for g in fresh.state_dict(owner, opt)["param_groups"]]
+    groups = data.get("param_groups") if isinstance(data, dict) else None
+    saved = [sorted(g["params"]) if isinstance(g, dict) and isinstance(g.get("params"), list) else None
+             for g in groups] if isinstance(groups, list) else None
+    if saved != current or not isinstance(data.get("state"), dict):
+        raise StateMismatchError(f"{where}: {name}: parameter groups differ: the optimizer has {len(current)} groups of "
+                                 f"{[len(g) for g in current]} parameters, the checkpoint {saved!r:.300}")
+
+    def apply() -> None:
+        # strict=False: fito checked the state's keys; torch's strictness refuses parameters that legitimately
+        # have no state (SGD without momentum in one group)
+        with fresh.no_zero_step(opt):
+            set_optimizer_state_dict(owner, opt, data, options=StateDictOptions(strict=False))
+
+    def backup() -> Callable[[], None]:
+        if fresh.is_fresh(opt):  # its state before this restore is none: DCP's zero step made what it has now
+            return lambda: fresh.undo(opt)
+        return backup_optimizer(opt)
+    return EntryPlan(name, apply, backup)
+
+
+# ---------------------------------------------------------------- DCP reads and votes
+def _read(ck: "Checkpointer", d: Decision, m: ShardedManifest, targets: dict[str, Any]) -> dict[str, Any]:
+    """Read `targets` (item name -> tensor to fill, or None for a value) through DCP; every rank verifies and
+    votes in fito.dcp.Reader before a byte is copied. Other items of the checkpoint are left unread."""
+    reader = Reader(ck.storage, decision=d, manifest=m, transport=ck.transport)
+    skip = (set(m.tensors) | set(m.values)) - set(targets)
+    try:
+        dcp.load(targets, storage_reader=reader, planner=LoadPlanner(skip=skip), process_group=getattr(ck.transport, "group", None))
+    except CheckpointException as exc:
+        raise _load_error(ck, d, exc) from None
+    return targets
+
+
+def _load_error(ck: "Checkpointer", d: Decision, exc: CheckpointException) -> FitoError:
+    causes = {r: (pair[0] if isinstance(pair, tuple) else pair) for r, pair in exc.failures.items()}
+    mine = causes.get(ck.rank)
+    if isinstance(mine, FitoError):
+        return mine
+    fito = [e for _, e in sorted(causes.items()) if isinstance(e, FitoError)]
+    if fito and not [e for e in causes.values() if not isinstance(e, FitoError)]:
+        return fito[0]
+    error = _other_ranks(d, [(r, type(e).__name__, str(e)) for r, e in sorted(causes.items())])
+    error.fito_fatal = True  # type: ignore[attr-defined] - not a damaged checkpoint: no fallback
+    return error
+
+
+def _agreed(ck: "Checkpointer", d: Decision, step: Callable[[], T]) -> T:
+    """Run one local step on every rank; unless it succeeded on all, every rank raises (its own error, or one
+    naming the others'), so no rank goes on into a collective alone."""
+    error: BaseException | None = None
+    try:
+        result = step()
+    except Exception as exc:  # noqa: BLE001 - reported to every rank below
+        error = exc
+    if ck.transport.all_ok(error is None):
+        return result
+    mine = "" if error is None else json.dumps([type(error).__name__, str(error)[:1500], isinstance(error, FitoError)])
+    gathered = ck.transport.gather(mine.encode())
+    summary = json.dumps([g.decode() for g in gathered]) if gathered is not None else None
+    reasons = [json.loads(r) if r else None for r in json.loads(ck.transport.broadcast(summary.encode() if summary else None))]
+    fatal = any(r is not None and not r[2] for r in reasons)
+    if error is not None and not fatal:
+        raise error
+    if error is not None and not isinstance(error, FitoError):
+        raise error  # a bug, not a damaged checkpoint: every rank stops (the others below), no fallback
+    out = _other_ranks(d, [(i, r[0], r[1]) for i, r in enumerate(reasons) if r is not None])
+    if fatal:
+        out.fito_fatal = True  # type: ignore[attr-defined]
+    raise out
+
+
+def _other_ranks(d: Decision, reasons: list[tuple[int, str, str]]) -> FitoError:
+    text = "; ".join(f"rank {r}: {kind}: {why}" for r, kind, why in reasons)[:3000] or "another rank's check failed (see its log)"
+    if reasons and all(kind in ("StateMismatchError", "RestoreFailedError") for _, kind, _ in reasons):
+        return StateMismatchError(f"{d.manifest} (step {d.epoch}): {text}; nothing was restored on any rank")
+    return CheckpointCorruptError(path=d.manifest, unit=None, expected="every rank's bytes whole and fitting the target",
+                                  found=text, hint="nothing was restored on any rank")

@@ -1,0 +1,121 @@
+"""`Checkpointer.save` on the sharded core: the state's entries become DCP items (fito.ckpt.entries), the
+rank-local ones get per-rank names (fito.ckpt.rank_local), and `torch.distributed.checkpoint.save` runs
+them through fito's planner (replicas hashed, then written once, balanced over the ranks that hold them)
+and fito.dcp.Writer (objects unique to the attempt, READY after persist, coverage, manifest, the decision
+under the Checkpointer's fence: the commit point).
+
+`prepare` does everything that must see the live state (capture, the rank-local vote, staging to host
+memory for a background save) and returns the commit, which only reads what it was given."""
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.tensor import DTensor
+
+from fito.ckpt import rank_local
+from fito.ckpt.entries import capture
+from fito.dcp.writer import Writer
+from fito.errors import FitoError, SaveAbortedError, StateMismatchError
+from fito.plan.save import SavePlanner
+from fito.plan.values import tensor_bytes
+
+if TYPE_CHECKING:
+    from fito.ckpt.checkpointer import Checkpointer
+
+log = logging.getLogger("fito")
+VALIDATION_ENTRY = "__validation__"
+# DCP warns at every save and load without torch.distributed; a single-process Checkpointer is normal use.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+
+
+def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: bool) -> Callable[[], int]:
+    """Capture `state` for step `step` on this rank (collectively: every rank calls it together)."""
+    internal = {VALIDATION_ENTRY: ck._validation_loss()} if ck.validator is not None else {}
+    entries = digests = None
+    error: BaseException | None = None
+    try:
+        if ck.rank == 0:  # the fencing token, before this coordinator's first write (taken once, at the first save)
+            token = ck._take_fence()
+            if token.startswith("!"):
+                cause, ck._fence_error = ck._fence_error, None
+                raise SaveAbortedError(f"save of step {step} not started: the coordinator could not take the fencing "
+                                       f"token: {token[1:]}") from cause
+        entries = capture(state, internal)
+        digests = [rank_local.leaf_digests(e) for e in entries]
+    except Exception as exc:  # noqa: BLE001 - every rank must hear of it before anyone starts the save
+        error = exc
+    local = rank_local.decide(ck.transport, entries, digests, error)
+    assert entries is not None and digests is not None
+    flat, known = items(entries, digests, local, ck.rank)
+    if stage:
+        flat = staged(ck, flat)
+    writer = Writer(ck.storage, step, keep=ck.keep, hash=ck.algorithm, store=ck.store if ck.rank == 0 else None,
+                    fence=ck._coordinator_fence if ck.rank == 0 else None)  # the token taken above
+    group = getattr(ck.transport, "group", None)
+
+    def commit() -> int:
+        try:
+            dcp.save(flat, storage_writer=writer, planner=SavePlanner(known_digests=known), process_group=group)
+        except CheckpointException as exc:
+            if ck.rank == 0 and not writer.finishing:
+                writer.discard()  # every rank is past writing and no decision was sought: leave nothing behind
+            raise save_error(step, exc) from None
+        except FitoError:
+            raise
+        except Exception as exc:
+            if ck.transport.world_size == 1:
+                raise SaveAbortedError(f"save of step {step} aborted: {type(exc).__name__}: {exc}; nothing was "
+                                       "committed, the previous committed epoch is intact") from exc
+            raise SaveAbortedError(  # a peer died or timed out inside one of DCP's collectives
+                f"save of step {step} aborted: lost contact with another rank ({type(exc).__name__}: {exc}); the "
+                "previous committed epoch is intact — restart the job and restore") from exc
+        return step
+    return commit
+
+
+def items(entries: list, digests: list[list[str | None]], local: set[str], rank: int
+          ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The flat DCP state ({item name: tensor or JSON text}) and the digests already known of its tensors."""
+    flat: dict[str, Any] = {}
+    known: dict[str, str] = {}
+    for e, ds in zip(entries, digests):
+        owner = rank if e.name in local else None
+        flat[rank_local.doc_key(e.name, owner)] = e.doc_text()
+        for path, t, d in zip(e.keys, e.leaves, ds):
+            key = rank_local.tensor_key(e.name, owner, path)
+            flat[key] = t
+            if d is not None:
+                known[key] = d
+    return flat, known
+
+
+def staged(ck: "Checkpointer", flat: dict[str, Any]) -> dict[str, Any]:
+    """A copy of every tensor in one reused host buffer (the only stall of a background save); DTensors are
+    rebuilt around their staged local shard, with the same mesh, placements and global shape."""
+    keys = [k for k, v in flat.items() if isinstance(v, torch.Tensor)]
+    views = ck._staging.stage([(k, tensor_bytes(flat[k])) for k in keys])
+    out = dict(flat)
+    for key, (_, view) in zip(keys, views):
+        t = flat[key]
+        local = t.to_local() if isinstance(t, DTensor) else t
+        copy = (torch.frombuffer(view, dtype=torch.uint8) if len(view) else torch.empty(0, dtype=torch.uint8))
+        copy = copy.view(local.dtype).reshape(local.shape) if local.numel() else torch.empty(local.shape, dtype=local.dtype)
+        out[key] = (DTensor.from_local(copy, t.device_mesh, t.placements, run_check=False, shape=t.shape, stride=t.stride())
+                    if isinstance(t, DTensor) else copy)
+    return out
+
+
+def save_error(step: int, exc: CheckpointException) -> FitoError:
+    """One FitoError for what DCP reports on every rank: a refusal of the state, or an aborted attempt."""
+    causes = {r: (pair[0] if isinstance(pair, tuple) else pair) for r, pair in exc.failures.items()}
+    said = "; ".join(f"rank {r}: {e}" if isinstance(e, SaveAbortedError) else f"rank {r}: {type(e).__name__}: {e}"
+                     for r, e in sorted(causes.items()))[:3000]
+    if any(isinstance(e, StateMismatchError) for e in causes.values()):
+        return StateMismatchError(f"save of step {step} refused, nothing was committed: {said}")
+    return SaveAbortedError(f"save of step {step} aborted: {said}; nothing was committed, the previous committed "
+                            "epoch is intact")
