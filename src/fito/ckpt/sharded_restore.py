@@ -276,7 +276,8 @@ def _optimizer_plan(name: str, opt: torch.optim.Optimizer, data: Any, state: Mut
 def _read(ck: "Checkpointer", d: Decision, m: ShardedManifest, targets: dict[str, Any]) -> dict[str, Any]:
     """Read `targets` (item name -> tensor to fill, or None for a value) through DCP; every rank verifies and
     votes in fito.dcp.Reader before a byte is copied. Other items of the checkpoint are left unread."""
-    reader = Reader(ck.storage, decision=d, manifest=m, transport=ck.transport)
+    # scratch_targets: `targets` are this restore's own buffers (see _targets), applied only after the vote
+    reader = Reader(ck.storage, decision=d, manifest=m, transport=ck.transport, scratch_targets=True)
     skip = (set(m.tensors) | set(m.values)) - set(targets)
     try:
         dcp.load(targets, storage_reader=reader, planner=LoadPlanner(skip=skip), process_group=getattr(ck.transport, "group", None))
