@@ -281,7 +281,9 @@ def _read(ck: "Checkpointer", d: Decision, m: ShardedManifest, targets: dict[str
     skip = (set(m.tensors) | set(m.values)) - set(targets)
     try:
         with ck._progress(f"restore step {d.epoch}", total) if total else nullcontext(None) as advance:
-            reader = Reader(ck.storage, decision=d, manifest=m, transport=ck.transport, progress=advance)
+            # scratch_targets: `targets` are this restore's own buffers (see _targets), applied only after the vote
+            reader = Reader(ck.storage, decision=d, manifest=m, transport=ck.transport, progress=advance,
+                            scratch_targets=True)
             dcp.load(targets, storage_reader=reader, planner=LoadPlanner(skip=skip), process_group=getattr(ck.transport, "group", None))
     except CheckpointException as exc:
         raise _load_error(ck, d, exc) from None

@@ -15,7 +15,7 @@ import json
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import torch
 from torch.distributed.checkpoint import StorageReader
@@ -47,13 +47,16 @@ class Reader(StorageReader):
     Every rank creates a Reader on the same root, together (it creates fito's gloo group for the vote, unless
     `process_group` is given). `step=None` loads the newest committed step; `loaded_step` says which one.
     `decision` (with its parsed `manifest`, optional): load exactly this committed attempt, which every rank
-    already agreed on (fito.Checkpointer does); `transport`: the ranks' vote goes over it. `progress`: called
-    with the byte count of each read as it is read (a progress bar; keep it cheap)."""
+    already agreed on (fito.Checkpointer does); `transport`: the ranks' vote goes over it.
+    `scratch_targets=True`: the target tensors are buffers of the caller's own that nobody uses before the
+    vote (fito.Checkpointer's, which it applies after its own vote), so a chunk read whole is read straight
+    into its target and verified there, without a second buffer and copy. Never for a user's live state.
+    `progress`: called with the byte count of each read as it is read (a progress bar; keep it cheap)."""
 
     def __init__(self, root: str | os.PathLike[str] | Storage, step: int | None = None, *,
                  store: DecisionStore | None = None, process_group: Any = None, decision: Decision | None = None,
                  manifest: ShardedManifest | None = None, transport: Transport | None = None,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, scratch_targets: bool = False) -> None:
         self.storage = open_storage(root, create=False)
         self.step = step
         self.loaded_step: int | None = None
@@ -66,6 +69,8 @@ class Reader(StorageReader):
         self._manifest: ShardedManifest | None = None
         self._where = ""
         self.progress = progress
+        self._scratch = scratch_targets
+        self._files: dict[int, BinaryIO] | None = None  # open objects while read_data runs (one open per object)
 
     # ---------------------------------------------------------------- DCP's calls
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
@@ -197,6 +202,17 @@ class Reader(StorageReader):
             by_key[key_of(item.storage_index)].append(item)
         checked: set[int] = set()
         actions: list[Action] = []
+        self._files = {}
+        try:
+            self._verify_items(by_key, index, checked, actions, planner)
+        finally:
+            files, self._files = self._files, None
+            for f in files.values():
+                f.close()
+        return actions
+
+    def _verify_items(self, by_key: dict[Any, list[ReadItem]], index: dict[Any, Any], checked: set[int],
+                      actions: list[Action], planner: FitoLoadPlanner) -> None:
         for key, reqs in by_key.items():
             if key not in index:
                 raise UnsafeCheckpointError(path=self._where, unit=str(key[0]), expected="a chunk the manifest lists", found=f"a read of {key}")
@@ -209,7 +225,6 @@ class Reader(StorageReader):
                 actions += [planner.prepare_value(req, raw.numpy().tobytes(), self._where) for req in reqs]
             else:
                 actions += self._tensor_actions(key[0], piece, dtype, sizes, reqs, planner)
-        return actions
 
     def _check_object(self, rank: int) -> None:
         m = self._manifest
@@ -217,7 +232,12 @@ class Reader(StorageReader):
         obj = m.objects[rank]
         try:
             size = self.storage.size(obj.file)
-            with self.storage.open_read(obj.file) as f:
+            if self._files is None:
+                with self.storage.open_read(obj.file) as f:
+                    head = f.read(HEADER.size)
+            else:
+                f = self._open(rank)
+                f.seek(0)
                 head = f.read(HEADER.size)
         except FileNotFoundError:
             raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"the object of rank {rank}", found="no such file") from None
@@ -227,26 +247,24 @@ class Reader(StorageReader):
         for what, expected, found in check_header(head, ObjectHeader(m.epoch, rank, items, m.attempt)):
             raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"{what} {expected!r}", found=f"{what} {found!r}")
 
-    def _read_blocks(self, piece: Piece, fqn: str, start: int, end: int) -> tuple[torch.Tensor, int]:
-        """Read and verify the whole blocks holding bytes [start, end) of `piece`; return them and where they begin."""
+    def _read_blocks(self, piece: Piece, fqn: str, start: int, end: int,
+                     into: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+        """Read and verify the whole blocks holding bytes [start, end) of `piece`; return them and where they
+        begin. `into`: a flat uint8 tensor of exactly that many bytes to read them into (else a new buffer)."""
         m = self._manifest
         assert m is not None
         first, last = block_span(start, end, piece.length, m.block_bytes)
         begin, stop = first * m.block_bytes, min(last * m.block_bytes, piece.length)
-        buf = torch.empty(stop - begin, dtype=torch.uint8)
+        buf = torch.empty(stop - begin, dtype=torch.uint8) if into is None else into
+        assert buf.numel() == stop - begin
         self.bytes_read += stop - begin
         view = memoryview(buf.numpy()) if len(buf) else memoryview(b"")
         obj = m.objects[piece.rank]
-        with self.storage.open_read(obj.file) as f:
-            f.seek(piece.offset + begin)
-            got = 0
-            while got < len(view):
-                n = f.readinto(view[got:])
-                if not n:
-                    raise CheckpointCorruptError(path=obj.file, unit=fqn, expected=f"{len(view)} bytes at {piece.offset + begin}", found=f"{got}")
-                got += n
-                if self.progress is not None:
-                    self.progress(n)
+        if self._files is None:
+            with self.storage.open_read(obj.file) as f:
+                self._read_into(f, view, piece.offset + begin, obj.file, fqn)
+        else:
+            self._read_into(self._open(piece.rank), view, piece.offset + begin, obj.file, fqn)
         for b in range(first, last):
             lo = b * m.block_bytes - begin
             found = block_digest(m.algorithm, view[lo:lo + m.block_bytes])
@@ -255,25 +273,55 @@ class Reader(StorageReader):
                                              found=f"{m.algorithm}:{found}", hint="an earlier committed step may still be whole: Checkpointer.restore(..., fallback=True) or Reader(root, step=...)")
         return buf, begin
 
+    def _open(self, rank: int) -> BinaryIO:
+        """The object of `rank`, opened once while read_data runs."""
+        assert self._files is not None and self._manifest is not None
+        f = self._files.get(rank)
+        if f is None:
+            f = self._files[rank] = self.storage.open_read(self._manifest.objects[rank].file)
+        return f
+
+    def _read_into(self, f: BinaryIO, view: memoryview, at: int, file: str, fqn: str) -> None:
+        f.seek(at)
+        got = 0
+        while got < len(view):
+            n = f.readinto(view[got:])
+            if not n:
+                raise CheckpointCorruptError(path=file, unit=fqn, expected=f"{len(view)} bytes at {at}", found=f"{got}")
+            got += n
+            if self.progress is not None:
+                self.progress(n)
+
     def _tensor_actions(self, fqn: str, piece: Piece, dtype: str, sizes: tuple[int, ...], reqs: list[ReadItem],
                         planner: FitoLoadPlanner) -> list[Action]:
         torch_dtype = DTYPES[dtype]
         itemsize = torch.empty((), dtype=torch_dtype).element_size()
         strides = _contiguous_strides(sizes)
         spans = [_element_span(r.storage_offsets, r.lengths, strides) for r in reqs]
-        wanted = [s for s in spans if s is not None]
-        if not wanted:
-            return []
-        buf, begin = self._read_blocks(piece, fqn, min(s[0] for s in wanted) * itemsize, max(s[1] for s in wanted) * itemsize)
-        flat = buf.view(torch_dtype)
-        actions: list[Action] = []
-        for req, span in zip(reqs, spans):
+        dsts = []
+        for req in reqs:
             dst = planner.resolve_tensor(req).detach()
             if tuple(dst.shape) != tuple(req.lengths) or dst.dtype != torch_dtype:
                 raise StateMismatchError(f"{req.dest_index.fqn}: target piece {dst.dtype}{list(dst.shape)}, checkpoint "
                                          f"{torch_dtype}{list(req.lengths)}")
+            dsts.append(dst)
+        actions: list[Action] = []
+        whole = piece.length // itemsize
+        rest = []
+        for req, span, dst in zip(reqs, spans, dsts):
             if span is None:
                 continue
+            if self._scratch and span == (0, whole) and whole * itemsize == piece.length and dst.is_contiguous():
+                # the whole chunk into its own (scratch) target: verified in place, nothing to copy later
+                self._read_blocks(piece, fqn, 0, piece.length, into=dst.reshape(-1).view(torch.uint8))
+                actions.append(_committer(planner, req, dst))
+            else:
+                rest.append((req, span, dst))
+        if not rest:
+            return actions
+        buf, begin = self._read_blocks(piece, fqn, min(s[0] for _, s, _ in rest) * itemsize, max(s[1] for _, s, _ in rest) * itemsize)
+        flat = buf.view(torch_dtype)
+        for req, span, dst in rest:
             src = flat.as_strided(tuple(req.lengths), strides, span[0] - begin // itemsize)
             actions.append(_copier(planner, req, dst, src))
         return actions
@@ -331,6 +379,12 @@ def _element_span(offsets: Any, lengths: Any, strides: tuple[int, ...]) -> tuple
     first = sum(o * s for o, s in zip(offsets, strides))
     last = sum((o + n - 1) * s for o, n, s in zip(offsets, lengths, strides))
     return first, last + 1
+
+
+def _committer(planner: LoadPlanner, req: ReadItem, dst: torch.Tensor) -> Action:
+    def commit() -> None:
+        planner.commit_tensor(req, dst)
+    return commit
 
 
 def _copier(planner: LoadPlanner, req: ReadItem, dst: torch.Tensor, src: torch.Tensor) -> Action:

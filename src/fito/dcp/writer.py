@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -53,6 +54,7 @@ from fito.storage import open_storage
 log = logging.getLogger("fito")
 READY_FQN = "__fito_ready__"  # the index of the one WriteResult per rank that carries its READY
 PUBLISH_TRIES = 3
+OVERLAP_BYTES = 1 << 20  # a block at least this big is hashed in a helper thread while it is written
 
 
 @dataclass(frozen=True)
@@ -272,26 +274,38 @@ rank writes, as it is written (a progress bar; keep it cheap)."""
 
 def _write_object(f: BinaryIO, header: ObjectHeader, plan: SavePlan, planner: SavePlanner, block_bytes: int,
                   algorithm: str, pieces: list[Piece], progress: Callable[[int], None] | None = None) -> int:
-    """Header, then each item on a 64-byte boundary, hashed block by block as it is written. Returns the size."""
+    """Header, then each item on a 64-byte boundary, hashed block by block as it is written (a large block
+    in a helper thread during its own write: both release the GIL). Returns the size."""
     _write_all(f, memoryview(header.pack()))
     offset = HEADER.size
-    for item in plan.items:
-        data = planner.resolve_data(item)  # lazily: DCP may allocate (e.g. a device-to-host copy) here
-        raw = memoryview(data.getbuffer()) if item.type == WriteItemType.BYTE_IO else tensor_bytes(data)
-        raw = raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
-        blocks = []
-        for start in range(0, max(len(raw), 1), block_bytes):
-            block = raw[start:start + block_bytes]
-            blocks.append(block_digest(algorithm, block))
-            _write_all(f, block)
-            if progress is not None:
-                progress(len(block))
-        pieces.append(Piece(header.rank, offset, len(raw), tuple(blocks), header.epoch))
-        offset += len(raw)
-        pad = padding(offset)
-        if pad:
-            _write_all(f, memoryview(bytes(pad)))
-            offset += pad
+    hasher: ThreadPoolExecutor | None = None
+    try:
+        for item in plan.items:
+            data = planner.resolve_data(item)  # lazily: DCP may allocate (e.g. a device-to-host copy) here
+            raw = memoryview(data.getbuffer()) if item.type == WriteItemType.BYTE_IO else tensor_bytes(data)
+            raw = raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
+            blocks = []
+            for start in range(0, max(len(raw), 1), block_bytes):
+                block = raw[start:start + block_bytes]
+                if len(block) < OVERLAP_BYTES:  # small: a thread hand-off would cost more than the hash
+                    blocks.append(block_digest(algorithm, block))
+                    _write_all(f, block)
+                else:
+                    hasher = hasher or ThreadPoolExecutor(1, thread_name_prefix="fito-hash")
+                    pending = hasher.submit(block_digest, algorithm, block)
+                    _write_all(f, block)
+                    blocks.append(pending.result())
+                if progress is not None:
+                    progress(len(block))
+            pieces.append(Piece(header.rank, offset, len(raw), tuple(blocks), header.epoch))
+            offset += len(raw)
+            pad = padding(offset)
+            if pad:
+                _write_all(f, memoryview(bytes(pad)))
+                offset += pad
+    finally:
+        if hasher is not None:
+            hasher.shutdown()
     return offset
 
 
