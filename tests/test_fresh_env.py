@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 INNER = "FITO_TEST_INSIDE_FRESH_ENV"
 
-pytestmark = [pytest.mark.slow, pytest.mark.fresh_env, pytest.mark.multiproc,
+# The venv install plus a whole inner run of the suite take far longer than the 600 s default per test.
+pytestmark = [pytest.mark.slow, pytest.mark.fresh_env, pytest.mark.multiproc, pytest.mark.timeout(3300),
               pytest.mark.skipif(bool(os.environ.get(INNER)), reason="already inside the fresh environment")]
 
 
