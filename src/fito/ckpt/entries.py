@@ -183,13 +183,30 @@ def capture_entry(name: str, obj: Any, state: Mapping[str, Any]) -> Captured:
     else:
         data = obj
     leaves: list[torch.Tensor] = []
-    keys: list[str] = []
+    keys = ItemNames()
     node = encode_tree(data, (), f"/{name}/data", leaves, keys, 0)
-    doc = {"format": DOC_FORMAT, "kind": kind, "class": cls, "data": node, "keys": keys}
+    doc = {"format": DOC_FORMAT, "kind": kind, "class": cls, "data": node, "keys": list(keys)}
     return Captured(name, kind, doc, leaves, bool(getattr(type(obj), "fito_rank_local", False)))
 
 
-def encode_tree(value: Any, parts: tuple[str, ...], where: str, leaves: list[torch.Tensor], keys: list[str],
+class ItemNames(list[str]):
+    """Item names in leaf order, each made unique (`path#n`); a set beside the list keeps adding O(1), so an
+    entry of 20,000 tensors is not quadratic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._taken: set[str] = set()
+
+    def add(self, path: str) -> None:
+        name, n = path, 0
+        while name in self._taken:
+            n += 1
+            name = f"{path}#{n}"
+        self._taken.add(name)
+        self.append(name)
+
+
+def encode_tree(value: Any, parts: tuple[str, ...], where: str, leaves: list[torch.Tensor], keys: ItemNames,
                 depth: int) -> Any:
     """fito's tree codec (fito.ckpt.tree), with tensors -- DTensors too -- handed to DCP as leaves."""
     if depth > MAX_DEPTH:
@@ -211,7 +228,7 @@ def encode_tree(value: Any, parts: tuple[str, ...], where: str, leaves: list[tor
             leaf = torch.from_numpy(array.reshape(-1).view(np.uint8))
         node[tag] = len(leaves)
         leaves.append(leaf)
-        keys.append(_unique("/".join(parts), keys))
+        keys.add("/".join(parts))
         return node
     d = depth + 1
     if isinstance(value, dict):
@@ -223,15 +240,6 @@ def encode_tree(value: Any, parts: tuple[str, ...], where: str, leaves: list[tor
         items = [encode_tree(v, (*parts, str(i)), f"{where}/{i}", leaves, keys, d) for i, v in enumerate(value)]
         return {"l" if isinstance(value, list) else "t": items}
     return encode(value, where, [])  # a scalar; anything else is refused there, naming the entry
-
-
-def _unique(path: str, taken: list[str]) -> str:
-    if path not in taken:
-        return path
-    n = 1
-    while f"{path}#{n}" in taken:
-        n += 1
-    return f"{path}#{n}"
 
 
 # ---------------------------------------------------------------- restore: what the live objects offer
