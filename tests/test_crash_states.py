@@ -98,3 +98,16 @@ def test_with_keep_2_the_older_kept_step_stays_restorable_by_number(tmp_path: Pa
     report = check_fito_crash_states(tmp_path, keep=2, steps=(1, 2, 3))
     assert report.violations == []
     assert set(report.outcomes) == {"restored step 2", "restored step 3"}
+
+
+def test_localfs_persist_is_fsync_of_the_file_then_of_its_directory(tmp_path: Path) -> None:
+    """The one durability verb above the seam, in POSIX primitives (what RecordingFS and the crash states see)."""
+    log: list[Op] = []
+    fs = RecordingFS(tmp_path / "r", log)
+    fs.makedirs("d/e")
+    fs.write_bytes("d/e/f", b"x")
+    fs.write_bytes("g", b"y")
+    del log[:]
+    fs.persist("d/e/f")
+    fs.persist("g")
+    assert log == [Op("fsync_file", "d/e/f"), Op("fsync_dir", "d/e"), Op("fsync_file", "g"), Op("fsync_dir", "")]

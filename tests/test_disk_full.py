@@ -138,3 +138,34 @@ def test_the_checkpointer_takes_any_storage_and_localfs_is_one(tmp_path):
     ck = fito.Checkpointer(storage)
     assert ck.storage is storage and ck.root == storage.root
     ck.close()
+
+
+class SeamOnly:
+    """A Storage that answers only the methods of the Storage protocol (as an object store would): no
+    fsync_file/fsync_dir, nothing POSIX, so a save that reaches past the seam fails with AttributeError."""
+
+    SEAM = frozenset(n for n in vars(Storage) if not n.startswith("_")) | {"root"}
+
+    def __init__(self, inner: LocalFS) -> None:
+        self._inner = inner
+        self.root = inner.root
+
+    def __getattr__(self, name: str):
+        if name not in SeamOnly.SEAM:
+            raise AttributeError(f"{name} is not part of the Storage seam")
+        return getattr(self._inner, name)
+
+
+def test_a_save_and_restore_use_only_the_storage_seam_and_persist_is_its_durability_verb(tmp_path):
+    assert "persist" in SeamOnly.SEAM and not {"fsync_file", "fsync_dir"} & SeamOnly.SEAM
+    storage = SeamOnly(LocalFS(tmp_path))
+    assert isinstance(storage, Storage)
+    state = make_state(0)
+    train_steps(state, 2)
+    expected = snapshot(state)
+    ck = fito.Checkpointer(storage)
+    assert ck.save(1, state) == 1
+    target = make_state(5)
+    assert ck.restore(target) == 1
+    assert_same(expected, snapshot(target))
+    ck.close()

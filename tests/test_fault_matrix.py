@@ -1,5 +1,5 @@
 """Fault-injection matrix at the storage and decision-store seams, on 2 real gloo ranks (issue 9):
-{unit write, fsync, manifest write, publish, post-commit GC} x {rank 0, rank 1} x {exception, ENOSPC, EIO}.
+{unit write, persist, manifest write, publish, post-commit GC} x {rank 0, rank 1} x {exception, ENOSPC, EIO}.
 
 Each cell starts from a root with step 1 committed, makes one rank's storage or decision store fail at one
 phase while saving step 2, and checks every rank's outcome and message, that the previous step is intact and
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.multiproc, pytest.mark.slow]  # ~20 s: two processes r
 
 # What each kind of fault must be called in the message (item 11: what happened, not a guess).
 CAUSE = {"ENOSPC": "no space left on device", "EIO": "input/output error", "exception": "injectedfault"}
-PRE_COMMIT = ("unit write", "fsync", "manifest write", "publish")
+PRE_COMMIT = ("unit write", "persist", "manifest write", "publish")
 # Phases only the coordinator (rank 0) performs: on rank 1 the fault is never reached.
 COORDINATOR_ONLY = ("manifest write", "publish", "post-commit GC")
 

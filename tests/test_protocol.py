@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from fito.protocol import (
-    Begin, CollectGarbage, Coordinator, CoordinatorPhase, DecisionPublished, FsyncDir, FsyncFile, Fsynced,
-    ManifestWritten, Notify, Participant, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived,
+    Begin, CollectGarbage, Coordinator, CoordinatorPhase, DecisionPublished, ManifestWritten, Notify,
+    Participant, Persist, Persisted, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived,
     SendReady, ShardWritten, TimedOut, UnitEntry, WriteManifest, WriteShard, choose_epoch,
 )
 from fito.protocol.messages import Committed, shard_path
@@ -16,17 +16,16 @@ def _participant_to_ready(rank: int = 0) -> tuple[Participant, list]:
     path = shard_path(7, "a1", rank)
     p, cmds = p.handle(ShardWritten(path, 128, (UnitEntry("w", 0, 128, "xxh3-128:00", 7),)))
     trace += cmds
-    p, cmds = p.handle(Fsynced(path))
-    trace += cmds
-    p, cmds = p.handle(Fsynced("dir"))
+    p, cmds = p.handle(Persisted(path))
     trace += cmds
     return p, trace
 
 
-def test_participant_sends_ready_only_after_file_and_directory_fsync():
+def test_participant_sends_ready_only_after_its_object_is_persisted():
     p, trace = _participant_to_ready()
     kinds = [type(c) for c in trace]
-    assert kinds == [WriteShard, FsyncFile, FsyncDir, SendReady]
+    assert kinds == [WriteShard, Persist, SendReady]
+    assert trace[1] == Persist(trace[0].path)  # the object itself: its directory is the storage's business
     ready = trace[-1].ready
     assert ready.units[0].hash == "xxh3-128:00" and ready.units[0].epoch == 7
     assert trace[0].path == "epochs/000000000007/a1/rank-00000.fito"
@@ -51,10 +50,8 @@ def test_coordinator_publishes_only_after_all_readies_and_durable_manifest():
     c, cmds = c.handle(ReadyReceived(_ready(0)))
     assert isinstance(cmds[0], WriteManifest) and [r.rank for r in cmds[0].readies] == [0, 1]
     c, cmds = c.handle(ManifestWritten("m.json", "xxh3-128:ab"))
-    assert cmds == [FsyncFile("m.json")]
-    c, cmds = c.handle(Fsynced("m.json"))
-    assert isinstance(cmds[0], FsyncDir)
-    c, cmds = c.handle(Fsynced("dir"))
+    assert cmds == [Persist("m.json")] and c.phase is CoordinatorPhase.PERSISTING
+    c, cmds = c.handle(Persisted("m.json"))
     assert cmds == [PublishDecision(7, "a1", "commit", "m.json", "xxh3-128:ab")]
     c, cmds = c.handle(DecisionPublished("commit"))
     assert cmds == [Notify(7, "a1", "commit"), CollectGarbage(7, "a1")]  # tell, then collect: never before
@@ -73,7 +70,7 @@ def test_rank_failure_or_timeout_before_publish_aborts():
 def _publishing_coordinator() -> Coordinator:
     """A 1-rank coordinator that has just emitted PublishDecision(commit)."""
     c, _ = Coordinator(1).handle(Begin(7, "a1"))
-    for event in (ReadyReceived(_ready(0)), ManifestWritten("m", "h"), Fsynced("m"), Fsynced("d")):
+    for event in (ReadyReceived(_ready(0)), ManifestWritten("m", "h"), Persisted("m")):
         c, _ = c.handle(event)
     assert c.phase is CoordinatorPhase.PUBLISHING
     return c
@@ -148,9 +145,9 @@ def test_without_a_global_plan_nothing_is_checked():
 
 def test_the_coordinator_carries_its_fence_into_every_publish_and_gc():
     c, _ = Coordinator(1).handle(Begin(7, "a1", fence=5))
-    for event in (ReadyReceived(_ready(0)), ManifestWritten("m", "h"), Fsynced("m")):
+    for event in (ReadyReceived(_ready(0)), ManifestWritten("m", "h")):
         c, _ = c.handle(event)
-    c, cmds = c.handle(Fsynced("d"))
+    c, cmds = c.handle(Persisted("m"))
     assert cmds == [PublishDecision(7, "a1", "commit", "m", "h", fence=5)]
     c, cmds = c.handle(DecisionPublished("commit"))
     assert cmds[1] == CollectGarbage(7, "a1", fence=5)
@@ -166,12 +163,12 @@ def test_drive_is_feed_then_step_and_recording_sees_every_command():
     from fito.protocol.drive import drive, feed, recording, step
 
     def execute(cmd):
-        return Fsynced(cmd.path) if isinstance(cmd, (FsyncFile, FsyncDir)) else (
+        return Persisted(cmd.path) if isinstance(cmd, Persist) else (
             ShardWritten(cmd.path, 1, ()) if isinstance(cmd, WriteShard) else None)
 
     seen: list = []
     p, outbox = drive(Participant(0), Begin(7, "a1"), recording(execute, "rank0", lambda who, c: seen.append((who, c))))
-    assert [type(c) for _, c in seen] == [WriteShard, FsyncFile, FsyncDir, SendReady] and {w for w, _ in seen} == {"rank0"}
+    assert [type(c) for _, c in seen] == [WriteShard, Persist, SendReady] and {w for w, _ in seen} == {"rank0"}
     assert [type(c) for c in outbox] == [SendReady]
     q, pending = feed(Participant(0), Begin(7, "a1"))
     sent = []

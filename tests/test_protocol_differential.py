@@ -29,8 +29,8 @@ _spec.loader.exec_module(trace)
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 
-PARTICIPANT = ["WriteShard", "FsyncFile", "FsyncDir", "SendReady"]
-COORDINATOR = ["WriteManifest", "FsyncFile", "FsyncDir", "PublishDecision", "Notify", "CollectGarbage"]
+PARTICIPANT = ["WriteShard", "Persist", "SendReady"]
+COORDINATOR = ["WriteManifest", "Persist", "PublishDecision", "Notify", "CollectGarbage"]
 
 
 def checker(ranks: int, mutation: str | None = None) -> dict[str, list[Any]]:

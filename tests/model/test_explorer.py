@@ -2,12 +2,20 @@
 bilateral protocol passes exhaustively for 2 and 3 ranks (state counts pinned, so a change in the
 protocol or the model that alters the explored space is noticed).
 
-Where the pinned bilateral counts come from, and why they did not change with issue 10 (re-derived by
-running the explorer before and after; every row of benchmarks/results/model_checking.md is unchanged too:
-2 attempts 106,528, 2 epochs 36,141, zombies 328,670 / 314,509):
+Where the pinned bilateral counts come from, and why they changed with Persist (issue 10's seam; re-derived by
+running the explorer before and after):
 - A state is (machines, pending commands, network multiset, simulated disk, decision log, ghost history,
   fence tokens, attempt owners); successors are: a process executes its next command, a message is
   delivered or lost, the coordinator times out, a process crashes, the job restarts.
+- Participants and coordinator used to emit FsyncFile then FsyncDir, two steps per object; they now emit one
+  Persist, executed on the simulated disk as fsync file + fsync directory in one step (fito.model.simexec
+  says why no crash state is lost). Gone are the states where a process sat between its two fsyncs
+  (bytes durable, name not), times every interleaving of the other processes with that point: 2 ranks
+  3,008 -> 2,225 states, 14,382 -> 10,421 transitions, depth 21 -> 18; 3 ranks 99,068 -> 58,693; retry
+  22,939 -> 9,389; paper-literal (the library's participant) 3,460 -> 2,624; zombies with the token at
+  first publish 328,670 -> 163,265 (counterexample 32 -> 26 steps). Every property verdict is unchanged.
+
+Why they did not change with issue 10 before that:
 - The explorer now drives the machines through fito.protocol.drive (`feed` on delivery and timeout,
   `step` per command) instead of its own loop; `step` executes and feeds back in the same order the old loop
   did (first pending command, reply handled at once, new commands queued behind), so every transition
@@ -79,7 +87,7 @@ def test_paper_literal_recovers_a_mix_when_commit_reaches_one_rank() -> None:
     lost = result.violations["CommittedStaysRecoverable"]
     assert lost.trace[-1] == "coord: decide commit e2/a (the variant's commit point)"
     assert "AbortedNeverVisible" not in result.violations
-    assert result.states == 3460
+    assert result.states == 2624  # 3,460 before Persist: its participant is the library's (module docstring)
     for c in result.violations.values():
         _, violations = replay("paper-literal", Config(ranks=2), c.trace)
         assert c.property in {v.property for v in violations}
@@ -88,11 +96,12 @@ def test_paper_literal_recovers_a_mix_when_commit_reaches_one_rank() -> None:
 def test_bilateral_two_ranks_holds_exhaustively() -> None:
     result = explore("bilateral", Config(ranks=2))
     assert result.ok and result.complete, [c.render() for c in result.violations.values()]
-    # 3,008 states / 14,382 transitions / depth 21: unchanged by issue 10 (see the module docstring). The
-    # deepest BFS path is the happy path (2 x 4 participant commands, 2 READY deliveries, 6 coordinator
-    # commands, 2 COMMIT deliveries = 18 steps) followed by a crash of each of the 3 processes (machines back
-    # to fresh: a state not seen before).
-    assert (result.states, result.transitions, result.max_depth) == (3008, 14382, 21)
+    # 2,225 states / 10,421 transitions / depth 18 (3,008 / 14,382 / 21 before Persist replaced FsyncFile +
+    # FsyncDir: the states between a process's two fsyncs are gone; see the module docstring). The deepest
+    # BFS path is the happy path (2 x 3 participant commands, 2 READY deliveries, 5 coordinator commands,
+    # 2 COMMIT deliveries = 15 steps; 18 before, one FsyncDir per rank and coordinator) followed by a crash
+    # of each of the 3 processes (machines back to fresh: a state not seen before).
+    assert (result.states, result.transitions, result.max_depth) == (2225, 10421, 18)
     assert result.crash_images > 0
 
 
@@ -100,15 +109,18 @@ def test_bilateral_two_ranks_holds_exhaustively() -> None:
 def test_bilateral_three_ranks_holds_exhaustively() -> None:
     result = explore("bilateral", Config(ranks=3))
     assert result.ok and result.complete
-    assert result.states == 99068  # unchanged by issue 10: the 2-rank reasons hold per rank (module docstring)
+    # 58,693 (99,068 before Persist: per process one step fewer between write and READY/publish, times
+    # the other processes' interleavings with it; module docstring)
+    assert result.states == 58693
 
 
 def test_bilateral_with_a_retry_keeps_the_aborted_attempt_invisible() -> None:
     cfg = Config(ranks=2, attempts=2, message_loss=False, crashes=False)
     result = explore("bilateral", cfg)
-    # 22,939: unchanged by issue 10; a job restart begins a new coordinator with a new token (World.fence and
-    # the machine's own fence move together), so the retry adds no state the old model did not have
-    assert result.ok and result.complete and result.states == 22939
+    # 9,389 (22,939 before Persist, whose one step per object removes the between-fsyncs states of both
+    # attempts; unchanged by issue 10 before that: a job restart begins a new coordinator with a new token,
+    # World.fence and the machine's own fence move together, so the retry adds no state of its own)
+    assert result.ok and result.complete and result.states == 9389
     # the space really contains an aborted first attempt followed by a committed second one
     paper = explore("paper-literal", cfg, stop_at_first=True)
     assert not paper.ok
@@ -151,7 +163,7 @@ def test_cli_exit_codes_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     env = json.loads(capsys.readouterr().out)
     assert env["command"] == "check" and env["verdict"] == "holds"
     doc = env["result"]
-    assert doc["ok"] is True and doc["states"] == 3008
+    assert doc["ok"] is True and doc["states"] == 2225
     assert set(doc["properties"].values()) == {"holds"}
 
 
@@ -176,16 +188,16 @@ def test_cli_search_cut_short_is_unknown_not_holds(capsys: pytest.CaptureFixture
 ZOMBIE_TRACE = [
     "start: epoch 1 committed and durable on 2 ranks; every process begins saving epoch 2 attempt a",
     *[f"rank{r}: {step}" for r in (0, 1) for step in (
-        f"write shard e2/a/rank-{r}.fito", f"fsync e2/a/rank-{r}.fito", "fsync dir e2/a/", "send READY(e2/a)")],
+        f"write shard e2/a/rank-{r}.fito", f"persist e2/a/rank-{r}.fito", "send READY(e2/a)")],
     "net: deliver READY(rank0, e2/a) to coord", "net: deliver READY(rank1, e2/a) to coord",
-    "coord: write manifest e2/a/manifest.json", "coord: fsync e2/a/manifest.json", "coord: fsync dir e2/a/",
+    "coord: write manifest e2/a/manifest.json", "coord: persist e2/a/manifest.json",
     "job restart, but the old coordinator survives as a zombie; every other process begins epoch 2 attempt b",
     *[f"rank{r}: {step}" for r in (0, 1) for step in (
-        f"write shard e2/b/rank-{r}.fito", f"fsync e2/b/rank-{r}.fito", "fsync dir e2/b/", "send READY(e2/b)")],
+        f"write shard e2/b/rank-{r}.fito", f"persist e2/b/rank-{r}.fito", "send READY(e2/b)")],
     "zombie coord: publish decision commit e2/a (durable, atomic)",
     "zombie coord: notify every rank: commit e2/a",
     "net: deliver READY(rank0, e2/b) to coord", "net: deliver READY(rank1, e2/b) to coord",
-    "coord: write manifest e2/b/manifest.json", "coord: fsync e2/b/manifest.json", "coord: fsync dir e2/b/",
+    "coord: write manifest e2/b/manifest.json", "coord: persist e2/b/manifest.json",
     "zombie coord: collect garbage (keep 1): retire+delete ['e1/x'], delete undecided ['e2/b/']",
     "coord: publish decision commit e2/b (durable, atomic)",
 ]
@@ -193,7 +205,7 @@ ZOMBIE_TRACE = [
 
 def test_lazy_fencing_lets_a_zombie_delete_the_live_attempt_before_it_commits() -> None:
     """Found by `fito check --attempts 2 --zombies --fence-at-first-publish --no-loss --no-crashes`
-    (BFS-shortest, 32 steps) in the Checkpointer before b7688c9: the token was taken at the first publish,
+    (BFS-shortest, 26 steps; 32 with FsyncFile + FsyncDir) in the Checkpointer before b7688c9: the token was taken at the first publish,
     so a zombie that publishes first held the newest token, and its garbage collection deleted the live
     job's finished attempt, which then committed with no files."""
     cfg = Config(ranks=2, attempts=2, zombies=True, fence_at_first_publish=True, message_loss=False, crashes=False)
@@ -204,6 +216,6 @@ def test_lazy_fencing_lets_a_zombie_delete_the_live_attempt_before_it_commits() 
     eager = Config(ranks=2, attempts=2, zombies=True, message_loss=False, crashes=False)  # the library since b7688c9
     with pytest.raises(ValueError, match="zombie coord: publish decision commit e2/a"):
         replay("bilateral", eager, ZOMBIE_TRACE)
-    refused = ZOMBIE_TRACE[:23] + ["zombie coord: publish decision commit e2/a: REFUSED, stale fence"]
+    refused = ZOMBIE_TRACE[:17] + ["zombie coord: publish decision commit e2/a: REFUSED, stale fence"]
     _, violations = replay("bilateral", eager, refused)
     assert violations == []

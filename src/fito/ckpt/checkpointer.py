@@ -37,8 +37,8 @@ from fito.errors import (
     RestoreFailedError, StateMismatchError, UnsafeCheckpointError, ValidationError,
 )
 from fito.protocol import (
-    Begin, CollectGarbage, Coordinator, DecisionPublished, FsyncDir, FsyncFile, Fsynced, ManifestWritten,
-    Notify, Participant, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady,
+    Begin, CollectGarbage, Coordinator, DecisionPublished, ManifestWritten,
+    Notify, Participant, Persist, Persisted, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady,
     UnitEntry, WriteManifest, WriteShard,
 )
 from fito.protocol.layout import attempt_name
@@ -274,9 +274,10 @@ class Checkpointer:
                             self.storage.makedirs(attempt_dir(cmd.epoch, cmd.attempt))
                             events.append(write_shard(self.storage, cmd.path, epoch=cmd.epoch, rank=cmd.rank,
                                                       units=units, algorithm=self.algorithm, progress=advance))
-                        elif isinstance(cmd, (FsyncFile, FsyncDir)):
-                            phase, where = "fsync", cmd.path
-                            events.append(self._fsync(cmd))
+                        elif isinstance(cmd, Persist):
+                            phase, where = "persist", cmd.path
+                            self.storage.persist(cmd.path)
+                            events.append(Persisted(cmd.path))
                         elif isinstance(cmd, SendReady):
                             ready = cmd.ready
         except Exception as exc:  # report to the coordinator instead of leaving it waiting
@@ -304,9 +305,10 @@ class Checkpointer:
                         data = manifest_mod.build(cmd.epoch, cmd.attempt, cmd.readies, self.algorithm)
                         self.storage.write_bytes(cmd.path, data)
                         events.append(ManifestWritten(cmd.path, digest(self.algorithm, data)))
-                    elif isinstance(cmd, (FsyncFile, FsyncDir)):
-                        phase, where = "fsync", cmd.path
-                        events.append(self._fsync(cmd))
+                    elif isinstance(cmd, Persist):
+                        phase, where = "persist", cmd.path
+                        self.storage.persist(cmd.path)
+                        events.append(Persisted(cmd.path))
                     elif isinstance(cmd, PublishDecision) and cmd.outcome == "abort":
                         # The abort record is a courtesy (presumed abort holds without it): failing to write
                         # it (a full disk) must not hide why the attempt aborted.
@@ -327,13 +329,6 @@ class Checkpointer:
         # Files of an abort may go at once only if no commit was ever sent: a commit whose reply was lost may
         # still land, and then its files must be there (GC removes them later if it did not).
         return {"outcome": notify.outcome, "reason": notify.reason, "clean": notify.outcome == "abort" and not sent_commit}
-
-    def _fsync(self, cmd: FsyncFile | FsyncDir) -> Fsynced:
-        if isinstance(cmd, FsyncFile):
-            self.storage.fsync_file(cmd.path)
-        else:
-            self.storage.fsync_dir(cmd.path)
-        return Fsynced(cmd.path)
 
     def _publish(self, cmd: PublishDecision) -> DecisionPublished | PublishRejected:
         decision = Decision(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash,

@@ -27,7 +27,7 @@ SQLITE_CAUSES: list[tuple[str, int | None, str]] = [
                                  "on this root?); retry when it has finished"),
 ]
 
-PHASES = ("unit write", "fsync", "manifest write", "publish", "post-commit GC")
+PHASES = ("unit write", "persist", "manifest write", "publish", "post-commit GC")
 
 
 def cause(exc: BaseException, obj: str = "") -> str:

@@ -42,8 +42,8 @@ from fito.plan.metadata import expected_items, key_of, to_manifest
 from fito.plan.save import LocalPlanData
 from fito.plan.values import tensor_bytes
 from fito.protocol import (
-    Begin, Command, Coordinator, DecisionPublished, FsyncDir, FsyncFile, Fsynced, ManifestWritten, Notify,
-    Participant, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady, ShardWritten,
+    Begin, Command, Coordinator, DecisionPublished, ManifestWritten, Notify, Participant, Persist, Persisted,
+    PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady, ShardWritten,
     UnitEntry, WriteManifest, WriteShard,
 )
 from fito.protocol.drive import Executor, drive, recording
@@ -144,7 +144,7 @@ rank writes, as it is written (a progress bar; keep it cheap)."""
                 return ShardWritten(cmd.path, size, units)
             if isinstance(cmd, SendReady):
                 return None  # the READY travels back to the coordinator in the WriteResults
-            phase, where = "fsync", getattr(cmd, "path", where)
+            phase, where = "persist", getattr(cmd, "path", where)
             return self._persist(cmd)
 
         try:
@@ -215,7 +215,7 @@ rank writes, as it is written (a progress bar; keep it cheap)."""
             if isinstance(cmd, CollectGarbage):
                 collect.append(cmd)  # after the outcome is known; see below
                 return None
-            phase, where = "fsync", getattr(cmd, "path", where)
+            phase, where = "persist", getattr(cmd, "path", where)
             return self._persist(cmd)
 
         execute = self._observed("coord", execute)
@@ -263,13 +263,10 @@ rank writes, as it is written (a progress bar; keep it cheap)."""
         return execute if self.observe is None else recording(execute, who, self.observe)
 
     def _persist(self, cmd: Command) -> Event:
-        if isinstance(cmd, FsyncFile):
-            self.storage.fsync_file(cmd.path)
-        elif isinstance(cmd, FsyncDir):
-            self.storage.fsync_dir(cmd.path)
-        else:
+        if not isinstance(cmd, Persist):
             raise AssertionError(f"unexpected protocol command {cmd!r}")
-        return Fsynced(cmd.path)
+        self.storage.persist(cmd.path)
+        return Persisted(cmd.path)
 
 
 def _write_object(f: BinaryIO, header: ObjectHeader, plan: SavePlan, planner: SavePlanner, block_bytes: int,

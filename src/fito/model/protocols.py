@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Callable, NamedTuple, Union
 
 from fito.protocol import (
-    Aborted, Begin, CollectGarbage, Command, Committed, Coordinator, CoordinatorPhase, Event, FsyncFile,
-    Fsynced, Notify, Participant, ParticipantPhase, PublishDecision, Ready, ReadyReceived, SendReady,
+    Aborted, Begin, CollectGarbage, Command, Committed, Coordinator, CoordinatorPhase, Event, Notify,
+    Participant, ParticipantPhase, Persist, Persisted, PublishDecision, Ready, ReadyReceived, SendReady,
     ShardWritten, UnitEntry, choose_epoch,
 )
 from fito.protocol.gc import live_commits
@@ -184,8 +184,8 @@ class NaiveRank:
                 WriteInPlace(self.rank, event.epoch, event.attempt, naive_path(self.rank))
             ]
         if isinstance(event, ShardWritten) and self.phase == "writing":
-            return replace(self, phase="fsync"), [FsyncFile(event.path)]
-        if isinstance(event, Fsynced) and self.phase == "fsync":
+            return replace(self, phase="fsync"), [Persist(event.path)]
+        if isinstance(event, Persisted) and self.phase == "fsync":
             ready = Ready(self.epoch, self.attempt, self.rank, naive_path(self.rank), 1, ())
             return replace(self, phase="done"), [SendReady(ready)]
         return self, []
@@ -244,7 +244,7 @@ class ReadyBeforeFsync(Participant):
 
     def after_write(self, event: ShardWritten) -> tuple[Participant, list[Command]]:
         ready = Ready(self.epoch, self.attempt, self.rank, event.path, event.size, event.units)
-        return replace(self, phase=ParticipantPhase.FSYNC_FILE, written=event), [SendReady(ready), FsyncFile(event.path)]
+        return replace(self, phase=ParticipantPhase.PERSISTING, written=event), [SendReady(ready), Persist(event.path)]
 
     def send_ready(self) -> tuple[Participant, list[Command]]:
         return replace(self, phase=ParticipantPhase.READY_SENT), []

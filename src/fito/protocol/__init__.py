@@ -3,8 +3,8 @@ emit commands. The library executes the commands against real storage and a real
 model checker (fito.model.explorer) executes the very same machines against simulated ones."""
 from fito.protocol.coordinator import Coordinator, CoordinatorPhase
 from fito.protocol.messages import (
-    Aborted, Begin, CollectGarbage, Command, Committed, DecisionPublished, Event, FsyncDir, FsyncFile,
-    Fsynced, ManifestWritten, Notify, PublishDecision, PublishRejected, Ready, ReadyReceived, RankFailed,
+    Aborted, Begin, CollectGarbage, Command, Committed, DecisionPublished, Event, ManifestWritten,
+    Notify, Persist, Persisted, PublishDecision, PublishRejected, Ready, ReadyReceived, RankFailed,
     SendReady, ShardWritten, TimedOut, UnitEntry, WriteManifest, WriteShard,
 )
 from fito.protocol.participant import Participant, ParticipantPhase
@@ -12,8 +12,8 @@ from fito.protocol.recovery import choose_epoch
 
 __all__ = [
     "Aborted", "Begin", "CollectGarbage", "Command", "Committed", "Coordinator", "CoordinatorPhase",
-    "DecisionPublished", "Event", "FsyncDir", "FsyncFile", "Fsynced", "ManifestWritten", "Notify",
-    "Participant", "ParticipantPhase", "PublishDecision", "PublishRejected", "RankFailed", "Ready",
+    "DecisionPublished", "Event", "ManifestWritten", "Notify", "Participant", "ParticipantPhase",
+    "Persist", "Persisted", "PublishDecision", "PublishRejected", "RankFailed", "Ready",
     "ReadyReceived", "SendReady", "ShardWritten", "TimedOut", "UnitEntry", "WriteManifest", "WriteShard",
     "choose_epoch",
 ]

@@ -9,9 +9,9 @@ from dataclasses import dataclass, replace
 
 from fito.protocol.coverage import Voucher, check_coverage
 from fito.protocol.messages import (
-    NO_FENCE, Begin, CollectGarbage, Command, DecisionPublished, Event, Expected, FsyncDir, FsyncFile, Fsynced,
-    ManifestWritten, Notify, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived,
-    TimedOut, WriteManifest, attempt_dir, manifest_path,
+    NO_FENCE, Begin, CollectGarbage, Command, DecisionPublished, Event, Expected, ManifestWritten, Notify,
+    Persist, Persisted, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, TimedOut,
+    WriteManifest, manifest_path,
 )
 
 
@@ -19,8 +19,7 @@ class CoordinatorPhase(enum.Enum):
     IDLE = "idle"
     COLLECTING = "collecting"
     WRITING_MANIFEST = "writing-manifest"
-    FSYNC_MANIFEST = "fsync-manifest"
-    FSYNC_DIR = "fsync-dir"
+    PERSISTING = "persisting"  # the manifest
     PUBLISHING = "publishing"
     COMMITTED = "committed"
     ABORTING = "aborting"
@@ -50,10 +49,8 @@ class Coordinator:
         if isinstance(event, ReadyReceived) and self.phase is C.COLLECTING:
             return self.on_ready(event.ready)
         if isinstance(event, ManifestWritten) and self.phase is C.WRITING_MANIFEST:
-            return replace(self, phase=C.FSYNC_MANIFEST, manifest=event.path, manifest_hash=event.hash), [FsyncFile(event.path)]
-        if isinstance(event, Fsynced) and self.phase is C.FSYNC_MANIFEST:
-            return replace(self, phase=C.FSYNC_DIR), [FsyncDir(attempt_dir(self.epoch, self.attempt))]
-        if isinstance(event, Fsynced) and self.phase is C.FSYNC_DIR:
+            return replace(self, phase=C.PERSISTING, manifest=event.path, manifest_hash=event.hash), [Persist(event.path)]
+        if isinstance(event, Persisted) and self.phase is C.PERSISTING:
             return self.publish()
         if isinstance(event, DecisionPublished) and self.phase is C.PUBLISHING:
             return self.on_published()
@@ -64,7 +61,7 @@ class Coordinator:
             reason = f"decision refused: {event.reason}"
             return replace(self, phase=C.ABORTED, reason=reason), [Notify(self.epoch, self.attempt, "abort", reason)]
         if isinstance(event, (RankFailed, TimedOut)) and self.phase in (
-            C.COLLECTING, C.WRITING_MANIFEST, C.FSYNC_MANIFEST, C.FSYNC_DIR,
+            C.COLLECTING, C.WRITING_MANIFEST, C.PERSISTING,
         ):
             reason = f"rank {event.rank} failed: {event.reason}" if isinstance(event, RankFailed) else event.reason
             return self.abort(reason)

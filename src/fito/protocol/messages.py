@@ -34,7 +34,7 @@ class UnitEntry:
 
 @dataclass(frozen=True)
 class Ready:
-    """READY(e, attempt, rank, file, size, units): sent only after the file and its directory are fsynced."""
+    """READY(e, attempt, rank, file, size, units): sent only after the file is persisted (bytes and name durable)."""
 
     epoch: int
     attempt: str
@@ -54,12 +54,11 @@ class WriteShard:
 
 
 @dataclass(frozen=True)
-class FsyncFile:
-    path: str
+class Persist:
+    """Make the object `path` durable under its name: once `Persisted(path)` comes back, a crash keeps both
+    its bytes and the name that finds it. How is the storage's business (a POSIX disk fsyncs the file and
+    its directory; an object store's completed upload already is durable), never the protocol's."""
 
-
-@dataclass(frozen=True)
-class FsyncDir:
     path: str
 
 
@@ -109,7 +108,7 @@ class CollectGarbage:
     fence: int = NO_FENCE
 
 
-Command = Union[WriteShard, FsyncFile, FsyncDir, SendReady, WriteManifest, PublishDecision, Notify, CollectGarbage]
+Command = Union[WriteShard, Persist, SendReady, WriteManifest, PublishDecision, Notify, CollectGarbage]
 
 
 # ---- events (driver -> machine) ----
@@ -137,7 +136,7 @@ class ShardWritten:
 
 
 @dataclass(frozen=True)
-class Fsynced:
+class Persisted:
     path: str
 
 
@@ -187,7 +186,7 @@ class Aborted:
 
 
 Event = Union[
-    Begin, ShardWritten, Fsynced, ReadyReceived, ManifestWritten, DecisionPublished, PublishRejected,
+    Begin, ShardWritten, Persisted, ReadyReceived, ManifestWritten, DecisionPublished, PublishRejected,
     RankFailed, TimedOut, Committed, Aborted,
 ]
 

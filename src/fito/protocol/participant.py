@@ -1,4 +1,4 @@
-"""A rank's side of the commit: write its shard under a fresh path, fsync file then directory,
+"""A rank's side of the commit: write its shard under a fresh path, persist it (bytes and name durable),
 and only then vouch for it with READY (a reflective acknowledgement carrying the content hashes)."""
 from __future__ import annotations
 
@@ -6,16 +6,15 @@ import enum
 from dataclasses import dataclass, replace
 
 from fito.protocol.messages import (
-    Aborted, Begin, Command, Committed, Event, FsyncDir, FsyncFile, Fsynced, Ready, SendReady,
-    ShardWritten, WriteShard, attempt_dir, shard_path,
+    Aborted, Begin, Command, Committed, Event, Persist, Persisted, Ready, SendReady, ShardWritten, WriteShard,
+    shard_path,
 )
 
 
 class ParticipantPhase(enum.Enum):
     IDLE = "idle"
     WRITING = "writing"
-    FSYNC_FILE = "fsync-file"
-    FSYNC_DIR = "fsync-dir"
+    PERSISTING = "persisting"
     READY_SENT = "ready-sent"
     COMMITTED = "committed"
     ABORTED = "aborted"
@@ -39,9 +38,7 @@ class Participant:
             return nxt, [WriteShard(self.rank, event.epoch, event.attempt, shard_path(event.epoch, event.attempt, self.rank))]
         if isinstance(event, ShardWritten) and self.phase is P.WRITING:
             return self.after_write(event)
-        if isinstance(event, Fsynced) and self.phase is P.FSYNC_FILE:
-            return replace(self, phase=P.FSYNC_DIR), [FsyncDir(attempt_dir(self.epoch, self.attempt))]
-        if isinstance(event, Fsynced) and self.phase is P.FSYNC_DIR:
+        if isinstance(event, Persisted) and self.phase is P.PERSISTING:
             return self.send_ready()
         if isinstance(event, Committed) and event.attempt == self.attempt and self.phase is P.READY_SENT:
             return replace(self, phase=P.COMMITTED), []
@@ -50,7 +47,7 @@ class Participant:
         return self, []  # stale or duplicate event: ignored
 
     def after_write(self, event: ShardWritten) -> tuple["Participant", list[Command]]:
-        return replace(self, phase=ParticipantPhase.FSYNC_FILE, written=event), [FsyncFile(event.path)]
+        return replace(self, phase=ParticipantPhase.PERSISTING, written=event), [Persist(event.path)]
 
     def send_ready(self) -> tuple["Participant", list[Command]]:
         assert self.written is not None

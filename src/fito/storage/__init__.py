@@ -1,4 +1,4 @@
-"""Storage with durability as explicit steps: create-exclusive, write, fsync file, fsync directory."""
+"""Storage with durability as explicit steps: create-exclusive, write, persist (a POSIX backend: fsync file, then directory)."""
 import os
 
 from fito.storage.base import Storage

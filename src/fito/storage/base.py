@@ -5,10 +5,10 @@ Who calls what, in which order (every path is relative to the root and names an 
 
 1. Save, every rank, for its own objects of attempt (e, a):
    `makedirs(attempt dir)` -> `create(object)` and write it (a new object, never an existing one) ->
-   `fsync_file(object)` -> `fsync_dir(attempt dir)`; only then is the object vouched for (READY).
+   `persist(object)`; only then is the object vouched for (READY).
    If the rank fails before READY, it deletes its own partial object with `remove` (best effort).
-2. Save, the coordinator (rank 0), after every rank's READY: `write_bytes(manifest)` -> `fsync_file` ->
-   `fsync_dir`; then the decision store publishes (the commit point). On an abort decided before the
+2. Save, the coordinator (rank 0), after every rank's READY: `write_bytes(manifest)` -> `persist(manifest)`;
+   then the decision store publishes (the commit point). On an abort decided before the
    commit was sent, it deletes the attempt with `remove_tree` (best effort; GC removes what is left).
 3. Restore and verify, every rank, reading only: `read_bytes(manifest, limit)`, `size(object)`,
    `open_read(object)` (ranged reads by seek + readinto). Nothing here may write: a restore must work on
@@ -41,11 +41,9 @@ class Storage(Protocol):
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Create `rel` with exactly `data` (small objects: the manifest)."""
 
-    def fsync_file(self, rel: str) -> None:
-        """Make the bytes of `rel` durable."""
-
-    def fsync_dir(self, rel: str) -> None:
-        """Make the entries of directory `rel` durable (`""`: the root)."""
+    def persist(self, rel: str) -> None:
+        """Make the object `rel` durable: its bytes and the name that finds it survive a crash once this
+        returns (a POSIX backend fsyncs the file and its directory; that detail stays below this seam)."""
 
     # ---- restore and verify: reading (step 3) ----
     def read_bytes(self, rel: str, limit: int) -> bytes:

@@ -113,6 +113,13 @@ class LocalFS:
         with self.create(rel) as f:
             f.write(data)
 
+    def persist(self, rel: str) -> None:
+        """fsync the file, then its directory (its entry); directories `makedirs` created are durable
+        already (it fsyncs each new directory's parent)."""
+        self.fsync_file(rel)
+        self.fsync_dir(rel.rsplit("/", 1)[0] if "/" in rel else "")
+
+    # POSIX primitives under `persist` (the crash-state recorder logs them one by one)
     def fsync_file(self, rel: str) -> None:
         fd = os.open(self.path(rel), os.O_RDONLY)
         try:

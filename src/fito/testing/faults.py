@@ -12,7 +12,7 @@ A `FaultPlan` says what fails on one rank; a `FaultyStorage` (around a real Loca
 
 Phases (the names the Checkpointer's messages use, `fito.ckpt.failure.PHASES`):
     "unit write"      writing a rank's unit object (`*.fito`), after `after_bytes` bytes of it
-    "fsync"           fsync_file / fsync_dir (persist)
+    "persist"         Storage.persist (making an object and its name durable)
     "manifest write"  writing the manifest (coordinator)
     "publish"         DecisionStore.publish (coordinator; the commit point, and abort records)
     "post-commit GC"  listing and deleting objects, DecisionStore.retire (coordinator, after a commit;
@@ -39,9 +39,9 @@ from fito.coord.sqlite import SqliteDecisionStore
 from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
 
-Phase = Literal["unit write", "fsync", "manifest write", "publish", "post-commit GC"]
+Phase = Literal["unit write", "persist", "manifest write", "publish", "post-commit GC"]
 Kind = Literal["exception", "ENOSPC", "EIO"]
-PHASES: tuple[Phase, ...] = ("unit write", "fsync", "manifest write", "publish", "post-commit GC")
+PHASES: tuple[Phase, ...] = ("unit write", "persist", "manifest write", "publish", "post-commit GC")
 KINDS: tuple[Kind, ...] = ("exception", "ENOSPC", "EIO")
 STORE_WRITE_BYTES = 4096  # a SQLite transaction writes at least a page or two
 
@@ -205,13 +205,9 @@ class FaultyStorage:
             while len(view):
                 view = view[f.write(view):]
 
-    def fsync_file(self, rel: str) -> None:
-        self.plan.check("fsync", rel)
-        self.inner.fsync_file(rel)
-
-    def fsync_dir(self, rel: str) -> None:
-        self.plan.check("fsync", rel)
-        self.inner.fsync_dir(rel)
+    def persist(self, rel: str) -> None:
+        self.plan.check("persist", rel)
+        self.inner.persist(rel)
 
     # ---- reading: never faulty here (restore faults are damaged files, see tests/test_mutation_fuzz.py) ----
     def read_bytes(self, rel: str, limit: int) -> bytes:
