@@ -46,7 +46,8 @@ def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: b
                 raise SaveAbortedError(f"save of step {step} not started: the coordinator could not take the fencing "
                                        f"token: {token[1:]}") from cause
         entries = capture(state, internal)
-        digests = [rank_local.leaf_digests(e) for e in entries]
+        # Digests find values that differ between ranks; on one rank there is nothing to compare.
+        digests = [rank_local.leaf_digests(e) if ck.world_size > 1 else [None] * len(e.leaves) for e in entries]
     except Exception as exc:  # noqa: BLE001 - every rank must hear of it before anyone starts the save
         error = exc
     local = rank_local.decide(ck.transport, entries, digests, error)
@@ -64,7 +65,7 @@ def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: b
         try:
             with ck._progress(f"save step {step}", total) as advance:
                 writer.progress = advance
-                dcp.save(flat, storage_writer=writer, planner=SavePlanner(known_digests=known), process_group=group)
+                dcp.save(flat, storage_writer=writer, planner=SavePlanner(known_digests=known, single_rank=ck.world_size == 1), process_group=group)
         except CheckpointException as exc:
             if ck.rank == 0 and not writer.finishing:
                 writer.discard()  # every rank is past writing and no decision was sought: leave nothing behind

@@ -35,15 +35,18 @@ class LocalPlanData:
 
 class SavePlanner(DefaultSavePlanner):
     """`known_digests`: {fqn: digest} of whole plain tensors the caller has already hashed with the default
-    algorithm over the same bytes (fito.Checkpointer does, to find rank-local entries); not hashed again."""
+    algorithm over the same bytes (fito.Checkpointer does, to find rank-local entries); not hashed again.
+    `single_rank=True` (the caller knows the save runs on one rank): nothing can be a replica, so nothing is
+    hashed for the replica check."""
 
     def __init__(self, *, flatten_sharded_tensors: bool = True, enable_plan_caching: bool = False,
-                 known_digests: Mapping[str, str] | None = None) -> None:
+                 known_digests: Mapping[str, str] | None = None, single_rank: bool = False) -> None:
         if enable_plan_caching:
             raise ValueError("fito.dcp.SavePlanner: plan caching would reuse a previous save's attempt id; leave it off")
         super().__init__(flatten_state_dict=True, flatten_sharded_tensors=flatten_sharded_tensors,
                          dedup_save_to_lowest_rank=False, enable_plan_caching=False)
         self.known_digests = dict(known_digests or {})
+        self.single_rank = single_rank
 
     def transform_object(self, write_item: WriteItem, object: Any) -> Any:  # noqa: A002 - DCP's name
         if write_item.type == WriteItemType.BYTE_IO:
@@ -53,7 +56,7 @@ class SavePlanner(DefaultSavePlanner):
     def create_local_plan(self) -> SavePlan:
         plan = super().create_local_plan()
         digests = {}
-        for item in plan.items:
+        for item in ([] if self.single_rank else plan.items):
             if self._may_be_replicated(item):
                 known = self.known_digests.get(item.index.fqn) if item.type == WriteItemType.TENSOR else None
                 digests[key_of(item.index)] = known or self._digest(item)
