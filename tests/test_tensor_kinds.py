@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fito
-from fito.ckpt.checkpointer import _array, decode_state, parse_state
+from fito.ckpt.per_rank_read import _array, decode_state, parse_state
 from fito.ckpt.tree import array_specs, decode
 
 NEW_DTYPES = [torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz,

@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from fito.ckpt.checkpointer import load_manifest, load_shard
+from fito.ckpt.per_rank_read import load_manifest, load_shard
 from fito.coord.base import Decision
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import FitoError, NoCommittedEpochError
