@@ -22,6 +22,7 @@ from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import fito.dcp
 from fito import knobs
+from fito.testing.compare import clone, diff
 from fito.testing.scenarios import emit, run_group, start
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import FitoError
@@ -62,32 +63,6 @@ def train(model: torch.nn.Module, opt: torch.optim.Optimizer, steps: int, seed: 
 def full_state(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
     msd, osd = get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))
     return clone({"model": msd, "optim": osd})  # copies: the step counters alias the optimizer's
-
-
-def clone(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.detach().clone()
-    if isinstance(x, dict):
-        return {k: clone(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(clone(v) for v in x)
-    return x
-
-
-def diff(got: Any, want: Any, path: str = "") -> list[str]:
-    """Paths where two nested states differ (tensors bit for bit, dtype included)."""
-    if isinstance(want, torch.Tensor):
-        ok = isinstance(got, torch.Tensor) and got.dtype == want.dtype and torch.equal(got, want)
-        return [] if ok else [path]
-    if isinstance(want, dict):
-        if not isinstance(got, dict) or set(got) != set(want):
-            return [f"{path} keys"]
-        return [p for k in want for p in diff(got[k], want[k], f"{path}.{k}")]
-    if isinstance(want, (list, tuple)):
-        if type(got) is not type(want) or len(got) != len(want):
-            return [f"{path} length/type"]
-        return [p for i, (a, b) in enumerate(zip(got, want)) for p in diff(a, b, f"{path}[{i}]")]
-    return [] if got == want else [path]
 
 
 def fsdp_save(tmp: Path) -> None:
