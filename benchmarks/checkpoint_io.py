@@ -39,6 +39,7 @@ from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 
 import fito
+from bench_io import drop_caches, fsync_path  # beside this script
 
 OUT = Path(__file__).resolve().parent / "results" / "checkpoint_io.md"
 WIDTH = 4096
@@ -108,24 +109,6 @@ def staging_buffers(b: Bench) -> None:
 
 
 # ------------------------------------------------------------------ helpers
-def drop_caches() -> bool:
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return True
-    except OSError:
-        return False
-
-
-def fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def view(t: torch.Tensor) -> memoryview:
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())
 

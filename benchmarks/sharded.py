@@ -29,6 +29,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import bench_io  # beside this script
+from bench_io import fsync_path
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "sharded.md"
 MB = 10**6
@@ -48,23 +51,12 @@ def tree_bytes(d: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), len(files)
 
 
-def fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def drop_caches(enabled: bool) -> None:
-    """Write back, then (when allowed and wanted) drop the page cache so the timed read hits the disk."""
-    os.sync()
+    """Write back, then (when wanted) drop the page cache so the timed read hits the disk."""
     if enabled:
-        try:
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("3\n")
-        except OSError:
-            pass
+        bench_io.drop_caches()
+    else:
+        os.sync()
 
 
 def linear_stack(layers: int, width: int, seed: int):  # type: ignore[no-untyped-def]
