@@ -109,7 +109,7 @@ def main() -> None:
     if args.rank:
         rank_main(args.mb, args.repeats, base)
         return
-    from fito.demo.launch import run_ranks
+    from fito.testing.dist import run_ranks
 
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)

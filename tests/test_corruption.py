@@ -100,7 +100,7 @@ def test_manifest_with_parent_paths_is_rejected(tmp_path):
     raw = json.dumps(doc).encode()
     mpath.write_bytes(raw)
     # Even with a decision vouching for these exact bytes, the path is refused.
-    from fito.ckpt.hashing import digest
+    from fito.format.hashing import digest
     with sqlite3.connect(tmp_path / "decisions.sqlite") as db:
         db.execute("UPDATE decisions SET manifest_hash = ? WHERE epoch = 4", (digest("xxh3-128", raw),))
     _expect_rejected(tmp_path, fito.UnsafeCheckpointError, r"\.\./")

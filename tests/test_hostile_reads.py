@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import fito
-from fito.ckpt.hashing import digest
+from fito.format.hashing import digest
 from fito.ckpt.inspect import open_store
 from fito.ckpt.shard import write_shard
 from fito.cli import main

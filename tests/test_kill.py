@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import fito
-from fito.demo.launch import run_ranks
+from fito.testing.dist import run_ranks
 
 pytestmark = pytest.mark.multiproc
 

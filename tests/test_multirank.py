@@ -6,7 +6,7 @@ import json
 import pytest
 
 import fito
-from fito.demo.launch import run_ranks
+from fito.testing.dist import run_ranks
 
 pytestmark = pytest.mark.multiproc
 

@@ -17,7 +17,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 import fito.dcp
-from fito.demo.launch import run_ranks
+from fito.testing.dist import run_ranks
 from fito.model.explorer import happy_path
 from fito.model.protocols import MUTATIONS, NEXT_EPOCH
 

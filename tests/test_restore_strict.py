@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fito
-from fito.demo.launch import run_ranks
+from fito.testing.dist import run_ranks
 import fito.errors
 RestoreFailedError = getattr(fito.errors, "RestoreFailedError", fito.StateMismatchError)  # absent before issue 9
 from training_state import assert_same, make_state, snapshot, train_steps

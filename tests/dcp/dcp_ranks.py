@@ -1,4 +1,4 @@
-"""One rank of a multi-rank fito.dcp scenario group (started N times by fito.demo.launch.run_ranks).
+"""One rank of a multi-rank fito.dcp scenario group (started N times by fito.testing.dist.run_ranks).
 
     python -m dcp_ranks GROUP TMPDIR
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import xxhash
 
-from fito.ckpt.hashing import digest
+from fito.format.hashing import digest
 from fito.ckpt.shard import ALIGN, HEADER, MAGIC
 from fito.format.objects import HEADER as OBJECT_HEADER, block_digest
 

@@ -1,4 +1,4 @@
-"""One rank of a multi-rank `fito.Checkpointer` scenario group (started N times by fito.demo.launch.run_ranks).
+"""One rank of a multi-rank `fito.Checkpointer` scenario group (started N times by fito.testing.dist.run_ranks).
 
     python -m sharded_ranks GROUP TMPDIR
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import fito
-from fito.demo.launch import free_port
+from fito.testing.dist import free_port
 
 HERE = Path(__file__).parent
 pytestmark = [pytest.mark.multiproc, pytest.mark.slow]

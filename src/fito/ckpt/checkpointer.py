@@ -17,7 +17,7 @@ import torch
 from fito.ckpt import manifest as manifest_mod
 from fito.ckpt.failure import at as failed_at
 from fito.ckpt.handle import SaveHandle
-from fito.ckpt.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
+from fito.format.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
 from fito.ckpt.progress import ByteProgress
 from fito.ckpt.retention import collect_garbage
 from fito.ckpt.per_rank_read import MAX_STATE_BYTES, STATE_FORMAT, STATE_UNIT, load_manifest, load_shard

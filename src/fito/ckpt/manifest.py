@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Sequence
 
 from fito import __version__
-from fito.ckpt.hashing import ALGORITHMS
+from fito.format.hashing import ALGORITHMS
 from fito.errors import UnsafeCheckpointError
 from fito.protocol.messages import Ready, UnitEntry, shard_path
 from fito.storage.localfs import safe_relpath

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from fito.ckpt import manifest as manifest_mod
-from fito.ckpt.hashing import ALGORITHMS, digest
+from fito.format.hashing import ALGORITHMS, digest
 from fito.ckpt.shard import ShardReader
 from fito.ckpt.tree import DTYPES, array_specs, decode, numpy_dtype
 from fito.coord.base import Decision

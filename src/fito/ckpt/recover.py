@@ -20,7 +20,7 @@ from typing import Any
 from fito.ckpt import manifest as manifest_mod
 from fito.format import manifest as sharded_fmt
 from fito.ckpt.per_rank_read import load_manifest, load_shard
-from fito.ckpt.hashing import digest
+from fito.format.hashing import digest
 from fito.coord.base import Decision
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.coord.sqlite_log import SIDE_FILES

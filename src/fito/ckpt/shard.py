@@ -15,7 +15,7 @@ from typing import BinaryIO, Callable, Sequence
 
 import xxhash
 
-from fito.ckpt.hashing import new_hash
+from fito.format.hashing import new_hash
 from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, UnsafeCheckpointError
 from fito.protocol.messages import ShardWritten, UnitEntry
 from fito.storage.base import Storage

@@ -207,7 +207,7 @@ class RNGState:
             raise StateMismatchError(f"{where}: not a valid RNGState state ({type(exc).__name__}: {exc})") from None
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
-        # clone: set_rng_state reads the raw storage, and restored tensors are views into one shared buffer
+        # clone: set_rng_state reads the raw storage; a state dict handed in by user code may hold a view
         torch.set_rng_state(sd["torch"].clone())
         np.random.set_state(sd["numpy"])
         version, internal, gauss = sd["python"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fito.coord.sqlite import SqliteDecisionStore
-from fito.demo.launch import RankResult, run_ranks
+from fito.testing.dist import RankResult, run_ranks
 
 WORKER = "fito.demo.worker"
 

@@ -2,7 +2,7 @@
 schedule, per-rank RNG and data position, checkpointed every few steps with fito.
 
 Run as `python -m fito.demo.worker ROOT --steps N --every K [--resume] [--kill-rank R --kill-step S]`
-with MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE set (see fito.demo.launch). On finishing it prints one JSON
+with MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE set (see fito.testing.dist). On finishing it prints one JSON
 line with the hash of every tensor and value of its final state, so runs can be compared bit for bit."""
 from __future__ import annotations
 
