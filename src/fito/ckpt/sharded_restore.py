@@ -30,9 +30,8 @@ from torch.distributed.tensor import DTensor
 
 from fito.ckpt import rank_local
 from fito.ckpt.apply import Applied, EntryPlan, RestorePlan, backup_module, backup_optimizer
-from fito.ckpt.entries import (
-    FreshOptimizers, decode_entry, leaf_spec, module_keys, new_leaf, optimizers_of, owner_of, parse_doc, templates,
-)
+from fito.ckpt.entries import decode_entry, leaf_spec, new_leaf, parse_doc
+from fito.ckpt.live_layout import FreshOptimizers, module_keys, optimizers_of, owner_of, templates
 from fito.ckpt.rank_local import KEEP, RankLocalPolicy, doc_key, parse_key, tensor_key, world_change_error
 from fito.ckpt.sharded_save import VALIDATION_ENTRY, local_bytes
 from fito.ckpt.state import class_name, kind_of, plan_restore
@@ -221,7 +220,8 @@ def templates_for(name: str, state: MutableMapping[str, Any], doc: dict[str, Any
                                      f"unexpected {sorted(saved - current)}")
     if src is not None or kind not in ("module", "optimizer", "tensor"):
         return {}  # a rank-local entry holds no DTensors; plain targets of the saved shapes
-    return templates(name, obj, state, fresh)
+    saved = {path: leaf_spec(doc["specs"][i]) for i, path in enumerate(doc["keys"])}
+    return templates(name, obj, state, fresh, saved)
 
 
 def _plan(state: MutableMapping[str, Any], sources: dict[str, int | None], parsed: dict[str, dict[str, Any]],

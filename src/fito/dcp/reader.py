@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -37,6 +38,8 @@ from fito.plan.metadata import key_of, pieces_of, to_metadata
 from fito.plan.values import decode_value
 from fito.storage.base import Storage
 from fito.storage import open_storage
+
+OVERLAP_BYTES = 1 << 20  # blocks at least this big are hashed in a helper thread while the next is read
 
 Action = Callable[[], None]
 
@@ -262,12 +265,10 @@ class Reader(StorageReader):
         obj = m.objects[piece.rank]
         if self._files is None:
             with self.storage.open_read(obj.file) as f:
-                self._read_into(f, view, piece.offset + begin, obj.file, fqn)
+                digests = self._read_hashed(f, view, piece.offset + begin, first, last, obj.file, fqn)
         else:
-            self._read_into(self._open(piece.rank), view, piece.offset + begin, obj.file, fqn)
-        for b in range(first, last):
-            lo = b * m.block_bytes - begin
-            found = block_digest(m.algorithm, view[lo:lo + m.block_bytes])
+            digests = self._read_hashed(self._open(piece.rank), view, piece.offset + begin, first, last, obj.file, fqn)
+        for b, found in zip(range(first, last), digests):
             if found != piece.blocks[b]:
                 raise CheckpointCorruptError(path=obj.file, unit=f"{fqn} block {b}", expected=f"{m.algorithm}:{piece.blocks[b]}",
                                              found=f"{m.algorithm}:{found}", hint="an earlier committed step may still be whole: Checkpointer.restore(..., fallback=True) or Reader(root, step=...)")
@@ -280,6 +281,24 @@ class Reader(StorageReader):
         if f is None:
             f = self._files[rank] = self.storage.open_read(self._manifest.objects[rank].file)
         return f
+
+    def _read_hashed(self, f: BinaryIO, view: memoryview, at: int, first: int, last: int, file: str, fqn: str) -> list[str]:
+        """Read blocks [first, last) into `view` (it starts at byte `at` of the object) and return their digests.
+        With more than one big block, each block is hashed in a helper thread while the next one is read
+        (both release the GIL), so verifying costs little more than reading."""
+        m = self._manifest
+        assert m is not None
+        size = m.block_bytes
+        if last - first < 2 or size < OVERLAP_BYTES:
+            self._read_into(f, view, at, file, fqn)
+            return [block_digest(m.algorithm, view[lo:lo + size]) for lo in range(0, (last - first) * size, size)]
+        with ThreadPoolExecutor(1, thread_name_prefix="fito-verify") as hasher:
+            pending = []
+            for lo in range(0, len(view), size):
+                block = view[lo:lo + size]
+                self._read_into(f, block, at + lo, file, fqn)
+                pending.append(hasher.submit(block_digest, m.algorithm, block))
+            return [p.result() for p in pending]
 
     def _read_into(self, f: BinaryIO, view: memoryview, at: int, file: str, fqn: str) -> None:
         f.seek(at)
