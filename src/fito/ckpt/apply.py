@@ -9,7 +9,9 @@ snapshot, and a RestoreFailedError names the entry and the cause.
 Memory: the snapshots are a host copy of what the restore touches (module and optimizer state, tensor entries,
 stateful `state_dict()`s; value entries cost nothing, the old object is kept). They are held until restore()
 returns, so a restore peaks at about the checkpoint's size in verified read buffers plus the same again in
-snapshots. Modules, optimizers and tensors have passed every shape, dtype and key check by then and are not
+snapshots -- except for the common cases that need none: a plain CPU module is loaded by exchanging bytes
+with its read buffers, which then hold its old values (fito.ckpt.exchange), and an optimizer that had no
+state is put back by clearing it. Modules, optimizers and tensors have passed every shape, dtype and key check by then and are not
 expected to fail, but they are covered too: a failure elsewhere must not leave them overwritten."""
 from __future__ import annotations
 

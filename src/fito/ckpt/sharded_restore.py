@@ -31,6 +31,7 @@ from torch.distributed.tensor import DTensor
 from fito.ckpt import rank_local
 from fito.ckpt.apply import Applied, EntryPlan, RestorePlan, backup_module, backup_optimizer
 from fito.ckpt.entries import decode_entry, leaf_spec, new_leaf, parse_doc
+from fito.ckpt.exchange import Exchange, exchangeable
 from fito.ckpt.live_layout import FreshOptimizers, module_keys, optimizers_of, owner_of, templates
 from fito.ckpt.rank_local import KEEP, RankLocalPolicy, doc_key, parse_key, tensor_key, world_change_error
 from fito.ckpt.sharded_save import VALIDATION_ENTRY, local_bytes
@@ -244,6 +245,11 @@ def _plan(state: MutableMapping[str, Any], sources: dict[str, int | None], parse
 
 
 def _module_plan(name: str, module: torch.nn.Module, data: Any) -> EntryPlan:
+    pairs = exchangeable(module, data)
+    if pairs is not None:  # loaded in place by exchange: the targets keep the old values (no host snapshot)
+        exchange = Exchange(pairs)
+        return EntryPlan(name, exchange.run, lambda: exchange.undo)
+
     def apply() -> None:
         set_model_state_dict(module, data, options=StateDictOptions(strict=True))
     return EntryPlan(name, apply, lambda: backup_module(module))
