@@ -296,12 +296,13 @@ class Reader(StorageReader):
             pending = []
             for lo in range(0, len(view), size):
                 block = view[lo:lo + size]
-                self._read_into(f, block, at + lo, file, fqn)
+                self._read_into(f, block, at + lo, file, fqn, seek=lo == 0)  # then each block follows the last
                 pending.append(hasher.submit(block_digest, m.algorithm, block))
             return [p.result() for p in pending]
 
-    def _read_into(self, f: BinaryIO, view: memoryview, at: int, file: str, fqn: str) -> None:
-        f.seek(at)
+    def _read_into(self, f: BinaryIO, view: memoryview, at: int, file: str, fqn: str, seek: bool = True) -> None:
+        if seek:
+            f.seek(at)
         got = 0
         while got < len(view):
             n = f.readinto(view[got:])
