@@ -25,6 +25,7 @@ from fito.ckpt.inspect import open_store
 from fito.ckpt.shard import write_shard
 from fito.cli import main
 from fito.storage.localfs import LocalFS
+from fito.testing.v1_format import save_v1
 from training_state import assert_same, make_state, snapshot, train_steps
 
 GIB = 1 << 30
@@ -34,7 +35,7 @@ GIB = 1 << 30
 def _root(tmp_path: Path, v1: bool) -> tuple[Path, dict[str, Any]]:
     state = make_state(0)
     with fito.Checkpointer(tmp_path) as ck:
-        save = ck._save_v1 if v1 else ck.save
+        save = (lambda step, s: save_v1(ck, step, s)) if v1 else ck.save
         train_steps(state, 2)
         save(2, state)
         at2 = snapshot(state)
@@ -383,8 +384,8 @@ def test_absurd_declared_sizes_are_refused_in_bounded_memory(tmp_path):
         root = tmp_path / damage.__name__
         state = make_state(0)
         with fito.Checkpointer(root) as ck:  # the damages rewrite units of the per-rank format
-            ck._save_v1(2, state)
-            ck._save_v1(4, state)
+            save_v1(ck, 2, state)
+            save_v1(ck, 4, state)
         damage(root)
         roots.append(str(root))
     proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(Path(__file__).parent), *roots],

@@ -12,6 +12,7 @@ import torch
 import fito
 from fito.cli import main
 from fito.testing.dist import run_ranks
+from fito.testing.v1_format import save_v1
 
 HELPERS = Path(__file__).parent / "helpers"
 
@@ -49,7 +50,7 @@ def test_single_process_index_has_global_shapes_dtypes_and_owners(tmp_path: Path
 
 def test_v1_rows_unchanged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with fito.Checkpointer(tmp_path) as ck:
-        ck._save_v1(1, {"w": torch.ones(3)})  # the per-rank format (fito-manifest/1)
+        save_v1(ck, 1, {"w": torch.ones(3)})  # the per-rank format (fito-manifest/1)
     (row,) = _result(capsys, str(tmp_path))
     assert set(row) == {"epoch", "attempt", "status", "seq", "shards", "bytes", "lattice"}
 

@@ -21,6 +21,7 @@ import xxhash
 
 import fito
 from fito.ckpt.inspect import open_store
+from fito.testing.v1_format import save_v1
 from training_state import assert_same, make_state, snapshot, train_steps
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
@@ -45,7 +46,7 @@ def _pristine(root: Path, v1: bool) -> tuple[Path, dict[int, str], dict[int, Any
         for step in STEPS:
             train_steps(state, step - done)
             done = step
-            ck._save_v1(step, state) if v1 else ck.save(step, state)
+            save_v1(ck, step, state) if v1 else ck.save(step, state)
             snaps[step] = snapshot(state)
     storage, store = open_store(root)
     attempts = {d.epoch: d.attempt for d in store.committed()}

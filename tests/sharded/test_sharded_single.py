@@ -13,6 +13,7 @@ import fito
 from fito.ckpt.inspect import verify
 from fito.dcp.reader import manifest_bytes
 from fito.format.manifest import format_of
+from fito.testing.v1_format import save_v1
 from training_state import assert_same, make_state, snapshot, train_steps
 
 
@@ -30,7 +31,7 @@ def test_a_per_rank_format_checkpoint_still_restores_beside_sharded_ones(ckdir):
     train_steps(state, 2)
     at2 = snapshot(state)
     ck = fito.Checkpointer(ckdir)
-    ck._save_v1(2, state)  # what today's checkpoints on disk look like
+    save_v1(ck, 2, state)  # what today's checkpoints on disk look like
     train_steps(state, 2)
     at4 = snapshot(state)
     ck.save(4, state)

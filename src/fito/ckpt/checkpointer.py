@@ -14,39 +14,26 @@ from typing import Any, Callable, Mapping, MutableMapping
 
 import torch
 
-from fito.ckpt import manifest as manifest_mod
-from fito.ckpt.failure import at as failed_at
 from fito.ckpt.handle import SaveHandle
-from fito.format.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
+from fito.ckpt.per_rank_read import load_manifest, load_shard
 from fito.ckpt.progress import ByteProgress
-from fito.ckpt.retention import collect_garbage
-from fito.ckpt.per_rank_read import MAX_STATE_BYTES, STATE_FORMAT, STATE_UNIT, load_manifest, load_shard
-from fito.ckpt.shard import write_shard
-from fito.plan.values import tensor_bytes
 from fito.ckpt.staging import StagingBuffer
 from fito.ckpt.apply import Applied, RestorePlan
-from fito.ckpt.state import capture
 from fito.ckpt.transport import Transport, default_transport
-from fito.ckpt.tree import encode
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import (
-    CoordinationUnavailableError, FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError, StaleFenceError,
-    RestoreFailedError, StateMismatchError, UnsafeCheckpointError, ValidationError,
+    FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError, RestoreFailedError, StateMismatchError,
+    UnsafeCheckpointError,
+    ValidationError,
 )
-from fito.protocol import (
-    Begin, CollectGarbage, Coordinator, DecisionPublished, ManifestWritten,
-    Notify, Participant, Persist, Persisted, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady,
-    UnitEntry, WriteManifest, WriteShard,
-)
+from fito.format.hashing import ALGORITHMS, DEFAULT_ALGORITHM
 from fito.protocol.layout import attempt_name
-from fito.protocol.messages import attempt_dir
 from fito.storage.base import Storage
 from fito.storage import open_storage
 
 log = logging.getLogger("fito")
 VALIDATION_ENTRY = "__validation__"
-PUBLISH_TRIES = 3
 
 
 class Checkpointer:
@@ -170,11 +157,6 @@ class Checkpointer:
         self._inflight = SaveHandle(step, self._executor.submit(commit))
         return self._inflight
 
-    def _save_v1(self, step: int, state: Mapping[str, Any]) -> int:
-        """The per-rank full-replica format (fito-manifest/1), blocking; kept to test its read path."""
-        self._settle_previous("wait")
-        return self._commit(step, self._units(state))
-
     def wait(self) -> int | None:
         """Wait for the save in flight, if any; return its step or raise its error."""
         handle, self._inflight = self._inflight, None
@@ -191,184 +173,10 @@ class Checkpointer:
         if error is not None and not handle.observed:
             raise SaveAbortedError(f"the background save of step {handle.step} failed: {error}") from error
 
-    def _commit(self, step: int, units: list[tuple[str, memoryview]]) -> int:
-        """Run the protocol for one attempt over `units` (views that stay valid until this returns)."""
-        new_id = self._take_fence().encode() if self.rank == 0 else None
-        attempt = self.transport.broadcast(new_id).decode()
-        if attempt.startswith("!"):
-            cause, self._fence_error = self._fence_error, None  # rank 0: the store's own error, as the cause
-            raise SaveAbortedError(f"save of step {step} not started: the coordinator could not take the fencing "
-                                   f"token: {attempt[1:]}") from cause
-        ready, local_error = self._participate(step, attempt, units)
-        message = json.dumps(_ready_to_json(ready) if ready else {"failed": local_error}).encode()
-        try:
-            gathered = self.transport.gather(message)
-        except Exception as exc:  # a peer died or timed out inside the collective
-            if self.rank == 0:
-                self._record_abort(step, attempt, f"collective failed: {exc}")
-            raise SaveAbortedError(
-                f"save of step {step} aborted: lost contact with another rank ({exc}); "
-                "the previous committed epoch is intact — restart the job and restore"
-            ) from exc
-        notify = self._coordinate(step, attempt, gathered) if self.rank == 0 else None
-        try:
-            word = json.loads(self.transport.broadcast(json.dumps(notify).encode() if notify else None))
-        except Exception as exc:
-            raise SaveAbortedError(
-                f"save of step {step}: the coordinator could not be reached for the outcome ({exc}); it may or may "
-                f"not have committed — `fito inspect {self.root}` shows the decision log"
-            ) from exc
-        if self.rank == 0 and word["outcome"] != "commit" and notify and notify.get("clean"):
-            self._discard_attempt(step, attempt)
-        if self.rank == 0 and word["outcome"] == "commit":
-            self._collect_garbage(step, attempt)
-        if word["outcome"] != "commit":
-            raise SaveAbortedError(f"save of step {step} aborted: {word.get('reason') or 'unknown reason'}; "
-                                   "the previous committed epoch is intact")
-        return step
-
-    def _collect_garbage(self, step: int, attempt: str) -> None:
-        """Retention after a durable commit. The step IS committed, so a failure here only warns: whatever
-        was not cleaned up is collected after the next commit, or by `fito gc`."""
-        try:
-            collect_garbage(self.storage, self.store, self._coordinator_fence(), self.keep, newest=(step, attempt))
-        except Exception as exc:  # noqa: BLE001 - nothing here may turn a commit into a failed save
-            log.warning("step %d committed, but cleaning up older attempts failed (%s: %s); they are retried after "
-                        "the next save, or run `fito gc %s`", step, type(exc).__name__, exc, self.root)
-
-    def _units(self, state: Mapping[str, Any]) -> list[tuple[str, memoryview]]:
-        arrays: list[tuple[str, Any]] = []
-        captured = capture(state)
-        if self.validator is not None:
-            captured[VALIDATION_ENTRY] = {"kind": "value", "data": self._validation_loss()}
-        tree = encode(captured, "", arrays)
-        doc = json.dumps({"format": STATE_FORMAT, "tree": tree}, separators=(",", ":")).encode()
-        if len(doc) > MAX_STATE_BYTES:  # restore refuses larger state trees: never write what cannot be read
-            raise StateMismatchError(f"the non-tensor state is {len(doc):,} bytes of JSON, over the {MAX_STATE_BYTES:,}-byte "
-                                     "limit; keep large data in tensors or numpy arrays")
-        units = [(STATE_UNIT, memoryview(doc))]
-        for path, a in arrays:
-            data = tensor_bytes(a) if isinstance(a, torch.Tensor) else memoryview(a).cast("B")
-            entry, _data, *rest = path.lstrip("/").split("/")  # "/model/data/0.weight" -> "model/0.weight"
-            units.append(("/".join([entry, *rest]), data))
-        return units
-
-    def _participate(self, step: int, attempt: str, units: list[tuple[str, memoryview]]) -> tuple[Ready | None, str]:
-        participant = Participant(self.rank)
-        events: list[Any] = [Begin(step, attempt)]
-        ready: Ready | None = None
-        total = sum(len(u) for _, u in units)
-        phase, where, own = "unit write", attempt_dir(step, attempt), ""
-        try:
-            with self._progress(f"save step {step}", total) as advance:
-                while events:
-                    participant, commands = participant.handle(events.pop(0))
-                    for cmd in commands:
-                        if isinstance(cmd, WriteShard):
-                            phase, where, own = "unit write", cmd.path, cmd.path
-                            self.storage.makedirs(attempt_dir(cmd.epoch, cmd.attempt))
-                            events.append(write_shard(self.storage, cmd.path, epoch=cmd.epoch, rank=cmd.rank,
-                                                      units=units, algorithm=self.algorithm, progress=advance))
-                        elif isinstance(cmd, Persist):
-                            phase, where = "persist", cmd.path
-                            self.storage.persist(cmd.path)
-                            events.append(Persisted(cmd.path))
-                        elif isinstance(cmd, SendReady):
-                            ready = cmd.ready
-        except Exception as exc:  # report to the coordinator instead of leaving it waiting
-            log.exception("rank %d failed to persist step %d", self.rank, step)
-            if own:
-                self._discard(own, self.storage.remove)  # a failed save cleans up its own attempt
-            return None, failed_at(phase, where, exc)
-        return ready, ""
-
-    def _coordinate(self, step: int, attempt: str, gathered: list[bytes] | None) -> dict[str, str]:
-        assert gathered is not None
-        coordinator = Coordinator(self.world_size)
-        events: list[Any] = [Begin(step, attempt, self._coordinator_fence())]
-        for rank, raw in enumerate(gathered):
-            msg = json.loads(raw)
-            events.append(RankFailed(rank, msg["failed"]) if "failed" in msg else ReadyReceived(_ready_from_json(msg)))
-        notify: Notify | None = None
-        phase, where, sent_commit = "manifest write", attempt_dir(step, attempt), False
-        try:
-            while events:
-                coordinator, commands = coordinator.handle(events.pop(0))
-                for cmd in commands:
-                    if isinstance(cmd, WriteManifest):
-                        phase, where = "manifest write", cmd.path
-                        data = manifest_mod.build(cmd.epoch, cmd.attempt, cmd.readies, self.algorithm)
-                        self.storage.write_bytes(cmd.path, data)
-                        events.append(ManifestWritten(cmd.path, digest(self.algorithm, data)))
-                    elif isinstance(cmd, Persist):
-                        phase, where = "persist", cmd.path
-                        self.storage.persist(cmd.path)
-                        events.append(Persisted(cmd.path))
-                    elif isinstance(cmd, PublishDecision) and cmd.outcome == "abort":
-                        # The abort record is a courtesy (presumed abort holds without it): failing to write
-                        # it (a full disk) must not hide why the attempt aborted.
-                        self._record_abort(cmd.epoch, cmd.attempt, coordinator.reason)
-                        events.append(DecisionPublished("abort"))
-                    elif isinstance(cmd, PublishDecision):
-                        phase, where, sent_commit = "publish", f"step {cmd.epoch}'s decision", True
-                        events.append(self._publish(cmd))
-                    elif isinstance(cmd, Notify):
-                        notify = cmd
-                    elif isinstance(cmd, CollectGarbage):
-                        pass  # done after the ranks are told; see save()
-        except Exception as exc:
-            log.exception("coordinator failed during step %d", step)
-            notify = Notify(step, attempt, "abort", f"rank 0 (coordinator) failed: {failed_at(phase, where, exc)}")
-        if notify is None:
-            notify = Notify(step, attempt, "abort", f"protocol ended in phase {coordinator.phase.value}")
-        # Files of an abort may go at once only if no commit was ever sent: a commit whose reply was lost may
-        # still land, and then its files must be there (GC removes them later if it did not).
-        return {"outcome": notify.outcome, "reason": notify.reason, "clean": notify.outcome == "abort" and not sent_commit}
-
-    def _publish(self, cmd: PublishDecision) -> DecisionPublished | PublishRejected:
-        decision = Decision(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash,
-                            decision_id=f"{cmd.epoch}:{cmd.attempt}:{cmd.outcome}")
-        for attempt in range(PUBLISH_TRIES):
-            try:
-                self.store.publish(decision, cmd.fence)
-                return DecisionPublished(cmd.outcome)
-            except StaleFenceError as exc:
-                return PublishRejected(str(exc))
-            except CoordinationUnavailableError as exc:
-                # The decision may have landed: retrying with the same decision_id is idempotent.
-                log.warning("decision store unreachable (try %d of %d): %s", attempt + 1, PUBLISH_TRIES, exc)
-                unreachable = exc
-        return PublishRejected(f"decision store unreachable, outcome unknown until it answers "
-                               f"(`fito inspect` / committed() will tell): {unreachable}")
-
     def _coordinator_fence(self) -> int:
         if self._fence is None:
             raise RuntimeError(f"rank {self.rank} is not the coordinator; only rank 0 holds the fencing token")
         return self._fence
-
-    def _record_abort(self, step: int, attempt: str, reason: str) -> None:
-        try:
-            self._publish(PublishDecision(step, attempt, "abort", fence=self._coordinator_fence()))
-        except Exception:  # the abort record is a courtesy; presumed abort already holds
-            log.warning("could not record the abort of step %d (%s)", step, reason, exc_info=True)
-
-    def _discard(self, rel: str, remove: Callable[[str], None]) -> None:
-        """Best effort: delete what a failed attempt left; GC after the next commit removes anything left."""
-        try:
-            remove(rel)
-        except Exception as exc:  # noqa: BLE001 - the save already failed; say so, do not mask it
-            log.warning("could not remove %s of a failed save (%s); GC after the next commit removes it", rel, exc)
-
-    def _discard_attempt(self, step: int, attempt: str) -> None:
-        """Coordinator, after an abort decided before any commit was sent: every rank is past writing."""
-        self._discard(attempt_dir(step, attempt), self.storage.remove_tree)
-        epoch_dir = attempt_dir(step, attempt).rsplit("/", 1)[0]
-        try:
-            empty = not self.storage.listdir(epoch_dir)
-        except Exception:  # noqa: BLE001 - best effort, as above
-            empty = False
-        if empty:
-            self._discard(epoch_dir, self.storage.remove_tree)
 
     # ---------------------------------------------------------------- restore
     def restore(self, state: MutableMapping[str, Any], step: int | None = None, *, fallback: bool = False,
@@ -473,13 +281,3 @@ def attempt_id(fence: int, log_id: str | None) -> str:
     """Unique per attempt; names the coordinator's fence and its log, so retention never deletes a newer
     coordinator's work nor another log's (fito.protocol.layout)."""
     return attempt_name(fence, log_id, time.time_ns() // 1_000_000, secrets.token_hex(4))
-
-
-def _ready_to_json(r: Ready) -> dict[str, Any]:
-    return {"epoch": r.epoch, "attempt": r.attempt, "rank": r.rank, "file": r.file, "size": r.size,
-            "units": [[u.name, u.offset, u.length, u.hash, u.epoch] for u in r.units]}
-
-
-def _ready_from_json(d: dict[str, Any]) -> Ready:
-    return Ready(d["epoch"], d["attempt"], d["rank"], d["file"], d["size"], tuple(UnitEntry(*u) for u in d["units"]))
-
