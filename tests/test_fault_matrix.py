@@ -70,6 +70,8 @@ def test_fault_cell(matrix, phase: str, target: int, kind: str) -> None:
             msg = save2["message"].lower()
             assert f"rank {target}" in msg and phase in msg and CAUSE[kind] in msg, f"rank {rank}: {save2['message']}"
             assert "not written by fito" not in msg and "damaged" not in msg, save2["message"]
+            # the same facts as fields, for code that handles the error
+            assert save2["phase"] == phase and target in save2["failed_ranks"], f"rank {rank}: {save2}"
             previous = 1
         else:
             assert save2 == {"outcome": "ok", "value": 2}, f"rank {rank}: {save2}"  # committed (GC only warns)
@@ -88,3 +90,15 @@ def test_fault_cell(matrix, phase: str, target: int, kind: str) -> None:
             # Aborted before any commit was sent: the failed save removed its own attempt at once. (After a
             # failed publish the commit may still land, so its files stay until GC knows it did not.)
             assert f["strays_after_fail"] == [], f"rank {rank}: left by the failed save: {f['strays_after_fail']}"
+
+
+def test_save_aborted_error_keeps_its_fields_when_sent_to_another_rank() -> None:
+    import pickle
+
+    from fito.errors import SaveAbortedError
+
+    err = SaveAbortedError("save of step 3 aborted: ...", step=3, phase="persist", failures={1: "persist of x: EIO"})
+    back = pickle.loads(pickle.dumps(err))  # DCP pickles each rank's exception to the others
+    assert (type(back), str(back), back.step, back.phase, back.failures) == (
+        SaveAbortedError, str(err), 3, "persist", {1: "persist of x: EIO"})
+    assert SaveAbortedError("plain").failures == {} and SaveAbortedError("plain").phase is None

@@ -56,7 +56,25 @@ class DecisionLogReadOnlyError(FitoError):
 
 class SaveAbortedError(FitoError):
     """The attempt did not commit (a rank failed, timed out or the coordinator was fenced);
-    the previous committed epoch is intact."""
+    the previous committed epoch is intact.
+
+    Besides the message, for code that handles it: `step` (the step that was being saved, if known),
+    `phase` (where the first failure happened: "unit write", "persist", "manifest write", "publish", or
+    None when no rank's storage or log failed, e.g. a lost peer) and `failures` ({rank: what failed there})."""
+
+    def __init__(self, message: str, *, step: int | None = None, phase: str | None = None,
+                 failures: dict[int, str] | None = None) -> None:
+        super().__init__(message)
+        self.step, self.phase, self.failures = step, phase, dict(failures or {})
+
+    def __reduce__(self) -> tuple:
+        # DCP pickles every rank's exception to the others: keep the fields
+        return (_rebuild_aborted, (type(self), str(self), self.step, self.phase, self.failures))
+
+
+def _rebuild_aborted(cls: type, message: str, step: int | None, phase: str | None,
+                     failures: dict[int, str]) -> SaveAbortedError:
+    return cls(message, step=step, phase=phase, failures=failures)
 
 
 class SaveInProgressError(FitoError):

@@ -59,7 +59,8 @@ def outcome(fn: Any) -> dict[str, Any]:
     try:
         return {"outcome": "ok", "value": fn()}
     except FitoError as exc:
-        return {"outcome": type(exc).__name__, "fito": True, "message": str(exc)}
+        return {"outcome": type(exc).__name__, "fito": True, "message": str(exc), "phase": getattr(exc, "phase", None),
+                "failed_ranks": sorted(getattr(exc, "failures", {}))}
     except Exception as exc:  # noqa: BLE001 - recorded: the test fails on any non-FitoError
         return {"outcome": type(exc).__name__, "fito": False, "message": str(exc),
                 "traceback": traceback.format_exc()[-2000:]}

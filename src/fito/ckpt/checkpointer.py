@@ -171,7 +171,8 @@ class Checkpointer:
         self._inflight = None
         error = handle.outcome()
         if error is not None and not handle.observed:
-            raise SaveAbortedError(f"the background save of step {handle.step} failed: {error}") from error
+            raise SaveAbortedError(f"the background save of step {handle.step} failed: {error}", step=handle.step,
+                                   phase=getattr(error, "phase", None), failures=getattr(error, "failures", None)) from error
 
     def _coordinator_fence(self) -> int:
         if self._fence is None:

@@ -44,7 +44,7 @@ def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: b
             if token.startswith("!"):
                 cause, ck._fence_error = ck._fence_error, None
                 raise SaveAbortedError(f"save of step {step} not started: the coordinator could not take the fencing "
-                                       f"token: {token[1:]}") from cause
+                                       f"token: {token[1:]}", step=step, failures={0: token[1:]}) from cause
         entries = capture(state, internal)
         # Digests find values that differ between ranks; on one rank there is nothing to compare.
         digests = [rank_local.leaf_digests(e) if ck.world_size > 1 else [None] * len(e.leaves) for e in entries]
@@ -75,10 +75,12 @@ def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: b
         except Exception as exc:
             if ck.transport.world_size == 1:
                 raise SaveAbortedError(f"save of step {step} aborted: {type(exc).__name__}: {exc}; nothing was "
-                                       "committed, the previous committed epoch is intact") from exc
+                                       "committed, the previous committed epoch is intact", step=step,
+                                       failures={0: f"{type(exc).__name__}: {exc}"}) from exc
             raise SaveAbortedError(  # a peer died or timed out inside one of DCP's collectives
                 f"save of step {step} aborted: lost contact with another rank ({type(exc).__name__}: {exc}); the "
-                "previous committed epoch is intact — restart the job and restore") from exc
+                "previous committed epoch is intact — restart the job and restore", step=step,
+                failures={ck.rank: f"lost contact with another rank ({type(exc).__name__}: {exc})"}) from exc
         return step
     return commit
 
@@ -128,5 +130,7 @@ def save_error(step: int, exc: CheckpointException) -> FitoError:
                      for r, e in sorted(causes.items()))[:3000]
     if any(isinstance(e, StateMismatchError) for e in causes.values()):
         return StateMismatchError(f"save of step {step} refused, nothing was committed: {said}")
+    failures = {r: (str(e) if isinstance(e, SaveAbortedError) else f"{type(e).__name__}: {e}") for r, e in sorted(causes.items())}
+    phase = next((e.phase for _, e in sorted(causes.items()) if isinstance(e, SaveAbortedError) and e.phase), None)
     return SaveAbortedError(f"save of step {step} aborted: {said}; nothing was committed, the previous committed "
-                            "epoch is intact")
+                            "epoch is intact", step=step, phase=phase, failures=failures)

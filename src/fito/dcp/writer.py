@@ -153,7 +153,8 @@ rank writes, as it is written (a progress bar; keep it cheap)."""
             log.exception("rank %d failed to persist step %d", self.rank, spec.step)
             if own:
                 _discard(self.storage.remove, own)
-            raise SaveAbortedError(failed_at(phase, where, exc)) from exc
+            said = failed_at(phase, where, exc)
+            raise SaveAbortedError(said, step=spec.step, phase=phase, failures={self.rank: said}) from exc
         ready = next(c.ready for c in outbox if isinstance(c, SendReady))  # only after the object is durable
         # The READY vouches for every item (offset, length, block hashes, tag); the per-item results only
         # tell DCP the sizes.
@@ -228,14 +229,15 @@ rank writes, as it is written (a progress bar; keep it cheap)."""
             log.exception("coordinator failed during step %d", step)
             if not sent_commit:
                 self.discard()
-            raise SaveAbortedError(f"rank 0 (coordinator) failed: {failed_at(phase, where, exc)}") from exc
+            said = failed_at(phase, where, exc)
+            raise SaveAbortedError(f"rank 0 (coordinator) failed: {said}", step=step, phase=phase, failures={self.rank: said}) from exc
         if notify and notify[0].outcome != "commit" and not sent_commit:
             self.discard()
         if not notify:
-            raise SaveAbortedError(f"save of step {step}: the protocol stopped in phase {coordinator.phase.value}; "
+            raise SaveAbortedError(step=step, message=f"save of step {step}: the protocol stopped in phase {coordinator.phase.value}; "
                                    "nothing was committed, the previous committed step is intact")
         if notify[0].outcome != "commit":
-            raise SaveAbortedError(f"save of step {step} aborted: {notify[0].reason}; nothing was committed, the "
+            raise SaveAbortedError(step=step, message=f"save of step {step} aborted: {notify[0].reason}; nothing was committed, the "
                                    "previous committed step is intact")
         try:  # the commit is durable; a failed cleanup must not turn it into an error
             for gc in collect:
