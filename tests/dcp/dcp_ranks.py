@@ -142,8 +142,9 @@ def ddp_bytes(tmp: Path) -> None:
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(torch.nn.Sequential(*[torch.nn.Linear(256, 256) for _ in range(8)]))
     root = tmp / "ddp"
+    bar = Bar()
     with knobs.override(FITO_BLOCK_BYTES=8 << 20):  # the default block, not the group's tiny test blocks
-        dcp.save({"model": model.state_dict()}, storage_writer=fito.dcp.Writer(root, 1), planner=fito.dcp.SavePlanner())
+        dcp.save({"model": model.state_dict()}, storage_writer=fito.dcp.Writer(root, 1, progress=bar), planner=fito.dcp.SavePlanner())
     dist.barrier()
     replica = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     files = {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file() and p.name != "decisions.sqlite"
@@ -152,7 +153,22 @@ def ddp_bytes(tmp: Path) -> None:
     target = {"model": {k: torch.zeros_like(v) for k, v in model.state_dict().items()}}
     dcp.load(target, storage_reader=fito.dcp.Reader(root), planner=fito.dcp.LoadPlanner())
     same = all(torch.equal(target["model"][k], v) for k, v in model.state_dict().items())
-    emit("ddp_bytes", replica=replica, written=sum(files.values()), objects=objects, restored_equal=same)
+    emit("ddp_bytes", replica=replica, written=sum(files.values()), objects=objects, restored_equal=same,
+         bar_total=bar.total, bar_done=bar.done)
+
+
+class Bar:
+    """A progress callback as fito.ckpt.progress makes them: byte counts, and the total once it is planned."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.done = 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+
+    def resize(self, total: int) -> None:
+        self.total = total
 
 
 # ---------------------------------------------------------------- refusals

@@ -68,6 +68,8 @@ def test_ddp_replicas_are_written_once_and_balanced(runs):
     assert r["replica"] <= r["written"] <= 1.05 * r["replica"], r
     objects = r["objects"]
     assert len(objects) == 2 and min(objects) > 0.4 * sum(objects), objects  # both replicas share the writing
+    for rank in results:  # each rank's progress bar is sized to its share, and ends full
+        assert rank["bar_done"] == rank["bar_total"] < 0.6 * rank["replica"], rank
 
 
 def test_replicas_that_differ_under_one_name_are_refused_naming_the_key(runs):

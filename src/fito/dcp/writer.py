@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,7 +78,8 @@ class Writer(StorageWriter):
     token for its whole life, so a save of an older, fenced-out Checkpointer is refused). `observe`: called
     with ("rank<r>" or "coord", command) for every protocol command, before it runs (tracing; the
     differential test against the model checker). `progress`: called with the byte count of each block this
-rank writes, as it is written (a progress bar; keep it cheap)."""
+rank writes, as it is written (a progress bar; keep it cheap); if it has a `resize(total)` method, that is
+called first with this rank's planned tensor bytes (its share of the replicas)."""
 
     def __init__(self, root: str | os.PathLike[str] | Storage, step: int, *, keep: int | None = None,
                  store: DecisionStore | None = None, hash: str = DEFAULT_ALGORITHM,
@@ -277,12 +279,19 @@ def _write_object(f: BinaryIO, header: ObjectHeader, plan: SavePlan, planner: Sa
     in a helper thread during its own write: both release the GIL). Returns the size."""
     _write_all(f, memoryview(header.pack()))
     offset = HEADER.size
+    resize = getattr(progress, "resize", None)  # a bar sized to this rank's share of the replicas
+    planned = planned_bytes(plan)
+    if resize is not None:
+        resize(planned)
     hasher: ThreadPoolExecutor | None = None
     try:
         for item in plan.items:
             data = planner.resolve_data(item)  # lazily: DCP may allocate (e.g. a device-to-host copy) here
             raw = memoryview(data.getbuffer()) if item.type == WriteItemType.BYTE_IO else tensor_bytes(data)
             raw = raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
+            if resize is not None and item.type == WriteItemType.BYTE_IO:  # a value's size is known only now
+                planned += len(raw)
+                resize(planned)
             blocks = []
             for start in range(0, max(len(raw), 1), block_bytes):
                 block = raw[start:start + block_bytes]
@@ -306,6 +315,15 @@ def _write_object(f: BinaryIO, header: ObjectHeader, plan: SavePlan, planner: Sa
         if hasher is not None:
             hasher.shutdown()
     return offset
+
+
+def planned_bytes(plan: SavePlan) -> int:
+    """The bytes of the tensors in this rank's plan (a value's size is known once it is serialized)."""
+    total = 0
+    for item in plan.items:
+        if item.tensor_data is not None:
+            total += math.prod(item.tensor_data.chunk.sizes) * item.tensor_data.properties.dtype.itemsize
+    return total
 
 
 def _write_all(f: BinaryIO, data: memoryview) -> None:
