@@ -471,3 +471,22 @@ def test_restore_hands_user_code_owned_contiguous_tensors(tmp_path):
     for key, a in state["arrays"].items():
         assert a.flags.owndata and a.flags.c_contiguous and a.base is None, key
         assert a.dtype == arrays[key].dtype and np.array_equal(a, arrays[key])
+
+
+def test_localfs_exists_and_listdir_follow_no_link(tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "f").write_bytes(b"x")
+    fs = LocalFS(tmp_path / "root")
+    fs.makedirs("epochs/1")
+    (fs.root / "epochs" / "linked").symlink_to(outside)  # a directory link, pointing out of the root
+    (fs.root / "epochs" / "dangling").symlink_to(tmp_path / "nowhere")
+    assert fs.exists("epochs/linked") and fs.exists("epochs/dangling")  # there, as links
+    assert fs.exists("epochs/linked/f")  # reported at the link; a read of it is refused, naming the link
+    assert not fs.exists("epochs/missing") and not fs.exists("epochs/1/missing")
+    assert fs.listdir("epochs") == ["1", "dangling", "linked"]
+    with pytest.raises(fito.UnsafeCheckpointError, match="link"):
+        fs.listdir("epochs/linked")  # never the contents of what it points to
+    with pytest.raises(fito.FitoError):
+        fs.open_read("epochs/linked/f")
+    assert fs.listdir("epochs/1") == [] and fs.listdir("nothing") == []

@@ -313,11 +313,24 @@ class LocalFS:
         return unreadable(rel, exc)
 
     def exists(self, rel: str) -> bool:
-        try:
-            return self.path(rel).exists()
-        except UnsafeCheckpointError:
-            return False
+        """Whether a name is there, following no link: a link counts (dangling or not), so a reader that
+        goes on is refused naming the link, instead of being told that nothing is there."""
+        p = self.root
+        for part in safe_relpath(rel).parts:
+            p = p / part
+            try:
+                mode = os.lstat(p).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            if stat.S_ISLNK(mode):
+                return True
+        return True
 
     def listdir(self, rel: str) -> list[str]:
-        target = self.path(rel) if rel else self.root
-        return sorted(os.listdir(target)) if target.is_dir() else []
+        """The names in directory `rel` ([] if it is missing or not a directory); a link on the way is
+        refused (UnsafeCheckpointError), never listed through."""
+        target = self._unlinked_path(rel, "list") if rel else self.root
+        try:
+            return sorted(os.listdir(target))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
