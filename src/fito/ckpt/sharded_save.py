@@ -90,8 +90,8 @@ def items(entries: list, digests: list[list[str | None]], local: set[str], rank:
     known: dict[str, str] = {}
     for e, ds in zip(entries, digests):
         owner = rank if e.name in local else None
-        flat[rank_local.doc_key(e.name, owner)] = e.doc_text()
-        for path, t, d in zip(e.keys, e.leaves, ds):
+        flat[rank_local.doc_key(e.name, owner)], tensors = e.packed(ds)
+        for path, t, d in tensors:
             key = rank_local.tensor_key(e.name, owner, path)
             flat[key] = t
             if d is not None:
@@ -102,7 +102,8 @@ def items(entries: list, digests: list[list[str | None]], local: set[str], rank:
 def staged(ck: "Checkpointer", flat: dict[str, Any]) -> dict[str, Any]:
     """A copy of every tensor in one reused host buffer (the only stall of a background save); DTensors are
     rebuilt around their staged local shard, with the same mesh, placements and global shape."""
-    keys = [k for k, v in flat.items() if isinstance(v, torch.Tensor)]
+    # a pack (fito.ckpt.packs) is already this save's own copy
+    keys = [k for k, v in flat.items() if isinstance(v, torch.Tensor) and not rank_local.is_pack_key(k)]
     views = ck._staging.stage([(k, tensor_bytes(flat[k])) for k in keys])
     out = dict(flat)
     for key, (_, view) in zip(keys, views):
