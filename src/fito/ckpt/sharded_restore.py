@@ -33,6 +33,7 @@ from fito.ckpt.apply import Applied, EntryPlan, RestorePlan, backup_module, back
 from fito.ckpt.entries import (
     FreshOptimizers, decode_entry, leaf_spec, module_keys, new_leaf, optimizers_of, owner_of, parse_doc, templates,
 )
+from fito.ckpt.memory import gc_paused
 from fito.ckpt.rank_local import KEEP, RankLocalPolicy, doc_key, pack_path, parse_key, tensor_key, world_change_error
 from fito.ckpt.sharded_save import VALIDATION_ENTRY, local_bytes
 from fito.ckpt.state import class_name, kind_of, plan_restore
@@ -54,6 +55,12 @@ V1_FORMAT = "fito-manifest/1"
 
 def restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | None, *, fallback: bool,
             rank_local: rank_local.Policy) -> int:
+    with gc_paused():  # tens of thousands of small objects (JSON, tensors): fito.ckpt.memory
+        return _restore(ck, state, step, fallback=fallback, rank_local=rank_local)
+
+
+def _restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | None, *, fallback: bool,
+             rank_local: rank_local.Policy) -> int:
     ck._settle_previous("wait")
     policy = RankLocalPolicy.parse(rank_local)
     candidates = ck._candidates(step)

@@ -19,6 +19,7 @@ from torch.distributed.tensor import DTensor
 
 from fito.ckpt import rank_local
 from fito.ckpt.entries import capture
+from fito.ckpt.memory import gc_paused
 from fito.dcp.writer import Writer
 from fito.errors import FitoError, SaveAbortedError, StateMismatchError
 from fito.plan.save import SavePlanner
@@ -34,7 +35,20 @@ warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavai
 
 
 def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: bool) -> Callable[[], int]:
-    """Capture `state` for step `step` on this rank (collectively: every rank calls it together)."""
+    """Capture `state` for step `step` on this rank (collectively: every rank calls it together). The cyclic
+    GC pauses while the caller waits (fito.ckpt.memory.gc_paused), never in a background commit."""
+    with gc_paused():
+        commit = _prepare(ck, step, state, stage=stage)
+    if stage:
+        return commit
+
+    def paused() -> int:
+        with gc_paused():
+            return commit()
+    return paused
+
+
+def _prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: bool) -> Callable[[], int]:
     internal = {VALIDATION_ENTRY: ck._validation_loss()} if ck.validator is not None else {}
     entries = digests = None
     error: BaseException | None = None
