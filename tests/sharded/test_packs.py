@@ -289,8 +289,9 @@ def test_two_ranks_write_a_replicated_pack_once_and_rank_local_packs_per_rank(tm
         assert not [t for t in r["tensors"] if t.startswith("shared/") and "__pack__" not in t]
         assert not [t for t in r["tensors"] if t.startswith("__rank__") and "shared" in t]
         assert r["pack_bytes"] == 200 * 256 * 4
-        # bytes on disk: the 200 KiB pack once (the rest: two RNG states, small packs, documents, headers)
-        assert r["pack_bytes"] < sum(r["files"].values()) < 1.25 * r["pack_bytes"], r["files"]
+        # bytes on disk: the 200 KiB pack once, in one rank's object (the rest, ~60 KB: two RNG states with
+        # their documents, the small per-rank packs, headers); written by both it would be over 400 KiB
+        assert r["pack_bytes"] < max(r["files"].values()) and sum(r["files"].values()) < 1.5 * r["pack_bytes"], r["files"]
         same = saved["restore_same"][rank]
         assert same["step"] == 1 and same["shared"] and same["mine"] and same["rng"]
     other = run_scenarios("pack_ranks", "restore", tmp_path, 1, here=HERE, env=env, timeout=300)["restore_other"][0]
