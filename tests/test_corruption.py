@@ -56,7 +56,7 @@ def _unit_offset(root: Path, step: int, name_part: str) -> tuple[str, int, int]:
 
 def test_bit_flip_is_rejected_naming_the_unit(tmp_path):
     _saved(tmp_path)
-    name, offset, length = _unit_offset(tmp_path, 4, "exp_avg_sq")
+    name, offset, length = _unit_offset(tmp_path, 4, "optim/__pack__/")  # the moments, packed (fito.ckpt.packs)
     shard = _shard(tmp_path, 4)
     data = bytearray(shard.read_bytes())
     data[offset + length - 3] ^= 0x10

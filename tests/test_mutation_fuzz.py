@@ -9,6 +9,7 @@ are printed at the end of the module (`pytest -s`)."""
 from __future__ import annotations
 
 import collections
+import json
 import random
 import shutil
 import sqlite3
@@ -61,7 +62,10 @@ def pristine_v1(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[in
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int, str], dict[int, Any]]:
-    yield _pristine(tmp_path_factory.mktemp("pristine") / "ckpt", v1=False)
+    root, attempts, snaps = _pristine(tmp_path_factory.mktemp("pristine") / "ckpt", v1=False)
+    manifests = [json.loads(p.read_bytes()) for p in root.glob("epochs/*/*/manifest.json")]
+    assert all(any("/__pack__/" in t["fqn"] for t in m["tensors"]) for m in manifests)  # packs are fuzzed too
+    yield root, attempts, snaps
     totals: collections.Counter[str] = collections.Counter()
     for (_, category), n in COUNTS.items():
         totals[category] += n

@@ -12,6 +12,11 @@ _DEFAULTS = {
     # Block of an item's payload that carries its own hash: a resharding reader reads and verifies whole
     # blocks only, so smaller blocks waste less reading, larger ones shrink the manifest (16 bytes each).
     "FITO_BLOCK_BYTES": 8 << 20,
+    # Plain tensors of an entry up to this size are packed into a few items (fito.ckpt.packs): one DCP item
+    # per tensor costs planning, manifest and read work that dwarfs a small tensor's bytes. 0: no packing.
+    "FITO_PACK_LEAF_BYTES": 64 << 10,
+    # Cap of one pack: a restore reads a pack whole before copying its members out.
+    "FITO_PACK_BYTES": 32 << 20,
 }
 _overrides: dict[str, int] = {}
 
@@ -34,6 +39,22 @@ def block_bytes() -> int:
     value = get("FITO_BLOCK_BYTES")
     if value < 64 or value % 64:
         raise ValueError(f"FITO_BLOCK_BYTES={value}: use a positive multiple of 64 bytes")
+    return value
+
+
+def pack_leaf_bytes() -> int:
+    """Largest plain tensor packed with others (0: packing off)."""
+    value = get("FITO_PACK_LEAF_BYTES")
+    if value < 0:
+        raise ValueError(f"FITO_PACK_LEAF_BYTES={value}: use 0 (no packing) or a positive number of bytes")
+    return value
+
+
+def pack_bytes() -> int:
+    """Cap of one pack (a tensor bigger than the cap, but packable, gets a pack of its own)."""
+    value = get("FITO_PACK_BYTES")
+    if value < 1:
+        raise ValueError(f"FITO_PACK_BYTES={value}: use a positive number of bytes")
     return value
 
 

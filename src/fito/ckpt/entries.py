@@ -21,13 +21,16 @@ import torch
 from torch.distributed.checkpoint.state_dict import get_model_state_dict
 from torch.distributed.tensor import DTensor
 
+from fito.ckpt import packs
 from fito.ckpt.live_layout import FreshOptimizers, owner_of
 from fito.ckpt.optim_state import check_state_dict
+from fito.ckpt.rank_local import is_pack_path
 from fito.ckpt.state import class_name, kind_of
 from fito.ckpt.tree import DTYPES, MAX_DEPTH, array_specs, decode, encode, entry_path, numpy_dtype
 from fito.errors import StateMismatchError, UnsafeCheckpointError
 
-DOC_FORMAT = "fito-entry/1"
+DOC_FORMAT = "fito-entry/1"  # a document without packs: as written before packs existed
+PACKED_DOC_FORMAT = "fito-entry/2"  # with packs (fito.ckpt.packs); readers without packs refuse it by name
 MAX_DOC_BYTES = 64 << 20
 
 
@@ -51,6 +54,13 @@ class Captured:
 
     def doc_text(self) -> str:
         return json.dumps(self.doc, separators=(",", ":"))
+
+    def packed(self, digests: list[str | None]) -> tuple[str, list[packs.Item]]:
+        """The document as saved and the DCP tensors, small plain tensors packed (fito.ckpt.packs)."""
+        layout, items = packs.build(self.keys, self.leaves, digests)
+        if not layout:
+            return self.doc_text(), items
+        return json.dumps({**self.doc, "format": PACKED_DOC_FORMAT, "packs": layout}, separators=(",", ":")), items
 
 
 # ---------------------------------------------------------------- save: entries -> documents and tensors
@@ -101,8 +111,8 @@ def capture_entry(name: str, obj: Any, state: Mapping[str, Any]) -> Captured:
 
 
 class ItemNames(list[str]):
-    """Item names in leaf order, each made unique (`path#n`); a set beside the list keeps adding O(1), so an
-    entry of 20,000 tensors is not quadratic."""
+    """Item names in leaf order, each made unique (`path#n`), never a pack's name (`__pack__/<n>`); a set
+    beside the list keeps adding O(1), so an entry of 20,000 tensors is not quadratic."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -110,7 +120,7 @@ class ItemNames(list[str]):
 
     def add(self, path: str) -> None:
         name, n = path, 0
-        while name in self._taken:
+        while name in self._taken or is_pack_path(name):
             n += 1
             name = f"{path}#{n}"
         self._taken.add(name)
@@ -165,8 +175,10 @@ def parse_doc(text: Any, where: str) -> dict[str, Any]:
         doc = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise bad("JSON", f"{type(exc).__name__}: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != DOC_FORMAT:
-        raise bad(f"format {DOC_FORMAT}", doc.get("format") if isinstance(doc, dict) else doc)
+    if not isinstance(doc, dict) or doc.get("format") not in (DOC_FORMAT, PACKED_DOC_FORMAT):
+        raise bad(f"format {DOC_FORMAT} or {PACKED_DOC_FORMAT}", doc.get("format") if isinstance(doc, dict) else doc)
+    if ("packs" in doc) != (doc["format"] == PACKED_DOC_FORMAT):
+        raise bad(f"packs in a {PACKED_DOC_FORMAT} document only, and there always", sorted(doc))
     if doc.get("kind") not in ("module", "optimizer", "stateful", "tensor", "value"):
         raise bad("an entry kind", doc.get("kind"))
     if doc.get("class") is not None and not isinstance(doc.get("class"), str):
@@ -179,6 +191,8 @@ def parse_doc(text: Any, where: str) -> dict[str, Any]:
     if sorted(specs) != list(range(len(keys))):
         raise bad(f"{len(keys)} tensor references, numbered from 0", sorted(specs)[:8])
     doc["specs"] = specs
+    # {leaf index: (pack, offset, length)}, checked against the specs: in range, disjoint, of the right length
+    doc["packed"], doc["pack_bytes"] = packs.parse_layout(doc.get("packs", []), keys, specs, bad)
     return doc
 
 

@@ -84,9 +84,30 @@ def _index(storage: Storage, d: Decision) -> dict[str, Any] | None:
         data = manifest_bytes(storage, d)
         if manifest_fmt.format_of(data) != manifest_fmt.FORMAT:
             return None
-        return index_of(manifest_fmt.parse(data, where=d.manifest, epoch=d.epoch, attempt=d.attempt))
+        m = manifest_fmt.parse(data, where=d.manifest, epoch=d.epoch, attempt=d.attempt)
+        return index_of(m, _documents(storage, d, m))
     except FitoError as exc:
         return {"error": " ".join(str(exc).split())[:500]}
+
+
+def _documents(storage: Storage, d: Decision, m: Any) -> dict[tuple[int | None, str], dict[str, Any]]:
+    """The documents of the entries holding packs (fito.ckpt.packs), read and verified: they say what each
+    pack holds. One that cannot be read leaves its packs listed as packs (`fito verify` says why)."""
+    from fito.ckpt.entries import parse_doc
+    from fito.ckpt.rank_local import doc_key, is_pack_key, parse_key
+    from fito.ckpt.transport import LocalTransport
+    from fito.dcp.reader import Reader
+    wanted = sorted({parse_key(fqn)[:2] for fqn in m.tensors if is_pack_key(fqn)}, key=str)
+    reader = Reader(storage, decision=d, manifest=m, transport=LocalTransport()) if wanted else None
+    out = {}
+    for rank, entry in wanted:
+        key = doc_key(entry, rank)
+        try:
+            if key in m.values and reader is not None:
+                out[(rank, entry)] = parse_doc(reader.read_value(key), f"{d.manifest}: {entry}")
+        except FitoError:
+            continue
+    return out
 
 
 def _info(storage: Storage, key: tuple[int, str], d: Decision | None, world: int) -> AttemptInfo:

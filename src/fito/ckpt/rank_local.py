@@ -6,6 +6,8 @@ Names of DCP items (the one place they are built and parsed):
     __fito__/<entry>                    the JSON document of a replicated entry
     __rank__/<r>/<entry>[/<path>]       a tensor of rank r's own copy of a rank-local entry
     __rank__/<r>/__fito__/<entry>       the document of rank r's copy
+    <entry>/__pack__/<n>                pack n of an entry: small plain tensors' bytes, laid out in its
+    __rank__/<r>/<entry>/__pack__/<n>   document (fito.ckpt.packs); a tensor's own path never takes this name
 
 An entry is rank-local if its class says so (`fito_rank_local = True`) or if its bytes differ between ranks
 (every rank hashes its plain tensors and document; rank 0 compares and tells every rank). An entry holding
@@ -21,16 +23,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Mapping, Union
 
-from fito.ckpt.entries import Captured
 from fito.ckpt.transport import Transport
 from fito.errors import SaveAbortedError, StateMismatchError
 from fito.format.hashing import DEFAULT_ALGORITHM, digest
 from fito.plan.values import tensor_bytes
 
+if TYPE_CHECKING:
+    from fito.ckpt.entries import Captured
+
 RANK = "__rank__"
 DOC = "__fito__"
+PACK = "__pack__"
 Policy = Union[str, Mapping[int, int], Mapping[str, Union[str, Mapping[int, int]]]]
 
 
@@ -41,6 +46,23 @@ def tensor_key(name: str, rank: int | None, path: str) -> str:
 
 def doc_key(name: str, rank: int | None) -> str:
     return f"{DOC}/{name}" if rank is None else f"{RANK}/{rank}/{DOC}/{name}"
+
+
+def pack_path(n: int) -> str:
+    """The path, inside its entry, of the entry's pack `n` (give it to tensor_key like a tensor's path)."""
+    return f"{PACK}/{n}"
+
+
+def is_pack_path(path: str) -> bool:
+    head, sep, n = path.partition("/")
+    return head == PACK and n.isdigit() and n == str(int(n))
+
+
+def is_pack_key(key: str) -> bool:
+    """Whether a DCP item name is an entry's pack (entry names hold no "/")."""
+    if key.startswith(f"{RANK}/"):
+        key = key[len(RANK) + 1:].partition("/")[2]
+    return is_pack_path(key.partition("/")[2])
 
 
 def parse_key(key: str) -> tuple[int | None, str, bool]:

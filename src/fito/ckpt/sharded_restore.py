@@ -28,12 +28,13 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 from torch.distributed.tensor import DTensor
 
-from fito.ckpt import rank_local
+from fito.ckpt import packs, rank_local
 from fito.ckpt.apply import Applied, EntryPlan, RestorePlan, backup_module, backup_optimizer
 from fito.ckpt.entries import decode_entry, leaf_spec, new_leaf, parse_doc
 from fito.ckpt.exchange import Exchange, exchangeable
 from fito.ckpt.live_layout import FreshOptimizers, module_keys, optimizers_of, owner_of, templates
-from fito.ckpt.rank_local import KEEP, RankLocalPolicy, doc_key, parse_key, tensor_key, world_change_error
+from fito.ckpt.memory import gc_paused
+from fito.ckpt.rank_local import KEEP, RankLocalPolicy, doc_key, pack_path, parse_key, tensor_key, world_change_error
 from fito.ckpt.sharded_save import VALIDATION_ENTRY, local_bytes
 from fito.ckpt.state import class_name, kind_of, plan_restore
 from fito.coord.base import Decision
@@ -54,6 +55,12 @@ V1_FORMAT = "fito-manifest/1"
 
 def restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | None, *, fallback: bool,
             rank_local: rank_local.Policy) -> int:
+    with gc_paused():  # tens of thousands of small objects (JSON, tensors): fito.ckpt.memory
+        return _restore(ck, state, step, fallback=fallback, rank_local=rank_local)
+
+
+def _restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | None, *, fallback: bool,
+             rank_local: rank_local.Policy) -> int:
     ck._settle_previous("wait")
     policy = RankLocalPolicy.parse(rank_local)
     candidates = ck._candidates(step)
@@ -178,22 +185,33 @@ def _targets(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedMani
     for name, src in sources.items():
         doc = parsed[name] = parse_doc(docs[doc_key(name, src)], f"{where}: {name}")
         doc["leaves"] = []  # what user code gets, per tensor reference, once DCP filled the targets
+        packed = doc["packed"]  # {leaf index: (pack, offset, length)}: checked against the specs by parse_doc
         keys = [tensor_key(name, src, p) for p in doc["keys"]]
-        if set(keys) != stored.get((src, name), set()):
-            raise UnsafeCheckpointError(path=where, unit=name, expected=f"tensors {sorted(keys)[:5]}",
+        doc["pack_keys"] = [tensor_key(name, src, pack_path(n)) for n in range(len(doc["pack_bytes"]))]
+        expected = {k for i, k in enumerate(keys) if i not in packed} | set(doc["pack_keys"])
+        if expected != stored.get((src, name), set()):
+            raise UnsafeCheckpointError(path=where, unit=name, expected=f"tensors {sorted(expected)[:5]}",
                                         found=f"{sorted(stored.get((src, name), set()))[:5]} in the manifest")
+        for key, size in zip(doc["pack_keys"], doc["pack_bytes"]):
+            t = m.tensors[key]
+            if (t.dtype, t.shape) != ("uint8", (size,)):
+                raise UnsafeCheckpointError(path=where, unit=key, expected=f"a pack of uint8 [{size}] (the entry's document)",
+                                            found=f"{t.dtype} {list(t.shape)} in the manifest")
+            targets[key] = torch.empty(size, dtype=torch.uint8)
         live = templates_for(name, state, doc, src, fresh, where)
         for i, (path, key) in enumerate(zip(doc["keys"], keys)):
             dtype, shape = leaf_spec(doc["specs"][i])
-            t = m.tensors[key]
-            if (t.dtype, t.shape) != (str(dtype).removeprefix("torch."), shape):
+            t = None if i in packed else m.tensors[key]
+            if t is not None and (t.dtype, t.shape) != (str(dtype).removeprefix("torch."), shape):
                 raise UnsafeCheckpointError(path=where, unit=key, expected=f"{dtype} {list(shape)} (the entry's document)",
                                             found=f"{t.dtype} {list(t.shape)} in the manifest")
             template = live.get(path)
             if template is not None and (template.dtype != dtype or tuple(template.shape) != shape):
                 raise StateMismatchError(f"{where}: {name}/{path}: expected {tuple(template.shape)} {template.dtype}, "
                                          f"checkpoint has {shape} {dtype}")
-            if isinstance(template, DTensor):
+            if t is None:
+                doc["leaves"].append(template)  # cut out of its pack once the packs are read (_unpack)
+            elif isinstance(template, DTensor):
                 targets[key] = torch.empty_like(template)  # its placements: DCP reads this rank's part only
                 doc["leaves"].append(targets[key])
             else:
@@ -227,6 +245,7 @@ def templates_for(name: str, state: MutableMapping[str, Any], doc: dict[str, Any
 
 def _plan(state: MutableMapping[str, Any], sources: dict[str, int | None], parsed: dict[str, dict[str, Any]],
           targets: dict[str, Any], fresh: FreshOptimizers, where: str) -> tuple[RestorePlan, Any]:
+    _unpack(parsed, targets)
     saved: dict[str, Any] = {}
     for name, src in sources.items():
         doc = parsed[name]
@@ -242,6 +261,14 @@ def _plan(state: MutableMapping[str, Any], sources: dict[str, int | None], parse
     rest = plan_restore(state, saved, where=where, only=[n for n in saved if n not in own and n in state])
     planned = {e.name: e for e in rest.entries} | own
     return RestorePlan(where, [planned[n] for n in state if n in planned]), saved.get(VALIDATION_ENTRY)
+
+
+def _unpack(parsed: dict[str, dict[str, Any]], targets: dict[str, Any]) -> None:
+    """Each packed tensor of each entry, from its verified pack, as its own tensor."""
+    for doc in parsed.values():
+        leaves, specs, pack_keys = doc["leaves"], doc["specs"], doc["pack_keys"]
+        for i, (n, offset, length) in doc["packed"].items():
+            leaves[i] = packs.unpack(specs[i], targets[pack_keys[n]], offset, length, leaves[i])
 
 
 def _module_plan(name: str, module: torch.nn.Module, data: Any) -> EntryPlan:

@@ -19,6 +19,7 @@ from torch.distributed.tensor import DTensor
 
 from fito.ckpt import rank_local
 from fito.ckpt.entries import capture
+from fito.ckpt.memory import gc_paused
 from fito.dcp.writer import Writer
 from fito.errors import FitoError, SaveAbortedError, StateMismatchError
 from fito.plan.save import SavePlanner
@@ -34,7 +35,20 @@ warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavai
 
 
 def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: bool) -> Callable[[], int]:
-    """Capture `state` for step `step` on this rank (collectively: every rank calls it together)."""
+    """Capture `state` for step `step` on this rank (collectively: every rank calls it together). The cyclic
+    GC pauses while the caller waits (fito.ckpt.memory.gc_paused), never in a background commit."""
+    with gc_paused():
+        commit = _prepare(ck, step, state, stage=stage)
+    if stage:
+        return commit
+
+    def paused() -> int:
+        with gc_paused():
+            return commit()
+    return paused
+
+
+def _prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: bool) -> Callable[[], int]:
     internal = {VALIDATION_ENTRY: ck._validation_loss()} if ck.validator is not None else {}
     entries = digests = None
     error: BaseException | None = None
@@ -92,8 +106,8 @@ def items(entries: list, digests: list[list[str | None]], local: set[str], rank:
     known: dict[str, str] = {}
     for e, ds in zip(entries, digests):
         owner = rank if e.name in local else None
-        flat[rank_local.doc_key(e.name, owner)] = e.doc_text()
-        for path, t, d in zip(e.keys, e.leaves, ds):
+        flat[rank_local.doc_key(e.name, owner)], tensors = e.packed(ds)
+        for path, t, d in tensors:
             key = rank_local.tensor_key(e.name, owner, path)
             flat[key] = t
             if d is not None:
@@ -104,7 +118,8 @@ def items(entries: list, digests: list[list[str | None]], local: set[str], rank:
 def staged(ck: "Checkpointer", flat: dict[str, Any]) -> dict[str, Any]:
     """A copy of every tensor in one reused host buffer (the only stall of a background save); DTensors are
     rebuilt around their staged local shard, with the same mesh, placements and global shape."""
-    keys = [k for k, v in flat.items() if isinstance(v, torch.Tensor)]
+    # a pack (fito.ckpt.packs) is already this save's own copy
+    keys = [k for k, v in flat.items() if isinstance(v, torch.Tensor) and not rank_local.is_pack_key(k)]
     views = ck._staging.stage([(k, tensor_bytes(flat[k])) for k in keys])
     out = dict(flat)
     for key, (_, view) in zip(keys, views):

@@ -53,6 +53,15 @@ def run(args: argparse.Namespace) -> int:
     return finish(args, "ok", None)
 
 
+def _packs(index: dict) -> str:
+    """", 2 packs of 20,000 small tensors" (fito.ckpt.packs), or nothing."""
+    packs = index.get("packs", [])
+    if not packs:
+        return ""
+    held = [p["members"] for p in packs if p["members"] is not None]
+    return f", {len(packs)} pack{'s' * (len(packs) != 1)} of {sum(held):,} small tensors" if len(held) == len(packs) else f", {len(packs)} packs"
+
+
 def _print_index(console: Console, step: int, index: dict, tensors: bool) -> None:
     from fito.ckpt.tensor_index import chunk_text
     if "error" in index:
@@ -61,7 +70,7 @@ def _print_index(console: Console, step: int, index: dict, tensors: bool) -> Non
     s = index["summary"]
     local = index["entries"]["rank_local"]
     line = (f"step {step} ({index['format']}): {s['tensors']:,} tensors, {s['tensor_bytes']:,} bytes in {s['chunks']:,} "
-            f"chunks, {s['values']:,} values; {index['world_size']} ranks saved, objects written by ranks "
+            f"chunks, {s['values']:,} values{_packs(index)}; {index['world_size']} ranks saved, objects written by ranks "
             f"{', '.join(map(str, s['writers'])) or '-'} ({s['object_bytes']:,} bytes)")
     if local:
         line += "; rank-local entries: " + ", ".join(f"{n} (ranks {', '.join(map(str, r))})" for n, r in local.items())
@@ -72,6 +81,10 @@ def _print_index(console: Console, step: int, index: dict, tensors: bool) -> Non
     for col in ("tensor", "dtype", "shape", "bytes", "chunks: [box] rank"):
         table.add_column(Text(col), overflow="fold")
     for t in index["tensors"]:  # Text: names and boxes are never read as rich markup
-        table.add_row(*map(Text, (t["fqn"], t["dtype"], str(t["shape"]), f"{t['bytes']:,}",
-                                  "; ".join(chunk_text(c) for c in t["chunks"]))))
+        where = "; ".join(chunk_text(c) for c in t["chunks"])
+        if t.get("pack") is True:
+            where += " (a pack of small tensors; its entry's document is unreadable: fito verify)"
+        elif t.get("pack"):
+            where += f" in {t['pack']}"
+        table.add_row(*map(Text, (t["fqn"], t["dtype"], str(t["shape"]), f"{t['bytes']:,}", where)))
     console.print(table)

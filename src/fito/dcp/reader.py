@@ -163,6 +163,17 @@ class Reader(StorageReader):
                     progress(piece.length)
         return items, errors
 
+    def read_value(self, fqn: str) -> Any:
+        """One value of the decision's attempt, verified and decoded (`fito inspect` reads entry documents)."""
+        assert self._decision is not None, "read_value() needs Reader(..., decision=...)"
+        if self._manifest is None:
+            self._manifest = self._given or load_sharded_manifest(self.storage, self._decision)
+        self._where = self._decision.manifest
+        piece = self._manifest.values[fqn]
+        self._check_object(piece.rank)
+        raw, _ = self._read_blocks(piece, fqn, 0, piece.length)
+        return decode_value(raw.numpy().tobytes(), f"{self._where}: {fqn}")
+
     # ---------------------------------------------------------------- which step
     def _agree_on_decision(self) -> Decision:
         payload = None

@@ -35,7 +35,9 @@ class LocalPlanData:
 
 class SavePlanner(DefaultSavePlanner):
     """`known_digests`: {fqn: digest} of whole plain tensors the caller has already hashed with the default
-    algorithm over the same bytes (fito.Checkpointer does, to find rank-local entries); not hashed again.
+    algorithm over the same bytes (fito.Checkpointer does, to find rank-local entries; a pack of small tensors,
+    fito.ckpt.packs, it names by the digest of its members' digests: equal exactly when the bytes are); not
+    hashed again.
     `single_rank=True` (the caller knows the save runs on one rank): nothing can be a replica, so nothing is
     hashed for the replica check."""
 
