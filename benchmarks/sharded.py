@@ -303,6 +303,7 @@ def restore_child(method: str, args: argparse.Namespace) -> None:
     if method == "fito restore":
         import fito
         import fito.ckpt.checkpointer  # noqa: F401
+        import fito.ckpt.sharded_restore  # noqa: F401  (imported by the first restore; DCP's import is apart too)
 
         t1 = time.perf_counter()
         with fito.Checkpointer(base / "fito" / "ck", progress=False) as ck:

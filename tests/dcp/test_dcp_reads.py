@@ -82,3 +82,39 @@ def test_scratch_targets_are_filled_in_place_and_a_flipped_bit_is_refused_either
     assert isinstance(err, CheckpointCorruptError) and "block" in str(err)
     if not scratch:  # a user's live state: nothing touched
         assert all(torch.equal(t, torch.full((3, 5), -1.0)) for t in target.values())
+
+
+@pytest.mark.parametrize("damaged_block", [0, 5, 12])
+def test_long_spans_are_read_in_runs_hashed_beside_the_next_run_and_every_block_is_checked(tmp_path, damaged_block):
+    from fito import knobs
+
+    want = {"w": torch.randn(13 * 256)}  # 13 blocks of 1 KiB: runs of 4 blocks, the last one short
+    with knobs.override(FITO_BLOCK_BYTES=1024):
+        dcp.save(want, storage_writer=fito.dcp.Writer(tmp_path, 1), planner=fito.dcp.SavePlanner())
+    with knobs.override(FITO_READ_RUN_BYTES=4096 + 100):  # rounded down to whole blocks
+        for scratch in (False, True):
+            target = {"w": torch.zeros(13 * 256)}
+            dcp.load(target, storage_reader=fito.dcp.Reader(tmp_path, scratch_targets=scratch), planner=fito.dcp.LoadPlanner())
+            assert torch.equal(target["w"], want["w"])
+        obj, _ = object_file(tmp_path)
+        piece = load_sharded_manifest(LocalFS(tmp_path, create=False), _decision(tmp_path)).tensors["w"].chunks[0].piece
+        with open(tmp_path / obj, "r+b") as f:
+            f.seek(piece.offset + damaged_block * 1024 + 7)
+            byte = f.read(1)[0]
+            f.seek(piece.offset + damaged_block * 1024 + 7)
+            f.write(bytes([byte ^ 0x01]))
+        target = {"w": torch.full((13 * 256,), -1.0)}
+        with pytest.raises(BaseException) as info:
+            dcp.load(target, storage_reader=fito.dcp.Reader(tmp_path), planner=fito.dcp.LoadPlanner())
+    failures = getattr(info.value, "failures", None)
+    err = next(iter(failures.values()))[0] if failures else info.value
+    assert isinstance(err, CheckpointCorruptError) and f"block {damaged_block}" in str(err), err
+    assert torch.equal(target["w"], torch.full((13 * 256,), -1.0))
+
+
+def _decision(root):
+    store = SqliteDecisionStore(root / SqliteDecisionStore.FILENAME, create=False)
+    try:
+        return store.committed()[-1]
+    finally:
+        store.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -27,19 +26,18 @@ from torch.futures import Future
 from fito.ckpt.transport import Transport, default_transport
 from fito.ckpt.tree import DTYPES
 from fito.coord.base import Decision, DecisionStore
+from fito.dcp.block_reads import BlockReads
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, FitoError, NoCommittedEpochError, StateMismatchError, UnsafeCheckpointError
 from fito.format import manifest as manifest_fmt
 from fito.format.hashing import ALGORITHMS, digest
 from fito.format.manifest import Piece, ShardedManifest
-from fito.format.objects import HEADER, ObjectHeader, block_digest, block_span, check_header
+from fito.format.objects import HEADER, ObjectHeader, block_span, check_header
 from fito.plan.load import LOAD_MARK, LoadPlanner as FitoLoadPlanner
 from fito.plan.metadata import key_of, pieces_of, to_metadata
 from fito.plan.values import decode_value
 from fito.storage.base import Storage
 from fito.storage import open_storage
-
-OVERLAP_BYTES = 1 << 20  # blocks at least this big are hashed in a helper thread while the next is read
 
 Action = Callable[[], None]
 
@@ -74,6 +72,7 @@ class Reader(StorageReader):
         self.progress = progress
         self._scratch = scratch_targets
         self._files: dict[int, BinaryIO] | None = None  # open objects while read_data runs (one open per object)
+        self._reads: BlockReads | None = None  # the block reads of read_data, checked before its vote
 
     # ---------------------------------------------------------------- DCP's calls
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
@@ -218,8 +217,11 @@ class Reader(StorageReader):
         actions: list[Action] = []
         self._files = {}
         try:
-            self._verify_items(by_key, index, checked, actions, planner)
+            with BlockReads(m.algorithm, m.block_bytes, self.progress) as self._reads:
+                self._verify_items(by_key, index, checked, actions, planner)
+                self._reads.settle()  # every block this rank uses, checked before its vote
         finally:
+            self._reads = None
             files, self._files = self._files, None
             for f in files.values():
                 f.close()
@@ -261,10 +263,11 @@ class Reader(StorageReader):
         for what, expected, found in check_header(head, ObjectHeader(m.epoch, rank, items, m.attempt)):
             raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"{what} {expected!r}", found=f"{what} {found!r}")
 
-    def _read_blocks(self, piece: Piece, fqn: str, start: int, end: int,
-                     into: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
-        """Read and verify the whole blocks holding bytes [start, end) of `piece`; return them and where they
-        begin. `into`: a flat uint8 tensor of exactly that many bytes to read them into (else a new buffer)."""
+    def _read_blocks(self, piece: Piece, fqn: str, start: int, end: int, into: torch.Tensor | None = None,
+                     now: bool = True) -> tuple[torch.Tensor, int]:
+        """Read the whole blocks holding bytes [start, end) of `piece` and check them (before returning, or,
+        with now=False inside read_data, before its vote); return them and where they begin. `into`: a flat
+        uint8 tensor of exactly that many bytes to read them into (else a new buffer)."""
         m = self._manifest
         assert m is not None
         first, last = block_span(start, end, piece.length, m.block_bytes)
@@ -274,15 +277,12 @@ class Reader(StorageReader):
         self.bytes_read += stop - begin
         view = memoryview(buf.numpy()) if len(buf) else memoryview(b"")
         obj = m.objects[piece.rank]
+        reads = self._reads or BlockReads(m.algorithm, m.block_bytes, self.progress)  # outside a load: checked now
         if self._files is None:
             with self.storage.open_read(obj.file) as f:
-                digests = self._read_hashed(f, view, piece.offset + begin, first, last, obj.file, fqn)
+                reads.read(f, view, piece.offset + begin, piece, first, obj.file, fqn, now=True)
         else:
-            digests = self._read_hashed(self._open(piece.rank), view, piece.offset + begin, first, last, obj.file, fqn)
-        for b, found in zip(range(first, last), digests):
-            if found != piece.blocks[b]:
-                raise CheckpointCorruptError(path=obj.file, unit=f"{fqn} block {b}", expected=f"{m.algorithm}:{piece.blocks[b]}",
-                                             found=f"{m.algorithm}:{found}", hint="an earlier committed step may still be whole: Checkpointer.restore(..., fallback=True) or Reader(root, step=...)")
+            reads.read(self._open(piece.rank), view, piece.offset + begin, piece, first, obj.file, fqn, now=now)
         return buf, begin
 
     def _open(self, rank: int) -> BinaryIO:
@@ -292,36 +292,6 @@ class Reader(StorageReader):
         if f is None:
             f = self._files[rank] = self.storage.open_read(self._manifest.objects[rank].file)
         return f
-
-    def _read_hashed(self, f: BinaryIO, view: memoryview, at: int, first: int, last: int, file: str, fqn: str) -> list[str]:
-        """Read blocks [first, last) into `view` (it starts at byte `at` of the object) and return their digests.
-        With more than one big block, each block is hashed in a helper thread while the next one is read
-        (both release the GIL), so verifying costs little more than reading."""
-        m = self._manifest
-        assert m is not None
-        size = m.block_bytes
-        if last - first < 2 or size < OVERLAP_BYTES:
-            self._read_into(f, view, at, file, fqn)
-            return [block_digest(m.algorithm, view[lo:lo + size]) for lo in range(0, (last - first) * size, size)]
-        with ThreadPoolExecutor(1, thread_name_prefix="fito-verify") as hasher:
-            pending = []
-            for lo in range(0, len(view), size):
-                block = view[lo:lo + size]
-                self._read_into(f, block, at + lo, file, fqn, seek=lo == 0)  # then each block follows the last
-                pending.append(hasher.submit(block_digest, m.algorithm, block))
-            return [p.result() for p in pending]
-
-    def _read_into(self, f: BinaryIO, view: memoryview, at: int, file: str, fqn: str, seek: bool = True) -> None:
-        if seek:
-            f.seek(at)
-        got = 0
-        while got < len(view):
-            n = f.readinto(view[got:])
-            if not n:
-                raise CheckpointCorruptError(path=file, unit=fqn, expected=f"{len(view)} bytes at {at}", found=f"{got}")
-            got += n
-            if self.progress is not None:
-                self.progress(n)
 
     def _tensor_actions(self, fqn: str, piece: Piece, dtype: str, sizes: tuple[int, ...], reqs: list[ReadItem],
                         planner: FitoLoadPlanner) -> list[Action]:
@@ -344,13 +314,14 @@ class Reader(StorageReader):
                 continue
             if self._scratch and span == (0, whole) and whole * itemsize == piece.length and dst.is_contiguous():
                 # the whole chunk into its own (scratch) target: verified in place, nothing to copy later
-                self._read_blocks(piece, fqn, 0, piece.length, into=dst.reshape(-1).view(torch.uint8))
+                self._read_blocks(piece, fqn, 0, piece.length, into=dst.reshape(-1).view(torch.uint8), now=False)
                 actions.append(_committer(planner, req, dst))
             else:
                 rest.append((req, span, dst))
         if not rest:
             return actions
-        buf, begin = self._read_blocks(piece, fqn, min(s[0] for _, s, _ in rest) * itemsize, max(s[1] for _, s, _ in rest) * itemsize)
+        buf, begin = self._read_blocks(piece, fqn, min(s[0] for _, s, _ in rest) * itemsize, max(s[1] for _, s, _ in rest) * itemsize,
+                                       now=False)
         flat = buf.view(torch_dtype)
         for req, span, dst in rest:
             src = flat.as_strided(tuple(req.lengths), strides, span[0] - begin // itemsize)
