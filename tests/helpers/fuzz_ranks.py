@@ -9,7 +9,9 @@ differs per rank) to TMPDIR/pristine; rank 0 then writes every mutated copy (TMP
 with each root's file digests before any restore); then every case is restored on both ranks, with and
 without fallback. "restore" (1 rank): every case again, with a rank_local policy per case. Each restore
 reports one JSON line per rank: its outcome category, the step, and any broken rule. The oracles (full
-tensors of each step, per rank) are written with torch.save by this helper only, never by fito."""
+tensors of each step, per rank) are written with torch.save by this helper only, never by fito. Any hang
+ends in 20 s (gloo timeouts) or 45 s (faulthandler prints every thread's stack and exits). FUZZ_ONLY="3,17"
+restores only those cases (debugging)."""
 from __future__ import annotations
 
 import faulthandler
