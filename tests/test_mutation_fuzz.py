@@ -12,13 +12,11 @@ import collections
 import json
 import random
 import shutil
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import xxhash
 
 import fito
 from fito.ckpt.inspect import open_store
@@ -27,6 +25,7 @@ from training_state import assert_same, make_state, snapshot, train_steps
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from mutations import DB, MUTATIONS, Root  # noqa: E402
+from root_files import decisions as _decisions, digests as _digests  # noqa: E402
 
 STEPS = (1, 2, 3)
 SEEDS_PER_MUTATION = 16  # x 17 mutation families, more where a family has more variants
@@ -75,31 +74,6 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int, 
         print(f"  {category:45s} {n}")
     for mutation in sorted(MUTATIONS):
         print(f"  {mutation:26s} " + ", ".join(f"{c} {n}" for (m, c), n in sorted(COUNTS.items()) if m == mutation))
-
-
-def _digests(root: Path, skip: set[str]) -> dict[str, str]:
-    """xxh3 of every file (links as their target text) except the mutated ones and the decision log."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if rel in skip or rel.startswith(DB) or any(rel.startswith(s + "/") for s in skip):
-            continue
-        if p.is_symlink():
-            out[rel] = "link:" + str(p.readlink())
-        elif p.is_file():
-            out[rel] = xxhash.xxh3_64_hexdigest(p.read_bytes())
-    return out
-
-
-def _decisions(root: Path) -> list[tuple] | None:
-    try:
-        db = sqlite3.connect(f"file:{root / DB}?mode=ro", uri=True)
-        try:
-            return db.execute("SELECT seq, epoch, attempt, outcome, manifest, manifest_hash, retired FROM decisions ORDER BY seq").fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return None
 
 
 def _restore_once(root: Path, snaps: dict[int, Any], fallback: bool) -> tuple[str, str]:

@@ -35,6 +35,7 @@ class Root:
     attempts: dict[int, str]  # committed step -> attempt id
     outside: Path  # a directory outside the root (link targets)
     seed: int = 0  # picks the variant of a mutation family, so consecutive seeds cover every variant
+    rank: int = 0  # whose object the families that damage "the" object damage (a root of several ranks)
 
     def variant(self, options: list[Any]) -> Any:
         return options[self.seed % len(options)]
@@ -42,8 +43,8 @@ class Root:
     def attempt(self, step: int) -> str:
         return f"epochs/{step:012d}/{self.attempts[step]}"
 
-    def shard(self, step: int) -> str:
-        return f"{self.attempt(step)}/rank-00000.fito"
+    def shard(self, step: int, rank: int | None = None) -> str:
+        return f"{self.attempt(step)}/rank-{self.rank if rank is None else rank:05d}.fito"
 
     def manifest(self, step: int) -> str:
         return f"{self.attempt(step)}/manifest.json"
@@ -387,16 +388,17 @@ def forge_swapped_entries(rng: random.Random, root: Root) -> list[str]:
 
 
 # ---------------------------------------------------------------- hostile but consistent, fito-manifest/2
-def _v2_blocks(root: Root, step: int, m: dict[str, Any], offset: int, length: int) -> list[str]:
-    """The true block hashes of bytes [offset, offset + length) of step's rank-0 object."""
-    data = (root.path / root.shard(step)).read_bytes()[offset:offset + length]
+def _v2_blocks(root: Root, step: int, m: dict[str, Any], offset: int, length: int, rank: int = 0) -> list[str]:
+    """The true block hashes of bytes [offset, offset + length) of step's object of `rank`."""
+    data = (root.path / root.shard(step, rank)).read_bytes()[offset:offset + length]
     bb = m["block_bytes"]
     return [block_digest(m["hash"], data[b:b + bb]) for b in range(0, max(len(data), 1), bb)]
 
 
-def _v2_tensor(rng: random.Random, m: dict[str, Any], min_elements: int = 1) -> dict[str, Any]:
-    """A tensor of the manifest with at least `min_elements` elements and a non-empty shape."""
-    fits = [t for t in m["tensors"] if t["shape"] and math.prod(t["shape"]) >= min_elements]
+def _v2_tensor(rng: random.Random, m: dict[str, Any], min_elements: int = 1, one_chunk: bool = False) -> dict[str, Any]:
+    """A tensor of the manifest with at least `min_elements` elements and a non-empty shape (of one chunk)."""
+    fits = [t for t in m["tensors"] if t["shape"] and math.prod(t["shape"]) >= min_elements
+            and (len(t["chunks"]) == 1 or not one_chunk)]
     return rng.choice(fits)
 
 
@@ -413,7 +415,7 @@ def forge_v2_manifest(rng: random.Random, root: Root) -> list[str]:
     big = rng.choice([1 << 40, (1 << 62) - 64, 10 ** 30])
 
     def overlap() -> None:  # two chunks covering the tensor's volume, but overlapping (so some elements never)
-        t = _v2_tensor(rng, m, 2)
+        t = _v2_tensor(rng, m, 2, one_chunk=True)
         (c,) = t["chunks"]
         n, k = t["shape"][0], rng.randrange(1, t["shape"][0]) if t["shape"][0] > 1 else 1
         if n == 1:  # a [1, ...] tensor: overlap along its last dimension instead
@@ -422,10 +424,11 @@ def forge_v2_manifest(rng: random.Random, root: Root) -> list[str]:
         row = math.prod(t["shape"][1:]) * _V2_BYTES[t["dtype"]]
         a = {**c, "offsets": [0] * len(t["shape"]), "sizes": [k, *t["shape"][1:]], "length": k * row}
         b = {**c, "offsets": [0] * len(t["shape"]), "sizes": [n - k, *t["shape"][1:]], "length": (n - k) * row}
-        a["blocks"] = _v2_blocks(root, step, m, a["offset"], a["length"])
-        b["blocks"] = _v2_blocks(root, step, m, b["offset"], b["length"])
+        a["blocks"] = _v2_blocks(root, step, m, a["offset"], a["length"], c["rank"])
+        b["blocks"] = _v2_blocks(root, step, m, b["offset"], b["length"], c["rank"])
         t["chunks"] = [a, b]
-        _v2_item_count(root, step, +1)  # one more piece: the object header made to agree
+        _v2_item_count(root, step, +1, c["rank"])  # one more piece: the object header made to agree
+        touched.append(root.shard(step, c["rank"]))
 
     def outside() -> None:  # a chunk shifted past the end of its tensor
         t = _v2_tensor(rng, m)
@@ -451,7 +454,7 @@ def forge_v2_manifest(rng: random.Random, root: Root) -> list[str]:
         c["blocks"] = rng.choice([[], c["blocks"] * 2, c["blocks"] + ["0" * len(c["blocks"][0])]])
 
     def other_object() -> None:  # the object path of another committed step (its size too)
-        o = m["objects"][0]
+        o = m["objects"][root.rank]
         o["file"] = root.shard(other)
         o["size"] = (root.path / root.shard(other)).stat().st_size
 
@@ -460,31 +463,35 @@ def forge_v2_manifest(rng: random.Random, root: Root) -> list[str]:
         c = t["chunks"][0]
         how = rng.choice(["length", "object", "both"])
         if how in ("object", "both"):
-            m["objects"][0]["size"] = big
+            m["objects"][c["rank"]]["size"] = big
         if how in ("length", "both"):
             c["length"] = big
 
     def moved_value() -> None:  # a value's piece pointed at another value's bytes, hashes true for them
         a, b = rng.sample(m["values"], 2)
-        a.update({k: b[k] for k in ("offset", "length", "blocks")})
+        a.update({k: b[k] for k in ("rank", "offset", "length", "blocks")})
 
     def dropped_item() -> None:  # a tensor removed from the index, the object header's item count made to match
-        m["tensors"].remove(rng.choice(m["tensors"]))
-        _v2_item_count(root, step, -1)
+        t = rng.choice(m["tensors"])
+        m["tensors"].remove(t)
+        for c in t["chunks"]:  # a DTensor's chunks are items of several ranks' objects
+            _v2_item_count(root, step, -1, c["rank"])
+            touched.append(root.shard(step, c["rank"]))
 
     def chunk_rank() -> None:  # a chunk said to be in a rank's object that does not exist, or a tag of another step
         c = _v2_tensor(rng, m)["chunks"][0]
-        c.update(rng.choice([{"rank": 1}, {"tag": other}, {"offset": c["offset"] + 1}]))
+        c.update(rng.choice([{"rank": len(m["objects"])}, {"tag": other}, {"offset": c["offset"] + 1}]))
 
+    touched = [root.manifest(step), DB]
     edit = root.variant([overlap, outside, dtype, shape, blocks, other_object, huge_length, moved_value, dropped_item,
                          chunk_rank])
     edit()
     _vouch(root, step, json.dumps(m).encode())
-    return [root.manifest(step), DB] + ([root.shard(step)] if edit in (overlap, dropped_item) else [])
+    return touched
 
 
-def _v2_item_count(root: Root, step: int, delta: int) -> None:
-    rel = root.shard(step)
+def _v2_item_count(root: Root, step: int, delta: int, rank: int = 0) -> None:
+    rel = root.shard(step, rank)
     data = bytearray((root.path / rel).read_bytes())
     magic, epoch, rank, items, attempt = OBJECT_HEADER.unpack_from(data)
     data[:OBJECT_HEADER.size] = OBJECT_HEADER.pack(magic, epoch, rank, items + delta, attempt)
@@ -492,14 +499,14 @@ def _v2_item_count(root: Root, step: int, delta: int) -> None:
 
 
 def forge_v2_object_header(rng: random.Random, root: Root) -> list[str]:
-    """One field of the newest step's rank-0 object header changed to a value it never has; the blocks (which
+    """One field of the newest step's object header (of `Root.rank`) changed to a value it never has; the blocks (which
     hash the items, not the header), the size and the manifest stay as written."""
     step = root.steps[-1]
     rel = root.shard(step)
     data = bytearray((root.path / rel).read_bytes())
     magic, epoch, rank, items, attempt = OBJECT_HEADER.unpack_from(data)
     fields = {"magic": rng.choice([b"\0" * 8, b"FITOOBJ1", MAGIC]), "epoch": rng.choice([0, _other_step(rng, root, step), step + 1000]),
-              "rank": rng.choice([1, 0xFFFFFFFF]), "items": rng.choice([items + 1, items - 1, 0, 0xFFFFFFFF]),
+              "rank": rng.choice([1 - min(rank, 1), 0xFFFFFFFF]), "items": rng.choice([items + 1, items - 1, 0, 0xFFFFFFFF]),
               "attempt": rng.choice([0, attempt ^ 1, xxhash.xxh64_intdigest(root.attempts[_other_step(rng, root, step)].encode())])}
     values = {"magic": magic, "epoch": epoch, "rank": rank, "items": items, "attempt": attempt}
     field = root.variant(list(fields))

@@ -23,6 +23,7 @@ from fito.ckpt.transport import Transport, default_transport
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import (
+    DecisionLogDamagedError, DecisionLogLockedError, DecisionLogReadOnlyError,
     FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError, RestoreFailedError, StateMismatchError,
     UnsafeCheckpointError,
     ValidationError,
@@ -245,7 +246,7 @@ class Checkpointer:
             try:
                 committed = self.store.committed()
             except FitoError as exc:  # every rank raises, none waits for a list that never comes
-                self.transport.broadcast(json.dumps({"error": str(exc), "log": True}).encode())
+                self.transport.broadcast(json.dumps({"error": str(exc), "log": True, "kind": type(exc).__name__}).encode())
                 raise
             if step is not None:
                 matches = [i for i, d in enumerate(committed) if d.epoch == step]
@@ -258,7 +259,7 @@ class Checkpointer:
         doc = json.loads(self.transport.broadcast(payload.encode() if payload else None))
         if isinstance(doc, dict):
             if doc.get("log"):
-                raise FitoError(f"rank 0 could not read the decision log: {doc['error']}")
+                raise _log_error(doc.get("kind"), f"rank 0 could not read the decision log: {doc['error']}", str(self.root))
             raise NoCommittedEpochError(doc["error"])
         if not doc:
             raise NoCommittedEpochError(f"{self.root}: no committed checkpoint (no decision record says any step committed)")
@@ -276,6 +277,16 @@ class Checkpointer:
     def _progress(self, label: str, total: int) -> Any:
         show = self.progress if self.progress is not None else (self.rank == 0 and total >= 256 << 20 and sys.stderr.isatty())
         return ByteProgress(label, total) if show else nullcontext(None)
+
+
+def _log_error(kind: Any, text: str, root: str) -> FitoError:
+    """Rank 0's decision-log error as seen by another rank: of the same class (callers catch it alike on every
+    rank), with rank 0's message."""
+    if kind == DecisionLogDamagedError.__name__:
+        return DecisionLogDamagedError(path=root, unit=None, expected="a decision log rank 0 can read", found=text,
+                                       hint="see rank 0's error")
+    cls = {c.__name__: c for c in (DecisionLogLockedError, DecisionLogReadOnlyError)}.get(kind, FitoError)
+    return cls(text)
 
 
 def attempt_id(fence: int, log_id: str | None) -> str:

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Union
 
 from fito.ckpt.transport import Transport
-from fito.errors import SaveAbortedError, StateMismatchError
+from fito.errors import SaveAbortedError, StateMismatchError, UnsafeCheckpointError
 from fito.format.hashing import DEFAULT_ALGORITHM, digest
 from fito.plan.values import tensor_bytes
 
 if TYPE_CHECKING:
+    from fito.format.manifest import ShardedManifest
     from fito.ckpt.entries import Captured
 
 RANK = "__rank__"
@@ -76,6 +77,18 @@ def parse_key(key: str) -> tuple[int | None, str, bool]:
     if key.startswith(f"{DOC}/"):
         return rank, key[len(DOC) + 1:], True
     return rank, key.partition("/")[0], False
+
+
+def check_owners(m: "ShardedManifest", where: str) -> None:
+    """Rank r's copy of a rank-local entry is written by rank r, into its own object. A manifest placing any
+    of its bytes in another rank's object is refused: with two ranks' copies swapped, every hash and item
+    count still agrees, and rank r would silently get rank 1-r's RNG or data position."""
+    items = [*m.values.items(), *((key, c.piece) for key, t in m.tensors.items() for c in t.chunks)]
+    for key, piece in items:
+        rank = parse_key(key)[0]
+        if rank is not None and piece.rank != rank:
+            raise UnsafeCheckpointError(path=where, unit=key, expected=f"rank {rank}'s copy in the object of rank {rank}",
+                                        found=f"its bytes in the object of rank {piece.rank}")
 
 
 # ---------------------------------------------------------------- save: which entries are rank-local

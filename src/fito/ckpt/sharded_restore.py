@@ -34,7 +34,7 @@ from fito.ckpt.entries import decode_entry, leaf_spec, new_leaf, parse_doc
 from fito.ckpt.exchange import Exchange, exchangeable
 from fito.ckpt.live_layout import FreshOptimizers, module_keys, optimizers_of, owner_of, templates
 from fito.ckpt.memory import gc_paused
-from fito.ckpt.rank_local import KEEP, RankLocalPolicy, doc_key, pack_path, parse_key, tensor_key, world_change_error
+from fito.ckpt.rank_local import KEEP, RankLocalPolicy, check_owners, doc_key, pack_path, parse_key, tensor_key, world_change_error
 from fito.ckpt.sharded_save import VALIDATION_ENTRY, local_bytes
 from fito.ckpt.state import class_name, kind_of, plan_restore
 from fito.coord.base import Decision
@@ -132,6 +132,7 @@ def _sources(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedMani
              where: str) -> dict[str, int | None]:
     """{entry: None (replicated) or the saved rank whose copy this rank restores}; entries kept are absent."""
     saved_world, world = len(m.objects), ck.transport.world_size
+    check_owners(m, where)  # a swap of two ranks' copies agrees with every hash and item count
     replicated, local = set(), {}
     for key in m.values:
         rank, name, is_doc = parse_key(key)

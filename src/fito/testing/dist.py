@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,22 +31,29 @@ def run_ranks(module: str, args: Sequence[str], world_size: int, *, timeout: flo
     """Run `python -m module args...` as ranks 0..world_size-1; wait for all; return their results.
     `path`: directories appended to PYTHONPATH (where a test's worker module lives)."""
     port = free_port()
-    procs = []
+    procs, outputs = [], []
     pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), *path) if p)
     for rank in range(world_size):
         rank_env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                         WORLD_SIZE=str(world_size), OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
         rank_env.update(env or {})
-        procs.append(subprocess.Popen([sys.executable, "-m", module, *args], env=rank_env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        # Files, not pipes: a pipe read only once its rank ends fills up (64 KiB) and blocks a rank that writes
+        # more while the others wait for it in a collective -- every rank hangs.
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        outputs.append((out, err))
+        procs.append(subprocess.Popen([sys.executable, "-m", module, *args], env=rank_env, stdout=out, stderr=err, text=True))
     results = []
-    for rank, p in enumerate(procs):
+    for rank, (p, (out, err)) in enumerate(zip(procs, outputs)):
+        note = ""
         try:
-            out, err = p.communicate(timeout=timeout)
+            p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
-            out, err = p.communicate()
-            err += f"\n[fito] rank {rank} killed after {timeout}s timeout"
-        results.append(RankResult(rank, p.returncode, out, err))
+            p.wait()
+            note = f"\n[fito] rank {rank} killed after {timeout}s timeout"
+        with out, err:
+            out.seek(0)
+            err.seek(0)
+            results.append(RankResult(rank, p.returncode, out.read(), err.read() + note))
     return results
