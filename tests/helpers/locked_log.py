@@ -23,6 +23,7 @@ def main() -> None:
         except fito.FitoError as exc:
             outcome = {"call": call, "error": type(exc).__name__, "message": str(exc)}
         print(json.dumps(outcome), flush=True)
+    ck.close()  # destroys fito's group before exit (a failed save/restore's traceback would keep it to exit)
     dist.destroy_process_group()
 
 

@@ -107,7 +107,8 @@ class Checkpointer:
         return [d.epoch for d in self.store.committed()]
 
     def close(self) -> None:
-        """Wait for a save in flight (raising its error), then release the decision log."""
+        """Wait for a save in flight (raising its error), then release the decision log and the process group
+        this Checkpointer created (on every rank, after its last save or restore; see fito.ckpt.transport)."""
         try:
             self.wait()
         finally:
@@ -115,6 +116,7 @@ class Checkpointer:
                 self._executor.shutdown()
                 self._executor = None
             self._close_store()
+            self.transport.close()  # destroys the group fito created (joins its gloo threads before exit)
 
     def _close_store(self) -> None:
         if self._store is not None:

@@ -57,7 +57,11 @@ class CheckpointManager:
 
     def close(self) -> None:
         """Wait for the save in flight (raising its error) and release resources."""
-        self.checkpointer.close()
+        try:
+            self.checkpointer.close()
+        finally:
+            if self._clock is not None:
+                self._clock.close()
 
     def __enter__(self) -> "CheckpointManager":
         return self

@@ -2,13 +2,21 @@
 Messages are JSON bytes carried in uint8 tensors, never pickled objects.
 
 Under torch.distributed (gloo), a rank that dies makes the collective fail on the survivors (the peer's
-socket closes) or time out with the process group's timeout: either way an exception, never a hang."""
+socket closes) or time out with the process group's timeout: either way an exception, never a hang.
+
+A group fito created is destroyed by `close()` (Checkpointer.close): that joins its gloo worker threads while
+the interpreter is whole. Left to interpreter exit, a worker that is still letting go of a finished collective
+(it drops the last reference to the collective's tensors, which takes the GIL) is ended by Python's
+finalization inside a C++ destructor, and the process aborts after its work is done ("terminate called
+without an active exception"), more often the busier the machine."""
 from __future__ import annotations
 
 from typing import Protocol
 
 import torch
 import torch.distributed as dist
+
+from fito.errors import FitoError
 
 
 class Transport(Protocol):
@@ -23,6 +31,9 @@ class Transport(Protocol):
 
     def all_ok(self, ok: bool) -> bool:
         """True on every rank iff it is True on every rank."""
+
+    def close(self) -> None:
+        """Release what the transport created (every rank, after its last collective); idempotent."""
 
 
 class LocalTransport:
@@ -39,12 +50,38 @@ class LocalTransport:
     def all_ok(self, ok: bool) -> bool:
         return ok
 
+    def close(self) -> None:
+        pass
+
 
 class ProcessGroupTransport:
-    def __init__(self, group: dist.ProcessGroup | None = None) -> None:
-        self.group = group
+    """`owned`: the group was created for this transport, and close() destroys it (a caller's group is left
+    alone). After that every collective raises: a group of None would silently mean the default group."""
+
+    def __init__(self, group: dist.ProcessGroup | None = None, *, owned: bool = False) -> None:
+        self._group = group
+        self.owned = owned
+        self.closed = False
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
+
+    @property
+    def group(self) -> dist.ProcessGroup | None:
+        if self.closed:
+            raise FitoError("closed: close() destroyed the process group fito created for this Checkpointer (or "
+                            "CheckpointManager); create a new one on every rank to save or restore again")
+        return self._group
+
+    def close(self) -> None:
+        if not self.owned or self.closed:
+            return  # a caller's group stays usable
+        group, self._group, self.closed = self._group, None, True
+        if dist.is_initialized():
+            try:
+                dist.destroy_process_group(group)  # drops torch's references to it
+            except ValueError:
+                pass  # already destroyed (dist.destroy_process_group() of every group ran first)
+        # returning drops the last reference: the C++ group is destroyed now and joins its worker threads
 
     def gather(self, payload: bytes) -> list[bytes] | None:
         length = torch.tensor([len(payload)], dtype=torch.int64)
@@ -79,5 +116,7 @@ def default_transport(group: dist.ProcessGroup | None = None) -> Transport:
     """Under torch.distributed, checkpoint traffic gets its own gloo group (created collectively here), so a
     background save's collectives never interleave with the training loop's on the same group."""
     if dist.is_available() and dist.is_initialized():
-        return ProcessGroupTransport(group if group is not None else dist.new_group(backend="gloo"))
+        if group is not None:
+            return ProcessGroupTransport(group)
+        return ProcessGroupTransport(dist.new_group(backend="gloo"), owned=True)
     return LocalTransport()

@@ -4,6 +4,7 @@ joined by torch.distributed (gloo on 127.0.0.1, MASTER_ADDR/MASTER_PORT/RANK/WOR
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +44,7 @@ def run_ranks(module: str, args: Sequence[str], world_size: int, *, timeout: flo
         outputs.append((out, err))
         procs.append(subprocess.Popen([sys.executable, "-m", module, *args], env=rank_env, stdout=out, stderr=err, text=True))
     results = []
+    timed_out: int | None = None
     for rank, (p, (out, err)) in enumerate(zip(procs, outputs)):
         note = ""
         try:
@@ -52,8 +54,28 @@ def run_ranks(module: str, args: Sequence[str], world_size: int, *, timeout: flo
                 q.kill()
             p.wait()
             note = f"\n[fito] rank {rank} killed after {timeout}s timeout"
+            timed_out = rank
         with out, err:
             out.seek(0)
             err.seek(0)
-            results.append(RankResult(rank, p.returncode, out.read(), err.read() + note))
+            stdout, stderr = out.read(), err.read()
+        if not note and timed_out is not None:  # killed above, with the rank that timed out
+            note = f"\n[fito] rank {rank} killed after rank {timed_out}'s timeout" if p.returncode < 0 else ""
+        elif not note:
+            note = _death(rank, p.returncode, stdout)
+        results.append(RankResult(rank, p.returncode, stdout, stderr + note))
     return results
+
+
+def _death(rank: int, returncode: int, out: str) -> str:
+    """A note for a rank killed by a signal, saying how far its output got: one that printed its result
+    and then aborted (SIGABRT) most likely died at interpreter exit, after the code under test."""
+    if returncode >= 0:
+        return ""
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    lines = out.strip().splitlines()
+    last = f"after printing {len(lines)} line(s) to stdout, the last: {lines[-1][:300]!r}" if lines else "before printing anything to stdout"
+    return f"\n[fito] rank {rank} died of {name} (returncode {returncode}) {last}"
