@@ -39,7 +39,9 @@ from fito.ckpt.sharded_save import VALIDATION_ENTRY, local_bytes
 from fito.ckpt.state import class_name, kind_of, plan_restore
 from fito.coord.base import Decision
 from fito.dcp.reader import Reader, manifest_bytes
-from fito.errors import CheckpointCorruptError, FitoError, StateMismatchError, UnsafeCheckpointError
+from fito.errors import (
+    CheckpointCorruptError, CheckpointUnreadableError, FitoError, StateMismatchError, UnsafeCheckpointError,
+)
 from fito.format import manifest as manifest_fmt
 from fito.format.manifest import ShardedManifest
 from fito.plan.load import LoadPlanner
@@ -111,11 +113,13 @@ def _prepare(ck: "Checkpointer", state: MutableMapping[str, Any], d: Decision, p
     if m is None:  # fito-manifest/1: one full shard per rank, the same world size
         saved = _agreed(ck, d, lambda: ck._load(d))
         return _agreed(ck, d, lambda: plan_restore(state, saved, where=where)), saved.get(VALIDATION_ENTRY)
-    sources = _agreed(ck, d, lambda: _sources(ck, state, m, policy, where))
-    wanted = {doc_key(name, src): None for name, src in sources.items()}
-    docs = _read(ck, d, m, wanted)
     parsed: dict[str, dict[str, Any]] = {}
-    targets = _agreed(ck, d, lambda: _targets(ck, state, m, sources, docs, parsed, fresh, where))
+
+    def local() -> tuple[dict[str, int | None], dict[str, Any]]:  # all local: one vote for the three steps
+        sources = _sources(ck, state, m, policy, where)
+        docs = _documents(ck, d, m, [doc_key(name, src) for name, src in sources.items()])
+        return sources, _targets(ck, state, m, sources, docs, parsed, fresh, where)
+    sources, targets = _agreed(ck, d, local)
     _read(ck, d, m, targets)
     return _agreed(ck, d, lambda: _plan(state, sources, parsed, targets, fresh, where))
 
@@ -308,6 +312,23 @@ def _optimizer_plan(name: str, opt: torch.optim.Optimizer, data: Any, state: Mut
 
 
 # ---------------------------------------------------------------- DCP reads and votes
+def _documents(ck: "Checkpointer", d: Decision, m: ShardedManifest, keys: list[str]) -> dict[str, Any]:
+    """The entries' JSON documents this rank restores, each read and verified whole (no collective: the
+    caller's vote covers them)."""
+    reader = Reader(ck.storage, decision=d, manifest=m, transport=ck.transport)
+    out = {}
+    for key in keys:
+        if key not in m.values:
+            raise UnsafeCheckpointError(path=d.manifest, unit=key, expected="the entry's document in the manifest",
+                                        found="no such value")
+        try:
+            out[key] = reader.read_value(key)
+        except OSError as exc:  # the OS refused the read (permissions, I/O): say so, the bytes may be fine
+            raise CheckpointUnreadableError.from_os(str(exc.filename or m.objects[m.values[key].rank].file), exc) from exc
+    return out
+
+
+
 def _read(ck: "Checkpointer", d: Decision, m: ShardedManifest, targets: dict[str, Any]) -> dict[str, Any]:
     """Read `targets` (item name -> tensor to fill, or None for a value) through DCP; every rank verifies and
     votes in fito.dcp.Reader before a byte is copied. Other items of the checkpoint are left unread."""
