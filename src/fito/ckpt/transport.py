@@ -8,9 +8,14 @@ A group fito created is destroyed by `close()` (Checkpointer.close): that joins 
 the interpreter is whole. Left to interpreter exit, a worker that is still letting go of a finished collective
 (it drops the last reference to the collective's tensors, which takes the GIL) is ended by Python's
 finalization inside a C++ destructor, and the process aborts after its work is done ("terminate called
-without an active exception"), more often the busier the machine."""
+without an active exception"), more often the busier the machine. A program that never closes its
+Checkpointer (or whose Checkpointer only an exception's traceback still holds) gets the same done at exit:
+every group fito created and still holds is destroyed by an atexit hook, which runs before finalization."""
 from __future__ import annotations
 
+import atexit
+import gc
+import weakref
 from typing import Protocol
 
 import torch
@@ -64,6 +69,8 @@ class ProcessGroupTransport:
         self.closed = False
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
+        if owned:
+            _OWNED.add(self)
 
     @property
     def group(self) -> dist.ProcessGroup | None:
@@ -120,3 +127,22 @@ def default_transport(group: dist.ProcessGroup | None = None) -> Transport:
             return ProcessGroupTransport(group)
         return ProcessGroupTransport(dist.new_group(backend="gloo"), owned=True)
     return LocalTransport()
+
+
+_OWNED: "weakref.WeakSet[ProcessGroupTransport]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_owned() -> None:
+    """At exit, while the interpreter is whole: destroy the groups fito created and nobody closed. The
+    collections free what only reference cycles still hold (an exception's traceback keeping a Checkpointer,
+    or DCP's frames keeping its group), so each group's last reference goes now, not in finalization."""
+    if not _OWNED:
+        return
+    gc.collect()
+    for transport in list(_OWNED):
+        try:
+            transport.close()
+        except Exception:  # noqa: BLE001 - a broken group (a peer died): best effort, the process is ending
+            pass
+    gc.collect()

@@ -116,34 +116,37 @@ def main(argv: list[str] | None = None) -> int:
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     state = {"model": model, "optim": opt, "sched": sched, "rng": RNGState(), "data": DataPosition(seed=7 + rank)}
     ck = Checkpointer(args.root, keep=3)
-    start = ck.restore(state) if args.resume else 0
-    if args.resume:
-        print(json.dumps({"event": "restored", "rank": rank, "step": start}), flush=True)
+    try:
+        start = ck.restore(state) if args.resume else 0
+        if args.resume:
+            print(json.dumps({"event": "restored", "rank": rank, "step": start}), flush=True)
 
-    for step in range(start, args.steps):
-        pos: DataPosition = state["data"]
-        idx = pos.order(len(x))[pos.index:pos.index + BATCH]
-        loss = torch.nn.functional.mse_loss(ddp(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        pos.advance(BATCH, len(x))
-        done = step + 1
-        if done % args.every == 0:
-            if done == args.kill_step and rank == args.kill_rank:
-                ck.storage = KillMidWrite(args.root, after=1500)  # dies inside the shard write
-            try:
-                committed = ck.save(done, state, blocking=not args.async_save)
-            except SaveAbortedError as exc:
-                print(json.dumps({"event": "aborted", "rank": rank, "step": done, "error": str(exc)}), flush=True)
-                return 3
-            if not args.async_save:
-                print(json.dumps({"event": "committed", "rank": rank, "step": committed}), flush=True)
-    ck.close()  # waits for a background save still in flight
-    print(json.dumps({"event": "final", "rank": rank, "step": args.steps, "digest": digest_state(state)}), flush=True)
-    dist.destroy_process_group()
-    return 0
+        for step in range(start, args.steps):
+            pos: DataPosition = state["data"]
+            idx = pos.order(len(x))[pos.index:pos.index + BATCH]
+            loss = torch.nn.functional.mse_loss(ddp(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            pos.advance(BATCH, len(x))
+            done = step + 1
+            if done % args.every == 0:
+                if done == args.kill_step and rank == args.kill_rank:
+                    ck.storage = KillMidWrite(args.root, after=1500)  # dies inside the shard write
+                try:
+                    committed = ck.save(done, state, blocking=not args.async_save)
+                except SaveAbortedError as exc:
+                    print(json.dumps({"event": "aborted", "rank": rank, "step": done, "error": str(exc)}), flush=True)
+                    return 3
+                if not args.async_save:
+                    print(json.dumps({"event": "committed", "rank": rank, "step": committed}), flush=True)
+        ck.close()  # waits for a background save still in flight
+        print(json.dumps({"event": "final", "rank": rank, "step": args.steps, "digest": digest_state(state)}), flush=True)
+        return 0
+    finally:  # on every path, an aborted save's too: a group left to interpreter exit can abort the process
+        ck.close()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
