@@ -57,7 +57,6 @@ class Exchange:
     puts back whatever part of that ran, even if `run()` was interrupted between two steps."""
 
     def __init__(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self._tensors = pairs  # the numpy views below borrow their memory
         self._pairs = [(_bytes(live), _bytes(target)) for live, target in pairs]
         self._scratch = np.empty(0, dtype=np.uint8)
         self._done = (0, 0)  # pairs before [0] are exchanged whole, pair [0] up to byte [1]
