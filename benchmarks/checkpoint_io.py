@@ -39,12 +39,11 @@ from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 
 import fito
-from bench_io import drop_caches, fsync_path  # beside this script
+from bench_io import CHUNK, drop_caches, fsync_path, write_durably  # beside this script
 
 OUT = Path(__file__).resolve().parent / "results" / "checkpoint_io.md"
 WIDTH = 4096
 GB = 10**9
-CHUNK = 32 << 20
 warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
 
 
@@ -128,16 +127,7 @@ def m_raw(b: Bench, d: Path, dropped: bool) -> Result:
     path = d / "rank0.bin"
 
     def write() -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            for t in b.tensors:
-                mv = view(t)
-                while len(mv):
-                    mv = mv[os.write(fd, mv[:CHUNK]):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fsync_path(d, directory=True)
+        write_durably(path, (view(t) for t in b.tensors))
 
     def read(targets: list[torch.Tensor]) -> None:
         with open(path, "rb", buffering=0) as f:

@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import bench_io  # beside this script
-from bench_io import fsync_path
+from bench_io import CHUNK, fsync_path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "sharded.md"
 MB = 10**6
-CHUNK = 32 << 20
 warnings.filterwarnings("ignore")
 
 
@@ -249,16 +248,7 @@ def single_save(args: argparse.Namespace) -> None:
     nbytes = sum(t.numel() * t.element_size() for t in tensors)
 
     def raw(d: Path) -> None:
-        fd = os.open(d / "state.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            for t in tensors:
-                mv = memoryview(t.reshape(-1).view(torch.uint8).numpy())
-                while len(mv):
-                    mv = mv[os.write(fd, mv[:CHUNK]):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fsync_path(d, directory=True)
+        bench_io.write_durably(d / "state.bin", (memoryview(t.reshape(-1).view(torch.uint8).numpy()) for t in tensors))
 
     def tsave(d: Path) -> None:
         with open(d / "state.pt", "wb") as f:
