@@ -25,8 +25,7 @@ from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import (
     DecisionLogDamagedError, DecisionLogLockedError, DecisionLogReadOnlyError,
     FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError, RestoreFailedError, StateMismatchError,
-    UnsafeCheckpointError,
-    ValidationError,
+    UnsafeCheckpointError, ValidationError,
 )
 from fito.format.hashing import ALGORITHMS, DEFAULT_ALGORITHM
 from fito.protocol.layout import attempt_name

@@ -211,7 +211,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
             if isinstance(cmd, PublishDecision):
                 phase, where = "publish", f"step {cmd.epoch}'s decision"
                 sent_commit = sent_commit or cmd.outcome == "commit"  # it may land even if the reply is lost
-                return _publish(self.store, cmd)
+                return publish_decision(self.store, cmd)
             if isinstance(cmd, Notify):
                 notify.append(cmd)
                 return None
@@ -350,7 +350,8 @@ def _discard(remove: Callable[[str], None], rel: str) -> None:
         log.warning("could not remove %s of a failed save (%s); GC after the next commit removes it", rel, exc)
 
 
-def _publish(store: DecisionStore, cmd: PublishDecision) -> Event:
+def publish_decision(store: DecisionStore, cmd: PublishDecision) -> Event:
+    """Publish the coordinator's decision under its fence, retrying while the store is unreachable."""
     decision = Decision(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash,
                         decision_id=f"{cmd.epoch}:{cmd.attempt}:{cmd.outcome}")
     unreachable: Exception | None = None

@@ -19,15 +19,16 @@ from fito.ckpt.failure import at as failed_at
 from fito.ckpt.per_rank_read import MAX_STATE_BYTES, STATE_FORMAT, STATE_UNIT
 from fito.ckpt.retention import collect_garbage
 from fito.ckpt.shard import write_shard
+from fito.ckpt.checkpointer import VALIDATION_ENTRY
 from fito.ckpt.state import capture
 from fito.ckpt.tree import encode
-from fito.coord.base import Decision
-from fito.errors import CoordinationUnavailableError, SaveAbortedError, StaleFenceError, StateMismatchError
+from fito.dcp.writer import publish_decision
+from fito.errors import SaveAbortedError, StateMismatchError
 from fito.format.hashing import digest
 from fito.plan.values import tensor_bytes
 from fito.protocol import (
     Begin, CollectGarbage, Coordinator, DecisionPublished, ManifestWritten, Notify, Participant, Persist, Persisted,
-    PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady, UnitEntry, WriteManifest, WriteShard,
+    PublishDecision, RankFailed, Ready, ReadyReceived, SendReady, UnitEntry, WriteManifest, WriteShard,
 )
 from fito.protocol.messages import attempt_dir
 
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     from fito.ckpt.checkpointer import Checkpointer
 
 log = logging.getLogger("fito")
-VALIDATION_ENTRY = "__validation__"
-PUBLISH_TRIES = 3
 
 
 def save_v1(ck: "Checkpointer", step: int, state: Mapping[str, Any]) -> int:
@@ -169,7 +168,7 @@ def _coordinate(ck: "Checkpointer", step: int, attempt: str, gathered: list[byte
                     events.append(DecisionPublished("abort"))
                 elif isinstance(cmd, PublishDecision):
                     phase, where, sent_commit = "publish", f"step {cmd.epoch}'s decision", True
-                    events.append(_publish(ck, cmd))
+                    events.append(publish_decision(ck.store, cmd))
                 elif isinstance(cmd, Notify):
                     notify = cmd
                 elif isinstance(cmd, CollectGarbage):
@@ -184,26 +183,9 @@ def _coordinate(ck: "Checkpointer", step: int, attempt: str, gathered: list[byte
     return {"outcome": notify.outcome, "reason": notify.reason, "clean": notify.outcome == "abort" and not sent_commit}
 
 
-def _publish(ck: "Checkpointer", cmd: PublishDecision) -> DecisionPublished | PublishRejected:
-    decision = Decision(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash,
-                        decision_id=f"{cmd.epoch}:{cmd.attempt}:{cmd.outcome}")
-    for attempt in range(PUBLISH_TRIES):
-        try:
-            ck.store.publish(decision, cmd.fence)
-            return DecisionPublished(cmd.outcome)
-        except StaleFenceError as exc:
-            return PublishRejected(str(exc))
-        except CoordinationUnavailableError as exc:
-            # The decision may have landed: retrying with the same decision_id is idempotent.
-            log.warning("decision store unreachable (try %d of %d): %s", attempt + 1, PUBLISH_TRIES, exc)
-            unreachable = exc
-    return PublishRejected(f"decision store unreachable, outcome unknown until it answers "
-                           f"(`fito inspect` / committed() will tell): {unreachable}")
-
-
 def _record_abort(ck: "Checkpointer", step: int, attempt: str, reason: str) -> None:
     try:
-        _publish(ck, PublishDecision(step, attempt, "abort", fence=ck._coordinator_fence()))
+        publish_decision(ck.store, PublishDecision(step, attempt, "abort", fence=ck._coordinator_fence()))
     except Exception:  # the abort record is a courtesy; presumed abort already holds
         log.warning("could not record the abort of step %d (%s)", step, reason, exc_info=True)
 
