@@ -164,7 +164,3 @@ def _leaves(value: Any, parts: tuple[str, ...]) -> Iterator[tuple[str, torch.Ten
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
             yield from _leaves(v, (*parts, str(i)))
-
-
-def module_keys(module: torch.nn.Module) -> set[str]:
-    return set(get_model_state_dict(module))

@@ -32,7 +32,7 @@ from fito.ckpt import packs, rank_local
 from fito.ckpt.apply import Applied, EntryPlan, RestorePlan, backup_module, backup_optimizer
 from fito.ckpt.entries import decode_entry, leaf_spec, new_leaf, parse_doc
 from fito.ckpt.exchange import Exchange, exchangeable
-from fito.ckpt.live_layout import FreshOptimizers, module_keys, optimizers_of, owner_of, templates
+from fito.ckpt.live_layout import FreshOptimizers, optimizers_of, owner_of, templates
 from fito.ckpt.memory import gc_paused
 from fito.ckpt.rank_local import KEEP, RankLocalPolicy, check_owners, doc_key, pack_path, parse_key, tensor_key, world_change_error
 from fito.ckpt.sharded_save import VALIDATION_ENTRY, local_bytes
@@ -237,15 +237,17 @@ def templates_for(name: str, state: MutableMapping[str, Any], doc: dict[str, Any
         raise StateMismatchError(f"{where}: {name}: saved from a {doc['class']}, restoring into a {class_name(obj)}; "
                                  "restore into an object of the saved class")
     if kind == "module":
+        live = templates(name, obj, state, fresh)  # its state dict: the keys to check, and the layouts
         saved = set(doc["data"]["d"]) if isinstance(doc["data"], dict) and isinstance(doc["data"].get("d"), dict) else set()
-        current = module_keys(obj)
+        current = set(live)
         if saved != current:
             raise StateMismatchError(f"{where}: {name}: module keys differ; missing in checkpoint {sorted(current - saved)}, "
                                      f"unexpected {sorted(saved - current)}")
-    if src is not None or kind not in ("module", "optimizer", "tensor"):
+        return live if src is None else {}
+    if src is not None or kind not in ("optimizer", "tensor"):
         return {}  # a rank-local entry holds no DTensors; plain targets of the saved shapes
-    saved = {path: leaf_spec(doc["specs"][i]) for i, path in enumerate(doc["keys"])}
-    return templates(name, obj, state, fresh, saved)
+    specs = {path: leaf_spec(doc["specs"][i]) for i, path in enumerate(doc["keys"])}
+    return templates(name, obj, state, fresh, specs)
 
 
 def _plan(state: MutableMapping[str, Any], sources: dict[str, int | None], parsed: dict[str, dict[str, Any]],
