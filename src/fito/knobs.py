@@ -21,6 +21,9 @@ _DEFAULTS = {
     # One read call of a restore: the disk streams long reads faster (1 GB here: 8 MiB reads 0.70-0.85 s,
     # 64 MiB 0.58 s); each run is hashed while the next is read, so it also bounds the unverified lag.
     "FITO_READ_RUN_BYTES": 64 << 20,
+    # A new local object asks the kernel to start writing each window of this many bytes as soon as it is
+    # written (fito.storage.writeback), so the disk works during the copy instead of after it. 0: off.
+    "FITO_WRITEBACK_BYTES": 8 << 20,
 }
 _overrides: dict[str, int] = {}
 
@@ -67,6 +70,14 @@ def read_run_bytes() -> int:
     value = get("FITO_READ_RUN_BYTES")
     if value < 1:
         raise ValueError(f"FITO_READ_RUN_BYTES={value}: use a positive number of bytes")
+    return value
+
+
+def writeback_bytes() -> int:
+    """Window after which a new local object's written bytes are handed to the disk (0: only at fsync)."""
+    value = get("FITO_WRITEBACK_BYTES")
+    if value < 0:
+        raise ValueError(f"FITO_WRITEBACK_BYTES={value}: use 0 (off) or a positive number of bytes")
     return value
 
 

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NamedTuple
 
 from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, UnsafeCheckpointError
+from fito.storage.writeback import WritebackFile
 
 _FOREIGN_HINT = "something other than fito put it there; restore(..., fallback=True) uses the previous committed epoch"
 
@@ -107,7 +108,7 @@ class LocalFS:
     def create(self, rel: str) -> BinaryIO:
         """Open a new file for writing; never opens an existing one (nothing committed is overwritten)."""
         fd = os.open(self.path(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        return os.fdopen(fd, "wb", buffering=0)
+        return WritebackFile(fd)  # the disk starts on each window while the rest is written
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         with self.create(rel) as f:
