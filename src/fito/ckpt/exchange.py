@@ -1,13 +1,18 @@
-"""Apply a module's verified tensors by exchanging bytes with its parameters and buffers, in place.
+"""Apply a module's verified tensors in place, by taking over its targets' storage or trading bytes with them.
 
 A restore must be able to put every entry back if anything fails (fito.ckpt.apply). For a module the usual
 way is a host copy of all its tensors taken before loading: as much new memory as the model, and for a model
 of a few GB about as long to take as reading it. The restore's own targets, though, are private buffers that
-are dropped once it returns. Exchanging their bytes with the live tensors, a few MiB at a time through one
-reused scratch buffer, loads the module and leaves its old values in the targets: the snapshot costs no new
-memory, and undoing is copying them back.
+are dropped once it returns. Two ways use them instead:
+- adopt: a parameter or buffer whose storage no other tensor shares (no view or alias anywhere) takes the
+  verified target as its storage (`tensor.data = target`: the same Parameter object, so the optimizer and
+  every holder of it see the new values). Nothing but `data_ptr()` tells this from load_state_dict's copy,
+  and it copies nothing: the old storage is kept until the restore returns; undoing is setting it back.
+- exchange: any other tensor (a view into a flat buffer, a storage somebody holds a view of, shared or
+  pinned memory) keeps its storage and trades bytes with its target, a few MiB at a time through one
+  reused scratch buffer; the target is left holding the old values, and undoing is copying them back.
 
-Only where the exchange is exactly what `load_state_dict` would do: every submodule uses nn.Module's own
+Only where either is exactly what `load_state_dict` would do: every submodule uses nn.Module's own
 loading (no overrides, no load hooks, no extra state), every tensor is a plain, contiguous CPU tensor with
 its own storage (no tied or aliased weights, no DTensors) of the target's dtype and shape. Anything else is
 loaded by `set_model_state_dict` after a host snapshot, as before."""
@@ -23,7 +28,8 @@ CHUNK_BYTES = 16 << 20  # bytes per step through the one scratch buffer
 
 
 def exchangeable(module: torch.nn.Module, targets: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """(live tensor, target) pairs if `module` can be loaded from `targets` ({FQN: tensor}) by exchange."""
+    """(live tensor, target) pairs if `module` can be loaded from `targets` ({FQN: tensor}) by exchange; the
+    live tensors are the module's own parameter and buffer objects (not aliases), so they can be adopted."""
     if type(module).load_state_dict is not torch.nn.Module.load_state_dict or not isinstance(targets, Mapping):
         return None
     for m in module.modules():
@@ -36,6 +42,7 @@ def exchangeable(module: torch.nn.Module, targets: Any) -> list[tuple[torch.Tens
     live = get_model_state_dict(module)  # {FQN: a detached alias of each parameter and persistent buffer}
     if set(live) != set(targets):
         return None
+    owned = {t.untyped_storage().data_ptr(): t for t in (*module.parameters(), *module.buffers())}
     pairs, storages = [], set()
     for key, tensor in live.items():
         target = targets[key]
@@ -48,16 +55,39 @@ def exchangeable(module: torch.nn.Module, targets: Any) -> list[tuple[torch.Tens
         if storage in storages:
             return None  # tied or aliased: load_state_dict's copy order would matter
         storages.add(storage)
-        pairs.append((tensor, target))
+        pairs.append((owned.get(storage, tensor), target))
     return pairs
 
 
-class Exchange:
-    """`run()` loads the live tensors from the targets and leaves their old bytes in the targets; `undo()`
-    puts back whatever part of that ran, even if `run()` was interrupted between two steps."""
+_use_count = getattr(torch._C, "_storage_Use_Count", None)  # tensors holding a storage (private API; absent: never adopt)
 
-    def __init__(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self._pairs = [(_bytes(live), _bytes(target)) for live, target in pairs]
+
+def _holders(t: torch.Tensor) -> int:
+    assert _use_count is not None
+    return int(_use_count(t.untyped_storage()._cdata))
+
+
+_ALONE = _holders(torch.empty(1)) if _use_count is not None else 0  # what a storage nobody else holds reports
+
+
+def adoptable(live: torch.Tensor, target: torch.Tensor) -> bool:
+    """Whether `live` can take `target`'s storage with nobody able to tell but by data_ptr(): no other tensor
+    holds either storage, each spans all of its storage, and `live` is in neither shared nor pinned memory."""
+    if _use_count is None or live.is_shared() or live.is_pinned():
+        return False
+    return all(t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+               and _holders(t) == _ALONE for t in (live, target))
+
+
+class Exchange:
+    """`run()` loads the live tensors from the targets (adopting each target it can, trading bytes with the
+    rest, which then hold the old values); `undo()` puts back whatever part of that ran, even if `run()` was
+    interrupted between two steps. `adopt=False`: trade bytes only."""
+
+    def __init__(self, pairs: list[tuple[torch.Tensor, torch.Tensor]], *, adopt: bool = True) -> None:
+        self._given, self._adopt = pairs, adopt
+        self._adopted: list[tuple[torch.Tensor, torch.Tensor]] = []  # (live, an alias of its old storage)
+        self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
         self._scratch = np.empty(0, dtype=np.uint8)
         self._done = (0, 0)  # pairs before [0] are exchanged whole, pair [0] up to byte [1]
         self._inflight: tuple[int, int, int] | None = None  # (pair, lo, hi): its old bytes are in the scratch
@@ -69,6 +99,15 @@ class Exchange:
     def steps(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[None]:
         """The exchange, pausing after each copy: an interrupt can only land between two copies, and a test
         can stop at each of those points and `undo()`."""
+        traded = []
+        for live, target in self._given:
+            if self._adopt and adoptable(live, target):  # checked here: a view taken since would forbid it
+                self._adopted.append((live, live.data))  # first: undoing a swap that did not happen is harmless
+                live.data = target
+                yield
+            else:
+                traded.append((live, target))
+        self._pairs = [(_bytes(live), _bytes(target)) for live, target in traded]
         self._scratch = np.empty(min(chunk_bytes, max((len(a) for a, _ in self._pairs), default=0)), dtype=np.uint8)
         for i, (live, target) in enumerate(self._pairs):
             for lo in range(0, len(live), chunk_bytes):
@@ -94,6 +133,9 @@ class Exchange:
             end = len(live) if i < whole else part
             np.copyto(live[:end], target[:end])
         self._done = (0, 0)
+        for live, old in reversed(self._adopted):
+            live.data = old
+        self._adopted = []
 
 
 def _bytes(t: torch.Tensor) -> np.ndarray:
