@@ -1,5 +1,5 @@
 """close() releases the gloo groups fito created: Checkpointer.close() and CheckpointManager.close() destroy
-them, so their worker threads are joined at close and none is left to interpreter exit (where one still
+them (in a background thread that wait_released() joins), so none is left to interpreter exit (where one still
 letting go of the last collective aborts the process). A group the caller passed stays usable.
 Usage: python -m close_rank ROOT. Prints one JSON line: {"rank", "before", "open", "closed" (gloo threads
 before the Checkpointer, while open, after close), "manager_open", "manager_closed", "after_close" (what a
@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 import fito
+from fito.ckpt.transport import wait_released
 
 
 def gloo_threads() -> int:
@@ -37,6 +38,7 @@ def main() -> None:
         pass
     out["open"] = gloo_threads()
     ck.close()
+    wait_released()  # close() destroys the group in a background thread
     out["closed"] = gloo_threads()
     try:
         ck.save(2, {"w": torch.ones(4)})
@@ -47,6 +49,7 @@ def main() -> None:
     mgr.step(1)  # the clock's broadcast on its own group
     out["manager_open"] = gloo_threads()
     mgr.close()
+    wait_released()
     out["manager_closed"] = gloo_threads()
     group = dist.new_group(backend="gloo")
     with fito.Checkpointer(f"{root}/theirs", process_group=group) as theirs:

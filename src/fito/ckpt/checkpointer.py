@@ -115,7 +115,7 @@ class Checkpointer:
                 self._executor.shutdown()
                 self._executor = None
             self._close_store()
-            self.transport.close()  # destroys the group fito created (joins its gloo threads before exit)
+            self.transport.close()  # destroys the group fito created (its gloo threads are joined before exit)
 
     def _close_store(self) -> None:
         if self._store is not None:

@@ -4,8 +4,9 @@ Messages are JSON bytes carried in uint8 tensors, never pickled objects.
 Under torch.distributed (gloo), a rank that dies makes the collective fail on the survivors (the peer's
 socket closes) or time out with the process group's timeout: either way an exception, never a hang.
 
-A group fito created is destroyed by `close()` (Checkpointer.close): that joins its gloo worker threads while
-the interpreter is whole. Left to interpreter exit, a worker that is still letting go of a finished collective
+A group fito created is destroyed by `close()` (Checkpointer.close): its last reference is dropped in a
+background thread (the C++ destructor joins the gloo workers, 20 ms here, without the GIL), which Python
+joins before it finalizes (a non-daemon thread), so the workers are gone while the interpreter is whole. Left to interpreter exit, a worker that is still letting go of a finished collective
 (it drops the last reference to the collective's tensors, which takes the GIL) is ended by Python's
 finalization inside a C++ destructor, and the process aborts after its work is done ("terminate called
 without an active exception"), more often the busier the machine. A program that never closes its
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import threading
 import weakref
 from typing import Protocol
 
@@ -79,16 +81,23 @@ class ProcessGroupTransport:
                             "CheckpointManager); create a new one on every rank to save or restore again")
         return self._group
 
-    def close(self) -> None:
+    def close(self, *, background: bool = True) -> None:
+        """Destroy the group fito created; its C++ object goes in a background thread unless `background`
+        is False (at exit, where no new thread would be joined)."""
         if not self.owned or self.closed:
             return  # a caller's group stays usable
-        group, self._group, self.closed = self._group, None, True
+        holder, self._group, self.closed = [self._group], None, True  # never a local: the thread drops the last ref
         if dist.is_initialized():
             try:
-                dist.destroy_process_group(group)  # drops torch's references to it
+                dist.destroy_process_group(holder[0])  # drops torch's references to it
             except ValueError:
                 pass  # already destroyed (dist.destroy_process_group() of every group ran first)
-        # returning drops the last reference: the C++ group is destroyed now and joins its worker threads
+        if background:
+            release = threading.Thread(target=holder.clear, name="fito-release-group")  # not a daemon: joined at exit
+            _RELEASING.append(release)
+            release.start()
+        else:
+            holder.clear()  # the C++ group is destroyed now and joins its worker threads
 
     def gather(self, payload: bytes) -> list[bytes] | None:
         length = torch.tensor([len(payload)], dtype=torch.int64)
@@ -130,6 +139,13 @@ def default_transport(group: dist.ProcessGroup | None = None) -> Transport:
 
 
 _OWNED: "weakref.WeakSet[ProcessGroupTransport]" = weakref.WeakSet()
+_RELEASING: list[threading.Thread] = []  # closed groups being destroyed in the background
+
+
+def wait_released() -> None:
+    """Return once every group close() handed to the background is destroyed (its gloo threads joined)."""
+    while _RELEASING:
+        _RELEASING.pop().join()
 
 
 @atexit.register
@@ -137,12 +153,13 @@ def _close_owned() -> None:
     """At exit, while the interpreter is whole: destroy the groups fito created and nobody closed. The
     collections free what only reference cycles still hold (an exception's traceback keeping a Checkpointer,
     or DCP's frames keeping its group), so each group's last reference goes now, not in finalization."""
+    wait_released()
     if not _OWNED:
         return
     gc.collect()
     for transport in list(_OWNED):
         try:
-            transport.close()
+            transport.close(background=False)
         except Exception:  # noqa: BLE001 - a broken group (a peer died): best effort, the process is ending
             pass
     gc.collect()
