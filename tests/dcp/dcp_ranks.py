@@ -86,15 +86,16 @@ def fsdp_save(tmp: Path) -> None:
 def fsdp_restore(tmp: Path, step: int | None, expect: int) -> None:
     model, opt = fsdp_model()
     msd, osd = get_state_dict(model, opt)  # a fresh optimizer: get_state_dict initialises its state
-    reader = fito.dcp.Reader(tmp / "fsdp", step=step)
-    dcp.load({"model": msd, "optim": osd}, storage_reader=reader, planner=fito.dcp.LoadPlanner())
+    with fito.dcp.Reader(tmp / "fsdp", step=step) as reader:  # leaving it destroys the Reader's own gloo group
+        dcp.load({"model": msd, "optim": osd}, storage_reader=reader, planner=fito.dcp.LoadPlanner())
+    closed = getattr(reader.transport, "closed", None)
     set_state_dict(model, opt, model_state_dict=msd, optim_state_dict=osd)
     want = torch.load(tmp / f"fsdp_oracle_{expect}.pt", weights_only=True)
     got = full_state(model, opt)
     mismatches = diff(got, want)
     steps = sorted({float(s["step"]) for s in got["optim"]["state"].values()})
     train(model, opt, 1, seed=3)  # the restored state trains on
-    emit(f"fsdp_restore_{WORLD}", loaded_step=reader.loaded_step, mismatches=mismatches, opt_steps=steps,
+    emit(f"fsdp_restore_{WORLD}", loaded_step=reader.loaded_step, mismatches=mismatches, opt_steps=steps, closed=closed,
          compared=len(want["model"]) + sum(len(s) for s in want["optim"]["state"].values()))
 
 

@@ -42,6 +42,7 @@ def test_fsdp2_adamw_saved_on_2_ranks_restores_exactly_on_any_world_size(runs, w
         # on 2 ranks step 1 is asked for; elsewhere the newest: step 2 (the async save; step 3 was killed)
         assert r["loaded_step"] == (1 if world == 2 else 2)
         assert r["opt_steps"] == ([3.0] if world == 2 else [4.0])
+        assert r["closed"] is True  # the Reader's own group, destroyed on leaving `with`
 
 
 def test_fsdp2_save_writes_dtensor_shards_and_async_save_commits(runs):

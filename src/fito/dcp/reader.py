@@ -52,7 +52,9 @@ class Reader(StorageReader):
     `scratch_targets=True`: the target tensors are buffers of the caller's own that nobody uses before the
     vote (fito.Checkpointer's, which it applies after its own vote), so a chunk read whole is read straight
     into its target and verified there, without a second buffer and copy. Never for a user's live state.
-    `progress`: called with the byte count of each read as it is read (a progress bar; keep it cheap)."""
+    `progress`: called with the byte count of each read as it is read (a progress bar; keep it cheap).
+    `close()` (or leaving `with Reader(...) as r:`) destroys the gloo group the Reader created, on every rank
+    after its last load; a given `transport` or `process_group` is left to its owner."""
 
     def __init__(self, root: str | os.PathLike[str] | Storage, step: int | None = None, *,
                  store: DecisionStore | None = None, process_group: Any = None, decision: Decision | None = None,
@@ -64,6 +66,7 @@ class Reader(StorageReader):
         self.bytes_read = 0  # by this rank's last read_data: whole blocks only, never whole objects
         self._store = store
         self.transport: Transport = transport if transport is not None else default_transport(process_group)
+        self._owns_transport = transport is None  # a process_group's transport closes as a no-op (not owned)
         self._error: FitoError | None = None
         self._decision = decision
         self._given = manifest if decision is not None else None
@@ -73,6 +76,16 @@ class Reader(StorageReader):
         self._scratch = scratch_targets
         self._files: dict[int, BinaryIO] | None = None  # open objects while read_data runs (one open per object)
         self._reads: BlockReads | None = None  # the block reads of read_data, checked before its vote
+
+    def close(self) -> None:
+        if self._owns_transport:
+            self.transport.close()
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---------------------------------------------------------------- DCP's calls
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
