@@ -109,17 +109,19 @@ def _restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | No
 def _prepare(ck: "Checkpointer", state: MutableMapping[str, Any], d: Decision, policy: RankLocalPolicy,
              fresh: FreshOptimizers) -> tuple[RestorePlan, Any]:
     where = f"{d.manifest} (step {d.epoch})"
-    m = _agreed(ck, d, lambda: _manifest(ck, d))
+    parsed: dict[str, dict[str, Any]] = {}
+
+    def local() -> tuple[ShardedManifest | None, dict[str, int | None], dict[str, Any]]:  # one vote for all four
+        m = _manifest(ck, d)
+        if m is None:
+            return None, {}, {}
+        sources = _sources(ck, state, m, policy, where)
+        docs = _documents(ck, d, m, [doc_key(name, src) for name, src in sources.items()])
+        return m, sources, _targets(ck, state, m, sources, docs, parsed, fresh, where)
+    m, sources, targets = _agreed(ck, d, local)
     if m is None:  # fito-manifest/1: one full shard per rank, the same world size
         saved = _agreed(ck, d, lambda: ck._load(d))
         return _agreed(ck, d, lambda: plan_restore(state, saved, where=where)), saved.get(VALIDATION_ENTRY)
-    parsed: dict[str, dict[str, Any]] = {}
-
-    def local() -> tuple[dict[str, int | None], dict[str, Any]]:  # all local: one vote for the three steps
-        sources = _sources(ck, state, m, policy, where)
-        docs = _documents(ck, d, m, [doc_key(name, src) for name, src in sources.items()])
-        return sources, _targets(ck, state, m, sources, docs, parsed, fresh, where)
-    sources, targets = _agreed(ck, d, local)
     _read(ck, d, m, targets)
     return _agreed(ck, d, lambda: _plan(state, sources, parsed, targets, fresh, where))
 
