@@ -2,6 +2,7 @@
 restore into a fresh model and optimizer, train on in both, and compare every parameter and every state value."""
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import pytest
@@ -159,3 +160,44 @@ def test_a_fresh_optimizer_is_restored_without_a_zero_gradient_step(tmp_path, na
     assert bool(steps) == (name.split("-")[0] in STEPPED_ON_FRESH_RESTORE), f"{name}: {len(steps)} step() calls"
     _assert_equal(opt.state_dict(), fresh_opt.state_dict(), f"{name} right after restore")
     assert all(p.grad is None for p in fresh_model.parameters())  # no placeholder gradient left behind
+
+
+class _Refuses:
+    """An entry whose loading raises: everything restored before it must be put back."""
+
+    def state_dict(self) -> dict[str, int]:
+        return {"x": 1}
+
+    def load_state_dict(self, sd: dict[str, int]) -> None:
+        raise RuntimeError("refused")
+
+
+def _trained_then_failed_restore(tmp_path, name: str, hook: bool):  # type: ignore[no-untyped-def]
+    build, sparse = CASES[name]
+    model = _model(sparse)
+    opt = build(model)
+    _train(model, opt, 2, seed=1, sparse=sparse)
+    with fito.Checkpointer(tmp_path / "ck") as ck:
+        ck.save(2, {"model": model, "optim": opt, "later": _Refuses()})
+    other = _model(sparse)
+    other_opt = build(other)
+    _train(other, other_opt, 3, seed=5, sparse=sparse)  # a live optimizer with moments of its own
+    if hook:
+        other_opt.register_load_state_dict_pre_hook(lambda o, sd: None)
+    before = copy.deepcopy(other_opt.state_dict())
+    state_object = other_opt.state
+    with fito.Checkpointer(tmp_path / "ck") as ck, pytest.raises(fito.FitoError, match="refused"):
+        ck.restore({"model": other, "optim": other_opt, "later": _Refuses()})
+    _assert_equal(other_opt.state_dict(), before, f"{name} after a failed restore")
+    return other_opt.state is state_object
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_trained_optimizer_gets_its_own_state_objects_back_when_a_later_entry_fails(tmp_path, name):
+    """torch's load_state_dict replaces an optimizer's state, so the snapshot is the old objects: no copy of
+    the moments is taken, and after a failure the optimizer holds exactly its old tensors again."""
+    assert _trained_then_failed_restore(tmp_path, name, hook=False)
+
+
+def test_an_optimizer_with_load_hooks_is_snapshot_by_copy_and_put_back(tmp_path):
+    assert not _trained_then_failed_restore(tmp_path, "AdamW", hook=True)  # a copy, loaded back: new objects

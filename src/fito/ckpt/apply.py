@@ -10,9 +10,11 @@ Memory: the snapshots are a host copy of what the restore touches (module and op
 stateful `state_dict()`s; value entries cost nothing, the old object is kept). They are held until restore()
 returns, so a restore peaks at about the checkpoint's size in verified read buffers plus the same again in
 snapshots -- except for the common cases that need none: a plain CPU module is loaded by exchanging bytes
-with its read buffers, which then hold its old values (fito.ckpt.exchange), and an optimizer that had no
-state is put back by clearing it. Modules, optimizers and tensors have passed every shape, dtype and key check by then and are not
-expected to fail, but they are covered too: a failure elsewhere must not leave them overwritten."""
+with its read buffers or adopting them (fito.ckpt.exchange), an optimizer that had no state is put back by
+clearing it, and one loaded by torch's own load_state_dict (which replaces its state, never writes into it)
+by putting the old state objects back. Modules, optimizers and tensors have passed every shape, dtype and
+key check by then and are not expected to fail, but they are covered too: a failure elsewhere must not leave
+them overwritten."""
 from __future__ import annotations
 
 import copy
@@ -121,10 +123,23 @@ def backup_module(module: torch.nn.Module) -> Action:
 
 
 def backup_optimizer(opt: torch.optim.Optimizer) -> Action:
+    if replaces_on_load(opt):
+        # torch's load_state_dict builds a new state and new param groups and never writes into the old ones:
+        # keeping the old objects is the snapshot, and putting them back is the undo (no copy of the moments)
+        state, groups = opt.state, opt.param_groups
+        return lambda: opt.__setstate__({"state": state, "param_groups": groups})
     snapshot = host_copy(torch.optim.Optimizer.state_dict(opt))
 
     # Each undo runs at most once (Applied pops it), so the optimizer may keep the snapshot's tensors.
     return lambda: torch.optim.Optimizer.load_state_dict(opt, snapshot)  # moves state to the params' devices
+
+
+def replaces_on_load(opt: torch.optim.Optimizer) -> bool:
+    """Whether loading `opt` only replaces its state and param groups: torch's own load_state_dict, with no
+    load hooks that could write into the old ones."""
+    return (type(opt).load_state_dict is torch.optim.Optimizer.load_state_dict
+            and not getattr(opt, "_optimizer_load_state_dict_pre_hooks", None)
+            and not getattr(opt, "_optimizer_load_state_dict_post_hooks", None))
 
 
 def backup_tensor(tensor: torch.Tensor) -> Action:

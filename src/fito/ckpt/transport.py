@@ -6,10 +6,11 @@ socket closes) or time out with the process group's timeout: either way an excep
 
 A group fito created is destroyed by `close()` (Checkpointer.close): its last reference is dropped in a
 background thread (the C++ destructor joins the gloo workers, 20 ms here, without the GIL), which Python
-joins before it finalizes (a non-daemon thread), so the workers are gone while the interpreter is whole. Left to interpreter exit, a worker that is still letting go of a finished collective
-(it drops the last reference to the collective's tensors, which takes the GIL) is ended by Python's
-finalization inside a C++ destructor, and the process aborts after its work is done ("terminate called
-without an active exception"), more often the busier the machine. A program that never closes its
+joins before it finalizes (a non-daemon thread), so the workers are gone while the interpreter is whole.
+Left to interpreter exit, a worker that is still letting go of a finished collective (it drops the last
+reference to the collective's tensors, which takes the GIL) is ended by Python's finalization inside a C++
+destructor, and the process aborts after its work is done ("terminate called without an active
+exception"), more often the busier the machine. A program that never closes its
 Checkpointer (or whose Checkpointer only an exception's traceback still holds) gets the same done at exit:
 every group fito created and still holds is destroyed by an atexit hook, which runs before finalization."""
 from __future__ import annotations
@@ -94,7 +95,7 @@ class ProcessGroupTransport:
                 pass  # already destroyed (dist.destroy_process_group() of every group ran first)
         if background:
             release = threading.Thread(target=holder.clear, name="fito-release-group")  # not a daemon: joined at exit
-            _RELEASING.append(release)
+            _RELEASING[:] = [t for t in _RELEASING if t.is_alive()] + [release]
             release.start()
         else:
             holder.clear()  # the C++ group is destroyed now and joins its worker threads

@@ -54,8 +54,12 @@ class WritebackFile(io.FileIO):
     Writes are sequential (fito writes an object front to back), so the written prefix is [0, position)."""
 
     def __init__(self, fd: int, window: int | None = None) -> None:
+        try:
+            self.window = knobs.writeback_bytes() if window is None else window
+        except BaseException:
+            os.close(fd)  # not ours yet: FileIO takes it over below
+            raise
         super().__init__(fd, "wb", closefd=True)
-        self.window = knobs.writeback_bytes() if window is None else window
         self._started = 0  # bytes whose write-back was requested
         self._written = 0
         self.requests = 0  # calls that took (the tests check that write-back happens)
