@@ -2,8 +2,9 @@
 against torch.save/torch.load and torch.distributed.checkpoint (DCP), side by side in one run.
 
 State: a stack of nn.Linear(4096, 4096) layers plus AdamW after one real step, sized so that weights +
-exp_avg + exp_avg_sq reach each target size. Within every repeat all methods run once, in an order rotated
-per repeat, so load from other processes on this shared machine hits every method alike; medians are
+exp_avg + exp_avg_sq reach each target size. Within every repeat all methods run once, in an order shuffled
+per repeat (seeded), so load from other processes on this shared machine hits every method alike and no
+method always follows the same one; medians are
 reported. The page cache is dropped before every read measurement when we are allowed to.
 
 Run: python benchmarks/checkpoint_io.py [--sizes 1,4] [--repeats 3] [--profile]
@@ -19,6 +20,7 @@ import io
 import os
 import platform
 import pstats
+import random
 import shutil
 import statistics
 import subprocess
@@ -466,7 +468,10 @@ def main() -> int:
         samples: dict[str, list[float]] = {}
         names = list(all_methods)
         for r in range(args.repeats):
-            order = names[r % len(names):] + names[:r % len(names)]  # rotate so no method always runs first
+            # Shuffled (seeded), not rotated: a rotation keeps every method's predecessor, and what a method
+            # leaves behind (DCP's async writer, gigabytes being unlinked) then always lands on the same next one.
+            order = list(names)
+            random.Random(r).shuffle(order)
             for name in order:
                 d = Path(tempfile.mkdtemp(prefix="ckio-", dir=tmp))
                 try:
@@ -493,8 +498,8 @@ def main() -> int:
         f"1-minute load average at start {load0:.2f}.",
         "",
         f"State: nn.Linear({WIDTH}, {WIDTH}) layers + AdamW after one step (weights + exp_avg + exp_avg_sq, fp32). "
-        f"{args.repeats} repeats; in each repeat every method runs once, in an order rotated per repeat, so noise from "
-        "other engineers' jobs on this shared 2-core machine hits all methods alike; the table shows medians and the "
+        f"{args.repeats} repeats; in each repeat every method runs once, in an order shuffled per repeat (seeded; a "
+        "rotation kept every method's predecessor), so noise from other engineers' jobs on this shared 2-core machine hits all methods alike; the table shows medians and the "
         "min–max spread. "
         + ("The page cache was dropped (`echo 3 > /proc/sys/vm/drop_caches`) before every read, so reads hit the disk."
            if dropped else "The page cache could NOT be dropped: every read is served from the page cache."),
