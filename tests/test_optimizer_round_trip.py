@@ -86,6 +86,15 @@ def _train(model: torch.nn.Module, opt: torch.optim.Optimizer, steps: int, seed:
         opt.step(closure)
 
 
+def _trained(name: str, steps: int, seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """A model and its optimizer of case `name`, trained `steps` steps (0: fresh, no state)."""
+    build, sparse = CASES[name]
+    model = _model(sparse)
+    opt = build(model)
+    _train(model, opt, steps, seed=seed, sparse=sparse)
+    return model, opt
+
+
 def _assert_equal(a: Any, b: Any, where: str) -> None:
     """Bit-exact equality of nested state (tensors by value and dtype, everything else by ==)."""
     if isinstance(a, torch.Tensor):
@@ -114,15 +123,12 @@ def test_every_optimizer_class_in_torch_optim_is_covered():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_optimizer_round_trips_bit_exactly(tmp_path, name):
-    build, sparse = CASES[name]
-    model = _model(sparse)
-    opt = build(model)
-    _train(model, opt, 3, seed=1, sparse=sparse)
+    sparse = CASES[name][1]
+    model, opt = _trained(name, 3, seed=1)
     ck = fito.Checkpointer(tmp_path / "ck")
     ck.save(3, {"model": model, "optim": opt})
 
-    fresh_model = _model(sparse)
-    fresh_opt = build(fresh_model)
+    fresh_model, fresh_opt = _trained(name, 0, seed=0)
     with torch.no_grad():
         for p in fresh_model.parameters():
             p.add_(1.0)  # the restore must overwrite every parameter
@@ -145,14 +151,10 @@ STEPPED_ON_FRESH_RESTORE = {"Adafactor", "LBFGS"}
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_fresh_optimizer_is_restored_without_a_zero_gradient_step(tmp_path, name):
-    build, sparse = CASES[name]
-    model = _model(sparse)
-    opt = build(model)
-    _train(model, opt, 2, seed=1, sparse=sparse)
+    model, opt = _trained(name, 2, seed=1)
     with fito.Checkpointer(tmp_path / "ck") as ck:
         ck.save(2, {"model": model, "optim": opt})
-    fresh_model = _model(sparse)
-    fresh_opt = build(fresh_model)
+    fresh_model, fresh_opt = _trained(name, 0, seed=0)
     steps: list[int] = []
     fresh_opt.register_step_pre_hook(lambda *_: steps.append(1))
     with fito.Checkpointer(tmp_path / "ck") as ck:
@@ -173,15 +175,10 @@ class _Refuses:
 
 
 def _trained_then_failed_restore(tmp_path, name: str, hook: bool):  # type: ignore[no-untyped-def]
-    build, sparse = CASES[name]
-    model = _model(sparse)
-    opt = build(model)
-    _train(model, opt, 2, seed=1, sparse=sparse)
+    model, opt = _trained(name, 2, seed=1)
     with fito.Checkpointer(tmp_path / "ck") as ck:
         ck.save(2, {"model": model, "optim": opt, "later": _Refuses()})
-    other = _model(sparse)
-    other_opt = build(other)
-    _train(other, other_opt, 3, seed=5, sparse=sparse)  # a live optimizer with moments of its own
+    other, other_opt = _trained(name, 3, seed=5)  # a live optimizer with moments of its own
     if hook:
         other_opt.register_load_state_dict_pre_hook(lambda o, sd: None)
     before = copy.deepcopy(other_opt.state_dict())

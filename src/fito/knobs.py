@@ -41,44 +41,40 @@ def get(name: str) -> int:
     return value
 
 
+def at_least(name: str, minimum: int, rule: str) -> int:
+    """The knob `name`, refused with `rule` (what to use instead) below `minimum`."""
+    value = get(name)
+    if value < minimum:
+        raise ValueError(f"{name}={value}: use {rule}")
+    return value
+
+
 def block_bytes() -> int:
     """Block size for new objects: a positive multiple of 64 (so every dtype's elements stay whole)."""
-    value = get("FITO_BLOCK_BYTES")
-    if value < 64 or value % 64:
+    value = at_least("FITO_BLOCK_BYTES", 64, "a positive multiple of 64 bytes")
+    if value % 64:
         raise ValueError(f"FITO_BLOCK_BYTES={value}: use a positive multiple of 64 bytes")
     return value
 
 
 def pack_leaf_bytes() -> int:
     """Largest plain tensor packed with others (0: packing off)."""
-    value = get("FITO_PACK_LEAF_BYTES")
-    if value < 0:
-        raise ValueError(f"FITO_PACK_LEAF_BYTES={value}: use 0 (no packing) or a positive number of bytes")
-    return value
+    return at_least("FITO_PACK_LEAF_BYTES", 0, "0 (no packing) or a positive number of bytes")
 
 
 def pack_bytes() -> int:
     """Cap of one pack (a tensor bigger than the cap, but packable, gets a pack of its own)."""
-    value = get("FITO_PACK_BYTES")
-    if value < 1:
-        raise ValueError(f"FITO_PACK_BYTES={value}: use a positive number of bytes")
-    return value
+    return at_least("FITO_PACK_BYTES", 1, "a positive number of bytes")
 
 
 def read_run_bytes() -> int:
     """Bytes read by one call when a restore reads a long span (rounded down to whole blocks, at least one)."""
-    value = get("FITO_READ_RUN_BYTES")
-    if value < 1:
-        raise ValueError(f"FITO_READ_RUN_BYTES={value}: use a positive number of bytes")
-    return value
+    return at_least("FITO_READ_RUN_BYTES", 1, "a positive number of bytes")
 
 
 def writeback_bytes() -> int:
     """Window after which a new local object's written bytes are handed to the disk (0: only at fsync)."""
-    value = get("FITO_WRITEBACK_BYTES")
-    if value < 0:
-        raise ValueError(f"FITO_WRITEBACK_BYTES={value}: use 0 (off) or a positive number of bytes")
-    return value
+    return at_least("FITO_WRITEBACK_BYTES", 0, "0 (off) or a positive number of bytes")
 
 
 @contextmanager

@@ -62,7 +62,7 @@ def describe(root: str | os.PathLike[str]) -> list[AttemptInfo]:
 
 
 def _world_size(storage: Storage, decisions: list[Decision]) -> int:
-    from fito.dcp.reader import load_sharded_manifest
+    from fito.dcp.manifests import load_sharded_manifest
     for d in reversed(decisions):
         if d.outcome == "commit" and not d.retired:
             try:
@@ -78,7 +78,7 @@ def _index(storage: Storage, d: Decision) -> dict[str, Any] | None:
     """The tensor index of a fito-manifest/2 step; None for v1; {"error": ...} when it cannot be read (a listing
     still shows the rest; `fito verify` says more)."""
     from fito.ckpt.tensor_index import index_of
-    from fito.dcp.reader import manifest_bytes
+    from fito.dcp.manifests import manifest_bytes
     from fito.format import manifest as manifest_fmt
     try:
         data = manifest_bytes(storage, d)
@@ -193,7 +193,7 @@ def verify(root: str | os.PathLike[str], epoch: int | None = None,
 def _sharded(storage: Storage, d: Decision, report: VerifyReport | None = None) -> bool:
     """Whether the decision's manifest is fito-manifest/2 (False for v1, and for unreadable ones: the v1 path
     reports those)."""
-    from fito.dcp.reader import manifest_bytes
+    from fito.dcp.manifests import manifest_bytes
     from fito.format.manifest import FORMAT, format_of
     try:
         return format_of(manifest_bytes(storage, d)) == FORMAT
@@ -204,7 +204,8 @@ def _sharded(storage: Storage, d: Decision, report: VerifyReport | None = None) 
 def _verify_sharded(storage: Storage, d: Decision, report: VerifyReport, progress: Callable[[int], None] | None,
                     on_total: Callable[[int], None] | None) -> VerifyReport:
     from fito.ckpt.transport import LocalTransport
-    from fito.dcp.reader import Reader, load_sharded_manifest
+    from fito.dcp.manifests import load_sharded_manifest
+    from fito.dcp.reader import Reader
     try:
         m = load_sharded_manifest(storage, d)
     except FitoError as exc:

@@ -38,7 +38,8 @@ from fito.ckpt.rank_local import KEEP, RankLocalPolicy, check_owners, doc_key, p
 from fito.ckpt.sharded_save import VALIDATION_ENTRY, local_bytes
 from fito.ckpt.state import class_name, kind_of, plan_restore
 from fito.coord.base import Decision
-from fito.dcp.reader import Reader, manifest_bytes
+from fito.dcp.manifests import manifest_bytes
+from fito.dcp.reader import Reader
 from fito.errors import (
     CheckpointCorruptError, CheckpointUnreadableError, FitoError, StateMismatchError, UnsafeCheckpointError,
 )

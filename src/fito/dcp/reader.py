@@ -27,10 +27,9 @@ from fito.ckpt.transport import Transport, default_transport
 from fito.ckpt.tree import DTYPES
 from fito.coord.base import Decision, DecisionStore
 from fito.dcp.block_reads import BlockReads
+from fito.dcp.manifests import load_sharded_manifest
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, FitoError, NoCommittedEpochError, StateMismatchError, UnsafeCheckpointError
-from fito.format import manifest as manifest_fmt
-from fito.format.hashing import ALGORITHMS, digest
 from fito.format.manifest import Piece, ShardedManifest
 from fito.format.objects import HEADER, ObjectHeader, block_span, check_header
 from fito.plan.load import LOAD_MARK, LoadPlanner as FitoLoadPlanner
@@ -357,26 +356,6 @@ class Reader(StorageReader):
             path=self._where or str(self.storage.root), unit=None, expected="every rank's bytes whole and fitting the target",
             found=failed or "a failure on another rank", hint="nothing was restored on any rank",
         )
-
-
-def load_sharded_manifest(storage: Storage, d: Decision) -> ShardedManifest:
-    """Read the manifest a decision names, check its bytes against the decision's hash, and parse it."""
-    return manifest_fmt.parse(manifest_bytes(storage, d), where=d.manifest, epoch=d.epoch, attempt=d.attempt)
-
-
-def manifest_bytes(storage: Storage, d: Decision) -> bytes:
-    """The bytes of the manifest a decision names, checked against the decision's hash (any format)."""
-    algorithm = d.manifest_hash.split(":", 1)[0]
-    if algorithm not in ALGORITHMS:
-        raise UnsafeCheckpointError(path=d.manifest, unit=None, expected="a known manifest hash", found=repr(d.manifest_hash)[:80])
-    try:
-        data = storage.read_bytes(d.manifest, manifest_fmt.MAX_MANIFEST_BYTES)
-    except FileNotFoundError:
-        raise CheckpointCorruptError(path=d.manifest, unit=None, expected=f"the manifest of step {d.epoch}", found="no such file") from None
-    found = digest(algorithm, data)
-    if found != d.manifest_hash:
-        raise CheckpointCorruptError(path=d.manifest, unit=None, expected=f"manifest hash {d.manifest_hash}", found=found)
-    return data
 
 
 def _contiguous_strides(sizes: tuple[int, ...]) -> tuple[int, ...]:
