@@ -197,8 +197,9 @@ class Checkpointer:
         fito.ckpt.rank_local. With `fallback=True`, a damaged epoch is skipped for the previous committed one
         (all ranks move together). With a `validator`, the restored model must also reproduce the loss
         recorded at save time, or the epoch counts as damaged. If an object's load_state_dict still raises,
-        every entry is put back (RestoreFailedError, on every rank): until it returns, a restore holds a host
-        copy of the entries it applies (see fito.ckpt.apply)."""
+        every entry is put back (RestoreFailedError, on every rank): until it returns, a restore keeps what
+        it needs for that (old storages and state objects, or a host copy where nothing cheaper is exact;
+        see fito.ckpt.apply)."""
         from fito.ckpt import sharded_restore
         return sharded_restore.restore(self, state, step, fallback=fallback, rank_local=rank_local)
 
