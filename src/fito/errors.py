@@ -140,3 +140,14 @@ class CheckpointUnreadableError(CheckpointCorruptError):
         return cls(path=path, unit=None, expected="a readable file", found=f"{exc.strerror or exc} ({name})",
                    hint="check the file's permissions, owner and the device; restore(..., fallback=True) uses the "
                         "previous committed epoch")
+
+
+def same_kind(kind: str) -> type[FitoError]:
+    """The class a rank raises when another rank refused a restore, given the lowest failing rank's class
+    name: the same class where a summary of it can be built (the CheckpointCorruptError and StateMismatchError
+    families), so every rank's `except` takes the same branch (a rank that went another way would wait alone
+    in the next collective); CheckpointCorruptError otherwise."""
+    cls = globals().get(kind)
+    if isinstance(cls, type) and issubclass(cls, (CheckpointCorruptError, StateMismatchError)):
+        return cls
+    return CheckpointCorruptError

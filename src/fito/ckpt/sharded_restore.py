@@ -41,7 +41,7 @@ from fito.coord.base import Decision
 from fito.dcp.manifests import manifest_bytes
 from fito.dcp.reader import Reader
 from fito.errors import (
-    CheckpointCorruptError, CheckpointUnreadableError, FitoError, StateMismatchError, UnsafeCheckpointError,
+    CheckpointCorruptError, CheckpointUnreadableError, FitoError, StateMismatchError, UnsafeCheckpointError, same_kind,
 )
 from fito.format import manifest as manifest_fmt
 from fito.format.manifest import ShardedManifest
@@ -354,7 +354,7 @@ def _load_error(ck: "Checkpointer", d: Decision, exc: CheckpointException) -> Fi
     causes = {r: (pair[0] if isinstance(pair, tuple) else pair) for r, pair in exc.failures.items()}
     mine = causes.get(ck.rank)
     if isinstance(mine, FitoError):
-        return mine
+        return mine  # fito.dcp.Reader's refusal: the class every rank raises
     fito = [e for _, e in sorted(causes.items()) if isinstance(e, FitoError)]
     if fito and not [e for e in causes.values() if not isinstance(e, FitoError)]:
         return fito[0]
@@ -378,19 +378,22 @@ def _agreed(ck: "Checkpointer", d: Decision, step: Callable[[], T]) -> T:
     summary = json.dumps([g.decode() for g in gathered]) if gathered is not None else None
     reasons = [json.loads(r) if r else None for r in json.loads(ck.transport.broadcast(summary.encode() if summary else None))]
     fatal = any(r is not None and not r[2] for r in reasons)
-    if error is not None and not fatal:
-        raise error
+    failed = [(i, r[0], r[1]) for i, r in enumerate(reasons) if r is not None]
+    if error is not None and not fatal and type(error).__name__ == failed[0][1]:
+        raise error  # this rank's own error, of the class every rank raises
     if error is not None and not isinstance(error, FitoError):
         raise error  # a bug, not a damaged checkpoint: every rank stops (the others below), no fallback
-    out = _other_ranks(d, [(i, r[0], r[1]) for i, r in enumerate(reasons) if r is not None])
+    out = _other_ranks(d, failed)
     if fatal:
         out.fito_fatal = True  # type: ignore[attr-defined]
     raise out
 
 
 def _other_ranks(d: Decision, reasons: list[tuple[int, str, str]]) -> FitoError:
+    """Every failing rank's reason, in the class of the lowest failing rank's error (fito.errors.same_kind)."""
     text = "; ".join(f"rank {r}: {kind}: {why}" for r, kind, why in reasons)[:3000] or "another rank's check failed (see its log)"
-    if reasons and all(kind in ("StateMismatchError", "RestoreFailedError") for _, kind, _ in reasons):
-        return StateMismatchError(f"{d.manifest} (step {d.epoch}): {text}; nothing was restored on any rank")
-    return CheckpointCorruptError(path=d.manifest, unit=None, expected="every rank's bytes whole and fitting the target",
-                                  found=text, hint="nothing was restored on any rank")
+    cls = same_kind(reasons[0][1]) if reasons else CheckpointCorruptError
+    if issubclass(cls, StateMismatchError):
+        return cls(f"{d.manifest} (step {d.epoch}): {text}; nothing was restored on any rank")
+    return cls(path=d.manifest, unit=None, expected="every rank's bytes whole and fitting the target",  # type: ignore[call-arg]
+               found=text, hint="nothing was restored on any rank")

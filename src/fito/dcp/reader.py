@@ -29,7 +29,10 @@ from fito.coord.base import Decision, DecisionStore
 from fito.dcp.block_reads import BlockReads
 from fito.dcp.manifests import load_sharded_manifest
 from fito.coord.sqlite import SqliteDecisionStore
-from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, FitoError, NoCommittedEpochError, StateMismatchError, UnsafeCheckpointError
+from fito.errors import (
+    CheckpointCorruptError, CheckpointUnreadableError, FitoError, NoCommittedEpochError, StateMismatchError, UnsafeCheckpointError,
+    same_kind,
+)
 from fito.format.manifest import Piece, ShardedManifest
 from fito.format.objects import HEADER, ObjectHeader, block_span, check_header
 from fito.plan.load import LOAD_MARK, LoadPlanner as FitoLoadPlanner
@@ -348,14 +351,17 @@ class Reader(StorageReader):
         summary = json.dumps([g.decode() for g in gathered]) if gathered is not None else None
         reasons = json.loads(self.transport.broadcast(summary.encode() if summary else None))
         failed = "; ".join(f"rank {r}: {why}" for r, why in enumerate(reasons) if why)
-        if isinstance(error, FitoError):
+        kind = next((why.split(":", 1)[0] for why in reasons if why), "")  # the lowest failing rank's class
+        if isinstance(error, FitoError) and type(error).__name__ == kind:
             return error
         if error is not None and not isinstance(error, Exception):
             return error  # KeyboardInterrupt and friends: the peers were told, now let it through
-        return CheckpointCorruptError(
-            path=self._where or str(self.storage.root), unit=None, expected="every rank's bytes whole and fitting the target",
-            found=failed or "a failure on another rank", hint="nothing was restored on any rank",
-        )
+        where = self._where or str(self.storage.root)
+        cls = same_kind(kind)  # every rank raises that class: their handlers take the same branch
+        if issubclass(cls, StateMismatchError):
+            return cls(f"{where}: {failed}; nothing was restored on any rank")
+        return cls(path=where, unit=None, expected="every rank's bytes whole and fitting the target",  # type: ignore[call-arg]
+                   found=failed or "a failure on another rank", hint="nothing was restored on any rank")
 
 
 def _contiguous_strides(sizes: tuple[int, ...]) -> tuple[int, ...]:
