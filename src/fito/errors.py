@@ -151,3 +151,13 @@ def same_kind(kind: str) -> type[FitoError]:
     if isinstance(cls, type) and issubclass(cls, (CheckpointCorruptError, StateMismatchError)):
         return cls
     return CheckpointCorruptError
+
+
+def refusal(kind: str, path: str, found: str, *, step: int | None = None) -> FitoError:
+    """What a rank raises for a restore that some rank refused: class `same_kind(kind)`, naming `path` (and
+    `step`) and every failed rank's reason (`found`); nothing was restored on any rank."""
+    cls = same_kind(kind)
+    if issubclass(cls, StateMismatchError):
+        return cls(f"{path}{'' if step is None else f' (step {step})'}: {found}; nothing was restored on any rank")
+    return cls(path=path, unit=None, expected="every rank's bytes whole and fitting the target",  # type: ignore[call-arg]
+               found=found, hint="nothing was restored on any rank")

@@ -41,7 +41,7 @@ from fito.coord.base import Decision
 from fito.dcp.manifests import manifest_bytes
 from fito.dcp.reader import Reader
 from fito.errors import (
-    CheckpointCorruptError, CheckpointUnreadableError, FitoError, StateMismatchError, UnsafeCheckpointError, same_kind,
+    CheckpointUnreadableError, FitoError, StateMismatchError, UnsafeCheckpointError, refusal,
 )
 from fito.format import manifest as manifest_fmt
 from fito.format.manifest import ShardedManifest
@@ -392,8 +392,4 @@ def _agreed(ck: "Checkpointer", d: Decision, step: Callable[[], T]) -> T:
 def _other_ranks(d: Decision, reasons: list[tuple[int, str, str]]) -> FitoError:
     """Every failing rank's reason, in the class of the lowest failing rank's error (fito.errors.same_kind)."""
     text = "; ".join(f"rank {r}: {kind}: {why}" for r, kind, why in reasons)[:3000] or "another rank's check failed (see its log)"
-    cls = same_kind(reasons[0][1]) if reasons else CheckpointCorruptError
-    if issubclass(cls, StateMismatchError):
-        return cls(f"{d.manifest} (step {d.epoch}): {text}; nothing was restored on any rank")
-    return cls(path=d.manifest, unit=None, expected="every rank's bytes whole and fitting the target",  # type: ignore[call-arg]
-               found=text, hint="nothing was restored on any rank")
+    return refusal(reasons[0][1] if reasons else "", d.manifest, text, step=d.epoch)

@@ -31,7 +31,7 @@ from fito.dcp.manifests import load_sharded_manifest
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import (
     CheckpointCorruptError, CheckpointUnreadableError, FitoError, NoCommittedEpochError, StateMismatchError, UnsafeCheckpointError,
-    same_kind,
+    refusal,
 )
 from fito.format.manifest import Piece, ShardedManifest
 from fito.format.objects import HEADER, ObjectHeader, block_span, check_header
@@ -356,12 +356,8 @@ class Reader(StorageReader):
             return error
         if error is not None and not isinstance(error, Exception):
             return error  # KeyboardInterrupt and friends: the peers were told, now let it through
-        where = self._where or str(self.storage.root)
-        cls = same_kind(kind)  # every rank raises that class: their handlers take the same branch
-        if issubclass(cls, StateMismatchError):
-            return cls(f"{where}: {failed}; nothing was restored on any rank")
-        return cls(path=where, unit=None, expected="every rank's bytes whole and fitting the target",  # type: ignore[call-arg]
-                   found=failed or "a failure on another rank", hint="nothing was restored on any rank")
+        # every rank raises that class: their handlers take the same branch
+        return refusal(kind, self._where or str(self.storage.root), failed or "a failure on another rank")
 
 
 def _contiguous_strides(sizes: tuple[int, ...]) -> tuple[int, ...]:
