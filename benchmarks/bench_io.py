@@ -11,23 +11,15 @@ CHUNK = 32 << 20  # bytes per read or write call
 
 def write_durably(path: Path, buffers: Iterable[memoryview], writeback: int = 0) -> None:
     """Write `buffers` to the new file `path`, then fsync it and its directory: what a durable save must do.
-    `writeback`: also ask the kernel to start writing every this many bytes as they are written (what fito's
-    LocalFS does; 0: the plain way, everything goes to the disk at the fsync)."""
-    from fito.storage import writeback as early
+    `writeback`: also start the disk on every this many bytes as they are written, in writes of that size
+    (fito's LocalFS file, fito.storage.writeback; 0: the plain way, everything goes to the disk at the fsync)."""
+    from fito.storage.writeback import WritebackFile
 
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        written = started = 0
+    with WritebackFile(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), window=writeback) as f:
         for mv in buffers:
             while len(mv):
-                n = os.write(fd, mv[:writeback or CHUNK])
-                mv, written = mv[n:], written + n
-                if writeback and written - started >= writeback:
-                    early.start(fd, started, written - started)
-                    started = written
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+                mv = mv[f.write(mv[:writeback or CHUNK]):]
+        os.fsync(f.fileno())
     fsync_path(path.parent, directory=True)
 
 
