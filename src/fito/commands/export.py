@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "data position) are not exported. Every byte is checked against its block hash as it is read; "
                     "files are written under temporary names and renamed only when all are whole, so a damaged "
                     "checkpoint leaves no output (exit 4). Exit 3 if ROOT holds no committed step or not S, 2 for a "
-                    "bad option or a --only that selects nothing.",
+                    "bad option, a --only that selects nothing or an OUT that already holds an export.",
     )
     p.add_argument("root", help="checkpoint directory")
     p.add_argument("out", help="output directory (created if missing; must not hold an export already)")
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             result = export(args.root, args.out, step=args.step, only=args.only, format=args.format,
                             max_shard_bytes=limit, progress=lambda n: progress.advance(task, n),
                             on_total=lambda total: progress.update(task, total=total))
-        except ValueError as exc:  # a --only that selects nothing, names that collide, a dtype safetensors lacks
+        except (ValueError, FileExistsError) as exc:  # a --only that picks nothing, an OUT holding an export
             raise UsageError(str(exc)) from None
     if args.json:
         return finish(args, "ok", result.as_dict())

@@ -29,7 +29,7 @@ from fito.ckpt.rank_local import doc_key, pack_path, parse_key, tensor_key
 from fito.ckpt.transport import LocalTransport
 from fito.ckpt.tree import DTYPES
 from fito.coord.base import Decision
-from fito.dcp.manifests import load_sharded_manifest, manifest_bytes
+from fito.dcp.manifests import manifest_bytes
 from fito.dcp.reader import Reader
 from fito.errors import StateMismatchError, UnsafeCheckpointError
 from fito.format import manifest as manifest_fmt
@@ -67,12 +67,13 @@ class StepTensors:
         chooser = Reader(storage, step, transport=LocalTransport())
         self.decision: Decision = chooser._choose()  # the restore's own choice: newest committed, or `step`
         d = self.decision
-        found = manifest_fmt.format_of(manifest_bytes(storage, d))
+        data = manifest_bytes(storage, d)  # checked against the decision's hash before it is parsed
+        found = manifest_fmt.format_of(data)
         if found != manifest_fmt.FORMAT:
             raise UnsafeCheckpointError(path=d.manifest, unit=None, expected=f"a {manifest_fmt.FORMAT} manifest",
                                         found=repr(found), hint="steps saved by fito before the sharded format can "
                                         "be restored with fito.Checkpointer (and saved again to export them)")
-        self.manifest: ShardedManifest = load_sharded_manifest(storage, d)
+        self.manifest: ShardedManifest = manifest_fmt.parse(data, where=d.manifest, epoch=d.epoch, attempt=d.attempt)
         self.reader = Reader(storage, decision=d, manifest=self.manifest, transport=LocalTransport(), progress=progress)
         # read_value / verify_all set these from the given manifest; the block reads below need them too
         self.reader._manifest, self.reader._where = self.manifest, d.manifest
