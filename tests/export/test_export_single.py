@@ -164,6 +164,19 @@ def test_load_tensors_names_keys_and_steps(saved) -> None:
         fito.load_tensors(root, "mod")
     with pytest.raises(fito.NoCommittedEpochError):
         fito.load_tensors(root, step=3)
+    undecided = root / "epochs" / "000000000003" / "a-undecided"  # written, never committed: never chosen
+    undecided.mkdir(parents=True)
+    (undecided / "rank-00000.fito").write_bytes(b"partial")
+    assert _same(fito.load_tensors(root, "model"), {k: v for k, v in second.items() if k.startswith("model.")}) == []
+
+
+def test_a_step_of_the_v1_format_is_refused_by_name(tmp_path: Path, capsys) -> None:
+    from fito.testing.v1_format import save_v1
+    with fito.Checkpointer(tmp_path / "v1") as ck:
+        save_v1(ck, 1, {"w": torch.ones(3)})
+    with pytest.raises(fito.UnsafeCheckpointError, match="fito-manifest/2.*restored with fito.Checkpointer"):
+        fito.load_tensors(tmp_path / "v1")
+    assert main(["export", str(tmp_path / "v1"), str(tmp_path / "out")]) == 4 and not (tmp_path / "out").exists()
 
 
 class CountingStorage:

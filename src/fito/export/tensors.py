@@ -169,7 +169,7 @@ class StepTensors:
         if leaf.member is not None:
             offset, length = leaf.member
             if length:
-                pack, begin, buf = self._pack_span(leaf, offset, offset + length)
+                begin, buf = self._pack_span(leaf, offset, offset + length)
                 flat.copy_(buf[offset - begin:offset - begin + length])
             return out
         for c in self.manifest.tensors[leaf.item].chunks:
@@ -184,12 +184,12 @@ class StepTensors:
                 box.copy_(buf.view(leaf.dtype).view(c.sizes))
         return out
 
-    def _pack_span(self, leaf: Leaf, start: int, end: int) -> tuple[str, int, torch.Tensor]:
+    def _pack_span(self, leaf: Leaf, start: int, end: int) -> tuple[int, torch.Tensor]:
         """The verified blocks of `leaf`'s pack holding the selected members (read once per pack, kept while
         the members are taken from it), with the pack byte where they begin."""
         span = self._span
         if span is not None and span[0] == leaf.item and span[1] <= start and end <= span[2]:
-            return span[0], span[1], span[3]
+            return span[1], span[3]
         self._span = None  # free the previous pack's bytes before reading the next
         lo, hi = self._wanted.get(leaf.item, (start, end))
         lo, hi = min(lo, start), max(hi, end)
@@ -197,7 +197,7 @@ class StepTensors:
         self._check_object(piece.rank)
         buf, begin = self.reader._read_blocks(piece, leaf.item, lo, hi)
         self._span = (leaf.item, begin, begin + len(buf), buf)
-        return leaf.item, begin, buf
+        return begin, buf
 
     def _check_object(self, rank: int) -> None:
         """The object's size and header (epoch tag, rank, attempt, item count), once, before its bytes."""
