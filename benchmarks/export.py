@@ -3,6 +3,7 @@
 A model of LAYERS x Linear(WIDTH, WIDTH) + AdamW after one step is saved once with fito (one process). Then,
 per repeat, in a shuffled order so load from other jobs hits every method alike:
     plain read      the step's object files read whole (64 MiB readinto calls into one reused buffer)
+    plain read, fresh memory   the same into new buffers, one per object, all kept (as returned tensors are)
     plain copy      the same, each run also written to one new file, fsynced: the I/O floor of any export
     load_tensors    fito.load_tensors(root): every tensor consolidated, every block hash checked
     export          fito export ROOT OUT (safetensors; read, verify, write, fsync, rename)
@@ -68,6 +69,21 @@ def plain_read(root: Path, copy_to: Path | None = None) -> None:
             out.close()
 
 
+def plain_read_fresh(root: Path) -> None:
+    """Every object read whole into new memory of its own (what load_tensors must do: it returns tensors)."""
+    import torch
+
+    kept = []
+    for path in objects(root):
+        buf = torch.empty(path.stat().st_size, dtype=torch.uint8)
+        view = memoryview(buf.numpy())
+        with open(path, "rb", buffering=0) as f:
+            got = 0
+            while got < len(view) and (n := f.readinto(view[got:got + RUN])):
+                got += n
+        kept.append(buf)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=4)
@@ -92,6 +108,7 @@ def main() -> None:
 
     methods: dict[str, Callable[[], None]] = {
         "plain read": lambda: plain_read(root),
+        "plain read, fresh memory": lambda: plain_read_fresh(root),
         "plain copy": lambda: plain_read(root, fresh() / "copy"),
         "load_tensors": lambda: fito.load_tensors(root) and None,
         "export": lambda: export(root, fresh() / "out") and None,
