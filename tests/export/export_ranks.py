@@ -3,7 +3,7 @@
     python -m export_ranks save TMPDIR
 
 FSDP2 (uneven shards: 5 rows over 2 ranks) + AdamW after 2 steps, a TP DTensor sharded on dim 1 (column
-blocks, not contiguous in the full tensor), a plain tensor and a rank-local RNG entry, saved at step 2 by 2
+blocks, not contiguous in the full tensor), a replicated DTensor, a plain tensor and a rank-local RNG entry, saved at step 2 by 2
 ranks. The oracle -- every full tensor by its exported name -- is written with torch.save by rank 0 for the
 test only (fito never pickles)."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import Shard, distribute_tensor
+from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import fito
 from fito.testing.scenarios import emit, run_group, start
@@ -43,12 +43,13 @@ def save(tmp: Path) -> None:
         opt.step()
         opt.zero_grad()
     state: dict[str, Any] = {"model": model, "optim": opt, "tp": distribute_tensor(cols(), mesh, [Shard(1)]),
+                             "rep": distribute_tensor(cols() * 2, mesh, [Replicate()]),  # written once
                              "plain": torch.linspace(0, 1, 9, dtype=torch.float64), "rng": fito.RNGState()}
     fito.Checkpointer(tmp / "ck").save(2, state)
     msd, osd = get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))
     oracle = {f"model.{k}": v.detach().clone() for k, v in msd.items()}
     oracle |= {f"optim.state.{p}.{k}": v.detach().clone() for p, s in osd["state"].items() for k, v in s.items()}
-    oracle |= {"tp": cols(), "plain": state["plain"].clone()}
+    oracle |= {"tp": cols(), "rep": cols() * 2, "plain": state["plain"].clone()}
     if RANK == 0:
         torch.save(oracle, tmp / "oracle.pt")
     emit("save", local=[list(p.to_local().shape) for p in model.parameters()])

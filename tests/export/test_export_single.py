@@ -96,6 +96,16 @@ def test_export_writes_hf_index_and_shards_past_the_size_and_one_file_below(save
     assert _same(got, want) == []
 
 
+def test_export_reports_progress_up_to_the_bytes_it_writes(saved, tmp_path: Path) -> None:
+    from fito.export import export
+    root, _, want = saved
+    totals: list[int] = []
+    seen: list[int] = []
+    result = export(root, tmp_path / "p", progress=seen.append, on_total=totals.append)
+    assert totals == [result.bytes] == [sum(t.numel() * t.element_size() for t in want.values())]
+    assert result.bytes <= sum(seen) <= result.bytes + 4 * 1024 * len(want)  # whole 1 KiB blocks are read
+
+
 def test_export_step_and_only_strip_the_prefix(saved, tmp_path: Path) -> None:
     root, first, _ = saved
     assert main(["export", str(root), str(tmp_path / "w"), "--step", "1", "--only", "model"]) == 0
