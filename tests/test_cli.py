@@ -53,6 +53,7 @@ FAST = {
     "verify": ["{dir}"],
     "gc": ["{dir}", "--keep", "2", "--grace", "0"],
     "recover-log": ["{dir}"],  # run after the log is deleted (below): a dry run
+    "export": ["{dir}", "{dir}-exported"],
     "check": ["--protocol", "bilateral", "--ranks", "1"],
     "lattice": ["--n", "100"],
     "units": [],
@@ -62,7 +63,7 @@ FAST = {
     "retry": ["--steps", "60", "--policy", "fito"],
     "demo": ["--steps", "15", "--every", "5", "--kill-step", "10"],
 }
-VERDICT = {"inspect": "ok", "verify": "holds", "gc": "ok", "recover-log": "ok", "check": "holds", "lattice": "ok", "units": "ok",
+VERDICT = {"inspect": "ok", "verify": "holds", "gc": "ok", "recover-log": "ok", "export": "ok", "check": "holds", "lattice": "ok", "units": "ok",
            "adversary": "violated", "skew": "ok", "fleet": "ok", "retry": "holds", "demo": "holds"}
 
 

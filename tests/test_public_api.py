@@ -15,7 +15,7 @@ SRC = Path(fito.__file__).parent
 
 # The pinned surface. Adding or removing a public name is an API change: update this list with it.
 PUBLIC = [
-    "Checkpointer", "CheckpointManager", "SaveHandle", "DataPosition", "RNGState",
+    "Checkpointer", "CheckpointManager", "SaveHandle", "DataPosition", "RNGState", "load_tensors",
     "FitoError", "CheckpointCorruptError", "UnsafeCheckpointError", "CheckpointUnreadableError", "NoCommittedEpochError",
     "SaveAbortedError", "SaveInProgressError", "StaleFenceError", "StateMismatchError", "ValidationError",
     "RestoreFailedError", "GarbageCollectionError", "RetireRefusedError",

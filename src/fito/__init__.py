@@ -16,6 +16,7 @@ __all__ = [
     "SaveHandle",
     "DataPosition",
     "RNGState",
+    "load_tensors",
     # errors (fito.errors): every class fito raises on purpose
     "FitoError",
     "CheckpointCorruptError",
@@ -47,6 +48,7 @@ _API = {
     "SaveHandle": "fito.ckpt.handle",
     "DataPosition": "fito.ckpt.state",
     "RNGState": "fito.ckpt.state",
+    "load_tensors": "fito.export.tensors",
 }
 _SUBPACKAGES = ("coord",)  # `fito.coord.etcd.EtcdDecisionStore` works after a bare `import fito`
 
