@@ -88,7 +88,7 @@ def sharded_tensor_target(tmp: Path) -> None:
     root = tmp / "sharded"
     full = torch.arange(24.0).reshape(6, 4)
     if RANK == 0:  # saved by one rank alone
-        dcp.save({"w": full}, storage_writer=fito.dcp.Writer(root, 1), no_dist=True)
+        dcp.save({"w": full}, storage_writer=fito.dcp.Writer(root, 1), planner=fito.dcp.SavePlanner(), no_dist=True)
     dist.barrier()
     spec = ChunkShardingSpec(dim=0, placements=[f"rank:{r}/cpu" for r in range(WORLD)])
     out = {}
