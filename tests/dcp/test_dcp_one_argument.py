@@ -128,3 +128,17 @@ def test_a_target_that_describes_its_own_chunks_loads_its_rows(tmp_path, planner
     dcp.load(target, storage_reader=fito.dcp.Reader(tmp_path), planner=planner and planner())
     assert torch.equal(target["w"][1:3], full[1:3])
     assert bool((target["w"][0] == -7).all() and (target["w"][3] == -7).all())  # rows it does not hold: untouched
+
+
+def test_plan_caching_of_dcps_planner_is_refused_before_anything_is_written(tmp_path):
+    from torch.distributed.checkpoint import DefaultSavePlanner
+
+    dcp.save({"w": torch.ones(3)}, storage_writer=fito.dcp.Writer(tmp_path, 1))
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file() and "decisions" not in p.name)
+    with pytest.raises(BaseException) as info:
+        dcp.save({"w": torch.zeros(3)}, storage_writer=fito.dcp.Writer(tmp_path, 2), planner=DefaultSavePlanner(enable_plan_caching=True))
+    assert isinstance(cause(info), StateMismatchError) and "enable_plan_caching=False" in str(cause(info))
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file() and "decisions" not in p.name) == files
+    target = {"w": torch.zeros(3)}
+    dcp.load(target, storage_reader=fito.dcp.Reader(tmp_path))
+    assert torch.equal(target["w"], torch.ones(3))

@@ -142,16 +142,24 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         spec = plan.storage_data
         if not isinstance(spec, AttemptPlan) or spec.rank != self.rank:
             raise StateMismatchError(f"rank {self.rank}: the coordinator's plan carries no attempt for this rank ({spec!r})")
+        # a cached plan carries a previous save's attempt: writing it would collide with a committed step
+        stale = spec.step != self.step or (self.is_coordinator and spec.attempt != self._attempt)
+        if stale or getattr(planner, "_enable_plan_caching", False):
+            said = f"its plan names attempt {spec.attempt!r} of step {spec.step}" if stale else "plan caching is on"
+            raise StateMismatchError(f"rank {self.rank}, save of step {self.step}: {said}; a cached plan would reuse a "
+                                     "previous save's attempt, so nothing was written. Turn plan caching off: "
+                                     "DefaultSavePlanner(enable_plan_caching=False), the default")
         pieces: list[Piece] = []
         phase, where, own = "unit write", attempt_dir(spec.step, spec.attempt), ""
 
         def execute(cmd: Command) -> Event | None:
             nonlocal phase, where, own
             if isinstance(cmd, WriteShard):
-                phase, where, own = "unit write", cmd.path, cmd.path
+                phase, where = "unit write", cmd.path
                 self.storage.makedirs(attempt_dir(cmd.epoch, cmd.attempt))
                 header = ObjectHeader(cmd.epoch, cmd.rank, len(plan.items), cmd.attempt)
                 with self.storage.create(cmd.path) as f:
+                    own = cmd.path  # only once created: a file that was already there is never this save's to remove
                     size = _write_object(f, header, plan, planner, spec.block_bytes, self.algorithm, pieces, self.progress)
                 units = tuple(UnitEntry(fqn, p.offset, p.length, "", p.tag, p.blocks, chunk)
                               for (fqn, chunk), p in ((key_of(item.index), p) for item, p in zip(plan.items, pieces)))
