@@ -3,8 +3,8 @@
 DCP calls, in order: (all ranks) read_metadata, set_up_storage_reader, prepare_local_plan; (coordinator)
 prepare_global_plan; (all ranks) read_data.
 - read_metadata: rank 0 picks the newest committed decision (or the given step) and tells every rank over
-  fito's own gloo group, so all ranks load the same step; each rank checks the manifest's bytes against the
-  decision's hash and parses it as JSON (nothing is unpickled).
+  fito's own gloo group (on the ranks of DCP's group), so all ranks load the same step; each rank checks the
+  manifest's bytes against the decision's hash and parses it as JSON (nothing is unpickled).
 - read_data: every rank reads each block holding a byte it will use into its own buffers, checks object
   headers (epoch tag, rank, attempt), sizes and block hashes, decodes values, and checks shapes and dtypes
   against the target. Then all ranks vote; only if every rank verified everything is anything copied into
@@ -46,10 +46,11 @@ Action = Callable[[], None]
 
 
 class Reader(StorageReader):
-    """`dcp.load(state, storage_reader=fito.dcp.Reader(root), planner=fito.dcp.LoadPlanner())`.
+    """`dcp.load(state, storage_reader=fito.dcp.Reader(root))`, with DCP's planner or fito's strict one
+    (`planner=fito.dcp.LoadPlanner()`); `root` may come as dcp.load's `checkpoint_id` instead.
 
-    Every rank creates a Reader on the same root, together (it creates fito's gloo group for the vote, unless
-    `process_group` is given). `step=None` loads the newest committed step; `loaded_step` says which one.
+    Every rank that loads creates a Reader on the same root. Its gloo group for the vote is created on first
+    use, inside dcp.load, over the ranks DCP runs on (fito.dcp.groups), unless `process_group` is given. `step=None` loads the newest committed step; `loaded_step` says which one.
     `decision` (with its parsed `manifest`, optional): load exactly this committed attempt, which every rank
     already agreed on (fito.Checkpointer does); `transport`: the ranks' vote goes over it.
     `scratch_targets=True`: the target tensors are buffers of the caller's own that nobody uses before the
@@ -141,9 +142,10 @@ class Reader(StorageReader):
         error: BaseException | None = None
         self.bytes_read = 0
         try:
-            assert self._manifest is not None
+            m = self._manifest
+            assert m is not None
             if not isinstance(planner, FitoLoadPlanner):  # DCP's planner: its key rules; the cover check here
-                check_cover(getattr(planner, "state_dict", {}), plan.items, only=self._manifest_keys())
+                check_cover(getattr(planner, "state_dict", {}), plan.items, only=set(m.tensors) | set(m.values))
             try:
                 actions = self._read_and_verify(plan.items, planner)
             except FileNotFoundError:
@@ -163,11 +165,6 @@ class Reader(StorageReader):
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
         return False
-
-    def _manifest_keys(self) -> set[str]:
-        m = self._manifest
-        assert m is not None
-        return set(m.tensors) | set(m.values)
 
     def verify_all(self, progress: Callable[[int], None] | None = None) -> tuple[int, list[str]]:
         """`fito verify`: read and check every byte of the decision's attempt (object sizes and headers, every

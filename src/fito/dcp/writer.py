@@ -70,7 +70,10 @@ class AttemptPlan:
 
 
 class Writer(StorageWriter):
-    """`dcp.save(state, storage_writer=fito.dcp.Writer(root, step), planner=fito.dcp.SavePlanner())`.
+    """`dcp.save(state, storage_writer=fito.dcp.Writer(root, step))`, with DCP's planner (values stored as JSON
+    from the planner's objects, replicas hashed in write_data and compared before the commit) or fito's
+    (`planner=fito.dcp.SavePlanner()`: replicas compared before anything is written). `root` may come as
+    dcp.save's `checkpoint_id` instead: `Writer(step=s)`.
 
     Every rank creates a Writer on the same root (a shared file system). `keep`: after the commit, keep only
     the newest `keep` committed steps (None keeps all); undecided attempts of this or older coordinators are
