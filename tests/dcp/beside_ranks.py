@@ -92,7 +92,7 @@ def sharded_tensor_target(tmp: Path) -> None:
     dist.barrier()
     spec = ChunkShardingSpec(dim=0, placements=[f"rank:{r}/cpu" for r in range(WORLD)])
     out = {}
-    for name, planner in (("dcp", None), ("fito", fito.dcp.LoadPlanner())):
+    for name, planner in (("fito", fito.dcp.LoadPlanner()), ("dcp", None)):
         st = sharded_tensor.full(spec, (6, 4), -7.0)
         dcp.load({"w": st}, storage_reader=fito.dcp.Reader(root), planner=planner)
         shard = st.local_shards()[0]

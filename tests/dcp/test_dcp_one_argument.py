@@ -123,7 +123,7 @@ def rows_target(rows: slice, shape: tuple[int, int]) -> torch.Tensor:
 @pytest.mark.parametrize("planner", [None, fito.dcp.LoadPlanner], ids=["dcp-planner", "fito-planner"])
 def test_a_target_that_describes_its_own_chunks_loads_its_rows(tmp_path, planner):
     full = torch.arange(24.0).reshape(4, 6)
-    dcp.save({"w": full}, storage_writer=fito.dcp.Writer(tmp_path, 1))
+    dcp.save({"w": full}, storage_writer=fito.dcp.Writer(tmp_path, 1), planner=fito.dcp.SavePlanner())
     target = {"w": rows_target(slice(1, 3), (4, 6))}
     dcp.load(target, storage_reader=fito.dcp.Reader(tmp_path), planner=planner and planner())
     assert torch.equal(target["w"][1:3], full[1:3])
