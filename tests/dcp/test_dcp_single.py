@@ -100,16 +100,6 @@ def same(a, b) -> bool:
     return a == b
 
 
-def test_stock_planners_are_refused_with_the_planner_to_pass(tmp_path):
-    with pytest.raises(BaseException) as info:
-        dcp.save(state(), storage_writer=fito.dcp.Writer(tmp_path, 1))
-    assert isinstance(cause(info), StateMismatchError) and "planner=fito.dcp.SavePlanner()" in str(cause(info))
-    save(tmp_path, 1)
-    with pytest.raises(BaseException) as info:
-        dcp.load(state(0.0), storage_reader=fito.dcp.Reader(tmp_path))
-    assert isinstance(cause(info), StateMismatchError) and "planner=fito.dcp.LoadPlanner()" in str(cause(info))
-
-
 def test_plan_caching_cannot_be_turned_on():
     with pytest.raises(ValueError, match="attempt id"):
         fito.dcp.SavePlanner(enable_plan_caching=True)

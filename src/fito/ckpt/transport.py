@@ -72,6 +72,7 @@ class ProcessGroupTransport:
         self.closed = False
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
+        self._src = 0 if group is None else dist.get_global_rank(group, 0)  # broadcast's src is a global rank
         if owned:
             _OWNED.add(self)
 
@@ -115,12 +116,12 @@ class ProcessGroupTransport:
 
     def broadcast(self, payload: bytes | None) -> bytes:
         length = torch.tensor([len(payload) if payload is not None else 0], dtype=torch.int64)
-        dist.broadcast(length, src=0, group=self.group)
+        dist.broadcast(length, src=self._src, group=self.group)
         buf = torch.zeros(int(length), dtype=torch.uint8)
         if self.rank == 0 and payload:
             buf[:] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
         if int(length):
-            dist.broadcast(buf, src=0, group=self.group)
+            dist.broadcast(buf, src=self._src, group=self.group)
         return bytes(buf.numpy())
 
     def all_ok(self, ok: bool) -> bool:

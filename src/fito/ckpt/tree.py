@@ -2,12 +2,16 @@
 and back. The tree is data, never code: no pickle, nothing executable, every leaf type named here."""
 from __future__ import annotations
 
+import datetime as dt
+import enum
 import math
+import pathlib
 from typing import Any
 
 import numpy as np
 import torch
 
+from fito.ckpt.leaves import TAGS as LEAF_TAGS, decode_leaf, encode_leaf
 from fito.errors import StateMismatchError, UnsafeCheckpointError
 
 DTYPES: dict[str, torch.dtype] = {
@@ -111,6 +115,9 @@ def encode(value: Any, path: str, tensors: list[tuple[str, Array]], depth: int =
                                      "(plain bool, int, uint, float or complex numbers only)")
         tensors.append((path, np.ascontiguousarray(value)))
         return {"N": len(tensors) - 1, "dtype": value.dtype.str, "shape": list(value.shape)}
+    leaf = None if value is None or type(value) in (bool, str, int, float) else encode_leaf(value)
+    if leaf is not None:  # bytes, BytesIO, paths, dtypes, devices, datetimes, Enum members (fito.ckpt.leaves)
+        return leaf
     if value is None or isinstance(value, (bool, str)):
         return {"v": value}
     if isinstance(value, np.bool_):
@@ -131,11 +138,13 @@ def encode(value: Any, path: str, tensors: list[tuple[str, Array]], depth: int =
         return {"t": [encode(v, f"{path}/{i}", tensors, d) for i, v in enumerate(value)]}
     raise StateMismatchError(
         f"{entry_path(path)}: cannot checkpoint a value of type {type(value).__name__}; fito stores tensors, numpy "
-        "arrays, and JSON-like values (dict, list, tuple, str, int, float, bool, None)"
+        "arrays, JSON-like values (dict, list, tuple, str, int, float, bool, None), bytes, bytearray, io.BytesIO, "
+        "pathlib paths, torch.dtype, torch.device, datetime values and Enum members"
     )
 
 
-KEY_TYPES = (str, int, float, bool, type(None), tuple)  # what a decoded mapping key may be (hashable plain data)
+KEY_TYPES = (str, int, float, bool, type(None), tuple, bytes, enum.Enum, pathlib.PurePath, torch.dtype, torch.device,
+             dt.date, dt.time, dt.timedelta)  # what a decoded mapping key may be (hashable plain data)
 
 
 def decode(node: Any, tensors: list[Array], where: str, depth: int = 0) -> Any:
@@ -176,6 +185,8 @@ def decode(node: Any, tensors: list[Array], where: str, depth: int = 0) -> Any:
             if not _index(index) or not 0 <= index < len(tensors):
                 _bad(where, f"a tensor index below {len(tensors)}", index)
             return tensors[index]
+    if any(tag in node for tag in LEAF_TAGS):
+        return decode_leaf(node, where)
     _bad(where, "a known node tag", sorted(node))
 
 

@@ -3,8 +3,8 @@
 DCP calls, in order: (all ranks) read_metadata, set_up_storage_reader, prepare_local_plan; (coordinator)
 prepare_global_plan; (all ranks) read_data.
 - read_metadata: rank 0 picks the newest committed decision (or the given step) and tells every rank over
-  fito's own gloo group, so all ranks load the same step; each rank checks the manifest's bytes against the
-  decision's hash and parses it as JSON (nothing is unpickled).
+  fito's own gloo group (on the ranks of DCP's group), so all ranks load the same step; each rank checks the
+  manifest's bytes against the decision's hash and parses it as JSON (nothing is unpickled).
 - read_data: every rank reads each block holding a byte it will use into its own buffers, checks object
   headers (epoch tag, rank, attempt), sizes and block hashes, decodes values, and checks shapes and dtypes
   against the target. Then all ranks vote; only if every rank verified everything is anything copied into
@@ -35,7 +35,8 @@ from fito.errors import (
 )
 from fito.format.manifest import Piece, ShardedManifest
 from fito.format.objects import HEADER, ObjectHeader, block_span, check_header
-from fito.plan.load import LOAD_MARK, LoadPlanner as FitoLoadPlanner
+from fito.dcp.groups import transport_for_dcp
+from fito.plan.load import LoadPlanner as FitoLoadPlanner, check_cover, value_action
 from fito.plan.metadata import key_of, pieces_of, to_metadata
 from fito.plan.values import decode_value
 from fito.storage.base import Storage
@@ -45,10 +46,11 @@ Action = Callable[[], None]
 
 
 class Reader(StorageReader):
-    """`dcp.load(state, storage_reader=fito.dcp.Reader(root), planner=fito.dcp.LoadPlanner())`.
+    """`dcp.load(state, storage_reader=fito.dcp.Reader(root))`, with DCP's planner or fito's strict one
+    (`planner=fito.dcp.LoadPlanner()`); `root` may come as dcp.load's `checkpoint_id` instead.
 
-    Every rank creates a Reader on the same root, together (it creates fito's gloo group for the vote, unless
-    `process_group` is given). `step=None` loads the newest committed step; `loaded_step` says which one.
+    Every rank that loads creates a Reader on the same root. Its gloo group for the vote is created on first
+    use, inside dcp.load, over the ranks DCP runs on (fito.dcp.groups), unless `process_group` is given. `step=None` loads the newest committed step; `loaded_step` says which one.
     `decision` (with its parsed `manifest`, optional): load exactly this committed attempt, which every rank
     already agreed on (fito.Checkpointer does); `transport`: the ranks' vote goes over it.
     `scratch_targets=True`: the target tensors are buffers of the caller's own that nobody uses before the
@@ -58,16 +60,18 @@ class Reader(StorageReader):
     `close()` (or leaving `with Reader(...) as r:`) destroys the gloo group the Reader created, on every rank
     after its last load; a given `transport` or `process_group` is left to its owner."""
 
-    def __init__(self, root: str | os.PathLike[str] | Storage, step: int | None = None, *,
+    def __init__(self, root: str | os.PathLike[str] | Storage | None = None, step: int | None = None, *,
                  store: DecisionStore | None = None, process_group: Any = None, decision: Decision | None = None,
                  manifest: ShardedManifest | None = None, transport: Transport | None = None,
                  progress: Callable[[int], None] | None = None, scratch_targets: bool = False) -> None:
-        self.storage = open_storage(root, create=False)
+        self._storage = None if root is None else open_storage(root, create=False)  # else: dcp.load's checkpoint_id
         self.step = step
         self.loaded_step: int | None = None
         self.bytes_read = 0  # by this rank's last read_data: whole blocks only, never whole objects
         self._store = store
-        self.transport: Transport = transport if transport is not None else default_transport(process_group)
+        # Built on first use, inside DCP's call, on the ranks DCP runs on (fito.dcp.groups), unless given.
+        self._transport: Transport | None = transport if transport is not None else (
+            default_transport(process_group) if process_group is not None else None)
         self._owns_transport = transport is None  # a process_group's transport closes as a no-op (not owned)
         self._error: FitoError | None = None
         self._decision = decision
@@ -79,9 +83,21 @@ class Reader(StorageReader):
         self._files: dict[int, BinaryIO] | None = None  # open objects while read_data runs (one open per object)
         self._reads: BlockReads | None = None  # the block reads of read_data, checked before its vote
 
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            raise ValueError("fito.dcp.Reader has no root: pass it, Reader(root), or dcp.load(..., checkpoint_id=root)")
+        return self._storage
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = transport_for_dcp()
+        return self._transport
+
     def close(self) -> None:
-        if self._owns_transport:
-            self.transport.close()
+        if self._owns_transport and self._transport is not None:
+            self._transport.close()
 
     def __enter__(self) -> "Reader":
         return self
@@ -91,7 +107,9 @@ class Reader(StorageReader):
 
     # ---------------------------------------------------------------- DCP's calls
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
-        if checkpoint_id is not None and Path(checkpoint_id).absolute() != self.storage.root:
+        if checkpoint_id is not None and self._storage is None:
+            self._storage = open_storage(checkpoint_id, create=False)
+        elif checkpoint_id is not None and Path(checkpoint_id).absolute() != self.storage.root:
             raise ValueError(f"fito.dcp.Reader reads {self.storage.root}; checkpoint_id={checkpoint_id!r} names another place")
 
     def read_metadata(self, *args: Any) -> Metadata:
@@ -114,10 +132,7 @@ class Reader(StorageReader):
             raise self._error
 
     def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
-        if plan.storage_data is not LOAD_MARK:
-            raise StateMismatchError("fito.dcp.Reader needs fito's planner: dcp.load(..., storage_reader=Reader(...), "
-                                     "planner=fito.dcp.LoadPlanner()) on every rank")
-        return plan
+        return plan  # fito's planner (strict keys and dtypes) or DCP's own: see read_data
 
     def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
         return plans
@@ -127,7 +142,10 @@ class Reader(StorageReader):
         error: BaseException | None = None
         self.bytes_read = 0
         try:
-            assert isinstance(planner, FitoLoadPlanner) and self._manifest is not None
+            m = self._manifest
+            assert m is not None
+            if not isinstance(planner, FitoLoadPlanner):  # DCP's planner: its key rules; the cover check here
+                check_cover(getattr(planner, "state_dict", {}), plan.items, only=set(m.tensors) | set(m.values))
             try:
                 actions = self._read_and_verify(plan.items, planner)
             except FileNotFoundError:
@@ -221,7 +239,7 @@ class Reader(StorageReader):
         return committed[-1]
 
     # ---------------------------------------------------------------- phase 1: read and verify
-    def _read_and_verify(self, items: list[ReadItem], planner: FitoLoadPlanner) -> list[Action]:
+    def _read_and_verify(self, items: list[ReadItem], planner: LoadPlanner) -> list[Action]:
         m = self._manifest
         assert m is not None
         index = pieces_of(m)
@@ -243,7 +261,7 @@ class Reader(StorageReader):
         return actions
 
     def _verify_items(self, by_key: dict[Any, list[ReadItem]], index: dict[Any, Any], checked: set[int],
-                      actions: list[Action], planner: FitoLoadPlanner) -> None:
+                      actions: list[Action], planner: LoadPlanner) -> None:
         for key, reqs in by_key.items():
             if key not in index:
                 raise UnsafeCheckpointError(path=self._where, unit=str(key[0]), expected="a chunk the manifest lists", found=f"a read of {key}")
@@ -253,7 +271,7 @@ class Reader(StorageReader):
                 checked.add(piece.rank)
             if dtype is None:  # a value: read it whole
                 raw, _ = self._read_blocks(piece, key[0], 0, piece.length)
-                actions += [planner.prepare_value(req, raw.numpy().tobytes(), self._where) for req in reqs]
+                actions += [value_action(planner, req, raw.numpy().tobytes(), self._where) for req in reqs]
             else:
                 actions += self._tensor_actions(key[0], piece, dtype, sizes, reqs, planner)
 
@@ -309,7 +327,7 @@ class Reader(StorageReader):
         return f
 
     def _tensor_actions(self, fqn: str, piece: Piece, dtype: str, sizes: tuple[int, ...], reqs: list[ReadItem],
-                        planner: FitoLoadPlanner) -> list[Action]:
+                        planner: LoadPlanner) -> list[Action]:
         torch_dtype = DTYPES[dtype]
         itemsize = torch.empty((), dtype=torch_dtype).element_size()
         strides = _contiguous_strides(sizes)
@@ -317,7 +335,8 @@ class Reader(StorageReader):
         dsts = []
         for req in reqs:
             dst = planner.resolve_tensor(req).detach()
-            if tuple(dst.shape) != tuple(req.lengths) or dst.dtype != torch_dtype:
+            # DCP's own planner casts on copy, as stock DCP does; fito's checked the dtypes when it planned
+            if tuple(dst.shape) != tuple(req.lengths) or (dst.dtype != torch_dtype and isinstance(planner, FitoLoadPlanner)):
                 raise StateMismatchError(f"{req.dest_index.fqn}: target piece {dst.dtype}{list(dst.shape)}, checkpoint "
                                          f"{torch_dtype}{list(req.lengths)}")
             dsts.append(dst)

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Callable
 
 from torch.distributed.checkpoint import StorageWriter
 from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex, StorageMeta
-from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItemType
+from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItem, WriteItemType
 from torch.distributed.checkpoint.storage import WriteResult
 from torch.futures import Future
 
@@ -40,8 +40,7 @@ from fito.format.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
 from fito.format.manifest import ObjectEntry, Piece
 from fito.format.objects import HEADER, ObjectHeader, block_digest, padding
 from fito.plan.metadata import expected_items, key_of, to_manifest
-from fito.plan.save import LocalPlanData
-from fito.plan.values import tensor_bytes
+from fito.plan.save import LocalPlanData, differing_replicas, item_bytes, replica_digests, replicas_differ_message
 from fito.protocol import (
     Begin, Command, Coordinator, DecisionPublished, ManifestWritten, Notify, Participant, Persist, Persisted,
     PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady, ShardWritten,
@@ -54,6 +53,7 @@ from fito.storage import open_storage
 
 log = logging.getLogger("fito")
 READY_FQN = "__fito_ready__"  # the index of the one WriteResult per rank that carries its READY
+REPLICAS_FQN = "__fito_replicas__"  # with DCP's planner: the digests of the replicas a rank holds
 PUBLISH_TRIES = 3
 OVERLAP_BYTES = 1 << 20  # a block at least this big is hashed in a helper thread while it is written
 
@@ -66,10 +66,14 @@ class AttemptPlan:
     attempt: str
     rank: int
     block_bytes: int
+    hash_replicas: bool = False  # DCP's own planner deduplicated without fito's replica check: hash them here
 
 
 class Writer(StorageWriter):
-    """`dcp.save(state, storage_writer=fito.dcp.Writer(root, step), planner=fito.dcp.SavePlanner())`.
+    """`dcp.save(state, storage_writer=fito.dcp.Writer(root, step))`, with DCP's planner (values stored as JSON
+    from the planner's objects, replicas hashed in write_data and compared before the commit) or fito's
+    (`planner=fito.dcp.SavePlanner()`: replicas compared before anything is written). `root` may come as
+    dcp.save's `checkpoint_id` instead: `Writer(step=s)`.
 
     Every rank creates a Writer on the same root (a shared file system). `keep`: after the commit, keep only
     the newest `keep` committed steps (None keeps all); undecided attempts of this or older coordinators are
@@ -81,17 +85,18 @@ class Writer(StorageWriter):
 rank writes, as it is written (a progress bar; keep it cheap); if it has a `resize(total)` method, that is
 called first with this rank's planned tensor bytes (its share of the replicas)."""
 
-    def __init__(self, root: str | os.PathLike[str] | Storage, step: int, *, keep: int | None = None,
+    def __init__(self, root: str | os.PathLike[str] | Storage | None = None, step: int | None = None, *, keep: int | None = None,
                  store: DecisionStore | None = None, hash: str = DEFAULT_ALGORITHM,
                  fence: Callable[[], int] | None = None, observe: Callable[[str, Command], None] | None = None,
                  progress: Callable[[int], None] | None = None) -> None:
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-            raise ValueError(f"step must be a non-negative int, got {step!r}")
+            raise ValueError(f"step must be a non-negative int, got {step!r}: Writer(root, step) or Writer(step=s) "
+                             "with dcp.save(..., checkpoint_id=root)")
         if keep is not None and keep < 1:
             raise ValueError(f"keep={keep}: the newest committed step is always kept; use keep >= 1 or None")
         if hash not in ALGORITHMS:
             raise ValueError(f"hash={hash!r}: choose one of {sorted(ALGORITHMS)}")
-        self.storage = open_storage(root)
+        self._storage = None if root is None else open_storage(root)  # else: dcp.save's checkpoint_id
         self.step, self.keep, self.algorithm = step, keep, hash
         self._store, self._owns_store = store, store is None
         self.rank, self.is_coordinator = 0, True
@@ -101,10 +106,19 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         self._fence_source = fence
         self._attempt = ""
         self.finishing = False  # finish() began: from here on, a commit may have been sent
+        self._planned: list[WriteItem] = []  # this rank's items before DCP's planner deduplicated them
 
     # ---------------------------------------------------------------- DCP's calls
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            raise ValueError("fito.dcp.Writer has no root: pass it, Writer(root, step), or dcp.save(..., checkpoint_id=root)")
+        return self._storage
+
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
-        if checkpoint_id is not None and Path(checkpoint_id).absolute() != self.storage.root:
+        if checkpoint_id is not None and self._storage is None:
+            self._storage = open_storage(checkpoint_id)
+        elif checkpoint_id is not None and Path(checkpoint_id).absolute() != self.storage.root:
             raise ValueError(f"fito.dcp.Writer writes to {self.storage.root}; checkpoint_id={checkpoint_id!r} names another place")
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
@@ -113,9 +127,9 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         self.is_coordinator, self.rank = is_coordinator, int(kwargs.get("rank", 0))
 
     def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
-        if not isinstance(plan.storage_data, LocalPlanData):
-            raise StateMismatchError("fito.dcp.Writer needs fito's planner: dcp.save(..., storage_writer=Writer(...), "
-                                     "planner=fito.dcp.SavePlanner()) on every rank")
+        # fito's planner hashed this rank's replicas into the plan; with DCP's own, keep the items as planned
+        # (before deduplication) and hash the replicas in write_data, where the planner's state is at hand
+        self._planned = [] if isinstance(plan.storage_data, LocalPlanData) else list(plan.items)
         return plan
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
@@ -123,23 +137,32 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         self._fence = self._fence_source() if self._fence_source is not None else self.store.acquire_fence()
         self._attempt = attempt_id(self._fence, self.store.log_id())  # names carry the log's identity
         block = knobs.block_bytes()
-        return [dataclasses.replace(p, storage_data=AttemptPlan(self.step, self._attempt, rank, block))
+        hash_replicas = len(plans) > 1 and not all(isinstance(p.storage_data, LocalPlanData) for p in plans)
+        return [dataclasses.replace(p, storage_data=AttemptPlan(self.step, self._attempt, rank, block, hash_replicas))
                 for rank, p in enumerate(plans)]
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
         spec = plan.storage_data
         if not isinstance(spec, AttemptPlan) or spec.rank != self.rank:
             raise StateMismatchError(f"rank {self.rank}: the coordinator's plan carries no attempt for this rank ({spec!r})")
+        # a cached plan carries a previous save's attempt: writing it would collide with a committed step
+        stale = spec.step != self.step or (self.is_coordinator and spec.attempt != self._attempt)
+        if stale or getattr(planner, "_enable_plan_caching", False):
+            said = f"its plan names attempt {spec.attempt!r} of step {spec.step}" if stale else "plan caching is on"
+            raise StateMismatchError(f"rank {self.rank}, save of step {self.step}: {said}; a cached plan would reuse a "
+                                     "previous save's attempt, so nothing was written. Turn plan caching off: "
+                                     "DefaultSavePlanner(enable_plan_caching=False), the default")
         pieces: list[Piece] = []
         phase, where, own = "unit write", attempt_dir(spec.step, spec.attempt), ""
 
         def execute(cmd: Command) -> Event | None:
             nonlocal phase, where, own
             if isinstance(cmd, WriteShard):
-                phase, where, own = "unit write", cmd.path, cmd.path
+                phase, where = "unit write", cmd.path
                 self.storage.makedirs(attempt_dir(cmd.epoch, cmd.attempt))
                 header = ObjectHeader(cmd.epoch, cmd.rank, len(plan.items), cmd.attempt)
                 with self.storage.create(cmd.path) as f:
+                    own = cmd.path  # only once created: a file that was already there is never this save's to remove
                     size = _write_object(f, header, plan, planner, spec.block_bytes, self.algorithm, pieces, self.progress)
                 units = tuple(UnitEntry(fqn, p.offset, p.length, "", p.tag, p.blocks, chunk)
                               for (fqn, chunk), p in ((key_of(item.index), p) for item, p in zip(plan.items, pieces)))
@@ -162,6 +185,9 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         # tell DCP the sizes.
         results = [WriteResult(index=item.index, size_in_bytes=p.length, storage_data=None) for item, p in zip(plan.items, pieces)]
         results.append(WriteResult(index=MetadataIndex(READY_FQN), size_in_bytes=ready.size, storage_data=ready))
+        if spec.hash_replicas:  # DCP's planner kept one copy of each replica by name: are the copies equal?
+            digests = replica_digests(self._planned, planner)
+            results.append(WriteResult(index=MetadataIndex(REPLICAS_FQN), size_in_bytes=0, storage_data=digests))
         fut: Future[list[WriteResult]] = Future()
         fut.set_result(results)
         return fut
@@ -193,6 +219,11 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         step, attempt, fence = self.step, self._attempt, self._fence
         assert fence is not None, "finish() before prepare_global_plan()"
         arrived = _gather(results)
+        differ = differing_replicas([_replicas_of(r) for r in results])
+        if differ:  # the objects are written but nothing is decided: remove them, commit nothing
+            self.discard()
+            raise SaveAbortedError(step=step, message=f"save of step {step}: " + replicas_differ_message(
+                differ, "nothing was committed, the previous committed step is intact"))
         block = knobs.block_bytes()
         notify: list[Notify] = []
         collect: list[CollectGarbage] = []
@@ -286,8 +317,7 @@ def _write_object(f: BinaryIO, header: ObjectHeader, plan: SavePlan, planner: Sa
     hasher: ThreadPoolExecutor | None = None
     try:
         for item in plan.items:
-            data = planner.resolve_data(item)  # lazily: DCP may allocate (e.g. a device-to-host copy) here
-            raw = memoryview(data.getbuffer()) if item.type == WriteItemType.BYTE_IO else tensor_bytes(data)
+            raw = item_bytes(item, planner)
             raw = raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
             if resize is not None and item.type == WriteItemType.BYTE_IO:  # a value's size is known only now
                 planned += len(raw)
@@ -329,6 +359,10 @@ def planned_bytes(plan: SavePlan) -> int:
 def _write_all(f: BinaryIO, data: memoryview) -> None:
     while len(data):
         data = data[f.write(data):]
+
+
+def _replicas_of(rank_results: list[WriteResult]) -> dict[Any, str]:
+    return next((wr.storage_data for wr in rank_results if wr.index.fqn == REPLICAS_FQN), None) or {}
 
 
 def _gather(results: list[list[WriteResult]]) -> list[ReadyReceived | RankFailed]:

@@ -16,12 +16,18 @@ from typing import Any, Callable
 
 import torch
 from torch.distributed.checkpoint import DefaultLoadPlanner
-from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, TensorStorageMetadata
+from torch.distributed._shard.sharded_tensor import ShardedTensor
+from torch.distributed.checkpoint.metadata import BytesStorageMetadata, ChunkStorageMetadata, Metadata, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import LoadPlan, ReadItem
 from torch.distributed.tensor import DTensor
 
 from fito.errors import StateMismatchError, UnsafeCheckpointError
 from fito.plan.values import decode_value
+
+try:  # DCP's own description of a target's chunks (private; local_chunks falls back to the same rules)
+    from torch.distributed.checkpoint.planner_helpers import _create_chunk_list
+except ImportError:  # pragma: no cover - another torch
+    _create_chunk_list = None
 
 Action = Callable[[], None]
 
@@ -62,6 +68,27 @@ class LoadPlanner(DefaultLoadPlanner):
         self.prepare_value(read_item, value.getvalue(), "checkpoint")()
 
 
+def value_action(planner: Any, read_item: ReadItem, raw: bytes | memoryview, where: str) -> Action:
+    """For any DCP load planner: decode a verified value (JSON; DCP's own planner would torch.load it) and
+    find where it goes in the planner's target, as DCP's DefaultLoadPlanner.load_bytes puts it."""
+    if isinstance(planner, LoadPlanner):
+        return planner.prepare_value(read_item, raw, where)
+    fqn = read_item.dest_index.fqn
+    value = decode_value(raw, f"{where}: {fqn}")
+    if getattr(planner, "flatten_state_dict", False) and fqn in getattr(planner, "mappings", {}):
+        container, key = _slot(planner.original_state_dict, planner.mappings[fqn], fqn)
+    elif isinstance(getattr(planner, "state_dict", None), dict):
+        container, key = planner.state_dict, fqn
+    else:
+        raise StateMismatchError(
+            f"{fqn}: fito.dcp.Reader puts values back itself (it never unpickles) and {type(planner).__name__} has no "
+            "state dict to put them in; use DCP's DefaultLoadPlanner (or a subclass) or fito.dcp.LoadPlanner()")
+
+    def apply() -> None:
+        container[key] = value
+    return apply
+
+
 def check_keys(state: Mapping[str, Any], metadata: Metadata, skip: Collection[str] = ()) -> None:
     saved, target = set(metadata.state_dict_metadata) - set(skip), set(state)
     problems = []
@@ -85,20 +112,31 @@ def check_keys(state: Mapping[str, Any], metadata: Metadata, skip: Collection[st
         )
 
 
-def check_cover(state: Mapping[str, Any], items: list[ReadItem]) -> None:
-    """Every element of this rank's part of every target tensor is read exactly once."""
+def local_chunks(obj: torch.Tensor) -> list[ChunkStorageMetadata]:
+    """The boxes of the global tensor this rank's target holds, as DCP's own planning sees them: a DTensor's
+    or any object's `__create_chunk_list__`, a ShardedTensor's local shards, or a plain tensor whole."""
+    if _create_chunk_list is not None:
+        return _create_chunk_list(obj)
+    if hasattr(obj, "__create_chunk_list__"):  # a torch without the private helper: the same three cases
+        return obj.__create_chunk_list__()
+    if isinstance(obj, ShardedTensor):
+        return [ChunkStorageMetadata(torch.Size(s.metadata.shard_offsets), torch.Size(s.metadata.shard_sizes))
+                for s in obj.local_shards()]
+    return [ChunkStorageMetadata(torch.Size([0] * obj.dim()), obj.size())]
+
+
+def check_cover(state: Mapping[str, Any], items: list[ReadItem], only: Collection[str] | None = None) -> None:
+    """Every element of this rank's part of every target tensor (of `only`'s keys, if given) is read exactly
+    once."""
     read: dict[str, int] = defaultdict(int)
     for item in items:
         read[item.dest_index.fqn] += math.prod(item.lengths)
     for fqn, obj in state.items():
-        if not isinstance(obj, torch.Tensor):
+        if not isinstance(obj, torch.Tensor) or (only is not None and fqn not in only):
             continue
-        if isinstance(obj, DTensor):
-            if obj.device_mesh.get_coordinate() is None:
-                continue  # this rank is not on the tensor's mesh
-            local = obj.to_local().numel()
-        else:
-            local = obj.numel()
+        if isinstance(obj, DTensor) and obj.device_mesh.get_coordinate() is None:
+            continue  # this rank is not on the tensor's mesh
+        local = sum(math.prod(c.sizes) for c in local_chunks(obj))
         if read[fqn] != local:
             raise UnsafeCheckpointError(
                 path="checkpoint metadata", unit=fqn, expected=f"chunks covering the {local} elements this rank holds",

@@ -65,13 +65,7 @@ class SavePlanner(DefaultSavePlanner):
         return dataclasses.replace(plan, storage_data=LocalPlanData(digests))
 
     def _may_be_replicated(self, item: WriteItem) -> bool:
-        if item.type != WriteItemType.SHARD:
-            return True  # plain tensors and values: every rank plans them, DCP keeps one by name
-        obj = self.state_dict.get(item.index.fqn)
-        if isinstance(obj, DTensor):  # a shard is replicated along any mesh dimension it is not split over
-            mesh = obj.device_mesh
-            return any(p.is_replicate() and mesh.size(dim) > 1 for dim, p in enumerate(obj.placements))
-        return False
+        return may_be_replicated(item, self.state_dict)
 
     def _digest(self, item: WriteItem) -> str:
         data = self.resolve_data(item)
@@ -84,24 +78,66 @@ class SavePlanner(DefaultSavePlanner):
         return dedup_save_plans(all_plans, save_to_lowest_rank=False)
 
 
-def check_replicas(all_plans: list[SavePlan]) -> None:
-    """Refuse to deduplicate replicas whose bytes differ (on the coordinator, before anything is written)."""
+def may_be_replicated(item: WriteItem, state_dict: Mapping[str, Any]) -> bool:
+    """Whether another rank may hold `item` under the same name (DCP would keep one copy)."""
+    if item.type != WriteItemType.SHARD:
+        return True  # plain tensors and values: every rank plans them, DCP keeps one by name
+    obj = state_dict.get(item.index.fqn)
+    if isinstance(obj, DTensor):  # a shard is replicated along any mesh dimension it is not split over
+        mesh = obj.device_mesh
+        return any(p.is_replicate() and mesh.size(dim) > 1 for dim, p in enumerate(obj.placements))
+    return False
+
+
+def differing_replicas(digests: list[dict[ReplicaKey, str]]) -> list[str]:
+    """The keys whose digests differ between ranks (digests[r]: rank r's), described for an error."""
     seen: dict[ReplicaKey, tuple[int, str]] = {}
     differ: list[str] = []
+    for rank, mine in enumerate(digests):
+        for key, value in mine.items():
+            first = seen.setdefault(key, (rank, value))
+            if first[1] != value:
+                differ.append(f"{key[0]!r} (rank {first[0]} has {first[1]}, rank {rank} has {value})")
+    return differ
+
+
+def replicas_differ_message(differ: list[str], when: str) -> str:
+    return (f"{len(differ)} value(s) differ between ranks under one name: {'; '.join(differ[:5])}. DCP would keep "
+            f"one copy and drop the others; {when}. Make the ranks agree (e.g. broadcast the value) or save "
+            "per-rank values under per-rank names (e.g. f'rng.rank{rank}')")
+
+
+def check_replicas(all_plans: list[SavePlan]) -> None:
+    """Refuse to deduplicate replicas whose bytes differ (on the coordinator, before anything is written)."""
     for rank, plan in enumerate(all_plans):
-        data = plan.storage_data
-        if not isinstance(data, LocalPlanData):
+        if not isinstance(plan.storage_data, LocalPlanData):
             raise StateMismatchError(
                 f"rank {rank} planned its save without fito.dcp.SavePlanner; pass planner=fito.dcp.SavePlanner() "
                 "on every rank"
             )
-        for key, value in data.replica_digests.items():
-            first = seen.setdefault(key, (rank, value))
-            if first[1] != value:
-                differ.append(f"{key[0]!r} (rank {first[0]} has {first[1]}, rank {rank} has {value})")
+    differ = differing_replicas([p.storage_data.replica_digests for p in all_plans])
     if differ:
+        raise StateMismatchError(replicas_differ_message(differ, "nothing was written"))
+
+
+def item_bytes(item: WriteItem, planner: Any) -> memoryview:
+    """What is stored for an item: a tensor's bytes, or a value as JSON. fito's planner encodes values itself;
+    DCP's own would torch.save (pickle) them, so they are encoded here from the planner's object instead."""
+    if item.type != WriteItemType.BYTE_IO:
+        return tensor_bytes(planner.resolve_data(item))  # lazily: DCP may allocate (a device-to-host copy) here
+    if isinstance(planner, SavePlanner):
+        return memoryview(planner.resolve_data(item).getbuffer())
+    lookup = getattr(planner, "lookup_object", None)
+    if lookup is None:
         raise StateMismatchError(
-            f"{len(differ)} value(s) differ between ranks under one name: {'; '.join(differ[:5])}. DCP would keep "
-            "one copy and drop the others; nothing was written. Make the ranks agree (e.g. broadcast the value) or "
-            "save per-rank values under per-rank names (e.g. f'rng.rank{rank}')"
-        )
+            f"{item.index.fqn}: fito.dcp.Writer stores values as JSON (never pickle) and {type(planner).__name__} "
+            "cannot hand over the value itself; use DCP's DefaultSavePlanner (or a subclass) or fito.dcp.SavePlanner()")
+    return memoryview(encode_value(lookup(item.index), item.index.fqn))
+
+
+def replica_digests(items: list[WriteItem], planner: Any) -> dict[Any, str]:
+    """The digest of each item of this rank's plan that another rank may also hold (fito's planner does this
+    while planning; with DCP's, every holder hashes its copy here and the coordinator compares)."""
+    state = getattr(planner, "state_dict", {})
+    return {key_of(item.index): digest(DEFAULT_ALGORITHM, item_bytes(item, planner))
+            for item in items if may_be_replicated(item, state)}
