@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from fito.ckpt.per_rank_read import load_manifest, load_shard
+from fito.commit import decision
 from fito.coord.base import Decision
 from fito.coord.sqlite import SqliteDecisionStore
-from fito.errors import FitoError, NoCommittedEpochError
+from fito.errors import FitoError
 from fito.storage import Storage, open_storage
 
 
@@ -157,18 +158,9 @@ class VerifyReport:
 def verify(root: str | os.PathLike[str], epoch: int | None = None,
            progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None) -> VerifyReport:
     """Re-hash every unit of every rank of a committed epoch (the newest by default)."""
-    storage, store = open_store(root, readonly=True)
+    storage = open_storage(root, create=False)
     report = VerifyReport(str(storage.root))
-    try:
-        committed = store.committed()
-    finally:
-        store.close()
-    chosen = [d for d in committed if epoch is None or d.epoch == epoch]
-    if not chosen:
-        raise NoCommittedEpochError(
-            f"{storage.root}: {'no committed epoch' if epoch is None else f'epoch {epoch} is not committed'}; "
-            f"committed: {[d.epoch for d in committed]}")
-    d = chosen[-1]
+    d = decision.choose(storage.root, epoch)  # the restore's choice and errors (fito.commit.decision)
     report.epoch, report.attempt = d.epoch, d.attempt
     if _sharded(storage, d, report):  # fito-manifest/2: verified by the sharded reader
         return _verify_sharded(storage, d, report, progress, on_total)

@@ -14,17 +14,19 @@ from fito.storage.localfs import LocalFS
 
 
 def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int | None, keep: int | None, *,
-                    grace_seconds: float = 0.0, newest: tuple[int, str] | None = None) -> list[str]:
+                    grace_seconds: float = 0.0, newest: tuple[int, str] | None = None,
+                    rollback: bool = False) -> list[str]:
     """Run one collection; return the attempt directories deleted.
 
     `fence`: the caller's token if it is the coordinator (a stale one collects nothing), None for an
     operator. `newest`: the (step, attempt) the caller just committed. `grace_seconds`: leave undecided or
-    aborted attempts younger than this alone (the job's own collection runs between saves and uses 0)."""
+    aborted attempts younger than this alone (the job's own collection runs between saves and uses 0).
+    `rollback`: committed steps above `newest` count as surplus for `keep` (fito.protocol.gc); else kept."""
     current = store.current_fence()  # before the decisions: an attempt older than this cannot gain one later
     decisions = store.decisions()
     log_id = store.log_id()  # undecided attempts are garbage only to the log whose identity they carry
     plan = plan_gc(decisions, list_attempts(storage), current_fence=current, own_fence=fence, keep=keep,
-                   newest=newest, grace=grace_seconds, owned=lambda name: same_log(name, log_id))
+                   newest=newest, grace=grace_seconds, owned=lambda name: same_log(name, log_id), rollback=rollback)
     removed: list[str] = []
     failed: list[str] = []
     for action in plan.actions:

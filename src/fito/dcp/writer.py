@@ -77,14 +77,17 @@ class Writer(StorageWriter):
     the coordinator's fencing token; by default each save takes a new one (a `fito.Checkpointer` holds one
     token for its whole life, so a save of an older, fenced-out Checkpointer is refused). `observe`: called
     with ("rank<r>" or "coord", command) for every protocol command, before it runs (tracing; the
-    differential test against the model checker). `progress`: called with the byte count of each block this
+    differential test against the model checker). `rollback=True`: this save rolls the run back on purpose, so
+`keep` deletes the committed steps above `step` first; without it a save below the newest committed step
+keeps every higher step (and logs a warning: a job that restarted without restoring). `progress`: called
+with the byte count of each block this
 rank writes, as it is written (a progress bar; keep it cheap); if it has a `resize(total)` method, that is
 called first with this rank's planned tensor bytes (its share of the replicas)."""
 
     def __init__(self, root: str | os.PathLike[str] | Storage, step: int, *, keep: int | None = None,
                  store: DecisionStore | None = None, hash: str = DEFAULT_ALGORITHM,
                  fence: Callable[[], int] | None = None, observe: Callable[[str, Command], None] | None = None,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, rollback: bool = False) -> None:
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         if keep is not None and keep < 1:
@@ -92,7 +95,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         if hash not in ALGORITHMS:
             raise ValueError(f"hash={hash!r}: choose one of {sorted(ALGORITHMS)}")
         self.storage = open_storage(root)
-        self.step, self.keep, self.algorithm = step, keep, hash
+        self.step, self.keep, self.algorithm, self.rollback = step, keep, hash, rollback
         self._store, self._owns_store = store, store is None
         self.rank, self.is_coordinator = 0, True
         self.observe = observe
@@ -242,11 +245,25 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
             raise SaveAbortedError(step=step, message=f"save of step {step} aborted: {notify[0].reason}; nothing was committed, the "
                                    "previous committed step is intact")
         try:  # the commit is durable; a failed cleanup must not turn it into an error
+            self._warn_if_below(step)
             for gc in collect:
-                collect_garbage(self.storage, self.store, gc.fence, self.keep, newest=(gc.newest_epoch, gc.newest_attempt))
+                collect_garbage(self.storage, self.store, gc.fence, self.keep, newest=(gc.newest_epoch, gc.newest_attempt),
+                                rollback=self.rollback)
         except Exception as exc:  # noqa: BLE001
             log.warning("step %d committed, but cleaning up older attempts failed (%s: %s); they are retried after "
                         "the next save, or run `fito gc %s`", step, type(exc).__name__, exc, self.storage.root)
+
+    def _warn_if_below(self, step: int) -> None:
+        """A save below a committed step is legitimate (a rollback, which the caller then says) but is also
+        what a job that restarted without restoring does: say so, and what retention and restore() do."""
+        if self.rollback:
+            return
+        higher = sorted({d.epoch for d in self.store.committed() if d.epoch > step})
+        if higher:
+            log.warning("%s: step %d was saved below committed step %d (did the job restart without restoring?). "
+                        "The higher steps %s are kept: retention deletes them only after a save with rollback=True. "
+                        "restore() now returns step %d (the newest by commit order); restore(step=%d) returns the "
+                        "higher one", self.storage.root, step, higher[-1], higher, step, higher[-1])
 
     def discard(self) -> None:
         """Best effort, by the coordinator: remove this attempt's files once every rank is past writing and no

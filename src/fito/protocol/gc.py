@@ -6,7 +6,11 @@ rule cannot drift between them.
 The rules, each for a reason:
 - Retire before delete: `Retire(e, a)` always comes before `Delete` of that attempt, so a crash in between
   leaves a retired decision with files (harmless), never a committed decision without files.
-- Never the newest committed; with `keep=None` nothing committed is retired for space. A commit superseded
+- Never the newest committed; with `keep=None` nothing committed is retired for space. "Newest" for `keep`
+  is commit order among the steps up to the newest commit's step: a committed step ABOVE it (a job that
+  restarted without restoring saves step 10 beside 200 and 300) is the run's future, never surplus, unless
+  the caller asked for a rollback (`rollback=True`: those higher steps are retired and deleted first).
+- A commit superseded
   by a later commit of the same step (a step saved twice) is retired, then deleted: the log then says what
   the files say.
 - An undecided attempt of another decision log (its name carries another log's identity) is never deleted:
@@ -112,6 +116,7 @@ def plan_gc(
     decisions: Sequence[DecisionLike], listing: Sequence[Entry], *, current_fence: int, own_fence: int | None,
     keep: int | None, newest: tuple[int, str] | None = None, grace: float = 0.0,
     fence_of: Callable[[str], int | None] = parse_attempt_fence, owned: Callable[[str], bool] | None = None,
+    rollback: bool = False,
 ) -> GcPlan:
     """Plan one collection.
 
@@ -122,7 +127,9 @@ def plan_gc(
     caller just committed (kept, and the newest for `keep`, even if the decisions do not show it yet).
     grace: undecided or aborted attempts younger than this many seconds are left alone. owned: whether an
     undecided attempt's name carries this log's identity (fito.protocol.layout.same_log); another log's
-    undecided attempt is never garbage to this one (None: every name is this log's, as in the checker)."""
+    undecided attempt is never garbage to this one (None: every name is this log's, as in the checker).
+    rollback: with `keep`, committed steps above the newest commit's step are surplus (the caller rolled
+    the run back on purpose); without it they are kept whatever `keep` says."""
     if keep is not None and keep < 1:
         raise ValueError(f"keep={keep}: the newest committed step is always kept; use keep >= 1 or None")
     if own_fence is not None and own_fence != current_fence:
@@ -134,7 +141,12 @@ def plan_gc(
         newest = live[-1] if live else None
     else:
         older = live[: live.index(newest)] if newest in live else [k for k in live if k != newest]
+    # Steps above the newest commit's: kept (never counted against `keep`) unless this is a rollback.
+    above = {k for k in older if newest is not None and k[0] > newest[0]}
+    older = [k for k in older if k not in above]
     surplus = set(older[: max(0, len(older) - (keep - 1))]) if keep is not None else set()
+    if rollback and keep is not None:
+        surplus |= above
     live_set = set(live)
     superseded = {(d.epoch, d.attempt) for d in decisions
                   if d.outcome == "commit" and not d.retired and (d.epoch, d.attempt) not in live_set}
