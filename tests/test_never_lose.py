@@ -236,3 +236,42 @@ def test_inspect_lists_a_root_with_an_epochs_link_and_says_the_link_is_not_follo
     doc = json.loads(proc.stdout)
     assert sorted({a["epoch"] for a in doc["result"]}) == [200, 300]
     assert "epochs/latest" in proc.stderr and "not followed" in proc.stderr
+
+
+# ---------------------------------------------------------------- item 2: a stalled discard beside a newer coordinator
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_a_stalled_discard_never_deletes_a_newer_coordinators_step(tmp_path):
+    """A coordinator whose save failed (disk full at the manifest) discards its attempt and stalls 5 s right
+    before deleting the epoch directory; meanwhile a newer coordinator (another process) commits the same
+    step there. The newer step must survive and restore (main deleted it recursively)."""
+    root = tmp_path / "ck"
+    root.mkdir()
+    helper = [sys.executable, str(HELPERS / "two_coordinators.py")]
+    newer = subprocess.Popen([*helper, "newer", str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    stale = None
+    try:
+        assert newer.stdout.readline().strip() == "ready"
+        stale = subprocess.Popen([*helper, "stale", str(root), "5"], stdout=subprocess.PIPE, text=True)
+        epoch_dir = root / "epochs" / "000000000005"
+        deadline = time.monotonic() + 120
+        # the stale one stalls once its own attempt is gone and the epoch directory is empty
+        while not (epoch_dir.is_dir() and not any(epoch_dir.iterdir())):
+            assert stale.poll() is None and time.monotonic() < deadline, "the stale coordinator never reached its stall"
+            time.sleep(0.01)
+        newer.stdin.write("go\n")
+        newer.stdin.flush()
+        assert newer.stdout.readline().strip() == "saved"
+        assert newer.wait(timeout=60) == 0
+        out, _ = stale.communicate(timeout=120)
+    finally:
+        for p in (newer, stale):
+            if p is not None and p.poll() is None:
+                p.kill()
+    said = json.loads(out.splitlines()[-1])
+    assert said["error"] == "SaveAbortedError"
+    assert ["post-commit GC", "pause", "epochs/000000000005"] in said["fired"]  # it did stall before that delete
+    target = {"w": torch.zeros(4)}
+    with fito.Checkpointer(root) as ck:
+        assert ck.committed() == [5]
+        assert ck.restore(target) == 5 and bool((target["w"] == 7.0).all())

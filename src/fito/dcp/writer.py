@@ -31,7 +31,7 @@ from torch.futures import Future
 from fito import knobs
 from fito.ckpt.checkpointer import attempt_id
 from fito.ckpt.failure import at as failed_at
-from fito.ckpt.retention import collect_garbage
+from fito.ckpt.retention import collect_garbage, discard
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import CoordinationUnavailableError, SaveAbortedError, StaleFenceError, StateMismatchError
@@ -103,6 +103,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         self._fence: int | None = None
         self._fence_source = fence
         self._attempt = ""
+        self._ranks = 0
         self.finishing = False  # finish() began: from here on, a commit may have been sent
 
     # ---------------------------------------------------------------- DCP's calls
@@ -125,6 +126,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         # The fence is taken before this coordinator's first write of the save: any older one is fenced out.
         self._fence = self._fence_source() if self._fence_source is not None else self.store.acquire_fence()
         self._attempt = attempt_id(self._fence, self.store.log_id())  # names carry the log's identity
+        self._ranks = len(plans)  # whose objects a discard removes, by name
         block = knobs.block_bytes()
         return [dataclasses.replace(p, storage_data=AttemptPlan(self.step, self._attempt, rank, block))
                 for rank, p in enumerate(plans)]
@@ -267,18 +269,15 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
 
     def discard(self) -> None:
         """Best effort, by the coordinator: remove this attempt's files once every rank is past writing and no
-        commit was sent for it (a commit whose reply was lost may still land; GC handles those)."""
+        commit was sent for it (a commit whose reply was lost may still land; GC handles those). The GC
+        plan's discard (fito.protocol.gc.plan_discard): its own objects by name, then its directories
+        non-recursively, so a newer coordinator's attempt of the same step is never touched."""
         if not self._attempt:
             return
-        rel = attempt_dir(self.step, self._attempt)
-        _discard(self.storage.remove_tree, rel)
-        parent = rel.rsplit("/", 1)[0]
-        try:
-            empty = not self.storage.listdir(parent)
-        except Exception:  # noqa: BLE001 - best effort
-            empty = False
-        if empty:
-            _discard(self.storage.remove_tree, parent)
+        failed = discard(self.storage, self.step, self._attempt, self._ranks)  # type: ignore[arg-type]
+        if failed:
+            log.warning("could not remove all of the failed attempt %s (%s); GC after the next commit removes it",
+                        attempt_dir(self.step, self._attempt), "; ".join(failed[:3]))
 
     def _observed(self, who: str, execute: Executor) -> Executor:
         return execute if self.observe is None else recording(execute, who, self.observe)

@@ -22,6 +22,8 @@ The rules, each for a reason:
 - Never a link, never a name the layout did not make: only directories named `epochs/<12 digits>` are looked
   into, only directories in them whose names the layout made are deleted, and an epoch directory is removed
   only when nothing at all is left in it (the executor removes it non-recursively).
+- Discard (`plan_discard`, a coordinator's own failed attempt) follows the same rule: its objects by name,
+  then its directories non-recursively; the same executor runs both plans.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple, Protocol, Sequence, TypeVar, Union
 
 from fito.protocol.layout import parse_attempt
-from fito.protocol.messages import attempt_dir
+from fito.protocol.messages import attempt_dir, manifest_path, shard_path
 
 EPOCHS = "epochs"
 DIR, LINK, FILE, OTHER = "dir", "link", "file", "other"  # kinds of listed names
@@ -92,7 +94,14 @@ class RemoveEmptyDir:
     path: str
 
 
-Action = Union[Retire, Delete, RemoveEmptyDir]
+@dataclass(frozen=True)
+class Unlink:
+    """Delete one object of an attempt, by the name the layout gives it (a discarded attempt's own objects)."""
+
+    path: str
+
+
+Action = Union[Retire, Delete, RemoveEmptyDir, Unlink]
 D = TypeVar("D", bound=DecisionLike)
 
 
@@ -204,6 +213,17 @@ def plan_gc(
         if left == 0:
             empty.append(RemoveEmptyDir(epoch_entry.path))
     return GcPlan(tuple(actions) + tuple(leftovers) + tuple(empty))
+
+
+def plan_discard(epoch: int, attempt: str, ranks: int) -> GcPlan:
+    """What a coordinator deletes of its own attempt that failed before any commit was sent for it: each
+    rank's object and the manifest, by name, then the attempt directory and the epoch directory, both
+    non-recursively. A newer coordinator may have created its own attempt of the same step meanwhile (this
+    one stalled between a check and its delete): that attempt keeps the epoch directory, whatever this one
+    saw before. Never a recursive delete: this coordinator may already be fenced out."""
+    objects = [shard_path(epoch, attempt, r) for r in range(ranks)] + [manifest_path(epoch, attempt)]
+    here = attempt_dir(epoch, attempt)
+    return GcPlan(tuple(Unlink(p) for p in objects) + (RemoveEmptyDir(here), RemoveEmptyDir(here.rsplit("/", 1)[0])))
 
 
 def _deletable(e: Entry, status: str, kept: bool, fence: int | None, current: int, own: int | None,
