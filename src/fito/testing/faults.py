@@ -47,7 +47,7 @@ from fito.storage.localfs import LocalFS
 Phase = Literal["unit write", "persist", "manifest write", "publish", "post-commit GC"]
 Kind = Literal["exception", "ENOSPC", "EIO", "pause"]
 PHASES: tuple[Phase, ...] = ("unit write", "persist", "manifest write", "publish", "post-commit GC")
-KINDS: tuple[Kind, ...] = ("exception", "ENOSPC", "EIO", "pause")
+KINDS: tuple[Kind, ...] = ("exception", "ENOSPC", "EIO")  # the kinds that fail ("pause" only stalls)
 STORE_WRITE_BYTES = 4096  # a SQLite transaction writes at least a page or two
 
 
@@ -85,7 +85,7 @@ def make_error(kind: Kind | str, phase: str, rank: int, target: str) -> BaseExce
         return InjectedFault(f"injected fault at {phase} on rank {rank}: {target}")
     if kind == "pause":
         return InjectedFault(f"a pause at {phase} on rank {rank} is not an error ({target})")
-    raise ValueError(f"unknown fault kind {kind!r}; choose one of {KINDS}")
+    raise ValueError(f"unknown fault kind {kind!r}; choose one of {KINDS + ('pause',)}")
 
 
 class FaultPlan:
