@@ -2,7 +2,6 @@
 ranks' process group; restores strictly (every byte verified before any caller object is touched)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -41,7 +40,8 @@ class Checkpointer:
 
     Under torch.distributed every rank creates a Checkpointer on the same root (a shared file system) and
     calls `save`/`restore` together; each rank writes and reads only its own units, rank 0 coordinates.
-    `keep`: after each commit, keep only the newest `keep` committed epochs (None keeps all).
+    `keep`: after each commit, keep only the newest `keep` committed epochs (None keeps all); committed steps
+    above the one just saved are kept and not counted, unless that save said `rollback=True` (see `save`).
     `store`: where decisions live (default: SQLite file in `root`; see fito.coord for etcd). It is never
     created next to existing attempts: a root whose log is missing raises DecisionLogMissingError (see
     `fito recover-log`).
