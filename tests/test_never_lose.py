@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 import fito
 import fito.dcp
+from fito.cli import main
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import DecisionLogDamagedError, DecisionLogLockedError, DecisionLogMissingError, DecisionLogReadOnlyError
 
@@ -63,8 +65,18 @@ def newest(root: Path) -> int:
     return reader.loaded_step
 
 
-def fito_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fito", *args], capture_output=True, text=True, timeout=120)
+class Ran(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def fito_cli(capsys: pytest.CaptureFixture, *args: str) -> Ran:
+    """`fito ARGS` in this process (cli.main: the exit code, stdout and stderr a shell would see)."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return Ran(code, out, err)
 
 
 def dcp_load(root: Path, **kw) -> BaseException:
@@ -145,6 +157,7 @@ for step in (10, 20):                        # the same through fito.dcp
 """
 
 
+@pytest.mark.slow
 @pytest.mark.multiproc
 def test_a_save_below_the_newest_committed_step_keeps_the_higher_steps(tmp_path):
     a, b = committed_root(tmp_path / "a"), committed_root(tmp_path / "b", dcp_root=True)
@@ -179,34 +192,34 @@ def test_rollback_true_lets_keep_delete_the_higher_steps(tmp_path):
 
 
 # ---------------------------------------------------------------- item 1: one choice, one class, one exit code
-def test_a_damaged_log_is_damaged_through_every_reader(tmp_path):
+def test_a_damaged_log_is_damaged_through_every_reader(tmp_path, capsys):
     root = committed_root(tmp_path)
     (root / LOG).write_bytes(b"not a sqlite file" * 100)
     with pytest.raises(DecisionLogDamagedError):
         fito.Checkpointer(root).restore({"w": torch.zeros(4)})
     assert type(dcp_load(root)) is DecisionLogDamagedError  # main: NoCommittedEpochError ("start fresh")
     for cmd in ("verify", "inspect"):
-        proc = fito_cli(cmd, str(root))
+        proc = fito_cli(capsys, cmd, str(root))
         assert proc.returncode == 4, (cmd, proc.stderr)
 
 
-def test_a_missing_log_beside_attempts_is_missing_and_an_empty_root_is_nothing(tmp_path):
+def test_a_missing_log_beside_attempts_is_missing_and_an_empty_root_is_nothing(tmp_path, capsys):
     root = committed_root(tmp_path / "a")
     (root / LOG).unlink()
     assert type(dcp_load(root)) is DecisionLogMissingError
     with pytest.raises(DecisionLogMissingError):
         fito.Checkpointer(root)
-    assert fito_cli("verify", str(root)).returncode == 4
+    assert fito_cli(capsys, "verify", str(root)).returncode == 4
     empty = tmp_path / "empty"
     empty.mkdir()
     assert type(dcp_load(empty)) is fito.NoCommittedEpochError
     with pytest.raises(fito.NoCommittedEpochError):
         fito.Checkpointer(empty).restore({"w": torch.zeros(4)})
-    assert fito_cli("verify", str(empty)).returncode == 3
+    assert fito_cli(capsys, "verify", str(empty)).returncode == 3
 
 
 # ---------------------------------------------------------------- item 5: readers write nothing
-def test_a_read_only_reader_refuses_a_hot_journal_and_writes_nothing(tmp_path):
+def test_a_read_only_reader_refuses_a_hot_journal_and_writes_nothing(tmp_path, capsys):
     root = committed_root(tmp_path, steps=(1,))
     killer = (f"import os, sqlite3\ndb = sqlite3.connect({str(root / LOG)!r}, isolation_level=None)\n"
               "db.execute('PRAGMA cache_size=1')\ndb.execute('BEGIN IMMEDIATE')\n"
@@ -219,7 +232,7 @@ def test_a_read_only_reader_refuses_a_hot_journal_and_writes_nothing(tmp_path):
     before = {p.name: p.read_bytes() for p in (root / LOG, journal)}
     err = dcp_load(root)
     assert type(err) is DecisionLogReadOnlyError and "interrupted" in str(err) and "fito gc" in str(err)
-    proc = fito_cli("verify", str(root))
+    proc = fito_cli(capsys, "verify", str(root))
     assert proc.returncode == 4 and "interrupted" in proc.stderr
     assert {p.name: p.read_bytes() for p in (root / LOG, journal)} == before  # main: the journal was rolled back
     with fito.Checkpointer(root) as ck:  # the job's own Checkpointer rolls it back (as its next save would)
@@ -227,10 +240,10 @@ def test_a_read_only_reader_refuses_a_hot_journal_and_writes_nothing(tmp_path):
     assert not journal.exists()
 
 
-def test_inspect_lists_a_root_with_an_epochs_link_and_says_the_link_is_not_followed(tmp_path):
+def test_inspect_lists_a_root_with_an_epochs_link_and_says_the_link_is_not_followed(tmp_path, capsys):
     root = committed_root(tmp_path)
     (root / "epochs" / "latest").symlink_to("000000000300")
-    proc = fito_cli("inspect", str(root), "--json")
+    proc = fito_cli(capsys, "inspect", str(root), "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert sorted({a["epoch"] for a in doc["result"]}) == [200, 300]
