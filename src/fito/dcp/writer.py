@@ -246,8 +246,12 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         if notify[0].outcome != "commit":
             raise SaveAbortedError(step=step, message=f"save of step {step} aborted: {notify[0].reason}; nothing was committed, the "
                                    "previous committed step is intact")
-        try:  # the commit is durable; a failed cleanup must not turn it into an error
+        try:  # only a warning: never in the way of the commit or of the collection below
             self._warn_if_below(step)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("step %d committed; could not compare it with the other committed steps (%s: %s)", step,
+                        type(exc).__name__, exc)
+        try:  # the commit is durable; a failed cleanup must not turn it into an error
             for gc in collect:
                 collect_garbage(self.storage, self.store, gc.fence, self.keep, newest=(gc.newest_epoch, gc.newest_attempt),
                                 rollback=self.rollback)
