@@ -119,3 +119,40 @@ def test_the_committed_rule_is_the_stores() -> None:
     assert [(d.epoch, d.attempt) for d in live_commits(log)] == [(2, "a"), (1, "b")]
     with pytest.raises(ValueError, match="keep"):
         plan_gc(log, [], current_fence=1, own_fence=1, keep=0)
+
+
+def test_a_save_below_the_newest_step_keeps_the_higher_steps_unless_it_is_a_rollback():
+    a, b, c, d = att(1, 1), att(1, 2), att(2, 3), att(2, 4)
+    decisions = [D(200, a), D(300, b), D(10, c), D(20, d)]  # a job restarted at 0 without restoring
+    files = listing((200, a), (300, b), (10, c), (20, d))
+    plan = plan_gc(decisions, files, current_fence=2, own_fence=2, keep=2, newest=(20, d))
+    assert plan.actions == ()  # keep=2 counts 10 and 20; 200 and 300 are above the step saved: kept
+    plan = plan_gc(decisions, files, current_fence=2, own_fence=2, keep=1, newest=(20, d))
+    assert [x for x in plan.actions if isinstance(x, Retire)] == [Retire(10, c)]
+    plan = plan_gc(decisions, files, current_fence=2, own_fence=2, keep=2, newest=(20, d), rollback=True)
+    assert [x for x in plan.actions if isinstance(x, Retire)] == [Retire(200, a), Retire(300, b)]
+    assert deleted(plan) == [adir(200, a), adir(300, b)]
+    # an operator's `fito gc` (no newest given: the last commit) keeps them alike
+    assert plan_gc(decisions, files, current_fence=2, own_fence=None, keep=2).actions == ()
+
+
+def test_discard_deletes_its_own_objects_by_name_and_no_directory_recursively():
+    from fito.protocol.gc import Unlink, plan_discard
+
+    a = att(3, 1)
+    plan = plan_discard(5, a, 2)
+    assert plan.actions == (Unlink(f"{adir(5, a)}/rank-00000.fito"), Unlink(f"{adir(5, a)}/rank-00001.fito"),
+                            Unlink(f"{adir(5, a)}/manifest.json"), RemoveEmptyDir(adir(5, a)), RemoveEmptyDir(edir(5)))
+    assert not any(isinstance(x, Delete) for x in plan.actions)  # Delete is recursive: never for a discard
+
+
+def test_the_cli_exit_code_of_each_decision_choice_error_follows_the_readme():
+    from fito.commands._contract import exit_code_of
+    from fito.commit.decision import CHOICE_ERRORS
+    from fito.errors import DecisionLogDamagedError, NoCommittedEpochError
+
+    codes = {cls.__name__: exit_code_of(DecisionLogDamagedError(path="p", unit=None, expected="e", found="f")
+                                        if cls is DecisionLogDamagedError else cls("x")) for cls in CHOICE_ERRORS}
+    assert codes == {"NoCommittedEpochError": 3, "DecisionLogMissingError": 4, "DecisionLogDamagedError": 4,
+                     "DecisionLogLockedError": 4, "DecisionLogReadOnlyError": 4}
+    assert NoCommittedEpochError in CHOICE_ERRORS

@@ -2,7 +2,6 @@
 ranks' process group; restores strictly (every byte verified before any caller object is touched)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -20,11 +19,11 @@ from fito.ckpt.progress import ByteProgress
 from fito.ckpt.staging import StagingBuffer
 from fito.ckpt.apply import Applied, RestorePlan
 from fito.ckpt.transport import Transport, default_transport
+from fito.commit import decision
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import (
-    DecisionLogDamagedError, DecisionLogLockedError, DecisionLogReadOnlyError,
-    FitoError, NoCommittedEpochError, SaveAbortedError, SaveInProgressError, RestoreFailedError, StateMismatchError,
+    FitoError, SaveAbortedError, SaveInProgressError, RestoreFailedError, StateMismatchError,
     UnsafeCheckpointError, ValidationError,
 )
 from fito.format.hashing import ALGORITHMS, DEFAULT_ALGORITHM
@@ -41,7 +40,8 @@ class Checkpointer:
 
     Under torch.distributed every rank creates a Checkpointer on the same root (a shared file system) and
     calls `save`/`restore` together; each rank writes and reads only its own units, rank 0 coordinates.
-    `keep`: after each commit, keep only the newest `keep` committed epochs (None keeps all).
+    `keep`: after each commit, keep only the newest `keep` committed epochs (None keeps all); committed steps
+    above the one just saved are kept and not counted, unless that save said `rollback=True` (see `save`).
     `store`: where decisions live (default: SQLite file in `root`; see fito.coord for etcd). It is never
     created next to existing attempts: a root whose log is missing raises DecisionLogMissingError (see
     `fito recover-log`).
@@ -130,7 +130,7 @@ class Checkpointer:
 
     # ---------------------------------------------------------------- save
     def save(self, step: int, state: Mapping[str, Any], *, blocking: bool = True,
-             if_busy: str = "wait") -> int | SaveHandle:
+             if_busy: str = "wait", rollback: bool = False) -> int | SaveHandle:
         """Persist `state` as epoch `step` and commit it.
 
         blocking=True: returns `step` once the decision is durable; raises SaveAbortedError if the attempt
@@ -144,14 +144,20 @@ class Checkpointer:
         the new attempt commits first, then the older decision of that step is retired in the log and only
         then are its files deleted, so at every moment one whole copy of the step is restorable.
         After the commit, retention runs (see `keep`); if it fails, the save still succeeds (the step is
-        committed) and a warning is logged on the "fito" logger."""
+        committed) and a warning is logged on the "fito" logger.
+
+        A save below the newest committed step (step 10 while 200 and 300 are committed) never makes
+        retention delete the higher steps: they are kept whatever `keep` says, and a warning asks whether the
+        job restarted without restoring. `rollback=True` says the run is rolled back on purpose: retention
+        then deletes the committed steps above `step` first (with `keep`; keep=None deletes nothing). Either
+        way restore() then returns `step`, the newest by commit order (restore(step=300) the kept one)."""
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         if if_busy not in ("wait", "error"):
             raise ValueError(f"if_busy must be 'wait' or 'error', got {if_busy!r}")
         self._settle_previous(if_busy)
         from fito.ckpt import sharded_save  # sharded state (fito-manifest/2): any world size restores it
-        commit = sharded_save.prepare(self, step, state, stage=not blocking)
+        commit = sharded_save.prepare(self, step, state, stage=not blocking, rollback=rollback)
         if blocking:
             return commit()
         if self._executor is None:
@@ -243,29 +249,9 @@ class Checkpointer:
         )
 
     def _candidates(self, step: int | None) -> list[Decision]:
-        payload = None
-        if self.rank == 0:
-            try:
-                committed = self.store.committed()
-            except FitoError as exc:  # every rank raises, none waits for a list that never comes
-                self.transport.broadcast(json.dumps({"error": str(exc), "log": True, "kind": type(exc).__name__}).encode())
-                raise
-            if step is not None:
-                matches = [i for i, d in enumerate(committed) if d.epoch == step]
-                if not matches:
-                    payload = json.dumps({"error": f"step {step} is not committed in {self.root}; committed: {[d.epoch for d in committed]}"})
-                else:
-                    committed = committed[: matches[-1] + 1]
-            if payload is None:
-                payload = json.dumps([[d.epoch, d.attempt, d.manifest, d.manifest_hash, d.seq] for d in committed])
-        doc = json.loads(self.transport.broadcast(payload.encode() if payload else None))
-        if isinstance(doc, dict):
-            if doc.get("log"):
-                raise _log_error(doc.get("kind"), f"rank 0 could not read the decision log: {doc['error']}", str(self.root))
-            raise NoCommittedEpochError(doc["error"])
-        if not doc:
-            raise NoCommittedEpochError(f"{self.root}: no committed checkpoint (no decision record says any step committed)")
-        return [Decision(e, a, "commit", m, h, seq=s) for e, a, m, h, s in doc]
+        """The decisions this restore may try, newest last, the same on every rank (fito.commit.decision)."""
+        return decision.agree(self.transport, self.root,
+                              lambda: decision.candidates(decision.read_committed(self.root, self.store), step, self.root))
 
     def _load(self, d: Decision) -> dict[str, Any]:
         m = load_manifest(self.storage, d)
@@ -279,16 +265,6 @@ class Checkpointer:
     def _progress(self, label: str, total: int) -> Any:
         show = self.progress if self.progress is not None else (self.rank == 0 and total >= 256 << 20 and sys.stderr.isatty())
         return ByteProgress(label, total) if show else nullcontext(None)
-
-
-def _log_error(kind: Any, text: str, root: str) -> FitoError:
-    """Rank 0's decision-log error as seen by another rank: of the same class (callers catch it alike on every
-    rank), with rank 0's message."""
-    if kind == DecisionLogDamagedError.__name__:
-        return DecisionLogDamagedError(path=root, unit=None, expected="a decision log rank 0 can read", found=text,
-                                       hint="see rank 0's error")
-    cls = {c.__name__: c for c in (DecisionLogLockedError, DecisionLogReadOnlyError)}.get(kind, FitoError)
-    return cls(text)
 
 
 def attempt_id(fence: int, log_id: str | None) -> str:

@@ -3,14 +3,18 @@ says about each attempt, where each rank's units sit in the epoch lattice, and w
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from fito.ckpt.per_rank_read import load_manifest, load_shard
+from fito.commit import decision
 from fito.coord.base import Decision
 from fito.coord.sqlite import SqliteDecisionStore
-from fito.errors import FitoError, NoCommittedEpochError
+from fito.errors import FitoError
 from fito.storage import Storage, open_storage
+
+_STEP_DIR = re.compile(r"[0-9]{12}")  # fito.protocol.gc's rule: only epochs/<12 digits> is looked into
 
 
 @dataclass
@@ -38,7 +42,10 @@ def open_store(root: str | os.PathLike[str], *, readonly: bool = False) -> tuple
     return storage, SqliteDecisionStore(storage.root / SqliteDecisionStore.FILENAME, create=False, readonly=readonly)
 
 
-def describe(root: str | os.PathLike[str]) -> list[AttemptInfo]:
+def describe(root: str | os.PathLike[str], notes: list[str] | None = None) -> list[AttemptInfo]:
+    """Every attempt under `root` with its decision. A name in `epochs/` that is not a step directory (an
+    operator's `epochs/latest` link, a stray file) is not looked into, as restore and `fito gc` do not: it is
+    said in `notes`, and the listing goes on."""
     storage, store = open_store(root, readonly=True)
     try:
         decisions = store.decisions()
@@ -47,10 +54,17 @@ def describe(root: str | os.PathLike[str]) -> list[AttemptInfo]:
     latest: dict[tuple[int, str], Decision] = {(d.epoch, d.attempt): d for d in decisions}
     world = _world_size(storage, decisions)
     seen: dict[tuple[int, str], AttemptInfo] = {}
-    for epoch_name in storage.listdir("epochs"):
+    for entry in storage.entries("epochs"):  # type: ignore[attr-defined]
+        epoch_name = entry.name
+        if entry.kind != "dir" or not _STEP_DIR.fullmatch(epoch_name):
+            if notes is not None:
+                what = (f"a symbolic link to {os.readlink(storage.root / 'epochs' / epoch_name)}" if entry.kind == "link"
+                        else f"a {entry.kind}" if entry.kind != "dir" else "a directory fito did not name")
+                notes.append(f"{storage.root}/epochs/{epoch_name}: {what}, not followed: fito never follows links in a "
+                             "checkpoint root nor looks into names it did not make (restore and `fito gc` ignore it "
+                             "too); listed without it")
+            continue
         for attempt in storage.listdir(f"epochs/{epoch_name}"):
-            if not epoch_name.isdigit():
-                continue
             key = (int(epoch_name), attempt)
             seen[key] = _info(storage, key, latest.get(key), world)
     for key, d in latest.items():
@@ -157,18 +171,9 @@ class VerifyReport:
 def verify(root: str | os.PathLike[str], epoch: int | None = None,
            progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None) -> VerifyReport:
     """Re-hash every unit of every rank of a committed epoch (the newest by default)."""
-    storage, store = open_store(root, readonly=True)
+    storage = open_storage(root, create=False)
     report = VerifyReport(str(storage.root))
-    try:
-        committed = store.committed()
-    finally:
-        store.close()
-    chosen = [d for d in committed if epoch is None or d.epoch == epoch]
-    if not chosen:
-        raise NoCommittedEpochError(
-            f"{storage.root}: {'no committed epoch' if epoch is None else f'epoch {epoch} is not committed'}; "
-            f"committed: {[d.epoch for d in committed]}")
-    d = chosen[-1]
+    d = decision.choose(storage.root, epoch)  # the restore's choice and errors (fito.commit.decision)
     report.epoch, report.attempt = d.epoch, d.attempt
     if _sharded(storage, d, report):  # fito-manifest/2: verified by the sharded reader
         return _verify_sharded(storage, d, report, progress, on_total)

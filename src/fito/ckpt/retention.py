@@ -8,23 +8,25 @@ import time
 
 from fito.coord.base import DecisionStore
 from fito.errors import FitoError, GarbageCollectionError
-from fito.protocol.gc import EPOCHS, Delete, Entry, RemoveEmptyDir, Retire, plan_gc
+from fito.protocol.gc import EPOCHS, Action, Delete, Entry, RemoveEmptyDir, Retire, Unlink, plan_discard, plan_gc
 from fito.protocol.layout import same_log
 from fito.storage.localfs import LocalFS
 
 
 def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int | None, keep: int | None, *,
-                    grace_seconds: float = 0.0, newest: tuple[int, str] | None = None) -> list[str]:
+                    grace_seconds: float = 0.0, newest: tuple[int, str] | None = None,
+                    rollback: bool = False) -> list[str]:
     """Run one collection; return the attempt directories deleted.
 
     `fence`: the caller's token if it is the coordinator (a stale one collects nothing), None for an
     operator. `newest`: the (step, attempt) the caller just committed. `grace_seconds`: leave undecided or
-    aborted attempts younger than this alone (the job's own collection runs between saves and uses 0)."""
+    aborted attempts younger than this alone (the job's own collection runs between saves and uses 0).
+    `rollback`: committed steps above `newest` count as surplus for `keep` (fito.protocol.gc); else kept."""
     current = store.current_fence()  # before the decisions: an attempt older than this cannot gain one later
     decisions = store.decisions()
     log_id = store.log_id()  # undecided attempts are garbage only to the log whose identity they carry
     plan = plan_gc(decisions, list_attempts(storage), current_fence=current, own_fence=fence, keep=keep,
-                   newest=newest, grace=grace_seconds, owned=lambda name: same_log(name, log_id))
+                   newest=newest, grace=grace_seconds, owned=lambda name: same_log(name, log_id), rollback=rollback)
     removed: list[str] = []
     failed: list[str] = []
     for action in plan.actions:
@@ -34,11 +36,8 @@ def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int | None, k
             store.retire(action.epoch, action.attempt, fence)
             continue
         try:  # one attempt that cannot be deleted must not keep the others forever
-            if isinstance(action, Delete):
-                storage.remove_tree(action.path)
-                removed.append(action.path)
-            elif isinstance(action, RemoveEmptyDir):
-                storage.remove_dir(action.path)
+            if execute(storage, action):
+                removed.append(action.path)  # type: ignore[union-attr]
         except (OSError, FitoError) as exc:
             failed.append(f"{action.path}: {type(exc).__name__}: {exc}")
     if failed:
@@ -47,6 +46,33 @@ def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int | None, k
             f"{'; ...' if len(failed) > 3 else ''}); deleted {len(removed)} attempt(s). Nothing committed and kept "
             "was touched; fix the cause (permissions, a read-only mount) and run `fito gc` again")
     return removed
+
+
+def execute(storage: LocalFS, action: Action) -> bool:
+    """Run one deleting action of a plan (`plan_gc` or `plan_discard`); True if it deleted an attempt
+    directory. Retire is the decision store's, not the storage's: the caller runs it."""
+    if isinstance(action, Delete):
+        storage.remove_tree(action.path)
+        return True
+    if isinstance(action, Unlink):
+        storage.remove(action.path)
+    elif isinstance(action, RemoveEmptyDir):
+        storage.remove_dir(action.path)  # non-recursive: whatever was created in it meanwhile keeps it
+    else:
+        raise AssertionError(f"not a storage action: {action!r}")
+    return False
+
+
+def discard(storage: LocalFS, epoch: int, attempt: str, ranks: int) -> list[str]:
+    """Best effort: run `plan_discard` (a failed attempt's own objects, then its directories non-recursively).
+    Returns what could not be done (a later collection removes it)."""
+    failed = []
+    for action in plan_discard(epoch, attempt, ranks).actions:
+        try:
+            execute(storage, action)
+        except Exception as exc:  # noqa: BLE001 - the save already failed; say so, do not mask it
+            failed.append(f"{action.path}: {type(exc).__name__}: {exc}")  # type: ignore[union-attr]
+    return failed
 
 
 def list_attempts(storage: LocalFS) -> list[Entry]:

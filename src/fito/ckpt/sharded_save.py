@@ -34,11 +34,12 @@ VALIDATION_ENTRY = "__validation__"
 warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 
-def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: bool) -> Callable[[], int]:
+def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: bool,
+            rollback: bool = False) -> Callable[[], int]:
     """Capture `state` for step `step` on this rank (collectively: every rank calls it together). The cyclic
     GC pauses while the caller waits (fito.ckpt.memory.gc_paused), never in a background commit."""
     with gc_paused():
-        commit = _prepare(ck, step, state, stage=stage)
+        commit = _prepare(ck, step, state, stage=stage, rollback=rollback)
     if stage:
         return commit
 
@@ -48,7 +49,8 @@ def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: b
     return paused
 
 
-def _prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: bool) -> Callable[[], int]:
+def _prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: bool,
+             rollback: bool) -> Callable[[], int]:
     internal = {VALIDATION_ENTRY: ck._validation_loss()} if ck.validator is not None else {}
     entries = digests = None
     error: BaseException | None = None
@@ -70,7 +72,7 @@ def _prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: 
     if stage:
         flat = staged(ck, flat)
     writer = Writer(ck.storage, step, keep=ck.keep, hash=ck.algorithm, store=ck.store if ck.rank == 0 else None,
-                    fence=ck._coordinator_fence if ck.rank == 0 else None)  # the token taken above
+                    fence=ck._coordinator_fence if ck.rank == 0 else None, rollback=rollback)  # the token taken above
     group = getattr(ck.transport, "group", None)
     # The bar's total: what this rank holds; it writes its share of the replicas, so the bar may end early.
     total = sum(local_bytes(v) for v in flat.values() if isinstance(v, torch.Tensor))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rich.console import Console
 from rich.table import Table
@@ -35,7 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fito.ckpt.inspect import describe  # lazily: loads torch
-    infos = describe(args.dir)  # errors reach cli.main: one line, exit 3 (no checkpoint) or 4
+    notes: list[str] = []
+    infos = describe(args.dir, notes)  # errors reach cli.main: one line, exit 3 (no checkpoint) or 4
+    for note in notes:  # stderr, in both modes: --json prints only the envelope on stdout
+        print(f"fito inspect: note: {note}", file=sys.stderr)
     if args.json:
         return finish(args, "ok", [i.as_dict() for i in infos])
     table = Table(title=f"fito checkpoint {args.dir}")

@@ -97,7 +97,7 @@ class SqliteDecisionStore(DecisionStore):
             if not self.path.exists():
                 refuse_links(self.path)
                 return None
-            db = open_db(self.path, write=False, timeout=self.timeout)
+            db = open_db(self.path, write=False, timeout=self.timeout, roll_back=not self.readonly)
             try:
                 self._log_id = check_log(db, self.path)
             except BaseException:

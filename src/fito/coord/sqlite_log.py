@@ -92,7 +92,10 @@ def refuse_if_lost(path: Path) -> None:
 
 # ---------------------------------------------------------------- opening and creating
 def open_db(path: Path, *, write: bool, timeout: float, roll_back: bool = True) -> sqlite3.Connection:
-    """A connection to an existing log: `mode=ro` never writes (not even a journal), `mode=rw` never creates."""
+    """A connection to an existing log: `mode=ro` never writes (not even a journal), `mode=rw` never creates.
+    A hot journal (a writer died inside a transaction): `roll_back` rolls it back where the log is writable
+    (the Checkpointer's store, `fito gc`); without it, refused (a read-only store: fito.dcp.Reader, inspect,
+    verify write nothing, that rollback included)."""
     refuse_links(path)
     uri = f"{path.absolute().as_uri()}?mode={'rw' if write else 'ro'}"
     try:
@@ -107,13 +110,26 @@ def open_db(path: Path, *, write: bool, timeout: float, roll_back: bool = True) 
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
         db.close()
-        if not roll_back or getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY_ROLLBACK":
+        if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY_ROLLBACK":
             raise translate(exc, path, "open the decision log", timeout, write=write) from exc
+        if not roll_back:
+            raise interrupted(path) from exc
         return _after_rollback(path, timeout)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def interrupted(path: Path) -> DecisionLogReadOnlyError:
+    """A hot journal met by a reader that writes nothing (fito.dcp.Reader, `fito inspect`, `fito verify`)."""
+    return DecisionLogReadOnlyError(
+        f"{path}: a write to the decision log was interrupted (its journal {path.name}-journal is still there and "
+        "'hot': the main file may hold half of that write). This reader opened the log read-only and writes "
+        "nothing, so it does not roll the write back. The training job's own Checkpointer (restore or save) or "
+        f"`fito gc {path.parent} --keep K` rolls it back (SQLite's recovery of an interrupted write); then read "
+        f"again. If {path.name}-journal was not left by this log's writer (copied in from elsewhere), move it "
+        "aside instead, keeping it")
 
 
 def _after_rollback(path: Path, timeout: float) -> sqlite3.Connection:

@@ -25,12 +25,12 @@ from torch.futures import Future
 
 from fito.ckpt.transport import Transport, default_transport
 from fito.ckpt.tree import DTYPES
+from fito.commit import decision
 from fito.coord.base import Decision, DecisionStore
 from fito.dcp.block_reads import BlockReads
 from fito.dcp.manifests import load_sharded_manifest
-from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import (
-    CheckpointCorruptError, CheckpointUnreadableError, FitoError, NoCommittedEpochError, StateMismatchError, UnsafeCheckpointError,
+    CheckpointCorruptError, CheckpointUnreadableError, FitoError, StateMismatchError, UnsafeCheckpointError,
     refusal,
 )
 from fito.format.manifest import Piece, ShardedManifest
@@ -208,35 +208,12 @@ class Reader(StorageReader):
 
     # ---------------------------------------------------------------- which step
     def _agree_on_decision(self) -> Decision:
-        payload = None
-        if self.transport.rank == 0:
-            try:
-                d = self._choose()
-                payload = {"epoch": d.epoch, "attempt": d.attempt, "manifest": d.manifest, "hash": d.manifest_hash}
-            except FitoError as exc:
-                payload = {"error": str(exc)}
-        doc = json.loads(self.transport.broadcast(json.dumps(payload).encode() if payload else None))
-        if "error" in doc:
-            raise NoCommittedEpochError(doc["error"])
-        return Decision(doc["epoch"], doc["attempt"], "commit", doc["manifest"], doc["hash"])
-
-    def _choose(self) -> Decision:
-        store = self._store
-        if store is None:
-            # read-only: takes no fence, writes nothing. No log: NoCommittedEpochError; attempts but no log (a
-            # lost log, see `fito recover-log`): DecisionLogMissingError
-            store = SqliteDecisionStore(self.storage.root / SqliteDecisionStore.FILENAME, create=False, readonly=True)
-        try:
-            committed = store.committed()
-        finally:
-            if self._store is None:
-                store.close()
-        if self.step is not None:
-            committed = [d for d in committed if d.epoch == self.step]
-        if not committed:
-            which = f"step {self.step} is not" if self.step is not None else "no step is"
-            raise NoCommittedEpochError(f"{self.storage.root}: {which} committed (no decision record says so)")
-        return committed[-1]
+        """Rank 0 chooses (fito.commit.decision: the same choice and errors as Checkpointer.restore) and tells
+        every rank; a refusal has the same class on every rank. Without a `store` the root's log is opened
+        read-only: no fence, nothing written."""
+        root = self.storage.root
+        return decision.agree(self.transport, root, lambda: decision.candidates(
+            decision.read_committed(root, self._store), self.step, root))[-1]
 
     # ---------------------------------------------------------------- phase 1: read and verify
     def _read_and_verify(self, items: list[ReadItem], planner: LoadPlanner) -> list[Action]:

@@ -31,7 +31,7 @@ from torch.futures import Future
 from fito import knobs
 from fito.ckpt.checkpointer import attempt_id
 from fito.ckpt.failure import at as failed_at
-from fito.ckpt.retention import collect_garbage
+from fito.ckpt.retention import collect_garbage, discard
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import CoordinationUnavailableError, SaveAbortedError, StaleFenceError, StateMismatchError
@@ -81,14 +81,17 @@ class Writer(StorageWriter):
     the coordinator's fencing token; by default each save takes a new one (a `fito.Checkpointer` holds one
     token for its whole life, so a save of an older, fenced-out Checkpointer is refused). `observe`: called
     with ("rank<r>" or "coord", command) for every protocol command, before it runs (tracing; the
-    differential test against the model checker). `progress`: called with the byte count of each block this
+    differential test against the model checker). `rollback=True`: this save rolls the run back on purpose, so
+`keep` deletes the committed steps above `step` first; without it a save below the newest committed step
+keeps every higher step (and logs a warning: a job that restarted without restoring). `progress`: called
+with the byte count of each block this
 rank writes, as it is written (a progress bar; keep it cheap); if it has a `resize(total)` method, that is
 called first with this rank's planned tensor bytes (its share of the replicas)."""
 
     def __init__(self, root: str | os.PathLike[str] | Storage | None = None, step: int | None = None, *, keep: int | None = None,
                  store: DecisionStore | None = None, hash: str = DEFAULT_ALGORITHM,
                  fence: Callable[[], int] | None = None, observe: Callable[[str, Command], None] | None = None,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, rollback: bool = False) -> None:
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}: Writer(root, step) or Writer(step=s) "
                              "with dcp.save(..., checkpoint_id=root)")
@@ -97,7 +100,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         if hash not in ALGORITHMS:
             raise ValueError(f"hash={hash!r}: choose one of {sorted(ALGORITHMS)}")
         self._storage = None if root is None else open_storage(root)  # else: dcp.save's checkpoint_id
-        self.step, self.keep, self.algorithm = step, keep, hash
+        self.step, self.keep, self.algorithm, self.rollback = step, keep, hash, rollback
         self._store, self._owns_store = store, store is None
         self.rank, self.is_coordinator = 0, True
         self.observe = observe
@@ -105,6 +108,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         self._fence: int | None = None
         self._fence_source = fence
         self._attempt = ""
+        self._ranks = 0
         self.finishing = False  # finish() began: from here on, a commit may have been sent
         self._planned: list[WriteItem] = []  # this rank's items before DCP's planner deduplicated them
 
@@ -136,6 +140,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         # The fence is taken before this coordinator's first write of the save: any older one is fenced out.
         self._fence = self._fence_source() if self._fence_source is not None else self.store.acquire_fence()
         self._attempt = attempt_id(self._fence, self.store.log_id())  # names carry the log's identity
+        self._ranks = len(plans)  # whose objects a discard removes, by name
         block = knobs.block_bytes()
         hash_replicas = len(plans) > 1 and not all(isinstance(p.storage_data, LocalPlanData) for p in plans)
         return [dataclasses.replace(p, storage_data=AttemptPlan(self.step, self._attempt, rank, block, hash_replicas))
@@ -272,27 +277,42 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         if notify[0].outcome != "commit":
             raise SaveAbortedError(step=step, message=f"save of step {step} aborted: {notify[0].reason}; nothing was committed, the "
                                    "previous committed step is intact")
+        try:  # only a warning: never in the way of the commit or of the collection below
+            self._warn_if_below(step)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("step %d committed; could not compare it with the other committed steps (%s: %s)", step,
+                        type(exc).__name__, exc)
         try:  # the commit is durable; a failed cleanup must not turn it into an error
             for gc in collect:
-                collect_garbage(self.storage, self.store, gc.fence, self.keep, newest=(gc.newest_epoch, gc.newest_attempt))
+                collect_garbage(self.storage, self.store, gc.fence, self.keep, newest=(gc.newest_epoch, gc.newest_attempt),
+                                rollback=self.rollback)
         except Exception as exc:  # noqa: BLE001
             log.warning("step %d committed, but cleaning up older attempts failed (%s: %s); they are retried after "
                         "the next save, or run `fito gc %s`", step, type(exc).__name__, exc, self.storage.root)
 
+    def _warn_if_below(self, step: int) -> None:
+        """A save below a committed step is legitimate (a rollback, which the caller then says) but is also
+        what a job that restarted without restoring does: say so, and what retention and restore() do."""
+        if self.rollback:
+            return
+        higher = sorted({d.epoch for d in self.store.committed() if d.epoch > step})
+        if higher:
+            log.warning("%s: step %d was saved below committed step %d (did the job restart without restoring?). "
+                        "The higher steps %s are kept: retention deletes them only after a save with rollback=True. "
+                        "restore() now returns step %d (the newest by commit order); restore(step=%d) returns the "
+                        "higher one", self.storage.root, step, higher[-1], higher, step, higher[-1])
+
     def discard(self) -> None:
         """Best effort, by the coordinator: remove this attempt's files once every rank is past writing and no
-        commit was sent for it (a commit whose reply was lost may still land; GC handles those)."""
+        commit was sent for it (a commit whose reply was lost may still land; GC handles those). The GC
+        plan's discard (fito.protocol.gc.plan_discard): its own objects by name, then its directories
+        non-recursively, so a newer coordinator's attempt of the same step is never touched."""
         if not self._attempt:
             return
-        rel = attempt_dir(self.step, self._attempt)
-        _discard(self.storage.remove_tree, rel)
-        parent = rel.rsplit("/", 1)[0]
-        try:
-            empty = not self.storage.listdir(parent)
-        except Exception:  # noqa: BLE001 - best effort
-            empty = False
-        if empty:
-            _discard(self.storage.remove_tree, parent)
+        failed = discard(self.storage, self.step, self._attempt, self._ranks)  # type: ignore[arg-type]
+        if failed:
+            log.warning("could not remove all of the failed attempt %s (%s); GC after the next commit removes it",
+                        attempt_dir(self.step, self._attempt), "; ".join(failed[:3]))
 
     def _observed(self, who: str, execute: Executor) -> Executor:
         return execute if self.observe is None else recording(execute, who, self.observe)

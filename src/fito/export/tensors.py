@@ -28,6 +28,7 @@ from fito.ckpt.entries import parse_doc
 from fito.ckpt.rank_local import doc_key, pack_path, parse_key, tensor_key
 from fito.ckpt.transport import LocalTransport
 from fito.ckpt.tree import DTYPES
+from fito.commit import decision
 from fito.coord.base import Decision
 from fito.dcp.manifests import manifest_bytes
 from fito.dcp.reader import Reader
@@ -64,8 +65,7 @@ class StepTensors:
     def __init__(self, root: str | os.PathLike[str] | Storage, step: int | None = None, *,
                  progress: Callable[[int], None] | None = None) -> None:
         storage = open_storage(root, create=False)
-        chooser = Reader(storage, step, transport=LocalTransport())
-        self.decision: Decision = chooser._choose()  # the restore's own choice: newest committed, or `step`
+        self.decision: Decision = decision.choose(storage.root, step)  # the restore's own choice
         d = self.decision
         data = manifest_bytes(storage, d)  # checked against the decision's hash before it is parsed
         found = manifest_fmt.format_of(data)

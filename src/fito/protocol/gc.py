@@ -6,7 +6,11 @@ rule cannot drift between them.
 The rules, each for a reason:
 - Retire before delete: `Retire(e, a)` always comes before `Delete` of that attempt, so a crash in between
   leaves a retired decision with files (harmless), never a committed decision without files.
-- Never the newest committed; with `keep=None` nothing committed is retired for space. A commit superseded
+- Never the newest committed; with `keep=None` nothing committed is retired for space. "Newest" for `keep`
+  is commit order among the steps up to the newest commit's step: a committed step ABOVE it (a job that
+  restarted without restoring saves step 10 beside 200 and 300) is the run's future, never surplus, unless
+  the caller asked for a rollback (`rollback=True`: those higher steps are retired and deleted first).
+- A commit superseded
   by a later commit of the same step (a step saved twice) is retired, then deleted: the log then says what
   the files say.
 - An undecided attempt of another decision log (its name carries another log's identity) is never deleted:
@@ -18,6 +22,8 @@ The rules, each for a reason:
 - Never a link, never a name the layout did not make: only directories named `epochs/<12 digits>` are looked
   into, only directories in them whose names the layout made are deleted, and an epoch directory is removed
   only when nothing at all is left in it (the executor removes it non-recursively).
+- Discard (`plan_discard`, a coordinator's own failed attempt) follows the same rule: its objects by name,
+  then its directories non-recursively; the same executor runs both plans.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple, Protocol, Sequence, TypeVar, Union
 
 from fito.protocol.layout import parse_attempt
-from fito.protocol.messages import attempt_dir
+from fito.protocol.messages import attempt_dir, manifest_path, shard_path
 
 EPOCHS = "epochs"
 DIR, LINK, FILE, OTHER = "dir", "link", "file", "other"  # kinds of listed names
@@ -88,7 +94,14 @@ class RemoveEmptyDir:
     path: str
 
 
-Action = Union[Retire, Delete, RemoveEmptyDir]
+@dataclass(frozen=True)
+class Unlink:
+    """Delete one object of an attempt, by the name the layout gives it (a discarded attempt's own objects)."""
+
+    path: str
+
+
+Action = Union[Retire, Delete, RemoveEmptyDir, Unlink]
 D = TypeVar("D", bound=DecisionLike)
 
 
@@ -112,6 +125,7 @@ def plan_gc(
     decisions: Sequence[DecisionLike], listing: Sequence[Entry], *, current_fence: int, own_fence: int | None,
     keep: int | None, newest: tuple[int, str] | None = None, grace: float = 0.0,
     fence_of: Callable[[str], int | None] = parse_attempt_fence, owned: Callable[[str], bool] | None = None,
+    rollback: bool = False,
 ) -> GcPlan:
     """Plan one collection.
 
@@ -122,7 +136,9 @@ def plan_gc(
     caller just committed (kept, and the newest for `keep`, even if the decisions do not show it yet).
     grace: undecided or aborted attempts younger than this many seconds are left alone. owned: whether an
     undecided attempt's name carries this log's identity (fito.protocol.layout.same_log); another log's
-    undecided attempt is never garbage to this one (None: every name is this log's, as in the checker)."""
+    undecided attempt is never garbage to this one (None: every name is this log's, as in the checker).
+    rollback: with `keep`, committed steps above the newest commit's step are surplus (the caller rolled
+    the run back on purpose); without it they are kept whatever `keep` says."""
     if keep is not None and keep < 1:
         raise ValueError(f"keep={keep}: the newest committed step is always kept; use keep >= 1 or None")
     if own_fence is not None and own_fence != current_fence:
@@ -134,7 +150,12 @@ def plan_gc(
         newest = live[-1] if live else None
     else:
         older = live[: live.index(newest)] if newest in live else [k for k in live if k != newest]
+    # Steps above the newest commit's: kept (never counted against `keep`) unless this is a rollback.
+    above = {k for k in older if newest is not None and k[0] > newest[0]}
+    older = [k for k in older if k not in above]
     surplus = set(older[: max(0, len(older) - (keep - 1))]) if keep is not None else set()
+    if rollback and keep is not None:
+        surplus |= above
     live_set = set(live)
     superseded = {(d.epoch, d.attempt) for d in decisions
                   if d.outcome == "commit" and not d.retired and (d.epoch, d.attempt) not in live_set}
@@ -192,6 +213,17 @@ def plan_gc(
         if left == 0:
             empty.append(RemoveEmptyDir(epoch_entry.path))
     return GcPlan(tuple(actions) + tuple(leftovers) + tuple(empty))
+
+
+def plan_discard(epoch: int, attempt: str, ranks: int) -> GcPlan:
+    """What a coordinator deletes of its own attempt that failed before any commit was sent for it: each
+    rank's object and the manifest, by name, then the attempt directory and the epoch directory, both
+    non-recursively. A newer coordinator may have created its own attempt of the same step meanwhile (this
+    one stalled between a check and its delete): that attempt keeps the epoch directory, whatever this one
+    saw before. Never a recursive delete: this coordinator may already be fenced out."""
+    objects = [shard_path(epoch, attempt, r) for r in range(ranks)] + [manifest_path(epoch, attempt)]
+    here = attempt_dir(epoch, attempt)
+    return GcPlan(tuple(Unlink(p) for p in objects) + (RemoveEmptyDir(here), RemoveEmptyDir(here.rsplit("/", 1)[0])))
 
 
 def _deletable(e: Entry, status: str, kept: bool, fence: int | None, current: int, own: int | None,

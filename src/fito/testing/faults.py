@@ -18,7 +18,11 @@ Phases (the names the Checkpointer's messages use, `fito.ckpt.failure.PHASES`):
     "post-commit GC"  listing and deleting objects, DecisionStore.retire (coordinator, after a commit;
                       the cleanup of a failed attempt lists and deletes too)
 Kinds: "exception" (InjectedFault, an error of no particular kind: a bug in a backend), "ENOSPC" and "EIO"
-(OSError with that errno, as the kernel reports them).
+(OSError with that errno, as the kernel reports them), and "pause": nothing fails, the delete of `target`
+(remove, remove_tree, remove_dir) waits `seconds` before it runs -- a process stalled between a check and its
+delete (a GC pause, a swapped-out coordinator):
+
+    plan.arm(Fault("post-commit GC", "pause", target="epochs/000000000005", seconds=5))
 
 `read_only`: every write, create, delete and decision-log write fails with EROFS (a root mounted read-only).
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Literal
@@ -40,9 +45,9 @@ from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
 
 Phase = Literal["unit write", "persist", "manifest write", "publish", "post-commit GC"]
-Kind = Literal["exception", "ENOSPC", "EIO"]
+Kind = Literal["exception", "ENOSPC", "EIO", "pause"]
 PHASES: tuple[Phase, ...] = ("unit write", "persist", "manifest write", "publish", "post-commit GC")
-KINDS: tuple[Kind, ...] = ("exception", "ENOSPC", "EIO")
+KINDS: tuple[Kind, ...] = ("exception", "ENOSPC", "EIO")  # the kinds that fail ("pause" only stalls)
 STORE_WRITE_BYTES = 4096  # a SQLite transaction writes at least a page or two
 
 
@@ -57,6 +62,8 @@ class Fault:
     rank: int | None = None  # the rank whose storage fails; None: every rank
     after_bytes: int = 0  # "unit write" / "manifest write": bytes of the object that land before the fault
     times: int | None = 1  # operations that fail before the fault clears itself; None: until disarmed
+    target: str | None = None  # only operations on exactly this name (relative to the root); None: any
+    seconds: float = 0.0  # "pause": how long the delete waits
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,9 @@ def make_error(kind: Kind | str, phase: str, rank: int, target: str) -> BaseExce
         return OSError(errno.EIO, os.strerror(errno.EIO), target)
     if kind == "exception":
         return InjectedFault(f"injected fault at {phase} on rank {rank}: {target}")
-    raise ValueError(f"unknown fault kind {kind!r}; choose one of {KINDS}")
+    if kind == "pause":
+        return InjectedFault(f"a pause at {phase} on rank {rank} is not an error ({target})")
+    raise ValueError(f"unknown fault kind {kind!r}; choose one of {KINDS + ('pause',)}")
 
 
 class FaultPlan:
@@ -117,9 +126,10 @@ class FaultPlan:
             return [i for i in self.injected if phase is None or i.phase == phase]
 
     # ---- consulted by the faulty storage and store ----
-    def _armed(self, phase: str) -> list[Fault]:
+    def _armed(self, phase: str, target: str | None = None, *, pauses: bool = False) -> list[Fault]:
         return [f for f in self.faults if f.phase == phase and (f.rank is None or f.rank == self.rank)
-                and (f.times is None or f.times > 0)]
+                and (f.times is None or f.times > 0) and (f.kind == "pause") == pauses
+                and (f.target is None or f.target == target)]
 
     def _fire(self, fault: Fault, target: str) -> BaseException:
         if fault.times is not None:
@@ -130,8 +140,20 @@ class FaultPlan:
     def check(self, phase: str, target: str) -> None:
         """Raise the first fault armed for `phase` on this rank, if any."""
         with self._lock:
-            for f in self._armed(phase):
+            for f in self._armed(phase, target):
                 raise self._fire(f, target)
+
+    def stall(self, phase: str, target: str) -> None:
+        """Wait as long as the first "pause" armed for `phase` and `target` says (before a delete)."""
+        with self._lock:
+            armed = self._armed(phase, target, pauses=True)
+            if not armed:
+                return
+            fault = armed[0]
+            if fault.times is not None:
+                fault.times -= 1
+            self.injected.append(Injected(fault.phase, fault.kind, self.rank, target))
+        time.sleep(fault.seconds)  # outside the lock: a background save's thread may consult the plan meanwhile
 
     def writable(self, target: str) -> None:
         if self.read_only:
@@ -142,7 +164,7 @@ class FaultPlan:
         self.writable(target)
         with self._lock:
             room, fault = n, None
-            for f in self._armed(phase) if phase else []:
+            for f in self._armed(phase, target) if phase else []:
                 r = max(0, f.after_bytes - written)
                 if r < n and (fault is None or r < room):  # this write crosses the fault's threshold
                     room, fault = r, f
@@ -236,18 +258,21 @@ class FaultyStorage:
 
     def remove(self, rel: str) -> None:
         self.plan.check("post-commit GC", rel)
+        self.plan.stall("post-commit GC", rel)
         self.plan.writable(rel)
         self.inner.remove(rel)
         self._refund(lambda name: name == rel)
 
     def remove_tree(self, rel: str) -> None:
         self.plan.check("post-commit GC", rel)
+        self.plan.stall("post-commit GC", rel)
         self.plan.writable(rel)
         self.inner.remove_tree(rel)
         self._refund(lambda name: name == rel or name.startswith(rel.rstrip("/") + "/"))
 
     def remove_dir(self, rel: str) -> Any:  # LocalFS's remove-if-empty, where it has one
         self.plan.check("post-commit GC", rel)
+        self.plan.stall("post-commit GC", rel)
         self.plan.writable(rel)
         return self.inner.remove_dir(rel)  # type: ignore[attr-defined]
 
