@@ -32,7 +32,8 @@ from fito.ckpt import packs, rank_local
 from fito.ckpt.apply import Applied, EntryPlan, RestorePlan, backup_module, backup_optimizer
 from fito.ckpt.entries import decode_entry, leaf_spec, new_leaf, parse_doc
 from fito.ckpt.exchange import Exchange, exchangeable
-from fito.ckpt.live_layout import FreshOptimizers, optimizers_of, owner_of, templates
+from fito.ckpt.live_layout import MASTERS, FreshOptimizers, optimizers_of, owner_of, templates
+from fito.ckpt.masters import masters_plan
 from fito.ckpt.memory import gc_paused
 from fito.ckpt.rank_local import KEEP, RankLocalPolicy, check_owners, doc_key, pack_path, parse_key, tensor_key, world_change_error
 from fito.ckpt.sharded_save import VALIDATION_ENTRY, local_bytes
@@ -295,6 +296,9 @@ def _module_plan(name: str, module: torch.nn.Module, data: Any) -> EntryPlan:
 def _optimizer_plan(name: str, opt: torch.optim.Optimizer, data: Any, state: MutableMapping[str, Any],
                     fresh: FreshOptimizers, where: str) -> EntryPlan:
     owner = owner_of(opt, state)
+    load_masters = masters_plan(name, opt, data, state, where)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != MASTERS}
     current = [sorted(g["params"]) for g in fresh.state_dict(owner, opt)["param_groups"]]
     groups = data.get("param_groups") if isinstance(data, dict) else None
     saved = [sorted(g["params"]) if isinstance(g, dict) and isinstance(g.get("params"), list) else None
@@ -308,11 +312,16 @@ def _optimizer_plan(name: str, opt: torch.optim.Optimizer, data: Any, state: Mut
         # have no state (SGD without momentum in one group)
         with fresh.no_zero_step(opt):
             set_optimizer_state_dict(owner, opt, data, options=StateDictOptions(strict=False))
+        load_masters.apply()
 
     def backup() -> Callable[[], None]:
-        if fresh.is_fresh(opt):  # its state before this restore is none: DCP's zero step made what it has now
-            return lambda: fresh.undo(opt)
-        return backup_optimizer(opt)
+        undo_masters = load_masters.backup()
+        undo = (lambda: fresh.undo(opt)) if fresh.is_fresh(opt) else backup_optimizer(opt)  # fresh: DCP's zero step made its state
+
+        def both() -> None:
+            undo_masters()
+            undo()
+        return both
     return EntryPlan(name, apply, backup)
 
 
