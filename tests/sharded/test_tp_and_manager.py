@@ -47,3 +47,17 @@ def test_manager_resume_takes_rank_local_after_a_world_size_change(runs):
     assert r["reset"] == 2 and r["reset_kept"]  # "reset": the rank-local entries keep their current values
     assert r["mapped"] == 2 and r["data"] == {"epoch": 0, "index": 11, "seed": 3}  # {0: 1}: saved rank 1's position
     assert r["mismatches"] == []
+
+
+def test_docs_async_save_example_runs_on_a_group_of_its_own_beside_training(runs):
+    """Issue 21, defect 4: docs/dcp.md's async_save example passed no process_group, and on the default gloo
+    group that training also uses the job dies with SIGABRT. The example now passes one; run as written (a
+    group of its own, training's all_reduce going on meanwhile), it commits and loads back."""
+    import re
+
+    docs = (HERE.parent.parent / "docs" / "dcp.md").read_text()
+    calls = re.findall(r"dcp\.async_save\((.*?)\)\n", docs, flags=re.S)
+    assert calls and all("process_group=" in c for c in calls), calls
+    assert "dist.new_group(backend=\"gloo\")" in docs and "SIGABRT" in docs
+    for r in _ranks(runs[2], "dcp_async", 2):
+        assert r["step"] == 3 and r["mismatches"] == [] and r["total"] == 100.0
