@@ -71,3 +71,14 @@ def test_plain_tensor_masters_are_refused_at_save_with_the_fix(tmp_path: Path) -
     text = str(info.value)
     assert "'optim'" in text and "parameter 0 ((2, 4) torch.float64)" in text
     assert "torch.nn.Parameter" in text and "saves and restores it with the optimizer" in text
+
+
+def test_masters_the_checkpoint_has_no_values_for_are_refused_even_when_partial(tmp_path: Path) -> None:
+    state, masters = mixed(0)
+    holder = torch.nn.ParameterList(masters)  # saved as a module of the state this time
+    fito.Checkpointer(tmp_path).save(1, {**state, "masters": holder})
+    other, other_masters = mixed(1)
+    before = [m.detach().clone() for m in other_masters]
+    with pytest.raises(fito.StateMismatchError, match=r"optim.param0.*no values for them.*overwrite the restored"):
+        fito.Checkpointer(tmp_path).restore(other, strict=False)  # "masters" left out: they would be silently stale
+    assert [torch.equal(a, b) for a, b in zip(other_masters, before)] == [True] * 4

@@ -19,12 +19,12 @@ def masters_plan(name: str, opt: torch.optim.Optimizer, data: Any, state: Mutabl
     in place, from the optimizer's saved MASTERS; checked here, before anything changes."""
     live = loose_params(opt, state)
     saved = data.get(MASTERS) if isinstance(data, dict) else None
-    if saved is None and live:  # written before fito saved them: say so, never silently
+    if saved is None and live:  # saved as a module's (an entry this restore leaves out), or by an older fito
         raise StateMismatchError(
             f"{where}: {name}: the optimizer steps parameters no module of the state holds ({sorted(live)[:4]}), but "
-            "the checkpoint has no values for them (it was written before fito saved such parameters with their "
-            "optimizer); restoring would leave them as they are and the next step would overwrite the restored "
-            "weights. Put the module holding them in the state, or restore from a newer checkpoint")
+            "the checkpoint has no values for them with the optimizer (a module of the saved state held them, or "
+            "a fito that did not save them wrote it); restoring would leave them as they are and the next step "
+            "would overwrite the restored weights. Restore with the module that holds them in the state")
     saved = saved if isinstance(saved, dict) else {}
     if set(saved) != set(live):
         raise StateMismatchError(f"{where}: {name}: parameters held by the optimizer only: the checkpoint has "
