@@ -34,13 +34,13 @@ from fito.ckpt import packs, rank_local
 from fito.ckpt.apply import Applied, EntryPlan, RestorePlan, backup_module, backup_optimizer
 from fito.ckpt.entries import decode_entry, leaf_spec, new_leaf, parse_doc
 from fito.ckpt.exchange import Exchange, exchangeable
-from fito.ckpt.live_layout import MASTERS, FreshOptimizers, optimizers_of, owner_of, templates
+from fito.ckpt.live_layout import MASTERS, FreshOptimizers, optimizers_of, owner_of
 from fito.ckpt.masters import masters_plan
 from fito.ckpt.partial import IncompatibleKeys, Scope, templates_for
 from fito.ckpt.memory import gc_paused
 from fito.ckpt.rank_local import KEEP, RankLocalPolicy, check_owners, doc_key, pack_path, parse_key, tensor_key, world_change_error
 from fito.ckpt.sharded_save import VALIDATION_ENTRY, local_bytes
-from fito.ckpt.state import class_name, kind_of, plan_restore
+from fito.ckpt.state import plan_restore
 from fito.coord.base import Decision
 from fito.dcp.manifests import manifest_bytes
 from fito.dcp.reader import Reader
