@@ -5,6 +5,8 @@
 - a tensor-parallel model without FSDP (parallelize_module, ColwiseParallel/RowwiseParallel) + AdamW, saved
   and restored on the same world size (1, 2, 4 ranks), and saved on 2 restored on 1; bit for bit, and two
   more steps equal the uninterrupted run's;
+- fp32 master DTensor Parameters of a bf16 TP model, outside the state's modules: saved with the optimizer,
+  restored in place on 2 ranks and from 2 onto 1;
 - `CheckpointManager.resume(rank_local=...)` after a world-size change (2 ranks -> 1);
 - docs/dcp.md's `dcp.async_save` example (a process group of its own) beside training's collectives.
 Oracles (full tensors) are written with torch.save by the test only, never by fito."""
@@ -72,6 +74,55 @@ def tp_from_2(tmp: Path) -> None:
     emit(f"tp_2_to_{WORLD}", step=step, mismatches=diff(full(state), torch.load(tmp / "tp2_oracle.pt", weights_only=True)))
 
 
+def tp_masters_state(seed: int) -> tuple[dict[str, Any], list[torch.nn.Parameter]]:
+    """A bf16 TP model whose AdamW steps fp32 master DTensor Parameters outside the state's modules."""
+    state = tp_state(seed)
+    model = state["model"].to(torch.bfloat16)
+    masters = [torch.nn.Parameter(p.detach().float()) for p in model.parameters()]
+    return {"model": model, "optim": torch.optim.AdamW(masters, lr=1e-2)}, masters
+
+
+def train_masters(state: dict[str, Any], masters: list[torch.nn.Parameter], steps: range) -> None:
+    model = state["model"]
+    for i in steps:
+        x = torch.randn(4, 8, generator=torch.Generator().manual_seed(i)).bfloat16()
+        model(x).float().pow(2).mean().backward()
+        for p, m in zip(model.parameters(), masters):
+            m.grad, p.grad = p.grad.float(), None
+        state["optim"].step()
+        state["optim"].zero_grad()
+        with torch.no_grad():
+            for p, m in zip(model.parameters(), masters):
+                p.copy_(m)
+
+
+def full_masters(masters: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    return [m.full_tensor().clone() for m in masters]
+
+
+def tp_masters(tmp: Path) -> None:
+    state, masters = tp_masters_state(0)
+    train_masters(state, masters, range(2))
+    fito.Checkpointer(tmp / "tp_masters").save(2, state)
+    at2 = full_masters(masters)
+    train_masters(state, masters, range(2, 4))
+    if RANK == 0:
+        torch.save(at2, tmp / "tp_masters_oracle.pt")
+    fresh, fresh_masters = tp_masters_state(1)
+    fito.Checkpointer(tmp / "tp_masters").restore(fresh)
+    got = full_masters(fresh_masters)
+    train_masters(fresh, fresh_masters, range(2, 4))
+    emit(f"tp_masters_{WORLD}", types=sorted({type(m).__name__ for m in fresh_masters}), mismatches=diff(got, at2),
+         continued=diff(full_masters(fresh_masters), full_masters(masters)))
+
+
+def tp_masters_from_2(tmp: Path) -> None:
+    state, masters = tp_masters_state(3)
+    fito.Checkpointer(tmp / "tp_masters").restore(state)
+    emit(f"tp_masters_2_to_{WORLD}", mismatches=diff(full_masters(masters),
+                                                      torch.load(tmp / "tp_masters_oracle.pt", weights_only=True)))
+
+
 def manager_state(seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     model = torch.nn.Linear(4, 3)
@@ -131,8 +182,8 @@ def dcp_async_own_group(tmp: Path) -> None:
 
 
 GROUPS: dict[str, list[Callable[[Path], None]]] = {
-    "w2": [tp_same_world, manager_save, dcp_async_own_group],
-    "w1": [tp_same_world, tp_from_2, manager_resume],
+    "w2": [tp_same_world, manager_save, dcp_async_own_group, tp_masters],
+    "w1": [tp_same_world, tp_from_2, manager_resume, tp_masters_from_2],
     "w4": [tp_same_world],
 }
 

@@ -1,7 +1,8 @@
-"""Issue 21, defects 1 and 3 on real gloo ranks: a tensor-parallel model without FSDP (parallelize_module)
-restores bit for bit on 1, 2 and 4 ranks and from 2 ranks onto 1 (it raised "Attempted to access the data
-pointer on an invalid python storage"), and `CheckpointManager.resume(rank_local=...)` restores after a
-world-size change (2 ranks -> 1) without reaching for `mgr.checkpointer`."""
+"""Issue 21 on real gloo ranks: a tensor-parallel model without FSDP (parallelize_module) restores bit for bit
+on 1, 2 and 4 ranks and from 2 ranks onto 1 (defect 1: it raised "Attempted to access the data pointer on an
+invalid python storage"), with fp32 master DTensors outside the state too (defect 2);
+`CheckpointManager.resume(rank_local=...)` restores after a world-size change (defect 3, 2 ranks -> 1) without
+reaching for `mgr.checkpointer`; docs/dcp.md's async_save example runs beside training (defect 4)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,3 +62,10 @@ def test_docs_async_save_example_runs_on_a_group_of_its_own_beside_training(runs
     assert "dist.new_group(backend=\"gloo\")" in docs and "SIGABRT" in docs
     for r in _ranks(runs[2], "dcp_async", 2):
         assert r["step"] == 3 and r["mismatches"] == [] and r["total"] == 100.0
+
+
+def test_tensor_parallel_fp32_masters_outside_the_state_restore_and_reshard(runs):
+    for r in _ranks(runs[2], "tp_masters_2", 2):
+        assert r["types"] == ["DTensor"] and r["mismatches"] == [] and r["continued"] == []
+    for r in _ranks(runs[1], "tp_masters_2_to_1", 1):
+        assert r["mismatches"] == []
