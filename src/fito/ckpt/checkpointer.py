@@ -78,6 +78,8 @@ class Checkpointer:
         self._staging = StagingBuffer()
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: SaveHandle | None = None
+        from fito.ckpt.partial import IncompatibleKeys  # here: fito.ckpt.partial imports the save path, which imports this
+        self.left_out = IncompatibleKeys([], [])  # what the last restore(strict=False) left out
 
     # ---------------------------------------------------------------- decisions
     @property
@@ -189,15 +191,17 @@ class Checkpointer:
 
     # ---------------------------------------------------------------- restore
     def restore(self, state: MutableMapping[str, Any], step: int | None = None, *, fallback: bool = False,
-                rank_local: Any = "error") -> int:
+                rank_local: Any = "error", strict: bool = True) -> int:
         """Load the newest committed epoch (or `step`) into `state`, in place, and return its step.
 
         Any world size or mesh restores a checkpoint saved on any other (FSDP2, TP, DDP, plain: DCP plans the
         resharding reads); steps written in the per-rank format (fito-manifest/1) restore on the world size
         that wrote them. Strict: every entry of `state` must be in the checkpoint and every saved entry in
-        `state`. Every byte this rank uses is checked (manifest hash from the decision, object headers, block
-        hashes, shapes and dtypes against `state`) and every rank votes before anything is copied; on any
-        mismatch the caller's objects are untouched on every rank. `rank_local`: what rank-local entries
+        `state` (`strict=False`: entries and module keys only one side has are left out, the rest restored as
+        strictly, and what was left out is in `self.left_out`, an IncompatibleKeys(missing_keys,
+        unexpected_keys), and logged; see fito.ckpt.partial). Every byte this rank uses is checked (manifest hash
+        from the decision, object headers, block hashes, shapes and dtypes against `state`) and every rank votes
+        before anything is copied; on any mismatch the caller's objects are untouched on every rank. `rank_local`: what rank-local entries
         (RNGState, DataPosition, values that differed between ranks) do on another world size: "error"
         (default), "reset" (keep the current values), {new_rank: saved_rank}, or {entry: one of those}; see
         fito.ckpt.rank_local. With `fallback=True`, a damaged epoch is skipped for the previous committed one
@@ -207,7 +211,9 @@ class Checkpointer:
         it needs for that (old storages and state objects, or a host copy where nothing cheaper is exact;
         see fito.ckpt.apply)."""
         from fito.ckpt import sharded_restore
-        return sharded_restore.restore(self, state, step, fallback=fallback, rank_local=rank_local)
+        step, self.left_out = sharded_restore.restore(self, state, step, fallback=fallback, rank_local=rank_local,
+                                                      strict=strict)
+        return step
 
     def _apply(self, plan: RestorePlan, applied: list[Applied], d: Decision) -> FitoError | None:
         """Apply `plan` on this rank, then vote: unless every rank applied its plan, every rank puts its state

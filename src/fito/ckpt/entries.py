@@ -22,7 +22,7 @@ from torch.distributed.checkpoint.state_dict import get_model_state_dict
 from torch.distributed.tensor import DTensor
 
 from fito.ckpt import packs
-from fito.ckpt.live_layout import FreshOptimizers, owner_of
+from fito.ckpt.live_layout import MASTERS, FreshOptimizers, loose_params, owner_of
 from fito.ckpt.optim_state import check_state_dict
 from fito.ckpt.rank_local import is_pack_path
 from fito.ckpt.state import class_name, kind_of
@@ -99,6 +99,9 @@ def capture_entry(name: str, obj: Any, state: Mapping[str, Any]) -> Captured:
             fresh.undo()
         if fresh.is_fresh(obj):
             data = {"state": {}, "param_groups": data["param_groups"]}
+        masters = loose_params(obj, state)
+        if masters:  # parameters only this optimizer holds (fp32 masters): their values are state too
+            data = {**data, MASTERS: {fqn: p.detach() for fqn, p in masters.items()}}
     elif kind == "stateful":
         data = obj.state_dict()
     else:

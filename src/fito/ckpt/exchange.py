@@ -39,10 +39,13 @@ def exchangeable(module: torch.nn.Module, targets: Any) -> list[tuple[torch.Tens
                 or cls.get_extra_state is not torch.nn.Module.get_extra_state
                 or m._load_state_dict_pre_hooks or m._load_state_dict_post_hooks):
             return None
+    own = (*module.parameters(), *module.buffers())
+    if not all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in own):
+        return None  # a DTensor (tensor parallel without FSDP) or other subclass holds no storage of its own
     live = get_model_state_dict(module)  # {FQN: a detached alias of each parameter and persistent buffer}
     if set(live) != set(targets):
         return None
-    owned = {t.untyped_storage().data_ptr(): t for t in (*module.parameters(), *module.buffers())}
+    owned = {t.untyped_storage().data_ptr(): t for t in own}
     pairs, storages = [], set()
     for key, tensor in live.items():
         target = targets[key]

@@ -23,30 +23,58 @@ Spec = tuple[torch.dtype, tuple[int, ...]]
 
 
 # ---------------------------------------------------------------- optimizers and their modules
+MASTERS = "fito_params"  # an optimizer entry's key for the parameters it steps that no module of the state holds
+
+
 def owner_of(opt: torch.optim.Optimizer, state: Mapping[str, Any]) -> torch.nn.Module:
     """The module whose parameters `opt` steps, found by identity among the state's modules: the one module
     that holds them all, or a container of every module holding some (its FQNs are prefixed with the entry
-    names). A parameter no module of the state holds is named `<optimizer entry>.param<position>`."""
+    names). A parameter no module of the state holds (an fp32 master copy, say) is named
+    `<optimizer entry>.param<position>` (see `loose_params`)."""
+    modules = {n: m for n, m in state.items() if isinstance(m, torch.nn.Module)}
+    owners, loose = _owners(opt, state)
+    if len(owners) == 1 and not loose:
+        return modules[owners[0]]
+    holder = torch.nn.Module()
+    for n in owners:
+        holder.add_module(n, modules[n])
+    if loose:
+        holder.add_module(*loose)
+    return holder
+
+
+def loose_params(opt: torch.optim.Optimizer, state: Mapping[str, Any]) -> dict[str, torch.nn.Parameter]:
+    """{FQN in `owner_of`'s module: parameter} for each parameter `opt` steps that no module of the state holds.
+    A checkpoint keeps them with the optimizer (under MASTERS) and a restore loads them in place: the values
+    of fp32 masters of a low-precision model are the training state, not a copy of the model's weights."""
+    _, loose = _owners(opt, state)
+    if not loose:
+        return {}
+    entry, module = loose
+    return {f"{entry}.{n}": p for n, p in module.named_parameters()}
+
+
+def _owners(opt: torch.optim.Optimizer, state: Mapping[str, Any]) -> tuple[list[str], tuple[str, torch.nn.Module] | None]:
+    """(names of the state's modules holding some of `opt`'s parameters, (entry, module of the rest) or None)."""
     params = [p for g in opt.param_groups for p in g["params"]]
     wanted = {id(p) for p in params}
     modules = {n: m for n, m in state.items() if isinstance(m, torch.nn.Module)}
     owners = [n for n, m in modules.items() if any(id(p) in wanted for p in m.parameters())]
     held = {id(p) for n in owners for p in modules[n].parameters()}
     orphans = [(i, p) for i, p in enumerate(params) if id(p) not in held]
-    if len(owners) == 1 and not orphans:
-        return modules[owners[0]]
-    holder = torch.nn.Module()
-    for n in owners:
-        holder.add_module(n, modules[n])
-    if orphans:
-        loose = torch.nn.Module()
-        for i, p in orphans:
-            if not isinstance(p, torch.nn.Parameter):
-                raise StateMismatchError(f"optimizer parameter {i} ({tuple(p.shape)} {p.dtype}) is a plain tensor that no "
-                                         "module of the state holds; make it an nn.Parameter or put its module in the state")
-            loose.register_parameter(f"param{i}", p)
-        holder.add_module(next((n for n, o in state.items() if o is opt), "optimizer"), loose)
-    return holder
+    if not orphans:
+        return owners, None
+    entry = next((n for n, o in state.items() if o is opt), "optimizer")
+    loose = torch.nn.Module()
+    for i, p in orphans:
+        if not isinstance(p, torch.nn.Parameter):
+            raise StateMismatchError(
+                f"optimizer {entry!r}: parameter {i} ({tuple(p.shape)} {p.dtype}) is a plain tensor that no module of "
+                "the state holds, so fito cannot name it to save its values; wrap it as torch.nn.Parameter before "
+                "building the optimizer (fito then saves and restores it with the optimizer, like fp32 master "
+                "weights), or put the module that holds it in the state")
+        loose.register_parameter(f"param{i}", p)
+    return owners, (entry, loose)
 
 
 class FreshOptimizers:
@@ -71,6 +99,8 @@ class FreshOptimizers:
         out: dict[str, torch.Tensor] = {}
         for path, (dtype, shape) in saved.items():
             top, _, rest = path.partition("/")
+            if top == MASTERS:
+                continue  # the parameters themselves: `templates` adds them
             fqn, _, key = rest.rpartition("/")
             param = params.get(fqn)
             if top != "state" or param is None or "/" in key:
@@ -146,10 +176,11 @@ def templates(name: str, obj: Any, state: Mapping[str, Any], fresh: FreshOptimiz
         return dict(get_model_state_dict(obj))
     if kind == "optimizer":
         owner = owner_of(obj, state)
+        masters = {f"{MASTERS}/{fqn}": p for fqn, p in loose_params(obj, state).items()}
         derived = fresh.derived_templates(owner, obj, saved) if saved is not None else None
         if derived is not None:
-            return derived
-        return dict(_leaves(fresh.state_dict(owner, obj), ()))
+            return derived | masters
+        return dict(_leaves(fresh.state_dict(owner, obj), ())) | masters
     if kind == "tensor":
         return {"": obj}
     return {}

@@ -33,11 +33,18 @@ class CheckpointManager:
         self._clock = default_transport() if every_seconds is not None else None
         self._last_save = time.monotonic()
 
-    def resume(self, *, fallback: bool = True) -> int:
-        """Restore the newest committed epoch and return its step, or 0 when there is none yet."""
+    def resume(self, *, step: int | None = None, fallback: bool = True, rank_local: Any = "error",
+               strict: bool = True) -> int:
+        """Restore the newest committed epoch (or `step`) into the manager's state and return its step, or 0
+        when the root has no committed step yet (a given `step` that is not committed raises). `rank_local`
+        says what rank-local entries (RNGState, DataPosition) do after a world-size change: "error" (default),
+        "reset", {new_rank: saved_rank} or per entry (fito.ckpt.rank_local); `fallback` and `strict` (a partial
+        restore, reported in `self.checkpointer.left_out`): as Checkpointer.restore."""
         try:
-            return self.checkpointer.restore(self.state, fallback=fallback)
+            return self.checkpointer.restore(self.state, step, fallback=fallback, rank_local=rank_local, strict=strict)
         except NoCommittedEpochError:
+            if step is not None:
+                raise
             return 0
 
     def due(self, step: int) -> bool:

@@ -25,18 +25,22 @@ from typing import TYPE_CHECKING, Any, Callable, MutableMapping, TypeVar
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions, get_model_state_dict, set_model_state_dict, set_optimizer_state_dict,
+)
 from torch.distributed.tensor import DTensor
 
 from fito.ckpt import packs, rank_local
 from fito.ckpt.apply import Applied, EntryPlan, RestorePlan, backup_module, backup_optimizer
 from fito.ckpt.entries import decode_entry, leaf_spec, new_leaf, parse_doc
 from fito.ckpt.exchange import Exchange, exchangeable
-from fito.ckpt.live_layout import FreshOptimizers, optimizers_of, owner_of, templates
+from fito.ckpt.live_layout import MASTERS, FreshOptimizers, optimizers_of, owner_of
+from fito.ckpt.masters import masters_plan
+from fito.ckpt.partial import IncompatibleKeys, Scope, templates_for
 from fito.ckpt.memory import gc_paused
 from fito.ckpt.rank_local import KEEP, RankLocalPolicy, check_owners, doc_key, pack_path, parse_key, tensor_key, world_change_error
 from fito.ckpt.sharded_save import VALIDATION_ENTRY, local_bytes
-from fito.ckpt.state import class_name, kind_of, plan_restore
+from fito.ckpt.state import plan_restore
 from fito.coord.base import Decision
 from fito.dcp.manifests import manifest_bytes
 from fito.dcp.reader import Reader
@@ -57,13 +61,14 @@ V1_FORMAT = "fito-manifest/1"
 
 
 def restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | None, *, fallback: bool,
-            rank_local: rank_local.Policy) -> int:
+            rank_local: rank_local.Policy, strict: bool = True) -> tuple[int, IncompatibleKeys]:
+    """The restored step, and what a `strict=False` restore left out (fito.ckpt.partial)."""
     with gc_paused():  # tens of thousands of small objects (JSON, tensors): fito.ckpt.memory
-        return _restore(ck, state, step, fallback=fallback, rank_local=rank_local)
+        return _restore(ck, state, step, fallback=fallback, rank_local=rank_local, scope=Scope(strict))
 
 
 def _restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | None, *, fallback: bool,
-             rank_local: rank_local.Policy) -> int:
+             rank_local: rank_local.Policy, scope: Scope) -> tuple[int, IncompatibleKeys]:
     ck._settle_previous("wait")
     policy = RankLocalPolicy.parse(rank_local)
     candidates = ck._candidates(step)
@@ -73,7 +78,7 @@ def _restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | No
 
     def verify(d: Decision) -> Exception | None:
         try:
-            prepared[d.attempt] = _prepare(ck, state, d, policy, fresh)
+            prepared[d.attempt] = _prepare(ck, state, d, policy, fresh, scope)
         except FitoError as exc:
             if getattr(exc, "fito_fatal", False):
                 raise
@@ -104,27 +109,31 @@ def _restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | No
     for d, exc in skipped:
         log.warning("skipped committed step %d: %s", d.epoch, exc)
     applied.clear()  # keep the restored state; drop the snapshots
-    return decision.epoch
+    return decision.epoch, scope.result(f"{decision.manifest} (step {decision.epoch})", ck.rank)
 
 
 def _prepare(ck: "Checkpointer", state: MutableMapping[str, Any], d: Decision, policy: RankLocalPolicy,
-             fresh: FreshOptimizers) -> tuple[RestorePlan, Any]:
+             fresh: FreshOptimizers, scope: Scope) -> tuple[RestorePlan, Any]:
     where = f"{d.manifest} (step {d.epoch})"
+    scope.begin()
     parsed: dict[str, dict[str, Any]] = {}
 
     def local() -> tuple[ShardedManifest | None, dict[str, int | None], dict[str, Any]]:  # one vote for all four
         m = _manifest(ck, d)
         if m is None:
             return None, {}, {}
-        sources = _sources(ck, state, m, policy, where)
+        sources = _sources(ck, state, m, policy, scope, where)
         docs = _documents(ck, d, m, [doc_key(name, src) for name, src in sources.items()])
-        return m, sources, _targets(ck, state, m, sources, docs, parsed, fresh, where)
+        return m, sources, _targets(ck, state, m, sources, docs, parsed, fresh, scope, where)
     m, sources, targets = _agreed(ck, d, local)
+    if m is None and not scope.strict:
+        raise StateMismatchError(f"{where}: strict=False needs a checkpoint of the sharded format; this step was "
+                                 f"written in {V1_FORMAT}, which restores strictly")
     if m is None:  # fito-manifest/1: one full shard per rank, the same world size
         saved = _agreed(ck, d, lambda: ck._load(d))
         return _agreed(ck, d, lambda: plan_restore(state, saved, where=where)), saved.get(VALIDATION_ENTRY)
     _read(ck, d, m, targets)
-    return _agreed(ck, d, lambda: _plan(state, sources, parsed, targets, fresh, where))
+    return _agreed(ck, d, lambda: _plan(state, sources, parsed, targets, fresh, scope, where))
 
 
 # ---------------------------------------------------------------- the steps
@@ -136,7 +145,7 @@ def _manifest(ck: "Checkpointer", d: Decision) -> ShardedManifest | None:
 
 
 def _sources(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedManifest, policy: RankLocalPolicy,
-             where: str) -> dict[str, int | None]:
+             scope: Scope, where: str) -> dict[str, int | None]:
     """{entry: None (replicated) or the saved rank whose copy this rank restores}; entries kept are absent."""
     saved_world, world = len(m.objects), ck.transport.world_size
     check_owners(m, where)  # a swap of two ranks' copies agrees with every hash and item count
@@ -152,17 +161,10 @@ def _sources(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedMani
             raise UnsafeCheckpointError(path=where, unit=name, expected=f"a copy of rank-local entry {name!r} from each of {saved_world} ranks",
                                         found=f"copies from ranks {sorted(ranks)}{' and a replicated one' if name in replicated else ''}")
     saved = (replicated | set(local)) - {VALIDATION_ENTRY}
-    missing = [n for n in state if n not in saved]
-    if missing:
-        raise StateMismatchError(f"{where}: no entry {missing[0]!r} in the checkpoint (it has {sorted(saved)}); "
-                                 "restore into a state with the entries that were saved")
-    extra = sorted(saved - set(state))
-    if extra:
-        raise StateMismatchError(f"{where}: the checkpoint holds entries {extra} that the state to restore lacks; fito "
-                                 f"restores strictly: pass every saved entry (the checkpoint has {sorted(saved)})")
+    scope.entries(state, saved, where)
     out: dict[str, int | None] = {}
     refused, kept = [], []
-    for name in [*state, VALIDATION_ENTRY]:
+    for name in [*(n for n in state if n in saved), VALIDATION_ENTRY]:
         if name in replicated:
             out[name] = None
         elif name in local:
@@ -183,7 +185,8 @@ def _sources(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedMani
 
 
 def _targets(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedManifest, sources: dict[str, int | None],
-             docs: dict[str, Any], parsed: dict[str, dict[str, Any]], fresh: FreshOptimizers, where: str) -> dict[str, Any]:
+             docs: dict[str, Any], parsed: dict[str, dict[str, Any]], fresh: FreshOptimizers, scope: Scope,
+             where: str) -> dict[str, Any]:
     """Check each entry's document against the state and the manifest, and allocate what DCP reads into."""
     stored: dict[tuple[int | None, str], set[str]] = {}
     for key in m.tensors:
@@ -206,7 +209,7 @@ def _targets(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedMani
                 raise UnsafeCheckpointError(path=where, unit=key, expected=f"a pack of uint8 [{size}] (the entry's document)",
                                             found=f"{t.dtype} {list(t.shape)} in the manifest")
             targets[key] = torch.empty(size, dtype=torch.uint8)
-        live = templates_for(name, state, doc, src, fresh, where)
+        live = templates_for(name, state, doc, src, fresh, scope, where)
         for i, (path, key) in enumerate(zip(doc["keys"], keys)):
             dtype, shape = leaf_spec(doc["specs"][i])
             t = None if i in packed else m.tensors[key]
@@ -228,33 +231,8 @@ def _targets(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedMani
     return targets
 
 
-def templates_for(name: str, state: MutableMapping[str, Any], doc: dict[str, Any], src: int | None,
-                  fresh: FreshOptimizers, where: str) -> dict[str, torch.Tensor]:
-    obj = state.get(name)
-    if name == VALIDATION_ENTRY:
-        return {}
-    kind = kind_of(obj)
-    if doc["kind"] != kind:
-        raise StateMismatchError(f"{where}: entry {name!r} was saved as {doc['kind']}, restoring into a {kind}")
-    if doc["class"] is not None and kind in ("optimizer", "stateful") and doc["class"] != class_name(obj):
-        raise StateMismatchError(f"{where}: {name}: saved from a {doc['class']}, restoring into a {class_name(obj)}; "
-                                 "restore into an object of the saved class")
-    if kind == "module":
-        live = templates(name, obj, state, fresh)  # its state dict: the keys to check, and the layouts
-        saved = set(doc["data"]["d"]) if isinstance(doc["data"], dict) and isinstance(doc["data"].get("d"), dict) else set()
-        current = set(live)
-        if saved != current:
-            raise StateMismatchError(f"{where}: {name}: module keys differ; missing in checkpoint {sorted(current - saved)}, "
-                                     f"unexpected {sorted(saved - current)}")
-        return live if src is None else {}
-    if src is not None or kind not in ("optimizer", "tensor"):
-        return {}  # a rank-local entry holds no DTensors; plain targets of the saved shapes
-    specs = {path: leaf_spec(doc["specs"][i]) for i, path in enumerate(doc["keys"])}
-    return templates(name, obj, state, fresh, specs)
-
-
 def _plan(state: MutableMapping[str, Any], sources: dict[str, int | None], parsed: dict[str, dict[str, Any]],
-          targets: dict[str, Any], fresh: FreshOptimizers, where: str) -> tuple[RestorePlan, Any]:
+          targets: dict[str, Any], fresh: FreshOptimizers, scope: Scope, where: str) -> tuple[RestorePlan, Any]:
     _unpack(parsed, targets)
     saved: dict[str, Any] = {}
     for name, src in sources.items():
@@ -265,7 +243,7 @@ def _plan(state: MutableMapping[str, Any], sources: dict[str, int | None], parse
         if name not in saved:
             continue  # kept (rank_local="reset")
         if isinstance(obj, torch.nn.Module):
-            own[name] = _module_plan(name, obj, saved[name]["data"])
+            own[name] = _module_plan(name, obj, saved[name]["data"], scope.strict)
         elif isinstance(obj, torch.optim.Optimizer):
             own[name] = _optimizer_plan(name, obj, saved[name]["data"], state, fresh, where)
     rest = plan_restore(state, saved, where=where, only=[n for n in saved if n not in own and n in state])
@@ -281,20 +259,26 @@ def _unpack(parsed: dict[str, dict[str, Any]], targets: dict[str, Any]) -> None:
             leaves[i] = packs.unpack(specs[i], targets[pack_keys[n]], offset, length, leaves[i])
 
 
-def _module_plan(name: str, module: torch.nn.Module, data: Any) -> EntryPlan:
+def _module_plan(name: str, module: torch.nn.Module, data: Any, strict: bool) -> EntryPlan:
+    if not strict:  # the keys only the checkpoint has are left out (Scope.module_keys listed them)
+        live = get_model_state_dict(module)
+        data = {k: v for k, v in data.items() if k in live}
     pairs = exchangeable(module, data)
     if pairs is not None:  # loaded in place by exchange: the targets keep the old values (no host snapshot)
         exchange = Exchange(pairs)
         return EntryPlan(name, exchange.run, lambda: exchange.undo)
 
     def apply() -> None:
-        set_model_state_dict(module, data, options=StateDictOptions(strict=True))
+        set_model_state_dict(module, data, options=StateDictOptions(strict=strict))
     return EntryPlan(name, apply, lambda: backup_module(module))
 
 
 def _optimizer_plan(name: str, opt: torch.optim.Optimizer, data: Any, state: MutableMapping[str, Any],
                     fresh: FreshOptimizers, where: str) -> EntryPlan:
     owner = owner_of(opt, state)
+    load_masters = masters_plan(name, opt, data, state, where)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != MASTERS}
     current = [sorted(g["params"]) for g in fresh.state_dict(owner, opt)["param_groups"]]
     groups = data.get("param_groups") if isinstance(data, dict) else None
     saved = [sorted(g["params"]) if isinstance(g, dict) and isinstance(g.get("params"), list) else None
@@ -308,11 +292,16 @@ def _optimizer_plan(name: str, opt: torch.optim.Optimizer, data: Any, state: Mut
         # have no state (SGD without momentum in one group)
         with fresh.no_zero_step(opt):
             set_optimizer_state_dict(owner, opt, data, options=StateDictOptions(strict=False))
+        load_masters.apply()
 
     def backup() -> Callable[[], None]:
-        if fresh.is_fresh(opt):  # its state before this restore is none: DCP's zero step made what it has now
-            return lambda: fresh.undo(opt)
-        return backup_optimizer(opt)
+        undo_masters = load_masters.backup()
+        undo = (lambda: fresh.undo(opt)) if fresh.is_fresh(opt) else backup_optimizer(opt)  # fresh: DCP's zero step made its state
+
+        def both() -> None:
+            undo_masters()
+            undo()
+        return both
     return EntryPlan(name, apply, backup)
 
 

@@ -15,9 +15,21 @@ import abc
 import secrets
 from dataclasses import dataclass, field
 
+from fito.errors import StaleFenceError
 from fito.protocol.gc import live_commits
 from fito.protocol.layout import LOG_ID_HEX
 from fito.protocol.messages import Outcome
+
+
+def fenced_out(where: str, what: str, fence: int, current: int, newer: str = "") -> StaleFenceError:
+    """The error a coordinator gets when another one has taken the root's fencing token since: what was
+    refused, and what to do (`newer`: what is known of the newer coordinator, e.g. its first commit)."""
+    return StaleFenceError(
+        f"{where}: {what} refused: fencing token {fence} is stale, current is {current}: another coordinator took "
+        f"this root{newer} (another Checkpointer or process saving to it), and a root has one writer at a time -- the newest wins, so "
+        "this save is lost. Give a second writer (a 'save best' Checkpointer beside a periodic CheckpointManager, an "
+        "evaluator that saves) a root of its own, e.g. Checkpointer(root + '/best'); restoring, inspecting and "
+        "verifying take no token and may share the root. If a newer run of this job replaced it, stop this one")
 
 
 def new_log_id() -> str:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from fito.coord.base import Decision, DecisionStore, new_log_id
+from fito.coord.base import Decision, DecisionStore, fenced_out, new_log_id
 from fito.coord.etcd_transport import EtcdTransport
 from fito.coord.etcd_txn import FencedPrefix, absent, get, int_value, mod_is, put, responses, token_is
 from fito.errors import RetireRefusedError, StaleFenceError, UnsafeCheckpointError
@@ -62,10 +62,7 @@ class EtcdDecisionStore(FencedPrefix, DecisionStore):
                 return self._stored(int(id_kvs[0]["value"]), did)
             current = int_value(fence_kvs)[0]
             if fence != current:
-                raise StaleFenceError(
-                    f"etcd {self.prefix}: decision for epoch {decision.epoch} refused: fencing token {fence} "
-                    f"is stale, current is {current} (another coordinator took over)"
-                )
+                raise fenced_out(f"etcd {self.prefix}", f"decision for epoch {decision.epoch}", fence, current)
             seq, seq_mod = int_value(seq_kvs)
             stored = Decision(
                 epoch=decision.epoch, attempt=decision.attempt, outcome=decision.outcome,

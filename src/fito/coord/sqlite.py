@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from fito.coord.base import Decision, DecisionStore
+from fito.coord.base import Decision, DecisionStore, fenced_out
 from fito.coord.sqlite_log import (
     DECISION_COLUMNS, RECOVERY, check_log, create_log, decision_from_row, migrate_v1, open_db, refuse_if_lost,
     refuse_links, translate, uses_wal,
@@ -191,10 +191,11 @@ class SqliteDecisionStore(DecisionStore):
                 return _checked_row(existing, self.path)
             current = _token(db, self.path)
             if fence != current:
-                raise StaleFenceError(
-                    f"{self.path}: decision for epoch {decision.epoch} refused: fencing token {fence} "
-                    f"is stale, current is {current} (another coordinator took over)"
-                )
+                first = db.execute("SELECT epoch, created FROM decisions WHERE fence > ? AND outcome = 'commit' "
+                                   "ORDER BY seq LIMIT 1", (fence,)).fetchone()
+                newer = (f" and committed step {first[0]} at "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(first[1]))}") if first else ""
+                raise fenced_out(str(self.path), f"decision for epoch {decision.epoch}", fence, current, newer)
             cur = db.execute(
                 "INSERT INTO decisions (decision_id, epoch, attempt, outcome, manifest, manifest_hash, fence, created)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

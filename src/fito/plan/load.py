@@ -9,6 +9,7 @@ every byte it reads."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Collection, Mapping
@@ -30,6 +31,7 @@ except ImportError:  # pragma: no cover - another torch
     _create_chunk_list = None
 
 Action = Callable[[], None]
+log = logging.getLogger("fito")
 
 
 class LoadPlanMark:
@@ -41,17 +43,26 @@ LOAD_MARK = LoadPlanMark()
 
 class LoadPlanner(DefaultLoadPlanner):
     """`skip`: checkpoint keys this rank deliberately leaves unread (fito.Checkpointer passes the keys other
-    ranks restore, e.g. their rank-local entries, and checks those entries itself); every other key is strict."""
+    ranks restore, e.g. their rank-local entries, and checks those entries itself); every other key is strict.
+    `strict=False`: a partial load -- keys only the checkpoint has are left unread, keys only the target has keep
+    their values -- listed after the load in `missing_keys` and `unexpected_keys` (flattened FQNs, as in
+    `nn.Module.load_state_dict`'s result) and in a warning on the "fito" logger. Keys both hold stay strict."""
 
-    def __init__(self, *, flatten_sharded_tensors: bool = True, skip: Collection[str] = ()) -> None:
-        super().__init__(flatten_state_dict=True, flatten_sharded_tensors=flatten_sharded_tensors, allow_partial_load=False)
-        self.skip = frozenset(skip)
+    def __init__(self, *, flatten_sharded_tensors: bool = True, skip: Collection[str] = (), strict: bool = True) -> None:
+        super().__init__(flatten_state_dict=True, flatten_sharded_tensors=flatten_sharded_tensors,
+                         allow_partial_load=not strict)
+        self.skip, self.strict = frozenset(skip), strict
+        self.missing_keys: list[str] = []
+        self.unexpected_keys: list[str] = []
 
     def create_local_plan(self) -> LoadPlan:
         assert self.metadata is not None
-        check_keys(self.state_dict, self.metadata, self.skip)
+        self.missing_keys, self.unexpected_keys = check_keys(self.state_dict, self.metadata, self.skip, strict=self.strict)
+        if self.missing_keys or self.unexpected_keys:
+            log.warning("partial load (strict=False): missing in the checkpoint, kept as they were: %s; in the "
+                        "checkpoint, not loaded: %s", _few(set(self.missing_keys)), _few(set(self.unexpected_keys)))
         plan = super().create_local_plan()
-        check_cover(self.state_dict, plan.items)
+        check_cover({k: v for k, v in self.state_dict.items() if k not in set(self.missing_keys)}, plan.items)
         return dataclasses.replace(plan, storage_data=LOAD_MARK)
 
     def prepare_value(self, read_item: ReadItem, raw: bytes | memoryview, where: str) -> Action:
@@ -89,12 +100,15 @@ def value_action(planner: Any, read_item: ReadItem, raw: bytes | memoryview, whe
     return apply
 
 
-def check_keys(state: Mapping[str, Any], metadata: Metadata, skip: Collection[str] = ()) -> None:
+def check_keys(state: Mapping[str, Any], metadata: Metadata, skip: Collection[str] = (), *,
+               strict: bool = True) -> tuple[list[str], list[str]]:
+    """(keys of the target the checkpoint lacks, keys of the checkpoint the target lacks): an error if `strict`
+    and either is not empty; keys both hold must fit either way."""
     saved, target = set(metadata.state_dict_metadata) - set(skip), set(state)
     problems = []
-    if saved - target:
+    if saved - target and strict:
         problems.append(f"in the checkpoint but not in the target: {_few(saved - target)}")
-    if target - saved:
+    if target - saved and strict:
         problems.append(f"in the target but not in the checkpoint: {_few(target - saved)}")
     for fqn in sorted(saved & target):
         md, obj = metadata.state_dict_metadata[fqn], state[fqn]
@@ -106,10 +120,10 @@ def check_keys(state: Mapping[str, Any], metadata: Metadata, skip: Collection[st
             elif tuple(md.size) != tuple(obj.size()) or md.properties.dtype != obj.dtype:
                 problems.append(f"{fqn}: checkpoint {_spec(md.properties.dtype, md.size)}, target {_spec(obj.dtype, obj.size())}")
     if problems:
-        raise StateMismatchError(
-            "the checkpoint does not fit the target (fito loads strictly; load a subset by passing a state with "
-            f"only those keys, and the checkpoint must hold exactly them): {'; '.join(problems[:8])}"
-        )
+        hint = ("; to load only the keys both hold, pass planner=fito.dcp.LoadPlanner(strict=False) (what was left out "
+                "is listed), or skip=[keys] to leave named checkpoint keys unread") if strict else ""
+        raise StateMismatchError(f"the checkpoint does not fit the target: {'; '.join(problems[:8])}{hint}")
+    return sorted(target - saved), sorted(saved - target)
 
 
 def local_chunks(obj: torch.Tensor) -> list[ChunkStorageMetadata]:
