@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import traceback
+from importlib import metadata
 from typing import Any
 
 from fito.errors import FitoError, NoCommittedEpochError
@@ -54,6 +55,15 @@ def version() -> str:
     from fito import __version__
 
     return __version__
+
+
+def torch_version() -> str:
+    """The installed torch's version, from its distribution metadata: no `import torch`, so `fito --version`
+    stays fast and still says which torch fito runs beside (pyproject.toml accepts any >= 2.11)."""
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def envelope(command: str, verdict: str, result: Any, code: int | None = None) -> dict[str, Any]:
