@@ -14,7 +14,7 @@ from torch.distributed.checkpoint.planner import SavePlan
 from fito.ckpt.exchange import adoptable
 from fito.errors import StateMismatchError
 from fito.plan.save import SavePlanner
-from fito.torch_compat import loads_like_nn_module, storage_use_count
+from fito.torch_compat import loads_like_nn_module, loads_like_torch_optimizer, storage_use_count
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,3 +113,20 @@ def test_the_torch_requirement_is_a_range_and_this_checkout_pins_the_wheel_on_di
     assert install == "python3 -m pip install -e '.[test]' -c constraints.txt"
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(rf"^{re.escape(install)}$", ci, re.M), "the CI installs as the README says"
+
+
+class _SkipsInit(torch.optim.SGD):
+    def __init__(self, params: object) -> None:  # never calls Optimizer.__init__: no hook dicts at all
+        self.param_groups, self.state = [], {}
+
+
+def test_loads_like_torch_optimizer_sees_hooks_overrides_and_missing_hook_dicts() -> None:
+    w = torch.nn.Parameter(torch.zeros(2))
+    assert loads_like_torch_optimizer(torch.optim.AdamW([w]))
+    hooked = torch.optim.AdamW([w])
+    hooked.register_load_state_dict_pre_hook(lambda opt, sd: None)
+    assert not loads_like_torch_optimizer(hooked)
+    post = torch.optim.AdamW([w])
+    post.register_load_state_dict_post_hook(lambda opt: None)
+    assert not loads_like_torch_optimizer(post)
+    assert not loads_like_torch_optimizer(_SkipsInit([w]))  # unknown counts as "no": the careful path

@@ -11,6 +11,9 @@ probe fails fito takes the slower path that needs nothing private:
 - `loads_like_nn_module(m)`: whether a module loads its state exactly as nn.Module does (no override of the
   protected `_load_from_state_dict`, no extra state, no load hooks in the private hook dicts). Unknown (an
   attribute gone) counts as "no": the restore then goes through `set_model_state_dict`.
+- `loads_like_torch_optimizer(opt)`: whether loading an optimizer only replaces its state (torch's own
+  `load_state_dict`, no load hooks in the private hook dicts). Unknown counts as "no": the restore then keeps
+  a host copy of the optimizer's state to put back on failure.
 
 Replica deduplication, once imported from `torch.distributed.checkpoint._dedup_save_plans`, now runs inside
 DCP's own public `DefaultSavePlanner.create_global_plan` (fito.plan.save adds its check before it)."""
@@ -20,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["loads_like_nn_module", "storage_use_count"]
+__all__ = ["loads_like_nn_module", "loads_like_torch_optimizer", "storage_use_count"]
 
 
 def _probe_use_count() -> Callable[[torch.Tensor], int] | None:
@@ -67,5 +70,17 @@ def loads_like_nn_module(m: torch.nn.Module) -> bool:
             return False
         hooks = (getattr(m, "_load_state_dict_pre_hooks"), getattr(m, "_load_state_dict_post_hooks"))
     except AttributeError:  # a torch that moved these: assume the module is special
+        return False
+    return not any(hooks)
+
+
+def loads_like_torch_optimizer(opt: torch.optim.Optimizer) -> bool:
+    """Whether loading `opt` only replaces its state and param groups: torch's own load_state_dict and no load
+    hooks that could write into the old ones."""
+    if type(opt).load_state_dict is not torch.optim.Optimizer.load_state_dict:
+        return False
+    try:
+        hooks = (getattr(opt, "_optimizer_load_state_dict_pre_hooks"), getattr(opt, "_optimizer_load_state_dict_post_hooks"))
+    except AttributeError:  # a torch that moved these, or an optimizer that skipped Optimizer.__init__
         return False
     return not any(hooks)
