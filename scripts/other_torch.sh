@@ -21,8 +21,8 @@ if [ ! -x "$PY" ]; then
 fi
 pins="$VENV/fito-constraints.txt"
 echo "torch==$VERSION" > "$pins"
-"$PY" -m pip install -q "torch==$VERSION"
-"$PY" -m pip install -q -e '.[test]' -c "$pins"
+"$PY" -m pip install -q "torch==$VERSION" 2> >(grep -v "^WARNING: Location" >&2)  # local pip.conf noise
+"$PY" -m pip install -q -e '.[test]' -c "$pins" 2> >(grep -v "^WARNING: Location" >&2)
 installed=$(date +%s)
 
 torch_seen=$("$PY" -c 'import torch; print(torch.__version__)')
