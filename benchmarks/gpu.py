@@ -5,9 +5,9 @@ and restore a CUDA model + AdamW (sync and async), check every restored byte, an
     python3 benchmarks/gpu.py --wheels benchmarks/gpu_wheels [--gb 2] [--json out.json]   # there
     python3 benchmarks/gpu.py --device cpu --gb 0.05 --wheels benchmarks/gpu_wheels        # dry run, no GPU
 
-With --wheels, the script first makes a venv that sees the machine's own torch (--system-site-packages),
-installs fito and whatever it lacks from that folder alone (--no-index), and runs itself again inside it;
-torch itself is never installed or replaced. Then, on one process (no process group):
+With --wheels, the script first installs fito, and whatever of its dependencies this Python lacks, from that
+folder alone (--no-index) into a temporary folder put first on PYTHONPATH, checks fito's requirements, and
+runs itself again with it; torch itself is never installed or replaced. Then, on one process (no process group):
 - fito save (sync), fito restore into a spoiled model and optimizer, bit-exact check;
 - fito async save twice (cold: the staging buffer is new; warm: reused), training mutating the model right
   after each returns; restore of each, bit-exact against the values at the call;
@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import venv
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,27 +34,57 @@ INNER = "FITO_GPU_BENCH_INSIDE_VENV"
 
 
 def install_and_reexec(wheels: Path, argv: list[str]) -> int:
-    """A venv beside the machine's torch, fito installed into it from `wheels` only; then this script again."""
+    """fito, and each wheel in `wheels` whose distribution this Python lacks, installed from that folder alone
+    into a temporary site folder put first on PYTHONPATH; then this script again. Not a venv: the GPU images
+    run Python from a venv of their own (/opt/torch/.venv), whose packages a venv made from it would not see,
+    and their Python may lack ensurepip. Nothing the machine has is replaced: torch and its neighbours stay."""
+    from importlib import metadata
+
     fito_wheels = sorted(wheels.glob("fito_ckpt-*.whl"))
     if not fito_wheels:
         raise SystemExit(f"gpu.py: no fito_ckpt-*.whl in {wheels}; run benchmarks/gpu_prepare.sh where pip has network")
-    env_dir = Path(tempfile.mkdtemp(prefix="fito-gpu-venv-"))
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
-    py = env_dir / "bin" / "python"
-    pip = [str(py), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheels), "--no-cache-dir",
-           "--disable-pip-version-check"]
+    lacking = [fito_wheels[-1]]
+    for wheel in sorted(wheels.glob("*.whl")):
+        if wheel.name.startswith("fito_ckpt-"):
+            continue
+        try:
+            metadata.version(wheel.name.split("-")[0])
+        except metadata.PackageNotFoundError:
+            lacking.append(wheel)
+    site_dir = Path(tempfile.mkdtemp(prefix="fito-gpu-site-"))
     t0 = time.perf_counter()
-    # what fito needs and the machine lacks, then fito itself into this venv (even if another copy is installed)
-    subprocess.run([*pip, str(fito_wheels[-1])], check=True)
-    subprocess.run([*pip, "--no-deps", "--force-reinstall", str(fito_wheels[-1])], check=True)
-    print(f"installed {fito_wheels[-1].name} from {wheels} into {env_dir} in {time.perf_counter() - t0:.1f} s "
-          "(no network, torch untouched)", flush=True)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env[INNER] = str(env_dir)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-cache-dir",
+                    "--disable-pip-version-check", "--target", str(site_dir), *map(str, lacking)], check=True)
+    print(f"installed {', '.join(w.name.split('-')[0] for w in lacking)} from {wheels} into {site_dir} in "
+          f"{time.perf_counter() - t0:.1f} s (no network; torch untouched)", flush=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site_dir), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env[INNER] = str(site_dir)
     try:
-        return subprocess.run([str(py), os.path.abspath(__file__), *argv], env=env, cwd=tempfile.gettempdir()).returncode
+        return subprocess.run([sys.executable, os.path.abspath(__file__), *argv], env=env, cwd=tempfile.gettempdir()).returncode
     finally:
-        shutil.rmtree(env_dir, ignore_errors=True)
+        shutil.rmtree(site_dir, ignore_errors=True)
+
+
+def unmet_requirements() -> list[str]:
+    """fito's declared requirements that this Python does not meet (a carried fito beside old packages)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    unmet = []
+    for text in metadata.requires("fito-ckpt") or []:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue  # an extra's requirement (test tools)
+        try:
+            have = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            unmet.append(f"{req} (not installed)")
+            continue
+        if not req.specifier.contains(have, prereleases=True):
+            unmet.append(f"{req} (have {have})")
+    return unmet
 
 
 def main() -> int:
@@ -88,7 +117,10 @@ def bench(args: argparse.Namespace) -> int:
 
     inside = os.environ.get(INNER)
     if inside and not fito.__file__.startswith(inside):
-        raise SystemExit(f"gpu.py: fito imported from {fito.__file__}, not from the venv {inside}")
+        raise SystemExit(f"gpu.py: fito imported from {fito.__file__}, not from the carried wheel in {inside}")
+    if inside and unmet_requirements():
+        raise SystemExit(f"gpu.py: fito's requirements not met here: {'; '.join(unmet_requirements())}; carry those "
+                         "wheels too (benchmarks/gpu_prepare.sh)")
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu.py: no CUDA device; pass --device cpu for a dry run")
