@@ -46,6 +46,6 @@ set -e
 end=$(date +%s)
 summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed)|(passed|failed|error).* in [0-9.]+s' "$log" | tail -1)
 echo "other_torch.sh: torch $torch_seen, python $("$PY" -c 'import sys; print(sys.version.split()[0])')," \
-     "fito $(cd /tmp && env -u PYTHONPATH "$PY" -m fito --version); install $((installed - start)) s," \
+     "\`fito --version\`: $(cd /tmp && env -u PYTHONPATH "$PY" -m fito --version); install $((installed - start)) s," \
      "fast lane $((end - installed)) s: ${summary:-no pytest summary} (exit $code; log $log)"
 exit "$code"
