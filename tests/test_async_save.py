@@ -100,3 +100,19 @@ def test_wait_raises_the_background_error(ckdir):
         handle.wait()
     ck.save(2, {"w": torch.ones(4)})  # observed via wait(): not raised again
     assert ck.committed() == [2]
+
+
+def test_staging_copies_a_tensor_payload_once_byte_for_byte() -> None:
+    # The path a device tensor takes (fito.ckpt.staging): the tensor itself, copied straight into the
+    # buffer. Run here with host tensors of awkward kinds; benchmarks/gpu.py runs it with CUDA tensors.
+    from fito.ckpt.staging import StagingBuffer
+
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    payloads = {"strided": base.t(), "bf16": torch.randn(5).to(torch.bfloat16), "bool": torch.tensor([True, False, True]),
+                "scalar": torch.tensor(7, dtype=torch.int64), "empty": torch.empty(0), "json": memoryview(b'{"a": 1}')}
+    staged = dict(StagingBuffer().stage(list(payloads.items())))
+    for name, p in payloads.items():
+        want = bytes(p) if isinstance(p, memoryview) else p.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        assert bytes(staged[name]) == want, name
+    base.add_(1)  # the live tensor moves on; the staged bytes do not
+    assert bytes(staged["strided"]) == torch.arange(24, dtype=torch.float32).reshape(4, 6).t().contiguous().numpy().tobytes()

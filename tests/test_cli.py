@@ -90,7 +90,8 @@ def test_json_envelope_and_exit_code(command: str, tmp_path: Path, capsys: pytes
 
 def test_version_prints_the_distribution_name(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"{DISTRIBUTION} {fito.__version__}"
+    # and the torch beside it: pyproject.toml accepts a range, so a bug report must say which one ran
+    assert capsys.readouterr().out.strip() == f"{DISTRIBUTION} {fito.__version__} (torch {torch.__version__})"
     assert f'name = "{DISTRIBUTION}"' in PYPROJECT.read_text()
 
 

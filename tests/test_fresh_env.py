@@ -43,7 +43,7 @@ def _path_without_etcd(venv_bin: Path, shims: Path) -> str:
 
 def test_readme_commands_pass_in_a_fresh_venv_without_etcd(tmp_path: Path) -> None:
     first, second = _readme_commands()
-    assert first.startswith("python3 -m pip install -e '.[test]'") and "fito demo" in first
+    assert first.startswith("python3 -m pip install -e '.[test]' -c constraints.txt") and "fito demo" in first
     assert second == "python3 -m pytest -q"
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)

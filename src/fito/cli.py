@@ -10,7 +10,7 @@ import pkgutil
 import sys
 
 from fito import commands
-from fito.commands._contract import DISTRIBUTION, EXIT_CODES, UsageError, report_error, version
+from fito.commands._contract import DISTRIBUTION, EXIT_CODES, UsageError, report_error, torch_version, version
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Run `fito COMMAND --help` for the options of one command. Exit codes of every command:\n{codes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {version()}",
-                        help="print the distribution name and version, then exit")
+    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {version()} (torch {torch_version()})",
+                        help="print the distribution name and version and the torch beside it, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     names = [info.name for info in pkgutil.iter_modules(commands.__path__) if not info.name.startswith("_")]
     modules = [importlib.import_module(f"fito.commands.{name}") for name in names]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from fito.errors import RestoreFailedError
+from fito.torch_compat import loads_like_torch_optimizer
 
 Action = Callable[[], None]
 
@@ -137,9 +138,7 @@ def backup_optimizer(opt: torch.optim.Optimizer) -> Action:
 def replaces_on_load(opt: torch.optim.Optimizer) -> bool:
     """Whether loading `opt` only replaces its state and param groups: torch's own load_state_dict, with no
     load hooks that could write into the old ones."""
-    return (type(opt).load_state_dict is torch.optim.Optimizer.load_state_dict
-            and not getattr(opt, "_optimizer_load_state_dict_pre_hooks", None)
-            and not getattr(opt, "_optimizer_load_state_dict_post_hooks", None))
+    return loads_like_torch_optimizer(opt)
 
 
 def backup_tensor(tensor: torch.Tensor) -> Action:

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
+from fito.torch_compat import loads_like_nn_module, storage_use_count
+
 CHUNK_BYTES = 16 << 20  # bytes per step through the one scratch buffer
 
 
@@ -32,13 +34,8 @@ def exchangeable(module: torch.nn.Module, targets: Any) -> list[tuple[torch.Tens
     live tensors are the module's own parameter and buffer objects (not aliases), so they can be adopted."""
     if type(module).load_state_dict is not torch.nn.Module.load_state_dict or not isinstance(targets, Mapping):
         return None
-    for m in module.modules():
-        cls = type(m)
-        if (cls._load_from_state_dict is not torch.nn.Module._load_from_state_dict
-                or cls.set_extra_state is not torch.nn.Module.set_extra_state
-                or cls.get_extra_state is not torch.nn.Module.get_extra_state
-                or m._load_state_dict_pre_hooks or m._load_state_dict_post_hooks):
-            return None
+    if not all(loads_like_nn_module(m) for m in module.modules()):
+        return None
     own = (*module.parameters(), *module.buffers())
     if not all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in own):
         return None  # a DTensor (tensor parallel without FSDP) or other subclass holds no storage of its own
@@ -62,24 +59,13 @@ def exchangeable(module: torch.nn.Module, targets: Any) -> list[tuple[torch.Tens
     return pairs
 
 
-_use_count = getattr(torch._C, "_storage_Use_Count", None)  # tensors holding a storage (private API; absent: never adopt)
-
-
-def _holders(t: torch.Tensor) -> int:
-    assert _use_count is not None
-    return int(_use_count(t.untyped_storage()._cdata))
-
-
-_ALONE = _holders(torch.empty(1)) if _use_count is not None else 0  # what a storage nobody else holds reports
-
-
 def adoptable(live: torch.Tensor, target: torch.Tensor) -> bool:
     """Whether `live` can take `target`'s storage with nobody able to tell but by data_ptr(): no other tensor
     holds either storage, each spans all of its storage, and `live` is in neither shared nor pinned memory."""
-    if _use_count is None or live.is_shared() or live.is_pinned():
+    if live.is_shared() or live.is_pinned():
         return False
     return all(t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size()
-               and _holders(t) == _ALONE for t in (live, target))
+               and storage_use_count(t) == 0 for t in (live, target))  # None (torch cannot tell): never adopt
 
 
 class Exchange:

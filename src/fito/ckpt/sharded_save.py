@@ -122,7 +122,7 @@ def staged(ck: "Checkpointer", flat: dict[str, Any]) -> dict[str, Any]:
     rebuilt around their staged local shard, with the same mesh, placements and global shape."""
     # a pack (fito.ckpt.packs) is already this save's own copy
     keys = [k for k, v in flat.items() if isinstance(v, torch.Tensor) and not rank_local.is_pack_key(k)]
-    views = ck._staging.stage([(k, tensor_bytes(flat[k])) for k in keys])
+    views = ck._staging.stage([(k, _host_or_device(flat[k])) for k in keys])
     out = dict(flat)
     for key, (_, view) in zip(keys, views):
         t = flat[key]
@@ -132,6 +132,13 @@ def staged(ck: "Checkpointer", flat: dict[str, Any]) -> dict[str, Any]:
         out[key] = (DTensor.from_local(copy, t.device_mesh, t.placements, run_check=False, shape=t.shape, stride=t.stride())
                     if isinstance(t, DTensor) else copy)
     return out
+
+
+def _host_or_device(t: torch.Tensor) -> memoryview | torch.Tensor:
+    """What the staging buffer copies from: a host tensor's bytes, or (this rank's part of) a device tensor
+    itself, which it copies to host memory once, straight into its slice (fito.ckpt.staging)."""
+    local = t.to_local() if isinstance(t, DTensor) else t
+    return tensor_bytes(t) if local.device.type == "cpu" else local
 
 
 def local_bytes(t: torch.Tensor) -> int:

@@ -19,11 +19,15 @@ Exit codes (the table README.md documents):
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
+import re
 import sys
 import traceback
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from fito.errors import FitoError, NoCommittedEpochError
@@ -54,6 +58,27 @@ def version() -> str:
     from fito import __version__
 
     return __version__
+
+
+def torch_version() -> str:
+    """The torch fito runs beside (pyproject.toml accepts any >= 2.11), as `torch.__version__` says it, build
+    tag included (2.14.1+cu130; the distribution's metadata says only 2.14.1), read from torch/version.py
+    without `import torch`, so `fito --version` stays fast."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return "not installed"
+    for folder in spec.submodule_search_locations:
+        try:
+            text = (Path(folder) / "version.py").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+        if found:
+            return found.group(1)
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def envelope(command: str, verdict: str, result: Any, code: int | None = None) -> dict[str, Any]:

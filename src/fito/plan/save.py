@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from torch.distributed.checkpoint import DefaultSavePlanner
-from torch.distributed.checkpoint._dedup_save_plans import dedup_save_plans
+from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.planner import SavePlan, WriteItem, WriteItemType
 from torch.distributed.tensor import DTensor
 
@@ -72,10 +72,12 @@ class SavePlanner(DefaultSavePlanner):
         raw = data.getbuffer() if isinstance(data, io.BytesIO) else tensor_bytes(data)
         return digest(DEFAULT_ALGORITHM, raw)
 
-    def _dedup_save_plans(self, all_plans: list[SavePlan]) -> list[SavePlan]:
+    def create_global_plan(self, all_plans: list[SavePlan]) -> tuple[list[SavePlan], Metadata]:
+        # The check runs before DCP's deduplication keeps one copy of each replica. Deduplication itself is
+        # DCP's (public entry point, no private import): with dedup_save_to_lowest_rank=False each replicated
+        # item goes to the rank with the least planned so far (tests/test_torch_compat.py pins both).
         check_replicas(all_plans)
-        # Not to the lowest rank: each replicated item goes to the rank with the least planned so far.
-        return dedup_save_plans(all_plans, save_to_lowest_rank=False)
+        return super().create_global_plan(all_plans)
 
 
 def may_be_replicated(item: WriteItem, state_dict: Mapping[str, Any]) -> bool:
