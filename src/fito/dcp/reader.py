@@ -37,7 +37,7 @@ from fito.format.manifest import Piece, ShardedManifest
 from fito.format.objects import HEADER, ObjectHeader, block_span, check_header
 from fito.plan.load import LOAD_MARK, LoadPlanner as FitoLoadPlanner
 from fito.plan.metadata import key_of, pieces_of, to_metadata
-from fito.plan.values import decode_value
+from fito.plan.values import MAX_VALUE_BYTES, decode_value
 from fito.storage.base import Storage
 from fito.storage import open_storage
 
@@ -78,6 +78,7 @@ class Reader(StorageReader):
         self._scratch = scratch_targets
         self._files: dict[int, BinaryIO] | None = None  # open objects while read_data runs (one open per object)
         self._reads: BlockReads | None = None  # the block reads of read_data, checked before its vote
+        self._sizes: dict[str, int] = {}  # each object's real size in storage, asked once
 
     def close(self) -> None:
         if self._owns_transport:
@@ -285,6 +286,7 @@ class Reader(StorageReader):
         uint8 tensor of exactly that many bytes to read them into (else a new buffer)."""
         m = self._manifest
         assert m is not None
+        self._check_fits(piece, fqn)  # before a byte is allocated for it
         first, last = block_span(start, end, piece.length, m.block_bytes)
         begin, stop = first * m.block_bytes, min(last * m.block_bytes, piece.length)
         buf = torch.empty(stop - begin, dtype=torch.uint8) if into is None else into
@@ -299,6 +301,28 @@ class Reader(StorageReader):
         else:
             reads.read(self._open(piece.rank), view, piece.offset + begin, piece, first, obj.file, fqn, now=now)
         return buf, begin
+
+    def _check_fits(self, piece: Piece, fqn: str) -> None:
+        """The one size check of every read (Checkpointer.restore, dcp.load, verify, inspect): the piece lies
+        inside its object's real size in storage (a manifest can claim any size, and the object may be a
+        sparse file of that size) and a value is no bigger than a value can be. Before any buffer exists."""
+        m = self._manifest
+        assert m is not None
+        obj = m.objects[piece.rank]
+        size = self._sizes.get(obj.file)
+        if size is None:
+            try:
+                size = self._sizes[obj.file] = self.storage.size(obj.file)
+            except FileNotFoundError:
+                raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"the object of rank {piece.rank}",
+                                             found="no such file") from None
+        end = piece.offset + piece.length
+        if end > size or size != obj.size:
+            raise CheckpointCorruptError(path=obj.file, unit=fqn, expected=f"bytes [{piece.offset}, {end}) inside the object "
+                                         f"of {obj.size} bytes the manifest lists", found=f"an object of {size} bytes in storage")
+        if fqn in m.values and piece.length > MAX_VALUE_BYTES:
+            raise CheckpointCorruptError(path=obj.file, unit=fqn, expected=f"a value of at most {MAX_VALUE_BYTES} bytes",
+                                         found=f"a claimed length of {piece.length} bytes (a forged or damaged manifest)")
 
     def _open(self, rank: int) -> BinaryIO:
         """The object of `rank`, opened once while read_data runs."""
