@@ -23,6 +23,7 @@ __all__ = [
     "CheckpointUnreadableError",
     "NoCommittedEpochError",
     "SaveAbortedError",
+    "PeerLostError",
     "SaveInProgressError",
     "StaleFenceError",
     "StateMismatchError",

@@ -347,6 +347,12 @@ def _read(ck: "Checkpointer", d: Decision, m: ShardedManifest, targets: dict[str
             dcp.load(targets, storage_reader=reader, planner=LoadPlanner(skip=skip), process_group=getattr(ck.transport, "group", None))
     except CheckpointException as exc:
         raise _load_error(ck, d, exc) from None
+    except FitoError:
+        raise
+    except Exception as exc:  # a peer lost inside DCP's own collectives of the load: name it, as fito's do
+        if ck.transport.world_size == 1:
+            raise
+        raise ck.transport.lost_peer(exc, f"DCP's collectives of the restore of step {d.epoch}") from exc  # type: ignore[attr-defined]
     return targets
 
 
