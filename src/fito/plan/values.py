@@ -26,7 +26,11 @@ def encode_value(value: Any, fqn: str) -> bytes:
             f"{fqn}: a tensor inside a {type(value).__name__}; DCP saves tensors only as leaves of dicts and "
             "lists, so put it in a list or dict (or under its own key)"
         )
-    return json.dumps({"format": VALUE_FORMAT, "tree": node}, separators=(",", ":")).encode()
+    data = json.dumps({"format": VALUE_FORMAT, "tree": node}, separators=(",", ":")).encode()
+    if len(data) > MAX_VALUE_BYTES:  # the read side refuses it (before reading it): never save what cannot be restored
+        raise StateMismatchError(f"{fqn}: a value of {len(data)} bytes as JSON, over the limit of {MAX_VALUE_BYTES}; "
+                                 "store large data as tensors (or numpy arrays), not as lists of numbers")
+    return data
 
 
 def decode_value(data: bytes | memoryview, where: str) -> Any:
