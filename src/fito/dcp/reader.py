@@ -263,7 +263,7 @@ class Reader(StorageReader):
         assert m is not None
         obj = m.objects[rank]
         try:
-            size = self.storage.size(obj.file)
+            size = self._real_size(obj.file)
             if self._files is None:
                 with self.storage.open_read(obj.file) as f:
                     head = f.read(HEADER.size)
@@ -309,13 +309,11 @@ class Reader(StorageReader):
         m = self._manifest
         assert m is not None
         obj = m.objects[piece.rank]
-        size = self._sizes.get(obj.file)
-        if size is None:
-            try:
-                size = self._sizes[obj.file] = self.storage.size(obj.file)
-            except FileNotFoundError:
-                raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"the object of rank {piece.rank}",
-                                             found="no such file") from None
+        try:
+            size = self._real_size(obj.file)
+        except FileNotFoundError:
+            raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"the object of rank {piece.rank}",
+                                         found="no such file") from None
         end = piece.offset + piece.length
         if end > size or size != obj.size:
             raise CheckpointCorruptError(path=obj.file, unit=fqn, expected=f"bytes [{piece.offset}, {end}) inside the object "
@@ -323,6 +321,12 @@ class Reader(StorageReader):
         if fqn in m.values and piece.length > MAX_VALUE_BYTES:
             raise CheckpointCorruptError(path=obj.file, unit=fqn, expected=f"a value of at most {MAX_VALUE_BYTES} bytes",
                                          found=f"a claimed length of {piece.length} bytes (a forged or damaged manifest)")
+
+    def _real_size(self, file: str) -> int:
+        """An object's size in storage, asked once per Reader (the object checks and every read use it)."""
+        if file not in self._sizes:
+            self._sizes[file] = self.storage.size(file)
+        return self._sizes[file]
 
     def _open(self, rank: int) -> BinaryIO:
         """The object of `rank`, opened once while read_data runs."""
