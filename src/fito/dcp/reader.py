@@ -170,7 +170,7 @@ class Reader(StorageReader):
                 try:
                     raw, _ = self._read_blocks(piece, fqn, 0, piece.length)
                     if fqn in m.values:
-                        decode_value(raw.numpy().tobytes(), f"{self._where}: {fqn}")
+                        decode_value(raw.numpy().tobytes(), f"{self._where}: {fqn}", fqn)
                     items += 1
                 except FitoError as exc:
                     errors.append(str(exc))
@@ -187,7 +187,7 @@ class Reader(StorageReader):
         piece = self._manifest.values[fqn]
         self._check_object(piece.rank)
         raw, _ = self._read_blocks(piece, fqn, 0, piece.length)
-        return decode_value(raw.numpy().tobytes(), f"{self._where}: {fqn}")
+        return decode_value(raw.numpy().tobytes(), f"{self._where}: {fqn}", fqn)
 
     # ---------------------------------------------------------------- which step
     def _agree_on_decision(self) -> Decision:
