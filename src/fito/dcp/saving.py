@@ -44,7 +44,7 @@ def save(state_dict: dict[str, Any], *, storage_writer: Any, planner: Any = None
 def peer_lost(step: int | None, exc: PeerLostError, when: str) -> SaveAbortedError:
     """A save's SaveAbortedError for a lost peer, on every survivor: it names the lost rank(s) in the message
     and in `failures` (phase None: no storage or log failed)."""
-    failures = {r: f"lost: {exc.cause}" for r in exc.lost} or {-1: f"a rank was lost: {exc.cause}"}
+    failures = {r: f"lost: {exc.cause}" for r in exc.lost}  # empty when which rank could not be learned
     return SaveAbortedError(f"save of step {step} aborted{' ' + when if when else ''}: {exc}; nothing was committed, "
                             "the previous committed epoch is intact — restart the job (every rank) and restore",
                             step=step, failures=failures)
