@@ -302,6 +302,16 @@ class Reader(StorageReader):
             reads.read(self._open(piece.rank), view, piece.offset + begin, piece, first, obj.file, fqn, now=now)
         return buf, begin
 
+    def check_fits(self, fqn: str) -> None:
+        """`_check_fits` for every piece of item `fqn` (a tensor's chunks, or a value), before a caller
+        allocates a buffer the manifest sized (fito.Checkpointer's restore)."""
+        m = self._manifest if self._manifest is not None else self._given
+        assert m is not None, "check_fits() needs the manifest"
+        self._manifest = m
+        pieces = [c.piece for c in m.tensors[fqn].chunks] if fqn in m.tensors else [m.values[fqn]]
+        for piece in pieces:
+            self._check_fits(piece, fqn)
+
     def _check_fits(self, piece: Piece, fqn: str) -> None:
         """The one size check of every read (Checkpointer.restore, dcp.load, verify, inspect): the piece lies
         inside its object's real size in storage (a manifest can claim any size, and the object may be a
