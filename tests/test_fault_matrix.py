@@ -147,6 +147,12 @@ def test_killed_peer_cell(tmp_path, via, point, victim, world):
     assert fito.Checkpointer(tmp_path, progress=False).committed() == [1]
 
 
+def test_killed_peer_before_a_restore_gives_peer_lost_error_naming_it(tmp_path):
+    (got,) = _kill_survivors(tmp_path, "ckpt", "restore", 1, 2)
+    assert got["outcome"] == "PeerLostError" and "lost contact with rank 1" in got["message"], got
+    assert got["seconds"] < BOUND[2], got
+
+
 def test_plain_dcp_save_survivor_gets_dcps_runtime_error(tmp_path):
     """What docs/dcp.md says a plain dcp.save survivor gets: gloo's RuntimeError, raised by DCP's own gather."""
     (got,) = _kill_survivors(tmp_path, "rawdcp", "write", 1, 2)

@@ -5,7 +5,7 @@ argv: root, via ("ckpt": Checkpointer.save; "dcp": fito.dcp.save with fito.dcp.W
 torch dcp.save with fito.dcp.Writer), point, victim rank. Points: "agree" (the victim dies just before the
 save: survivors fail in the first collective, the Checkpointer's agreement or DCP's plan gather), "write"
 (when it creates its object of step 2), "finish" (after it persisted that object: before the READYs are
-gathered and the coordinator finishes). The victim dies by a real SIGKILL from inside its storage calls.
+gathered and the coordinator finishes), "restore" (just before a restore of step 1, not a save). The victim dies by a real SIGKILL from inside its storage calls.
 Prints one JSON line per survivor; the test asserts on it."""
 from __future__ import annotations
 
@@ -76,12 +76,16 @@ def main() -> int:
 
     save(1)
     dist.barrier()
-    if rank == victim and point == "agree":
+    if rank == victim and point in ("agree", "restore"):
         os.kill(os.getpid(), signal.SIGKILL)
     start = time.monotonic()
     out: dict[str, Any] = {"rank": rank}
     try:
-        save(STEP)
+        if point == "restore":  # the victim died before a restore: its refusal on every survivor
+            assert ck is not None, "point 'restore' is a Checkpointer's"
+            ck.restore(state(0, rank))
+        else:
+            save(STEP)
         out["outcome"] = "ok"
     except BaseException as exc:  # noqa: BLE001 - reported: the test asserts on the class
         out.update(outcome=type(exc).__name__, message=str(exc)[:2000], failures=sorted(getattr(exc, "failures", {}) or {}),
