@@ -9,7 +9,11 @@ on 1 rank (rank_local "reset" or a mapping to either saved rank).
 Every outcome must be one whole committed step, the same on every rank (each full tensor equal to what that
 step saved), or a FitoError of one class on every rank with its state untouched: never a split, never another
 exception, never a hang; and restoring changes no file of the root. One 2-rank group (save, mutate, restore)
-and one 1-rank group run everything: process starts dominate. Counts are printed (`pytest -s`)."""
+and one 1-rank group run everything: process starts dominate. Counts are printed (`pytest -s`).
+
+The same on a root written by `fito.dcp.save` and restored by `dcp.load` with fito.dcp.Reader, on 2 ranks and
+on 1 (issue 20): one seed per family variant in the suite (~40 s); a campaign sets FITO_FUZZ_SEEDS=N
+(N=5: 525 mutated roots, 1,050 restores, ~1 min)."""
 from __future__ import annotations
 
 import collections
@@ -62,13 +66,13 @@ def _changed_files(cases: list[dict[str, Any]]) -> list[str]:
 
 
 def _check(lines: dict[int, dict[str, Any]], world: int, cases: list[dict[str, Any]],
-           counts: collections.Counter[tuple[str, str]]) -> list[str]:
+           counts: collections.Counter[tuple[str, str]], fallbacks: tuple[bool, ...] = (False, True)) -> list[str]:
     """One problem line per broken rule; counts one outcome per (case, fallback) and world."""
     problems, seen = [], {}
     for event in lines:
         seen.setdefault((event["case"], event["fallback"]), {})[event["rank"]] = event
     for case in cases:
-        for fallback in (False, True):
+        for fallback in fallbacks:
             ranks = seen.get((case["case"], fallback), {})
             where = f"{world} rank(s), case {case['case']} {case['family']} seed {case['seed']} (rank {case['rank']}) fallback={fallback}"
             if sorted(ranks) != list(range(world)):
@@ -101,8 +105,13 @@ def test_two_rank_root_every_mutation_restores_one_whole_step_on_every_rank_or_f
     (tmp_path / "restores-1.json").write_text(json.dumps(lines1))
     counts1: collections.Counter[tuple[str, str]] = collections.Counter()
     problems += _check(lines1, 1, cases, counts1) + _changed_files(cases)
-    for world, c in ((2, counts), (1, counts1)):
-        print(f"\nmulti-rank mutation fuzzer, restored on {world} rank(s): {sum(c.values())} restores of {len(cases)} mutated roots")
+    _report("Checkpointer", cases, ((2, counts), (1, counts1)))
+    assert not problems, f"{len(problems)} bad outcomes:\n" + "\n".join(problems[:60])
+
+
+def _report(path: str, cases: list[dict[str, Any]], runs: tuple[tuple[int, collections.Counter], ...]) -> None:
+    for world, c in runs:
+        print(f"\nmulti-rank mutation fuzzer ({path}), restored on {world} rank(s): {sum(c.values())} restores of {len(cases)} mutated roots")
         totals: collections.Counter[str] = collections.Counter()
         for (_, category), n in c.items():
             totals[category] += n
@@ -110,4 +119,24 @@ def test_two_rank_root_every_mutation_restores_one_whole_step_on_every_rank_or_f
             print(f"  {category:45s} {n}")
         for family in dict.fromkeys(case["family"] for case in cases):
             print(f"  {family:26s} " + ", ".join(f"{k} {n}" for (f, k), n in sorted(c.items()) if f == family))
+
+
+def test_two_rank_dcp_root_through_fito_dcp_reader_on_2_and_1_ranks(tmp_path):
+    """The same families (but the Checkpointer's per-rank names) on a root written by fito.dcp.save on 2 ranks,
+    restored by dcp.load with fito.dcp.Reader on 2 ranks and on 1: one whole committed step equal to what it
+    saved, or a FitoError of one class on every rank (inside DCP's CheckpointException) with the target
+    untouched. One seed per family variant here; FITO_FUZZ_SEEDS=N for a campaign (issue 20)."""
+    lines: list[dict[str, Any]] = []
+    found = run_scenarios_lines("dcp-save+restore", tmp_path, 2, lines)
+    assert [found["saved"][r]["committed"] for r in (0, 1)] == [[1, 2, 3]] * 2
+    cases = json.loads((tmp_path / "cases-dcp.json").read_text())
+    (tmp_path / "restores-dcp-2.json").write_text(json.dumps(lines))
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    problems = _check(lines, 2, cases, counts, (False,)) + _changed_files(cases)
+    lines1: list[dict[str, Any]] = []
+    run_scenarios_lines("dcp-restore", tmp_path, 1, lines1)
+    (tmp_path / "restores-dcp-1.json").write_text(json.dumps(lines1))
+    counts1: collections.Counter[tuple[str, str]] = collections.Counter()
+    problems += _check(lines1, 1, cases, counts1, (False,)) + _changed_files(cases)
+    _report("fito.dcp.Reader", cases, ((2, counts), (1, counts1)))
     assert not problems, f"{len(problems)} bad outcomes:\n" + "\n".join(problems[:60])

@@ -17,7 +17,7 @@ SRC = Path(fito.__file__).parent
 PUBLIC = [
     "Checkpointer", "CheckpointManager", "SaveHandle", "DataPosition", "RNGState", "load_tensors",
     "FitoError", "CheckpointCorruptError", "UnsafeCheckpointError", "CheckpointUnreadableError", "NoCommittedEpochError",
-    "SaveAbortedError", "SaveInProgressError", "StaleFenceError", "StateMismatchError", "ValidationError",
+    "SaveAbortedError", "PeerLostError", "SaveInProgressError", "StaleFenceError", "StateMismatchError", "ValidationError",
     "RestoreFailedError", "GarbageCollectionError", "RetireRefusedError",
     "DecisionLogMissingError", "DecisionLogDamagedError", "DecisionLogLockedError", "DecisionLogReadOnlyError",
     "CoordinationUnavailableError", "EpochConflictError", "EpochFencedError", "EpochMismatchError",

@@ -24,6 +24,7 @@ __all__ = [
     "CheckpointUnreadableError",
     "NoCommittedEpochError",
     "SaveAbortedError",
+    "PeerLostError",
     "SaveInProgressError",
     "StaleFenceError",
     "StateMismatchError",

@@ -77,6 +77,23 @@ def _rebuild_aborted(cls: type, message: str, step: int | None, phase: str | Non
     return cls(message, step=step, phase=phase, failures=failures)
 
 
+class PeerLostError(FitoError):
+    """Another rank died or stopped answering inside one of fito's collectives (its process was killed, hung,
+    or its host is unreachable). `lost`: the ranks that did not answer (empty if that could not be learned);
+    `cause`: the process group's own words. A save raises SaveAbortedError instead (this is its cause)."""
+
+    def __init__(self, message: str, *, lost: list[int] | None = None, cause: str = "") -> None:
+        super().__init__(message)
+        self.lost, self.cause = list(lost or []), cause
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild_lost, (type(self), str(self), self.lost, self.cause))
+
+
+def _rebuild_lost(cls: type, message: str, lost: list[int], cause: str) -> "PeerLostError":
+    return cls(message, lost=lost, cause=cause)
+
+
 class SaveInProgressError(FitoError):
     """A background save is still in flight and the caller asked not to wait for it."""
 

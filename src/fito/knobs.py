@@ -24,6 +24,10 @@ _DEFAULTS = {
     # A new local object asks the kernel to start writing each window of this many bytes as soon as it is
     # written (fito.storage.writeback), so the disk works during the copy instead of after it. 0: off.
     "FITO_WRITEBACK_BYTES": 8 << 20,
+    # How long a rank whose collective failed waits for the other ranks to say, through the rendezvous
+    # store, that they are alive (fito.ckpt.transport.lost_ranks); who stays silent is named as lost.
+    # Milliseconds; only paid on a failure of 3 or more ranks (with 2, the peer is the one lost).
+    "FITO_PEER_WAIT_MS": 5000,
 }
 _overrides: dict[str, int] = {}
 
@@ -70,6 +74,10 @@ def pack_bytes() -> int:
 def read_run_bytes() -> int:
     """Bytes read by one call when a restore reads a long span (rounded down to whole blocks, at least one)."""
     return at_least("FITO_READ_RUN_BYTES", 1, "a positive number of bytes")
+
+
+def peer_wait_s() -> float:
+    return at_least("FITO_PEER_WAIT_MS", 0, "a non-negative number of milliseconds") / 1000
 
 
 def writeback_bytes() -> int:

@@ -11,7 +11,12 @@ without fallback. "restore" (1 rank): every case again, with a rank_local policy
 reports one JSON line per rank: its outcome category, the step, and any broken rule. The oracles (full
 tensors of each step, per rank) are written with torch.save by this helper only, never by fito. Any hang
 ends in 20 s (gloo timeouts) or 45 s (faulthandler prints every thread's stack and exits). FUZZ_ONLY="3,17"
-restores only those cases (debugging)."""
+restores only those cases (debugging).
+
+"dcp-save+restore" (2 ranks) and "dcp-restore" (1 rank): the same for a root written by `fito.dcp.save` with
+fito.dcp.Writer (the FSDP2 model and AdamW state of `get_state_dict`, a plain tensor and JSON values) and
+restored by `dcp.load` with fito.dcp.Reader: TMPDIR/cases-dcp.json. FITO_FUZZ_SEEDS=N (default 1) runs N seeds
+per family and variant there: the in-suite run is small, a campaign sets it high."""
 from __future__ import annotations
 
 import faulthandler
@@ -27,11 +32,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
 import fito
+import fito.dcp
 from fito.testing.compare import clone, diff
 from fito.testing.scenarios import emit, run_group
 
@@ -129,7 +138,7 @@ def save(tmp: Path) -> None:
     emit("saved", committed=committed)
 
 
-def mutate(tmp: Path, source: Path) -> None:
+def mutate(tmp: Path, source: Path, *, prefix: str = "", families_of: list[str] = FAMILIES, scale: int = 1) -> None:
     from mutations import MUTATIONS, Root
     from mutations_multirank import MULTIRANK_MUTATIONS
     from root_files import decisions, digests
@@ -140,10 +149,10 @@ def mutate(tmp: Path, source: Path) -> None:
     store.close()
     families = {**MUTATIONS, **MULTIRANK_MUTATIONS}
     cases = []
-    for family in FAMILIES:
-        for seed in range(VARIANTS.get(family, SEEDS)):
+    for family in families_of:
+        for seed in range(VARIANTS.get(family, SEEDS) * scale):
             n = len(cases)
-            case = tmp / "cases" / str(n)
+            case = tmp / f"cases{prefix}" / str(n)
             root, outside = case / "ckpt", case / "outside"
             outside.mkdir(parents=True)
             shutil.copytree(source, root, symlinks=True)
@@ -151,7 +160,7 @@ def mutate(tmp: Path, source: Path) -> None:
             touched = sorted(set(families[family](random.Random(f"{family}-{seed}"), Root(root, attempts, outside, seed, rank))))
             cases.append({"case": n, "family": family, "seed": seed, "rank": rank, "root": str(root), "touched": touched,
                           "files": digests(root, set(touched)), "decisions": decisions(root)})
-    (tmp / "cases.json").write_text(json.dumps(cases))
+    (tmp / f"cases{prefix}.json").write_text(json.dumps(cases))
 
 
 # ---------------------------------------------------------------- restore every case
@@ -208,7 +217,95 @@ def restore_once(case: dict[str, Any], fallback: bool, policy: Any, oracles: dic
     return out
 
 
-GROUPS = {"save+restore": [save, restore_all], "restore": [restore_all]}
+# ---------------------------------------------------------------- the same through fito.dcp
+DCP_FAMILIES = [f for f in FAMILIES if f != "rank_local_copy_replaced"]  # that one needs the Checkpointer's per-rank names
+DCP_SEEDS = int(os.environ.get("FITO_FUZZ_SEEDS", "1"))
+
+
+def dcp_state(state: dict[str, Any], step: int | None) -> dict[str, Any]:
+    """What a dcp.save / dcp.load user passes: get_state_dict's model and optimizer state, a tensor, values."""
+    msd, osd = get_state_dict(state["model"], state["optim"])
+    meta = {"step": step, "tags": ["a", step]} if step is not None else {"step": -1, "tags": None}
+    return {"model": msd, "optim": osd, "shared": state["shared"], "meta": meta}
+
+
+def dcp_full(state: dict[str, Any]) -> dict[str, Any]:
+    got = full(state)  # collective
+    return {k: got[k] for k in ("model", "optim", "groups", "shared")}
+
+
+def save_dcp(tmp: Path) -> None:
+    root = tmp / "pristine-dcp"
+    state = build(0)
+    oracle = {}
+    for step in STEPS:
+        train(state)
+        fito.dcp.save(dcp_state(state, step), storage_writer=fito.dcp.Writer(root, step), process_group=GROUP)
+        oracle[step] = {**dcp_full(state), "meta": {"step": step, "tags": ["a", step]}}
+    torch.save(oracle, tmp / f"oracle-dcp-rank{RANK}.pt")
+    dist.barrier()
+    if RANK == 0:
+        mutate(tmp, root, prefix="-dcp", families_of=DCP_FAMILIES, scale=DCP_SEEDS)
+    dist.barrier()
+    with fito.Checkpointer(root, process_group=GROUP) as ck:
+        emit("saved", committed=ck.committed())
+
+
+def restore_dcp_all(tmp: Path) -> None:
+    cases = json.loads((tmp / "cases-dcp.json").read_text())
+    oracle = torch.load(tmp / "oracle-dcp-rank0.pt", weights_only=False)  # no rank-local state: rank 0's is everyone's
+    only = os.environ.get("FUZZ_ONLY")
+    for case in [c for c in cases if not only or str(c["case"]) in only.split(",")]:
+        faulthandler.dump_traceback_later(45, exit=True)
+        emit("restore", case=case["case"], fallback=False, **restore_dcp_once(case, oracle))
+        faulthandler.cancel_dump_traceback_later()
+
+
+def restore_dcp_once(case: dict[str, Any], oracle: dict[int, Any]) -> dict[str, Any]:
+    target = build(7 + case["case"])
+    sd = dcp_state(target, None)  # get_state_dict gives a fresh optimizer its state: before the snapshot
+    before = local(target)
+    try:
+        with fito.dcp.Reader(case["root"], process_group=GROUP) as reader:
+            dcp.load(sd, storage_reader=reader, planner=fito.dcp.LoadPlanner(), process_group=GROUP)
+        set_state_dict(target["model"], target["optim"], model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+        step = reader.loaded_step
+        mine: list[Any] = ["ok", step, ""]
+    except CheckpointException as exc:  # each rank's exception inside: this rank's own, or the lowest failing rank's
+        cause: Any = exc.failures.get(RANK, exc.failures[min(exc.failures)])
+        cause = cause[0] if isinstance(cause, tuple) else cause
+        mine = ["fito" if isinstance(cause, fito.FitoError) else "other", type(cause).__name__, str(cause)[:300]]
+    except fito.FitoError as exc:
+        mine = ["fito", type(exc).__name__, str(exc)[:300]]
+    except Exception as exc:  # noqa: BLE001 - the property under test: nothing but FitoError, ever
+        mine = ["other", type(exc).__name__, str(exc)[:300]]
+    outcomes: list[Any] = [None] * WORLD
+    dist.all_gather_object(outcomes, mine)
+    out: dict[str, Any] = {"outcomes": outcomes, "problem": ""}
+    if mine[0] == "other":
+        out["category"], out["problem"] = f"NOT a FitoError:{mine[1]}", f"{mine[1]}: {mine[2]}"
+    elif mine[0] == "fito":
+        out["category"] = f"FitoError:{mine[1]}"
+        changed = diff(local(target), before)
+        if changed:
+            out["problem"] = f"{mine[1]} but the caller's state changed at {changed[:4]}: {mine[2]}"
+    if {o[0] for o in outcomes} != {mine[0]} or len({json.dumps(o[:2]) for o in outcomes if o[0] == "ok"}) > 1:
+        out["problem"] += f" ranks disagree: {[o[:2] for o in outcomes]}"
+        out.setdefault("category", "ranks DISAGREE")
+        return out
+    if mine[0] != "ok":
+        return out
+    if step not in STEPS:
+        return {**out, "category": "restored an unknown step", "problem": f"restore returned step {step}"}
+    wrong = diff({**dcp_full(target), "meta": sd["meta"]}, oracle[step])
+    if wrong:
+        return {**out, "category": "restored WRONG values", "problem": f"step {step} restored, but {wrong[:4]} differ"}
+    out["category"] = "restored-newest" if step == STEPS[-1] else "restored-older-without-fallback"
+    return out
+
+
+GROUPS = {"save+restore": [save, restore_all], "restore": [restore_all],
+          "dcp-save+restore": [save_dcp, restore_dcp_all], "dcp-restore": [restore_dcp_all]}
 
 
 def main() -> None:

@@ -76,6 +76,10 @@ def dtensor_chunk_wrong_rank(rng: random.Random, root: Root) -> list[str]:
     m = _manifest(root, step)
     sharded = [t for t in m["tensors"] if len({c["rank"] for c in t["chunks"]}) == 2]
     how = root.variant(["rank", "other chunk", "other item"])
+    pairs = [(c, r) for t in sharded for c in t["chunks"] for r in _records(m).values()
+             if r["rank"] != c["rank"] and r["length"] == c["length"]]
+    if how == "other item" and not pairs:  # no item of a chunk's length in the other object (a fito.dcp root)
+        how = "rank"
     if how == "rank":
         c = rng.choice(rng.choice(sharded)["chunks"])
         c["rank"] = 1 - c["rank"]
@@ -84,8 +88,6 @@ def dtensor_chunk_wrong_rank(rng: random.Random, root: Root) -> list[str]:
         i = rng.randrange(2)
         t["chunks"][i].update({k: t["chunks"][1 - i][k] for k in PIECE})
     else:
-        pairs = [(c, r) for t in sharded for c in t["chunks"] for r in _records(m).values()
-                 if r["rank"] != c["rank"] and r["length"] == c["length"]]
         c, r = rng.choice(pairs)
         c.update({k: r[k] for k in PIECE})
     _vouch(root, step, json.dumps(m).encode())

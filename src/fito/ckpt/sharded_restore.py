@@ -123,8 +123,9 @@ def _prepare(ck: "Checkpointer", state: MutableMapping[str, Any], d: Decision, p
         if m is None:
             return None, {}, {}
         sources = _sources(ck, state, m, policy, scope, where)
-        docs = _documents(ck, d, m, [doc_key(name, src) for name, src in sources.items()])
-        return m, sources, _targets(ck, state, m, sources, docs, parsed, fresh, scope, where)
+        reader = Reader(ck.storage, decision=d, manifest=m, transport=ck.transport)
+        docs = _documents(reader, d, m, [doc_key(name, src) for name, src in sources.items()])
+        return m, sources, _targets(ck, state, m, sources, docs, parsed, fresh, scope, where, reader)
     m, sources, targets = _agreed(ck, d, local)
     if m is None and not scope.strict:
         raise StateMismatchError(f"{where}: strict=False needs a checkpoint of the sharded format; this step was "
@@ -186,8 +187,9 @@ def _sources(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedMani
 
 def _targets(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedManifest, sources: dict[str, int | None],
              docs: dict[str, Any], parsed: dict[str, dict[str, Any]], fresh: FreshOptimizers, scope: Scope,
-             where: str) -> dict[str, Any]:
-    """Check each entry's document against the state and the manifest, and allocate what DCP reads into."""
+             where: str, reader: Reader) -> dict[str, Any]:
+    """Check each entry's document against the state and the manifest, and allocate what DCP reads into
+    (a buffer not shaped by the caller's own tensor only once its pieces fit their objects: Reader.check_fits)."""
     stored: dict[tuple[int | None, str], set[str]] = {}
     for key in m.tensors:
         rank, name, _ = parse_key(key)
@@ -208,6 +210,7 @@ def _targets(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedMani
             if (t.dtype, t.shape) != ("uint8", (size,)):
                 raise UnsafeCheckpointError(path=where, unit=key, expected=f"a pack of uint8 [{size}] (the entry's document)",
                                             found=f"{t.dtype} {list(t.shape)} in the manifest")
+            reader.check_fits(key)
             targets[key] = torch.empty(size, dtype=torch.uint8)
         live = templates_for(name, state, doc, src, fresh, scope, where)
         for i, (path, key) in enumerate(zip(doc["keys"], keys)):
@@ -226,6 +229,7 @@ def _targets(ck: "Checkpointer", state: MutableMapping[str, Any], m: ShardedMani
                 targets[key] = torch.empty_like(template)  # its placements: DCP reads this rank's part only
                 doc["leaves"].append(targets[key])
             else:
+                reader.check_fits(key)
                 targets[key], leaf = new_leaf(doc["specs"][i])
                 doc["leaves"].append(leaf)
     return targets
@@ -306,10 +310,9 @@ def _optimizer_plan(name: str, opt: torch.optim.Optimizer, data: Any, state: Mut
 
 
 # ---------------------------------------------------------------- DCP reads and votes
-def _documents(ck: "Checkpointer", d: Decision, m: ShardedManifest, keys: list[str]) -> dict[str, Any]:
+def _documents(reader: Reader, d: Decision, m: ShardedManifest, keys: list[str]) -> dict[str, Any]:
     """The entries' JSON documents this rank restores, each read and verified whole (no collective: the
     caller's vote covers them)."""
-    reader = Reader(ck.storage, decision=d, manifest=m, transport=ck.transport)
     out = {}
     for key in keys:
         if key not in m.values:
@@ -336,6 +339,12 @@ def _read(ck: "Checkpointer", d: Decision, m: ShardedManifest, targets: dict[str
             dcp.load(targets, storage_reader=reader, planner=LoadPlanner(skip=skip), process_group=getattr(ck.transport, "group", None))
     except CheckpointException as exc:
         raise _load_error(ck, d, exc) from None
+    except FitoError:
+        raise
+    except Exception as exc:  # a peer lost inside DCP's own collectives of the load: name it, as fito's do
+        if ck.transport.world_size == 1:
+            raise
+        raise ck.transport.lost_peer(exc, f"DCP's collectives of the restore of step {d.epoch}") from exc  # type: ignore[attr-defined]
     return targets
 
 

@@ -20,8 +20,9 @@ from torch.distributed.tensor import DTensor
 from fito.ckpt import rank_local
 from fito.ckpt.entries import capture
 from fito.ckpt.memory import gc_paused
+from fito.dcp.saving import peer_lost, save_error
 from fito.dcp.writer import Writer
-from fito.errors import FitoError, SaveAbortedError, StateMismatchError
+from fito.errors import FitoError, PeerLostError, SaveAbortedError
 from fito.plan.save import SavePlanner
 from fito.plan.values import tensor_bytes
 
@@ -66,7 +67,10 @@ def _prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: 
         digests = [rank_local.leaf_digests(e) if ck.world_size > 1 else [None] * len(e.leaves) for e in entries]
     except Exception as exc:  # noqa: BLE001 - every rank must hear of it before anyone starts the save
         error = exc
-    local = rank_local.decide(ck.transport, entries, digests, error)
+    try:
+        local = rank_local.decide(ck.transport, entries, digests, error)
+    except PeerLostError as exc:  # the agreement step, before anything is written
+        raise peer_lost(step, exc, "before it started") from exc
     assert entries is not None and digests is not None
     flat, known = items(entries, digests, local, ck.rank)
     if stage:
@@ -93,10 +97,9 @@ def _prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: 
                 raise SaveAbortedError(f"save of step {step} aborted: {type(exc).__name__}: {exc}; nothing was "
                                        "committed, the previous committed epoch is intact", step=step,
                                        failures={0: f"{type(exc).__name__}: {exc}"}) from exc
-            raise SaveAbortedError(  # a peer died or timed out inside one of DCP's collectives
-                f"save of step {step} aborted: lost contact with another rank ({type(exc).__name__}: {exc}); the "
-                "previous committed epoch is intact — restart the job and restore", step=step,
-                failures={ck.rank: f"lost contact with another rank ({type(exc).__name__}: {exc})"}) from exc
+            # a peer died or timed out inside one of DCP's collectives: the transport learns which
+            lost = ck.transport.lost_peer(exc, f"DCP's collectives of the save of step {step}", group)  # type: ignore[attr-defined]
+            raise peer_lost(step, lost, "") from exc
         return step
     return commit
 
@@ -145,16 +148,3 @@ def local_bytes(t: torch.Tensor) -> int:
     """Bytes of this rank's part of a tensor (a DTensor's local shard)."""
     local = t.to_local() if isinstance(t, DTensor) else t
     return local.numel() * local.element_size()
-
-
-def save_error(step: int, exc: CheckpointException) -> FitoError:
-    """One FitoError for what DCP reports on every rank: a refusal of the state, or an aborted attempt."""
-    causes = {r: (pair[0] if isinstance(pair, tuple) else pair) for r, pair in exc.failures.items()}
-    said = "; ".join(f"rank {r}: {e}" if isinstance(e, SaveAbortedError) else f"rank {r}: {type(e).__name__}: {e}"
-                     for r, e in sorted(causes.items()))[:3000]
-    if any(isinstance(e, StateMismatchError) for e in causes.values()):
-        return StateMismatchError(f"save of step {step} refused, nothing was committed: {said}")
-    failures = {r: (str(e) if isinstance(e, SaveAbortedError) else f"{type(e).__name__}: {e}") for r, e in sorted(causes.items())}
-    phase = next((e.phase for _, e in sorted(causes.items()) if isinstance(e, SaveAbortedError) and e.phase), None)
-    return SaveAbortedError(f"save of step {step} aborted: {said}; nothing was committed, the previous committed "
-                            "epoch is intact", step=step, phase=phase, failures=failures)

@@ -2,7 +2,11 @@
 Messages are JSON bytes carried in uint8 tensors, never pickled objects.
 
 Under torch.distributed (gloo), a rank that dies makes the collective fail on the survivors (the peer's
-socket closes) or time out with the process group's timeout: either way an exception, never a hang.
+socket closes) or time out with the process group's timeout: either way an exception, never a hang. Every
+collective here goes through one wrapper (`ProcessGroupTransport._run`) that turns that exception into a
+PeerLostError naming the lost rank (`lost_ranks`: with 2 ranks the peer; with more, the ranks that do not
+say they are alive through the rendezvous store within FITO_PEER_WAIT_MS). The save path reports it as a
+SaveAbortedError (fito.ckpt.sharded_save), which also names the rank lost inside DCP's own collectives.
 
 A group fito created is destroyed by `close()` (Checkpointer.close): its last reference is dropped in a
 background thread (the C++ destructor joins the gloo workers, 20 ms here, without the GIL), which Python
@@ -17,14 +21,19 @@ from __future__ import annotations
 
 import atexit
 import gc
+import re
 import threading
+import time
 import weakref
-from typing import Protocol
+from typing import Callable, Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from fito.errors import FitoError
+from fito import knobs
+from fito.errors import FitoError, PeerLostError
+
+T = TypeVar("T")
 
 
 class Transport(Protocol):
@@ -73,6 +82,7 @@ class ProcessGroupTransport:
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
         self._src = 0 if group is None else dist.get_global_rank(group, 0)  # broadcast's src is a global rank
+        self._seq = 0  # collectives run so far: the same on every rank, so it names a failed one on all of them
         if owned:
             _OWNED.add(self)
 
@@ -102,32 +112,102 @@ class ProcessGroupTransport:
             holder.clear()  # the C++ group is destroyed now and joins its worker threads
 
     def gather(self, payload: bytes) -> list[bytes] | None:
-        length = torch.tensor([len(payload)], dtype=torch.int64)
-        lengths = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world_size)]
-        dist.all_gather(lengths, length, group=self.group)
-        longest = max(int(n) for n in lengths)
-        buf = torch.zeros(longest, dtype=torch.uint8)
-        buf[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if payload else buf[:0]
-        bufs = [torch.zeros(longest, dtype=torch.uint8) for _ in range(self.world_size)]
-        dist.all_gather(bufs, buf, group=self.group)
-        if self.rank != 0:
-            return None
-        return [bytes(b[: int(n)].numpy()) for b, n in zip(bufs, lengths)]
+        def run() -> list[bytes] | None:
+            length = torch.tensor([len(payload)], dtype=torch.int64)
+            lengths = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world_size)]
+            dist.all_gather(lengths, length, group=self.group)
+            longest = max(int(n) for n in lengths)
+            buf = torch.zeros(longest, dtype=torch.uint8)
+            buf[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if payload else buf[:0]
+            bufs = [torch.zeros(longest, dtype=torch.uint8) for _ in range(self.world_size)]
+            dist.all_gather(bufs, buf, group=self.group)
+            if self.rank != 0:
+                return None
+            return [bytes(b[: int(n)].numpy()) for b, n in zip(bufs, lengths)]
+        return self._run("gather", run)
 
     def broadcast(self, payload: bytes | None) -> bytes:
-        length = torch.tensor([len(payload) if payload is not None else 0], dtype=torch.int64)
-        dist.broadcast(length, src=self._src, group=self.group)
-        buf = torch.zeros(int(length), dtype=torch.uint8)
-        if self.rank == 0 and payload:
-            buf[:] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
-        if int(length):
-            dist.broadcast(buf, src=self._src, group=self.group)
-        return bytes(buf.numpy())
+        def run() -> bytes:
+            length = torch.tensor([len(payload) if payload is not None else 0], dtype=torch.int64)
+            dist.broadcast(length, src=self._src, group=self.group)
+            buf = torch.zeros(int(length), dtype=torch.uint8)
+            if self.rank == 0 and payload:
+                buf[:] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+            if int(length):
+                dist.broadcast(buf, src=self._src, group=self.group)
+            return bytes(buf.numpy())
+        return self._run("broadcast", run)
 
     def all_ok(self, ok: bool) -> bool:
-        flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.group)
-        return bool(flag.item())
+        def run() -> bool:
+            flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.group)
+            return bool(flag.item())
+        return self._run("vote", run)
+
+    def _run(self, what: str, collective: Callable[[], T]) -> T:
+        """Every collective of fito's own: a failure of the group (a peer died, hung past the group's timeout,
+        or its host went away) becomes a PeerLostError naming the rank; fito's own errors pass as they are."""
+        self._seq += 1
+        group = self.group  # a closed transport's FitoError, before any collective
+        try:
+            return collective()
+        except FitoError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - gloo raises RuntimeError (DistBackendError) for a lost peer
+            raise self.lost_peer(exc, f"fito's {what} #{self._seq}", group) from exc
+
+    def lost_peer(self, exc: BaseException, during: str, group: dist.ProcessGroup | None = None) -> PeerLostError:
+        """The PeerLostError for `exc`, raised by a collective of this transport's group (fito's or DCP's)
+        `during` something: which rank is gone, asked once per failure (bounded: FITO_PEER_WAIT_MS)."""
+        group = self._group if group is None else group
+        lost, note = lost_ranks(group, self.rank, self.world_size, f"{_group_name(group)}/{self._seq}")
+        said = f"{type(exc).__name__}: {_first_words(str(exc))}"
+        who = (f"rank {lost[0]}" if len(lost) == 1 else f"ranks {lost}") if lost else "another rank (which one could not be learned)"
+        return PeerLostError(f"rank {self.rank} lost contact with {who} during {during}{note} ({said})", lost=lost, cause=said)
+
+
+def lost_ranks(group: dist.ProcessGroup | None, rank: int, world_size: int, tag: str) -> tuple[list[int], str]:
+    """The ranks of `group` that are gone after a collective failed on `rank`, and a note on how that was
+    learned. With two ranks it is the peer. With more, every rank whose collective failed says it is alive
+    under `tag` (the same failed collective on every rank) in the rendezvous store, and waits up to
+    FITO_PEER_WAIT_MS for the others: the silent ones are named (a hung rank looks the same as a dead one).
+    If the store itself is gone (it lives in rank 0's process when ranks start from MASTER_ADDR/PORT), rank 0
+    is named as the likely one."""
+    others = [r for r in range(world_size) if r != rank]
+    if len(others) == 1:
+        return others, ""
+    try:
+        store = dist.distributed_c10d._get_default_store()  # no public accessor; guarded below
+    except Exception:  # noqa: BLE001 - another launcher, another torch: say we could not tell
+        return [], " (no rendezvous store to ask which)"
+    prefix = f"fito/alive/{tag}/"
+    try:
+        store.set(prefix + str(rank), b"1")
+        deadline = time.monotonic() + knobs.peer_wait_s()
+        silent = others
+        while True:
+            silent = [r for r in silent if not store.check([prefix + str(r)])]
+            if not silent or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+    except Exception:  # noqa: BLE001 - the store went with its host
+        return ([0] if rank != 0 else []), " (the rendezvous store is unreachable too: its host, rank 0's process, is likely gone)"
+    return silent, f" (silent for {knobs.peer_wait_s():g} s)" if silent else ""
+
+
+def _first_words(text: str) -> str:
+    """gloo's message without its source path and boilerplate: "Connection closed by peer [10.0.0.2]:4321"."""
+    text = (text.splitlines() or [""])[0]
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text)
+    return text.split(". This is typically")[0][:300]
+
+
+def _group_name(group: dist.ProcessGroup | None) -> str:
+    try:
+        return str((group or dist.group.WORLD).group_name)
+    except Exception:  # noqa: BLE001 - older torch: one name for all is still one exchange per failure
+        return "group"
 
 
 def default_transport(group: dist.ProcessGroup | None = None) -> Transport:

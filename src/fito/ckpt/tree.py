@@ -96,11 +96,32 @@ def _plain_tensor(t: torch.Tensor, path: str) -> torch.Tensor:
 Array = torch.Tensor | np.ndarray
 
 
+def too_deep(path: str) -> StateMismatchError:
+    """The one refusal of a state nested too deep, for every save path (Checkpointer, fito.dcp)."""
+    where = entry_path(path)
+    where = where if len(where) <= 80 else f"{where[:60]}/.../{where.rsplit('/', 1)[-1]}"
+    return StateMismatchError(f"{where}: nested deeper than {MAX_DEPTH} levels (the depth limit; or a "
+                              "container that contains itself); fito checkpoints hold trees of bounded depth")
+
+
+def check_depth(value: Any, path: str) -> None:
+    """Refuse (too_deep) a state whose dicts, lists and tuples nest deeper than MAX_DEPTH, without recursion:
+    run before anything else walks the state recursively (DCP's flattening would hit a bare RecursionError)."""
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        node, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise too_deep(where)
+        if isinstance(node, dict):
+            stack.extend((v, f"{where}/{k}", depth + 1) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, f"{where}/{i}", depth + 1) for i, v in enumerate(node))
+
+
 def encode(value: Any, path: str, tensors: list[tuple[str, Array]], depth: int = 0) -> Any:
     """Encode `value`; tensors (and numpy arrays) are appended to `tensors` with a unit name = their path."""
     if depth > MAX_DEPTH:
-        raise StateMismatchError(f"{entry_path(path)}: nested deeper than {MAX_DEPTH} levels (or a container that "
-                                 "contains itself); fito checkpoints hold trees of bounded depth")
+        raise too_deep(path)
     if isinstance(value, torch.Tensor):
         t = _plain_tensor(value, path)
         tensors.append((path, t))

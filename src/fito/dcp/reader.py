@@ -38,7 +38,7 @@ from fito.format.objects import HEADER, ObjectHeader, block_span, check_header
 from fito.dcp.groups import transport_for_dcp
 from fito.plan.load import LoadPlanner as FitoLoadPlanner, check_cover, value_action
 from fito.plan.metadata import key_of, pieces_of, to_metadata
-from fito.plan.values import decode_value
+from fito.plan.values import MAX_VALUE_BYTES, decode_value
 from fito.storage.base import Storage
 from fito.storage import open_storage
 
@@ -82,6 +82,7 @@ class Reader(StorageReader):
         self._scratch = scratch_targets
         self._files: dict[int, BinaryIO] | None = None  # open objects while read_data runs (one open per object)
         self._reads: BlockReads | None = None  # the block reads of read_data, checked before its vote
+        self._sizes: dict[str, int] = {}  # each object's real size in storage, asked once
 
     @property
     def storage(self) -> Storage:
@@ -187,7 +188,7 @@ class Reader(StorageReader):
                 try:
                     raw, _ = self._read_blocks(piece, fqn, 0, piece.length)
                     if fqn in m.values:
-                        decode_value(raw.numpy().tobytes(), f"{self._where}: {fqn}")
+                        decode_value(raw.numpy().tobytes(), f"{self._where}: {fqn}", fqn)
                     items += 1
                 except FitoError as exc:
                     errors.append(str(exc))
@@ -204,7 +205,7 @@ class Reader(StorageReader):
         piece = self._manifest.values[fqn]
         self._check_object(piece.rank)
         raw, _ = self._read_blocks(piece, fqn, 0, piece.length)
-        return decode_value(raw.numpy().tobytes(), f"{self._where}: {fqn}")
+        return decode_value(raw.numpy().tobytes(), f"{self._where}: {fqn}", fqn)
 
     # ---------------------------------------------------------------- which step
     def _agree_on_decision(self) -> Decision:
@@ -257,7 +258,7 @@ class Reader(StorageReader):
         assert m is not None
         obj = m.objects[rank]
         try:
-            size = self.storage.size(obj.file)
+            size = self._real_size(obj.file)
             if self._files is None:
                 with self.storage.open_read(obj.file) as f:
                     head = f.read(HEADER.size)
@@ -280,6 +281,7 @@ class Reader(StorageReader):
         uint8 tensor of exactly that many bytes to read them into (else a new buffer)."""
         m = self._manifest
         assert m is not None
+        self._check_fits(piece, fqn)  # before a byte is allocated for it
         first, last = block_span(start, end, piece.length, m.block_bytes)
         begin, stop = first * m.block_bytes, min(last * m.block_bytes, piece.length)
         buf = torch.empty(stop - begin, dtype=torch.uint8) if into is None else into
@@ -294,6 +296,42 @@ class Reader(StorageReader):
         else:
             reads.read(self._open(piece.rank), view, piece.offset + begin, piece, first, obj.file, fqn, now=now)
         return buf, begin
+
+    def check_fits(self, fqn: str) -> None:
+        """`_check_fits` for every piece of item `fqn` (a tensor's chunks, or a value), before a caller
+        allocates a buffer the manifest sized (fito.Checkpointer's restore)."""
+        m = self._manifest if self._manifest is not None else self._given
+        assert m is not None, "check_fits() needs the manifest"
+        self._manifest = m
+        pieces = [c.piece for c in m.tensors[fqn].chunks] if fqn in m.tensors else [m.values[fqn]]
+        for piece in pieces:
+            self._check_fits(piece, fqn)
+
+    def _check_fits(self, piece: Piece, fqn: str) -> None:
+        """The one size check of every read (Checkpointer.restore, dcp.load, verify, inspect): the piece lies
+        inside its object's real size in storage (a manifest can claim any size, and the object may be a
+        sparse file of that size) and a value is no bigger than a value can be. Before any buffer exists."""
+        m = self._manifest
+        assert m is not None
+        obj = m.objects[piece.rank]
+        try:
+            size = self._real_size(obj.file)
+        except FileNotFoundError:
+            raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"the object of rank {piece.rank}",
+                                         found="no such file") from None
+        end = piece.offset + piece.length
+        if end > size or size != obj.size:
+            raise CheckpointCorruptError(path=obj.file, unit=fqn, expected=f"bytes [{piece.offset}, {end}) inside the object "
+                                         f"of {obj.size} bytes the manifest lists", found=f"an object of {size} bytes in storage")
+        if fqn in m.values and piece.length > MAX_VALUE_BYTES:
+            raise CheckpointCorruptError(path=obj.file, unit=fqn, expected=f"a value of at most {MAX_VALUE_BYTES} bytes",
+                                         found=f"a claimed length of {piece.length} bytes (a forged or damaged manifest)")
+
+    def _real_size(self, file: str) -> int:
+        """An object's size in storage, asked once per Reader (the object checks and every read use it)."""
+        if file not in self._sizes:
+            self._sizes[file] = self.storage.size(file)
+        return self._sizes[file]
 
     def _open(self, rank: int) -> BinaryIO:
         """The object of `rank`, opened once while read_data runs."""

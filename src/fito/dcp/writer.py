@@ -183,6 +183,8 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
             log.exception("rank %d failed to persist step %d", self.rank, spec.step)
             if own:
                 _discard(self.storage.remove, own)
+            if isinstance(exc, StateMismatchError):  # the state refused as it was serialized (a value too big)
+                raise
             said = failed_at(phase, where, exc)
             raise SaveAbortedError(said, step=spec.step, phase=phase, failures={self.rank: said}) from exc
         ready = next(c.ready for c in outbox if isinstance(c, SendReady))  # only after the object is durable

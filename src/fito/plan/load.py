@@ -68,7 +68,7 @@ class LoadPlanner(DefaultLoadPlanner):
     def prepare_value(self, read_item: ReadItem, raw: bytes | memoryview, where: str) -> Action:
         """Decode a verified value and find where it goes; the returned action puts it there."""
         fqn = read_item.dest_index.fqn
-        value = decode_value(raw, f"{where}: {fqn}")
+        value = decode_value(raw, f"{where}: {fqn}", read_item.storage_index.fqn)
         container, key = _slot(self.original_state_dict, self.mappings[fqn], fqn)
 
         def apply() -> None:

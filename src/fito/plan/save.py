@@ -21,6 +21,7 @@ from torch.distributed.tensor import DTensor
 from fito.errors import StateMismatchError
 from fito.format.hashing import DEFAULT_ALGORITHM, digest
 from fito.plan.metadata import key_of
+from fito.ckpt.tree import check_depth
 from fito.plan.values import encode_value, tensor_bytes
 
 ReplicaKey = tuple[str, tuple[int, ...] | None]
@@ -49,6 +50,11 @@ class SavePlanner(DefaultSavePlanner):
                          dedup_save_to_lowest_rank=False, enable_plan_caching=False)
         self.known_digests = dict(known_digests or {})
         self.single_rank = single_rank
+
+    def set_up_planner(self, state_dict: Any, *args: Any, **kwargs: Any) -> None:
+        # fito's state checks before DCP walks the state (its flattening recurses: a bare RecursionError)
+        check_depth(state_dict, "")
+        super().set_up_planner(state_dict, *args, **kwargs)
 
     def transform_object(self, write_item: WriteItem, object: Any) -> Any:  # noqa: A002 - DCP's name
         if write_item.type == WriteItemType.BYTE_IO:
