@@ -37,6 +37,15 @@ class Tiny(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)}
 
 
+class StartStep(L.Callback):
+    """Records the step training started from (0, or the resumed one)."""
+
+    step = -1
+
+    def on_train_start(self, trainer, pl_module):  # type: ignore[no-untyped-def]
+        self.step = trainer.global_step
+
+
 class ArmAt(L.Callback):
     """Arms the kill right before FitoCheckpoint (a checkpoint callback: Lightning runs it last) saves."""
 
@@ -71,7 +80,8 @@ def main() -> None:
         strategy = FitoDDPStrategy(process_group_backend="gloo", checkpointer=checkpointer)
     else:
         strategy = FitoSingleDeviceStrategy(device="cpu", checkpointer=checkpointer)
-    callbacks: list[L.Callback] = [FitoCheckpoint(a.root, every_n_epochs=1)]
+    start = StartStep()
+    callbacks: list[L.Callback] = [start, FitoCheckpoint(a.root, every_n_epochs=1)]
     if a.kill_at_epoch is not None:
         callbacks.insert(0, ArmAt(plan, a.kill_at_epoch))
     trainer = L.Trainer(accelerator="cpu", devices=world, strategy=strategy, max_epochs=a.epochs,
@@ -84,7 +94,7 @@ def main() -> None:
         opt = trainer.optimizers[0]
         torch.save({"model": {k: v.clone() for k, v in model.state_dict().items()},
                     "optim": opt.state_dict()["state"], "sched": trainer.lr_scheduler_configs[0].scheduler.state_dict(),
-                    "global_step": trainer.global_step}, a.out)
+                    "global_step": trainer.global_step, "started_at": start.step}, a.out)
 
 
 if __name__ == "__main__":

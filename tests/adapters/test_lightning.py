@@ -3,6 +3,7 @@ SIGKILLed in the middle of a checkpoint resumes with ckpt_path="last" from the n
 ends bit-identical (weights, optimizer moments and step counts, scheduler) to an uninterrupted run."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.multiproc]
 def run(tmp: Path, name: str, world: int, *extra: str) -> list[int]:
     args = [str(tmp / name), str(tmp / f"{name}.pt"), *extra]
     if world == 1:
-        env_path = f"{HERE}"
-        import os
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), env_path) if p))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(HERE)) if p))
         p = subprocess.run([sys.executable, "-m", "lightning_worker", *args], env=env, capture_output=True,
                            text=True, timeout=240)
         if p.returncode not in (0, -9):
@@ -40,6 +39,7 @@ def run(tmp: Path, name: str, world: int, *extra: str) -> list[int]:
 def assert_same(a_path: Path, b_path: Path) -> None:
     a, b = torch.load(a_path), torch.load(b_path)
     assert a["global_step"] == b["global_step"] > 0
+    assert a["started_at"] == 0 and b["started_at"] > 0  # it resumed (a fresh start would also match)
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
