@@ -19,9 +19,11 @@ def test_importing_fito_and_the_adapters_package_loads_no_framework() -> None:
     ("fito.adapters.lightning", ["FitoCheckpoint", "FitoDDPStrategy", "FitoModelParallelStrategy",
                                  "FitoSingleDeviceStrategy", "FitoStrategyMixin"]),
     ("fito.adapters.hf", ["FitoTrainer", "FitoTrainerMixin"]),
+    ("fito.adapters.torchtitan", ["FitoCheckpointManager", "FlatOptimizerState"]),
 ])
 def test_adapter_public_names(module: str, names: list[str]) -> None:
-    pytest.importorskip(module.rsplit(".", 1)[-1] if module.endswith("lightning") else "transformers")
+    framework = {"lightning": "lightning", "hf": "transformers", "torchtitan": "torchtitan"}[module.rsplit(".", 1)[-1]]
+    pytest.importorskip(framework, reason=f"{framework} is not installed")
     mod = __import__(module, fromlist=["__all__"])
     assert mod.__all__ == names
     for n in names:
