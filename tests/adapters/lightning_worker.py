@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 os.environ.setdefault("LOCAL_RANK", os.environ.get("RANK", "0"))  # launched externally: Lightning must not spawn
 
@@ -17,16 +18,27 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import lightning.pytorch as L
 
-from fito.adapters.lightning import FitoCheckpoint, FitoDDPStrategy, FitoSingleDeviceStrategy
+from fito.adapters.lightning import (
+    FitoCheckpoint, FitoDDPStrategy, FitoModelParallelStrategy, FitoSingleDeviceStrategy,
+)
 from fito.ckpt.checkpointer import Checkpointer
 from fito.testing.faults import Fault, FaultPlan, open_faulty
 
 
 class Tiny(L.LightningModule):
-    def __init__(self) -> None:
+    def __init__(self, fsdp: bool = False) -> None:
         super().__init__()
+        self.fsdp = fsdp
         self.net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3),
                                        torch.nn.Linear(32, 1))
+
+    def configure_model(self) -> None:
+        if self.fsdp:  # FSDP2 over the data-parallel mesh Lightning's ModelParallelStrategy made
+            from torch.distributed.fsdp import fully_shard
+            mesh = self.device_mesh["data_parallel"]
+            for layer in (self.net[0], self.net[3]):
+                fully_shard(layer, mesh=mesh)
+            fully_shard(self.net, mesh=mesh)
 
     def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
         x, y = batch
@@ -57,12 +69,18 @@ class ArmAt(L.Callback):
             self.plan.arm(Fault("unit write", "SIGKILL", after_bytes=600))
 
 
+def full(t: Any) -> Any:
+    from torch.distributed.tensor import DTensor
+    return t.full_tensor() if isinstance(t, DTensor) else t.clone() if isinstance(t, torch.Tensor) else t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("root")
     ap.add_argument("out")
     ap.add_argument("--kill-at-epoch", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--fsdp", action="store_true", help="FSDP2 through FitoModelParallelStrategy")
     a = ap.parse_args()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -76,7 +94,10 @@ def main() -> None:
     x = torch.randn(64, 8, generator=g)
     data = TensorDataset(x, x.sum(dim=1, keepdim=True))
     L.seed_everything(1234 + rank, workers=True)  # identical in both runs; resume must restore what follows
-    if world > 1:
+    if a.fsdp:
+        strategy: Any = FitoModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1,
+                                                  process_group_backend="gloo", checkpointer=checkpointer)
+    elif world > 1:
         strategy = FitoDDPStrategy(process_group_backend="gloo", checkpointer=checkpointer)
     else:
         strategy = FitoSingleDeviceStrategy(device="cpu", checkpointer=checkpointer)
@@ -87,13 +108,14 @@ def main() -> None:
     trainer = L.Trainer(accelerator="cpu", devices=world, strategy=strategy, max_epochs=a.epochs,
                         callbacks=callbacks, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, deterministic=True)
-    model = Tiny()
+    model = Tiny(fsdp=a.fsdp)
     # shuffle=True: the order of each epoch comes from the torch RNG (single process) or the epoch (DDP).
     trainer.fit(model, DataLoader(data, batch_size=8, shuffle=True), ckpt_path="last")
+    opt = trainer.optimizers[0]
+    weights = {k: full(v) for k, v in model.state_dict().items()}  # collective under FSDP: every rank
+    moments = {i: {k: full(v) for k, v in s.items()} for i, s in opt.state_dict()["state"].items()}
     if trainer.global_rank == 0:
-        opt = trainer.optimizers[0]
-        torch.save({"model": {k: v.clone() for k, v in model.state_dict().items()},
-                    "optim": opt.state_dict()["state"], "sched": trainer.lr_scheduler_configs[0].scheduler.state_dict(),
+        torch.save({"model": weights, "optim": moments, "sched": trainer.lr_scheduler_configs[0].scheduler.state_dict(),
                     "global_step": trainer.global_step, "started_at": start.step}, a.out)
 
 
