@@ -173,6 +173,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=2)
     ap.add_argument("--width", type=int, default=2048, help="width of the 4-layer MLP (Lightning, torchtitan)")
     ap.add_argument("--hf-width", type=int, default=768, help="n_embd of the 4-layer GPT-2 (HF Trainer)")
+    ap.add_argument("--repeats", type=int, default=2, help="runs per side, alternating which side goes first")
     ap.add_argument("--only", choices=sorted(RUNS), action="append")
     ap.add_argument("--json")
     a = ap.parse_args()
@@ -187,10 +188,16 @@ def main() -> None:
             out[name] = {"skipped": f"{module} not installed ({exc})"}
             print(f"{name}: not installed", file=sys.stderr)
             continue
-        row: dict[str, Any] = {"native how": native}
+        row: dict[str, Any] = {"native how": native, "native": [], "fito": []}
+        for r in range(a.repeats):
+            for side in (("native", "fito") if r % 2 == 0 else ("fito", "native")):  # interleaved: noise hits both
+                with tempfile.TemporaryDirectory(dir=os.environ.get("FITO_BENCH_DIR")) as tmp:
+                    row[side].append(run(side == "fito", os.path.join(tmp, "ckpt"), a))
         for side in ("native", "fito"):
-            with tempfile.TemporaryDirectory(dir=os.environ.get("FITO_BENCH_DIR")) as tmp:
-                row[side] = run(side == "fito", os.path.join(tmp, "ckpt"), a)
+            runs = row[side]
+            row[side] = {"step_s": statistics.median(x["step_s"] for x in runs),
+                         "stall_s": statistics.median(v for x in runs for v in x["stalls_s"]),
+                         "stalls_s": [v for x in runs for v in x["stalls_s"]]}
         out[name] = row
         print(f"{name}: step {row['native']['step_s']:.3f} s; stall native {row['native']['stall_s']:.3f} s, "
               f"fito {row['fito']['stall_s']:.3f} s", file=sys.stderr)

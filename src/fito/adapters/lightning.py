@@ -157,14 +157,14 @@ class FitoCheckpoint(ModelCheckpoint):
                             f"FitoDDPStrategy, ...), the Trainer has {type(trainer.strategy).__name__}")
 
     def _fito_save(self, trainer: Any) -> None:
-        if trainer.sanity_checking or trainer.fast_dev_run:
-            return
+        if trainer.sanity_checking or trainer.fast_dev_run or trainer.global_step == self._last_global_step_saved:
+            return  # (the step and the epoch schedules can land on one step: save it once)
         trainer.save_checkpoint(self.root)
         self._last_global_step_saved = trainer.global_step
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any, **kwargs: Any) -> None:
         n = self.fito_every_steps
-        if n and trainer.global_step % n == 0 and trainer.global_step != self._last_global_step_saved:
+        if n and trainer.global_step % n == 0:
             self._fito_save(trainer)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
