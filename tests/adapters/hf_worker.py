@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 
+if "WORLD_SIZE" in os.environ:  # under run_ranks: accelerate's DDP on gloo
+    os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
+
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, TrainingArguments
 
@@ -47,7 +50,7 @@ def main() -> None:
     ap.add_argument("result")
     ap.add_argument("--kill-at-step", type=int, default=None)
     a = ap.parse_args()
-    plan = FaultPlan(rank=0)
+    plan = FaultPlan(rank=int(os.environ.get("RANK", "0")))
 
     def checkpointer(root: str) -> Checkpointer:
         os.makedirs(root, exist_ok=True)
@@ -64,9 +67,10 @@ def main() -> None:
     trainer.kill_at, trainer.plan = a.kill_at_step, plan
     trainer.train(resume_from_checkpoint=True)
     opt = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
-    torch.save({"model": {k: v.clone() for k, v in model.state_dict().items()}, "optim": opt.state_dict()["state"],
-                "sched": trainer.lr_scheduler.state_dict(), "global_step": trainer.state.global_step,
-                "rng": torch.rand(4), "started_at": trainer._initial_global_step}, a.result)
+    if trainer.is_world_process_zero():
+        torch.save({"model": {k: v.clone() for k, v in model.state_dict().items()}, "optim": opt.state_dict()["state"],
+                    "sched": trainer.lr_scheduler.state_dict(), "global_step": trainer.state.global_step,
+                    "rng": torch.rand(4), "started_at": trainer._initial_global_step}, a.result)
 
 
 if __name__ == "__main__":
