@@ -49,10 +49,11 @@ class FitoTrainerMixin:
         if missing:
             raise RuntimeError(f"fito.adapters.hf needs transformers 5 (Trainer.{', Trainer.'.join(missing)}); "
                                f"this is transformers {transformers.__version__}")
-        super().__init__(*args, **kwargs)
-        if self.args.load_best_model_at_end:
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if getattr(training_args, "load_best_model_at_end", False):  # refused before the Trainer sets up anything
             raise ValueError("FitoTrainer keeps no per-step checkpoint folders, so load_best_model_at_end=True has "
                              "nothing to load; restore a step with fito.Checkpointer after training instead")
+        super().__init__(*args, **kwargs)
         self.fito_root = os.fspath(fito_root) if fito_root is not None else os.path.join(self.args.output_dir, "fito")
         self._fito_make = checkpointer or (lambda root: fito.Checkpointer(root, keep=self.args.save_total_limit))
         self._fito_ck: Optional[Checkpointer] = None
