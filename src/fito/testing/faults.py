@@ -18,7 +18,8 @@ Phases (the names the Checkpointer's messages use, `fito.ckpt.failure.PHASES`):
     "post-commit GC"  listing and deleting objects, DecisionStore.retire (coordinator, after a commit;
                       the cleanup of a failed attempt lists and deletes too)
 Kinds: "exception" (InjectedFault, an error of no particular kind: a bug in a backend), "ENOSPC" and "EIO"
-(OSError with that errno, as the kernel reports them), and "pause": nothing fails, the delete of `target`
+(OSError with that errno, as the kernel reports them), "SIGKILL": the process kills itself at that point
+(after the `after_bytes` of a write landed and were flushed), a real crash at a deterministic place; and "pause": nothing fails, the delete of `target`
 (remove, remove_tree, remove_dir) waits `seconds` before it runs -- a process stalled between a check and its
 delete (a GC pause, a swapped-out coordinator):
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -45,14 +47,23 @@ from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
 
 Phase = Literal["unit write", "persist", "manifest write", "publish", "post-commit GC"]
-Kind = Literal["exception", "ENOSPC", "EIO", "pause"]
+Kind = Literal["exception", "ENOSPC", "EIO", "pause", "SIGKILL"]
 PHASES: tuple[Phase, ...] = ("unit write", "persist", "manifest write", "publish", "post-commit GC")
-KINDS: tuple[Kind, ...] = ("exception", "ENOSPC", "EIO")  # the kinds that fail ("pause" only stalls)
+KINDS: tuple[Kind, ...] = ("exception", "ENOSPC", "EIO")  # the kinds that raise, which the fault matrix runs
+KILL: Kind = "SIGKILL"  # the kind that crashes the process instead ("pause" only stalls a delete)
 STORE_WRITE_BYTES = 4096  # a SQLite transaction writes at least a page or two
 
 
 class InjectedFault(RuntimeError):
     """An injected error of no particular kind (not an OSError): what a buggy storage backend raises."""
+
+
+class KillProcess(BaseException):
+    """Kind "SIGKILL": never raised; where it fires, the process kills itself (see `kill_now`)."""
+
+
+def kill_now() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -85,7 +96,9 @@ def make_error(kind: Kind | str, phase: str, rank: int, target: str) -> BaseExce
         return InjectedFault(f"injected fault at {phase} on rank {rank}: {target}")
     if kind == "pause":
         return InjectedFault(f"a pause at {phase} on rank {rank} is not an error ({target})")
-    raise ValueError(f"unknown fault kind {kind!r}; choose one of {KINDS + ('pause',)}")
+    if kind == "SIGKILL":
+        return KillProcess(f"SIGKILL at {phase} on rank {rank}: {target}")
+    raise ValueError(f"unknown fault kind {kind!r}; choose one of {(*KINDS, KILL, 'pause')}")
 
 
 class FaultPlan:
@@ -141,7 +154,10 @@ class FaultPlan:
         """Raise the first fault armed for `phase` on this rank, if any."""
         with self._lock:
             for f in self._armed(phase, target):
-                raise self._fire(f, target)
+                error = self._fire(f, target)
+                if isinstance(error, KillProcess):
+                    kill_now()
+                raise error
 
     def stall(self, phase: str, target: str) -> None:
         """Wait as long as the first "pause" armed for `phase` and `target` says (before a delete)."""
@@ -306,6 +322,9 @@ class _FaultyFile:
             done += n
         self.written += done
         self.storage._charge(self.rel, done)
+        if isinstance(error, KillProcess):
+            self.f.flush()  # the bytes before the fault reach the file, as a crash mid-write leaves them
+            kill_now()
         if error is not None:
             raise error
         return done
