@@ -24,9 +24,9 @@ def test_close_destroys_the_groups_fito_created_and_leaves_a_callers_group_usabl
         assert r.returncode == 0, r.stderr[-3000:]
         line = json.loads(r.stdout.strip().splitlines()[-1])
         assert line["open"] > line["before"]  # the Checkpointer's own group runs gloo threads
-        assert line["closed"] == line["before"], line  # close() joined them (not left to interpreter exit)
+        assert line["own"] > 0 and line["left"] == [], line  # close() joined them (not left to interpreter exit)
         assert line["after_close"] == "FitoError"  # not a collective on the default group instead
-        assert line["manager_open"] > line["before"] and line["manager_closed"] == line["before"], line
+        assert line["manager_open"] > line["before"] and line["manager_own"] > 0 and line["manager_left"] == [], line
         assert line["caller_group_sum"] == 2.0  # a group the caller passed is not destroyed
 
 
