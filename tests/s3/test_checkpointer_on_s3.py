@@ -25,6 +25,7 @@ def _state(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     return model, opt
 
 
+@pytest.mark.slow
 def test_save_restore_and_fencing_through_s3_with_nothing_local(seaweed, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # anything written "locally" would land here
     url = seaweed.new_url()
@@ -54,3 +55,55 @@ def test_save_restore_and_fencing_through_s3_with_nothing_local(seaweed, tmp_pat
         old.save(5, {"model": model, "optim": opt})  # the zombie cannot commit
     assert fito.Checkpointer(open_storage(url)).committed()[-1] == 4
     assert os.listdir(tmp_path) == []  # nothing local: no SQLite log, no "s3:" directory
+
+
+class _DiesAtFirstUpload(S3Storage):
+    """The server is SIGKILLed when the save reaches its first data object (the fence is taken, the attempt
+    started): a crash of the store mid-save, at a deterministic point."""
+
+    server = None
+
+    def create(self, rel: str):  # type: ignore[no-untyped-def]
+        if self.server is not None and self.server.alive and "/000000000002/" in f"/{rel}":
+            self.server.kill()
+        return super().create(rel)
+
+
+@pytest.mark.slow
+def test_the_server_killed_mid_save_is_a_bounded_clear_error_and_the_previous_step_survives(tmp_path: Path) -> None:
+    import time
+
+    from fito.testing.s3server import SeaweedS3
+
+    with SeaweedS3() as server:  # its own server: this test kills it
+        url = server.new_url()
+        storage = _DiesAtFirstUpload(url, storage_options=server.options(), max_retries=2, retry_timeout_s=3)
+        ck = fito.Checkpointer(storage, store=ObjectDecisionStore.for_storage(storage))
+        model, opt = _state(0)
+        ck.save(1, {"model": model, "optim": opt})
+        storage.server = server
+        started = time.monotonic()
+        with pytest.raises((fito.SaveAbortedError, OSError), match=r"s3://fito/.*(upload failed|S3 endpoint)"):
+            ck.save(2, {"model": model, "optim": opt})
+        assert time.monotonic() - started < 30  # bounded retries, not a hang
+        assert not server.alive
+        server.restart()
+        fresh = fito.Checkpointer(S3Storage(url, storage_options=server.options()))
+        restored, restored_opt = _state(1)
+        assert fresh.restore({"model": restored, "optim": restored_opt}) == 1 and fresh.committed() == [1]
+        assert torch.equal(restored[0].weight, model[0].weight)
+
+
+def test_a_posix_root_shared_by_machines_commits_through_exclusive_create(tmp_path: Path) -> None:
+    """The storage-native store over a directory: decisions are link(2)-created files, no SQLite anywhere."""
+    from fito.storage import LocalFS
+
+    storage = LocalFS(tmp_path / "ckpt")
+    ck = fito.Checkpointer(storage, store=ObjectDecisionStore.for_storage(storage), keep=1)
+    ck.save(1, {"w": torch.full((8,), 1.0)})
+    ck.save(2, {"w": torch.full((8,), 2.0)})
+    other = fito.Checkpointer(tmp_path / "ckpt", store=ObjectDecisionStore.for_storage(LocalFS(tmp_path / "ckpt")))
+    out = {"w": torch.zeros(8)}
+    assert other.restore(out) == 2 and out["w"].eq(2).all() and other.committed() == [2]
+    assert not (tmp_path / "ckpt" / "decisions.sqlite").exists()
+    assert sorted(p.name for p in (tmp_path / "ckpt" / "decisions.d" / "log").iterdir())[0] == "00000000000000000001"

@@ -106,20 +106,27 @@ class S3Storage:
         """A handle whose bytes go up as a multipart upload (parts in parallel), completed on a clean close and
         abandoned (never visible) when the block writing it raises. Refuses a name that exists already."""
         key = self._key(rel)
-        if self.exists(rel):
+        try:
+            there = self._there(key)
+        except Exception as exc:  # noqa: BLE001 - network, auth, 5xx after the retries
+            raise _write_failed(self.where(rel), exc) from None
+        if there:
             raise FileExistsError(f"{self.where(rel)}: the object exists already; fito never overwrites one")
         return _Upload(self.store, key, self.where(rel), self.part_bytes, self.concurrency)  # type: ignore[return-value]
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         import obstore
 
-        obstore.put(self.store, self._key(rel), data, use_multipart=False)
+        try:
+            obstore.put(self.store, self._key(rel), data, use_multipart=False)
+        except Exception as exc:  # noqa: BLE001 - network, auth, 5xx after the retries
+            raise _write_failed(self.where(rel), exc) from None
 
     def persist(self, rel: str) -> None:
         """Nothing to do: a completed upload is durable when S3 acknowledges it."""
 
     # ---- restore and verify ----
-    def _head(self, rel: str) -> dict[str, Any]:
+    def _head(self, rel: str, doing: str = "read the object") -> dict[str, Any]:
         import obstore
         from obstore.exceptions import NotFoundError
 
@@ -129,19 +136,28 @@ class S3Storage:
             raise CheckpointCorruptError(path=self.where(rel), unit=None, expected="an object written by fito",
                                          found="no such object") from None
         except Exception as exc:  # noqa: BLE001 - auth, network: unreadable, not corrupt
-            raise _unreadable(self.where(rel), exc) from None
+            raise _unreadable(self.where(rel), exc, doing) from None
 
     def size(self, rel: str) -> int:
         return int(self._head(rel)["size"])
 
-    def exists(self, rel: str) -> bool:
+    def _there(self, key: str) -> bool:
+        import obstore
+        from obstore.exceptions import NotFoundError
+
         try:
-            self._head(rel)
-        except CheckpointCorruptError as exc:
-            if isinstance(exc, CheckpointUnreadableError):
-                raise
+            obstore.head(self.store, key)
+        except (NotFoundError, FileNotFoundError):
             return False
         return True
+
+    def exists(self, rel: str) -> bool:
+        try:
+            return self._there(self._key(rel))
+        except UnsafeCheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - network, auth, 5xx after the retries
+            raise _unreadable(self.where(rel), exc, "say whether the object exists") from None
 
     def read_bytes(self, rel: str, limit: int) -> bytes:
         size = self.size(rel)
@@ -210,10 +226,20 @@ def _seconds(t: datetime) -> float:
     return t.timestamp()
 
 
-def _unreadable(where: str, exc: BaseException) -> CheckpointUnreadableError:
-    return CheckpointUnreadableError(path=where, unit=None, expected="a readable object",
-                                     found=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
-                                     hint="check the credentials (AWS_* or storage_options) and the endpoint")
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+
+
+def _unreadable(where: str, exc: BaseException, doing: str = "read the object") -> CheckpointUnreadableError:
+    return CheckpointUnreadableError(path=where, unit=None, expected=f"the S3 endpoint to {doing}",
+                                     found=_first_line(exc) + " (after bounded retries)",
+                                     hint="check the endpoint, the credentials (AWS_* or storage_options) and that "
+                                          "the server is up; nothing was changed by this read")
+
+
+def _write_failed(where: str, exc: BaseException) -> OSError:
+    return OSError(f"{where}: upload failed after bounded retries: {_first_line(exc)}; the object is not visible "
+                   "(an incomplete upload never is); check the endpoint, the credentials and that the server is up")
 
 
 class _Abort(Exception):
@@ -261,7 +287,7 @@ class _Upload(io.RawIOBase):
 
     def _raise(self) -> None:
         if self._error is not None and not isinstance(self._error, _Abort):
-            raise OSError(f"{self._where}: upload failed: {str(self._error).splitlines()[0][:300]}") from self._error
+            raise _write_failed(self._where, self._error) from self._error
 
     def writable(self) -> bool:
         return True
@@ -301,7 +327,8 @@ class _Upload(io.RawIOBase):
                 super().close()
 
     def __del__(self) -> None:  # dropped without close (an error on the way): never complete the upload
-        self.abort()
+        if hasattr(self, "_thread"):
+            self.abort()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:

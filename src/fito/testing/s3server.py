@@ -93,15 +93,31 @@ class SeaweedS3:
             f"-filer.port={p[6]}", f"-filer.port.grpc={p[7]}", f"-admin.port={p[8]}", f"-admin.port.grpc={p[9]}",
             f"-webdav.port={p[10]}",
         ]
-        log = open(self.dir / "server.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        try:
-            self.proc = tethered_popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=self.dir)
-        finally:
-            log.close()
+        self._args = args
+        self._spawn()
         _LIVE.append(self)
         self._wait_ready()
         return self
+
+    def _spawn(self) -> None:
+        assert self.dir is not None
+        log = open(self.dir / "server.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        try:
+            self.proc = tethered_popen(self._args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       cwd=self.dir)
+        finally:
+            log.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no clean shutdown); `restart` brings it back on the same data and ports."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        if not self.alive:
+            self._spawn()
+            self._wait_ready()
 
     def _wait_ready(self) -> None:
         """Until a small object can be written and read back in the bucket (the gateway answers before the
