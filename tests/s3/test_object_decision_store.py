@@ -121,3 +121,21 @@ def test_a_create_is_exclusive_and_never_shows_a_partial_object(tmp_path: Path) 
     assert objects.create("log/a", b"first") and not objects.create("log/a", b"second")
     assert objects.get("log/a") == b"first" and objects.list("log/") == ["log/a"]  # no temporary files listed
     assert Counter(p.name.startswith(".tmp-") for p in (tmp_path / "log").iterdir()) == Counter({False: 1})
+
+
+class _LosesFirstReplies(LocalObjects):
+    """Every create lands, but the first reply of each is lost and the client's retry sees "exists" (412)."""
+
+    def create(self, key: str, data: bytes) -> bool:
+        created = super().create(key, data)
+        if key.startswith("log/") and created:
+            return False  # the retry's answer: the object is there (our own first try)
+        return created
+
+
+def test_an_append_whose_reply_was_lost_is_recognised_not_repeated(tmp_path: Path) -> None:
+    store = ObjectDecisionStore(_LosesFirstReplies(tmp_path))
+    assert store.acquire_fence() == 1 and store.acquire_fence() == 2  # not a second token for one call
+    d = store.publish(Decision(epoch=3, attempt="a", outcome="commit", manifest="m", manifest_hash="h", decision_id="x"), 2)
+    assert d.seq == 4 and [e.decision_id for e in store.decisions()] == ["x"]
+    assert sorted(p.name for p in (tmp_path / "log").iterdir()) == [f"{i:020d}" for i in range(1, 5)]  # one entry each

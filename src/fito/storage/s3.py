@@ -293,22 +293,26 @@ class _Upload(io.RawIOBase):
         return True
 
     def write(self, b: Any) -> int:
+        """Copies `b` once, into part-sized buffers handed to the upload whole (a large write never doubles)."""
         self._raise()
         view = memoryview(b).cast("B")
-        n = len(view)
-        self._buf += view
-        while len(self._buf) >= self._part:
-            self._send(bytes(self._buf[:self._part]))
-            del self._buf[:self._part]
-            self.uploaded += self._part
-        return n
+        at = 0
+        while at < len(view):
+            take = min(self._part - len(self._buf), len(view) - at)
+            self._buf += view[at:at + take]
+            at += take
+            if len(self._buf) == self._part:
+                self._send(self._buf)
+                self.uploaded += self._part
+                self._buf = bytearray()
+        return len(view)
 
     def close(self) -> None:
         if self.closed:
             return
         try:
             if self._buf:
-                self._send(bytes(self._buf))
+                self._send(self._buf)
                 self.uploaded += len(self._buf)
                 self._buf = bytearray()
             self._send(None)
