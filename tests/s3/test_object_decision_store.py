@@ -139,3 +139,30 @@ def test_an_append_whose_reply_was_lost_is_recognised_not_repeated(tmp_path: Pat
     d = store.publish(Decision(epoch=3, attempt="a", outcome="commit", manifest="m", manifest_hash="h", decision_id="x"), 2)
     assert d.seq == 4 and [e.decision_id for e in store.decisions()] == ["x"]
     assert sorted(p.name for p in (tmp_path / "log").iterdir()) == [f"{i:020d}" for i in range(1, 5)]  # one entry each
+
+
+class _CountsGets(LocalObjects):
+    gets = 0
+
+    def get(self, key: str) -> bytes | None:
+        type(self).gets += 1
+        return super().get(key)
+
+
+def test_a_new_handle_starts_from_the_newest_snapshot(tmp_path: Path, monkeypatch) -> None:
+    import fito.coord.object_store as object_store
+
+    monkeypatch.setattr(object_store, "SNAPSHOT_EVERY", 4)
+    writer = ObjectDecisionStore(LocalObjects(tmp_path))
+    f = writer.acquire_fence()
+    for e in range(9):
+        writer.publish(Decision(epoch=e, attempt="a", outcome="commit", manifest="m", manifest_hash="h"), f)
+    writer.retire(0, "a", f)  # slot 12: a snapshot holds a retirement too
+    writer.publish(Decision(epoch=9, attempt="a", outcome="abort"), f)  # slot 13, after the newest snapshot
+    assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == [f"{s:020d}" for s in (4, 8, 12)]
+    reader = ObjectDecisionStore(_CountsGets(tmp_path))
+    assert reader.decisions() == writer.decisions() and reader.current_fence() == f and reader.log_id() == writer.log_id()
+    assert [d.epoch for d in reader.committed()] == list(range(1, 9))
+    assert _CountsGets.gets == 2  # the snapshot of slot 12 and slot 13: not the 13 entries
+    reader.publish(Decision(epoch=10, attempt="a", outcome="commit", manifest="m", manifest_hash="h"), f)
+    assert [d.epoch for d in writer.committed()][-1] == 10

@@ -44,8 +44,8 @@ class ConditionalObjects(Protocol):
     def get(self, key: str) -> bytes | None:
         """The bytes of `key`, or None if it does not exist."""
 
-    def list(self, prefix: str) -> list[str]:
-        """Every key under `prefix` (as full keys), sorted."""
+    def list(self, prefix: str, after: str = "") -> list[str]:
+        """Every key under `prefix` (as full keys) sorting after `after`, sorted."""
 
     def delete(self, key: str) -> None:
         """Best-effort removal of `key` (only the probe's objects are ever deleted)."""
@@ -123,14 +123,15 @@ class LocalObjects:
             return None
         return _too_big(str(self._path(key)), len(data)) if len(data) > ENTRY_LIMIT else data
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str, after: str = "") -> list[str]:
         head, _, stem = prefix.rpartition("/")
         base = self.dir / head if head else self.dir
         try:
             names = os.listdir(base)
         except FileNotFoundError:
             return []
-        return sorted(f"{head}/{n}" if head else n for n in names if n.startswith(stem) and not n.startswith(".tmp-"))
+        keys = (f"{head}/{n}" if head else n for n in names if n.startswith(stem) and not n.startswith(".tmp-"))
+        return sorted(k for k in keys if k > after)
 
     def delete(self, key: str) -> None:
         try:
@@ -173,12 +174,14 @@ class S3Objects:
             return _too_big(f"{self.where}/{self.prefix}{key}", result.meta["size"])
         return bytes(result.bytes())
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str, after: str = "") -> list[str]:
         import obstore
 
         n = len(self.prefix)
-        keys = [o["path"][n:] for batch in obstore.list(self.store, prefix=self.prefix + prefix) for o in batch]
-        return sorted(keys)
+        offset = self.prefix + after if after else None  # S3 start-after: only the keys past the known tail
+        keys = [o["path"][n:] for batch in obstore.list(self.store, prefix=self.prefix + prefix, offset=offset,
+                                                        chunk_size=1000) for o in batch]
+        return sorted(k for k in keys if k > after)
 
     def delete(self, key: str) -> None:
         import obstore

@@ -16,7 +16,10 @@ commit is live") holds exactly at the slot it appends at: a compare-and-swap on 
 - The store is probed before its first write: a put-if-absent repeated must fail, or the store is refused
   (ConditionalWriteUnsupportedError). Readers take nothing and write nothing.
 
-A handle caches the entries it has read (they never change), so each call lists and reads only new slots."""
+A handle caches the entries it has read (they never change), so each call lists and reads only new slots. Every
+SNAPSHOT_EVERY slots the writer also leaves `snap/<slot>`, the state replayed through that slot (put-if-absent,
+deterministic content, so racing writers agree); a new handle starts from the newest snapshot and reads only the
+slots after it."""
 from __future__ import annotations
 
 import json
@@ -33,12 +36,19 @@ from fito.errors import DecisionLogDamagedError, RetireRefusedError, StaleFenceE
 from fito.protocol.layout import valid_log_id
 
 LOG = "log/"
+SNAP = "snap/"
+SNAPSHOT_EVERY = 256
 SLOT_DIGITS = 20
 APPEND_TRIES = 10_000  # bounded: each lost slot means another writer made progress
 
 
-def _slot_key(slot: int) -> str:
-    return f"{LOG}{slot:0{SLOT_DIGITS}d}"
+def _slot_key(slot: int, where: str = LOG) -> str:
+    return f"{where}{slot:0{SLOT_DIGITS}d}"
+
+
+def _slot_of(key: str, where: str) -> int | None:
+    tail = key[len(where):]
+    return int(tail) if len(tail) == SLOT_DIGITS and tail.isdigit() else None
 
 
 class _State:
@@ -49,6 +59,23 @@ class _State:
         self.fence = 0
         self.decisions: list[Decision] = []
         self.by_id: dict[str, int] = {}  # decision_id -> index in decisions
+
+    def dump(self, slot: int) -> bytes:
+        return json.dumps({"slot": slot, "log_id": self.log_id, "fence": self.fence,
+                           "decisions": [_entry_of(d) for d in self.decisions]}, sort_keys=True).encode()
+
+    @classmethod
+    def load(cls, raw: bytes, slot: int) -> "_State":
+        o = json.loads(raw)
+        if not isinstance(o, dict) or o.get("slot") != slot or not valid_log_id(o.get("log_id")):
+            raise ValueError(f"not the snapshot of slot {slot}")
+        state = cls()
+        state.log_id, state.fence = o["log_id"], int(o["fence"])
+        for e in o["decisions"]:
+            d = replace(_decision(e, int(e["seq"])), retired=bool(e["retired"]))
+            state.by_id[d.decision_id] = len(state.decisions)
+            state.decisions.append(d)
+        return state
 
     def newest_live_commit_blocks(self, epoch: int, attempt: str) -> bool:
         """Whether retiring (epoch, attempt) would retire the newest live commit (refused)."""
@@ -80,6 +107,12 @@ class _State:
             raise ValueError(f"unknown entry kind {op!r}")
 
 
+def _entry_of(d: Decision) -> dict[str, Any]:
+    return {"epoch": d.epoch, "attempt": d.attempt, "outcome": d.outcome, "manifest": d.manifest,
+            "manifest_hash": d.manifest_hash, "decision_id": d.decision_id, "fence": d.fence, "seq": d.seq,
+            "retired": d.retired, "created": d.created}
+
+
 def _decision(e: dict[str, Any], slot: int) -> Decision:
     if e["outcome"] not in ("commit", "abort"):
         raise ValueError(f"unknown outcome {e['outcome']!r}")
@@ -97,7 +130,8 @@ class ObjectDecisionStore(DecisionStore):
 
     def __init__(self, objects: ConditionalObjects, *, readonly: bool = False) -> None:
         self.objects, self.readonly = objects, readonly
-        self._entries: dict[int, dict[str, Any]] = {}
+        self._entries: dict[int, dict[str, Any]] = {}  # the slots read one by one (after the snapshot)
+        self._tail = 0  # the last slot replayed
         self._state = _State()
         self._probed = False
         self._lock = threading.RLock()
@@ -115,14 +149,16 @@ class ObjectDecisionStore(DecisionStore):
     def _refresh(self) -> _State:
         """Read the slots written since the last call and replay them (entries never change once written)."""
         with self._lock:
-            known = len(self._entries)
-            keys = [k for k in self.objects.list(LOG) if k > _slot_key(known)]
+            if self._tail == 0:
+                self._load_snapshot()
+            known = self._tail
+            keys = self.objects.list(LOG, after=_slot_key(known))
             slots = []
             for k in keys:
-                tail = k[len(LOG):]
-                if len(tail) != SLOT_DIGITS or not tail.isdigit():
-                    raise self._damaged(k, "only slot objects under log/", f"an object named {tail!r}")
-                slots.append(int(tail))
+                slot = _slot_of(k, LOG)
+                if slot is None:
+                    raise self._damaged(k, "only slot objects under log/", f"an object named {k[len(LOG):]!r}")
+                slots.append(slot)
             if slots != list(range(known + 1, known + 1 + len(slots))):
                 raise self._damaged(LOG, f"contiguous slots from {known + 1}", f"slots {slots[:8]}")
             with ThreadPoolExecutor(max_workers=min(16, max(1, len(slots)))) as pool:
@@ -133,6 +169,28 @@ class ObjectDecisionStore(DecisionStore):
                 self._add(slot, raw)
             return self._state
 
+    def _load_snapshot(self) -> None:
+        snaps = [s for s in (_slot_of(k, SNAP) for k in self.objects.list(SNAP)) if s is not None]
+        if not snaps:
+            return
+        slot = max(snaps)
+        raw = self.objects.get(_slot_key(slot, SNAP))
+        try:
+            if raw is None:
+                raise ValueError("the snapshot the listing showed is gone")
+            self._state = _State.load(raw, slot)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self._damaged(_slot_key(slot, SNAP), "the replayed state through that slot",
+                                f"{exc} in {(raw or b'')[:80]!r}") from exc
+        self._tail = slot
+
+    def _snapshot(self, slot: int) -> None:
+        """Best effort: a missing snapshot only makes new handles read more slots."""
+        try:
+            self.objects.create(_slot_key(slot, SNAP), self._state.dump(slot))
+        except Exception:  # noqa: BLE001 - the log itself is complete without it
+            pass
+
     def _add(self, slot: int, raw: bytes) -> None:
         try:
             e = json.loads(raw)
@@ -142,6 +200,7 @@ class ObjectDecisionStore(DecisionStore):
         except (ValueError, KeyError, TypeError) as exc:
             raise self._damaged(_slot_key(slot), "a well-formed decision-log entry", f"{exc} in {raw[:80]!r}") from exc
         self._entries[slot] = e
+        self._tail = slot
 
     def _damaged(self, key: str, expected: str, found: str) -> DecisionLogDamagedError:
         return DecisionLogDamagedError(path=f"{self.objects.where}/{key}", unit=None, expected=expected, found=found,
@@ -161,7 +220,7 @@ class ObjectDecisionStore(DecisionStore):
             nonce = secrets.token_hex(12)
             for _ in range(APPEND_TRIES):
                 state = self._refresh()
-                slot = len(self._entries) + 1
+                slot = self._tail + 1
                 entry = make(state, slot)
                 if entry is None:
                     return slot - 1, self._entries.get(slot - 1, {})
@@ -170,6 +229,8 @@ class ObjectDecisionStore(DecisionStore):
                 if self.objects.create(_slot_key(slot), raw) or self._landed(slot, nonce):
                     if slot not in self._entries:
                         self._add(slot, raw)
+                    if slot % SNAPSHOT_EVERY == 0 and self._tail == slot:
+                        self._snapshot(slot)
                     return slot, entry
             raise TimeoutError(f"{self.objects.where}: no free slot after {APPEND_TRIES} tries")
 
