@@ -107,3 +107,25 @@ def test_a_posix_root_shared_by_machines_commits_through_exclusive_create(tmp_pa
     assert other.restore(out) == 2 and out["w"].eq(2).all() and other.committed() == [2]
     assert not (tmp_path / "ckpt" / "decisions.sqlite").exists()
     assert sorted(p.name for p in (tmp_path / "ckpt" / "decisions.d" / "log").iterdir())[0] == "00000000000000000001"
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_two_ranks_save_to_an_s3_url_and_a_fresh_job_restores(seaweed, tmp_path: Path) -> None:
+    import json
+
+    from fito.testing.dist import run_ranks
+
+    helpers = str(Path(__file__).resolve().parents[1] / "helpers")
+    url = seaweed.new_url()
+    out = {}
+    for mode in ("save", "restore"):
+        results = run_ranks("s3_ranks", [url, mode], 2, env=seaweed.env(), path=[helpers], timeout=180)
+        for r in results:
+            assert r.returncode == 0, r.stderr[-3000:]
+        out[mode] = [json.loads(r.stdout.strip().splitlines()[-1]) for r in results]
+    assert [(o["step"], o["mine"], o["committed"]) for o in out["restore"]] == [
+        (2, [20.0] * 4, [2]), (2, [21.0] * 4, [2])]  # each rank its own tensor back; keep=1 retired step 1
+    assert {o["weight_sum"] for o in out["restore"]} == {o["weight_sum"] for o in out["save"]}
+    storage = S3Storage(url, storage_options=seaweed.options())
+    assert {o.key.split("/")[1] for o in storage.list("epochs")} == {"000000000002"}
