@@ -13,8 +13,6 @@ from fito.coord.object_store import ObjectDecisionStore
 from fito.storage import open_storage
 from fito.storage.s3 import S3Storage
 
-pytestmark = pytest.mark.s3
-
 
 def _state(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(seed)
@@ -70,6 +68,7 @@ class _DiesAtFirstUpload(S3Storage):
 
 
 @pytest.mark.slow
+@pytest.mark.s3
 def test_the_server_killed_mid_save_is_a_bounded_clear_error_and_the_previous_step_survives(tmp_path: Path) -> None:
     import time
 

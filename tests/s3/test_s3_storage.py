@@ -74,3 +74,35 @@ def test_missing_and_oversized_objects_are_refused_naming_the_object(s3: S3Stora
     with pytest.raises(UnsafeCheckpointError):
         s3.open_read("../escape")
     assert not s3.exists("nope/m.json")
+
+
+_WRITER = """
+import sys, time
+from fito.storage.s3 import S3Storage
+st = S3Storage(sys.argv[1], storage_options=dict(a.split("=", 1) for a in sys.argv[3:]), part_bytes=5 << 20)
+f = st.create(sys.argv[2])
+f.write(bytes(16 << 20))  # three parts handed to the upload, the fourth pending
+time.sleep(0.5)
+print("mid-upload", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.multiproc
+def test_a_writer_sigkilled_mid_upload_leaves_no_visible_object(seaweed) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    url = seaweed.new_url()
+    opts = [f"{k}={v}" for k, v in seaweed.options().items()]
+    for round_ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, url, f"r{round_}.fito", *opts], stdout=subprocess.PIPE,
+                                text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "mid-upload"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    st = S3Storage(url, storage_options=seaweed.options())
+    assert st.list("") == [] and not st.exists("r0.fito")
