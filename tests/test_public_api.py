@@ -55,10 +55,11 @@ def test_package_is_typed() -> None:
 
 
 def test_checkpointer_loads_no_optional_backend() -> None:
-    """`import fito; fito.Checkpointer` must not pull in etcd3gw/requests (~0.5 s; optional back-end)."""
+    """`import fito; fito.Checkpointer` must not pull in etcd3gw/requests (~0.5 s; optional back-end), nor obstore
+    (the S3 extra)."""
     code = ("import sys, fito; fito.Checkpointer; fito.CheckpointManager; import fito.coord; "
             "fito.coord.SqliteDecisionStore; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('etcd3gw', 'requests', 'urllib3')))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('etcd3gw', 'requests', 'urllib3', 'obstore')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stdout
     # and the etcd names still work when asked for

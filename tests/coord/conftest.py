@@ -11,6 +11,8 @@ import pytest
 from fito.coord.etcd import EtcdDecisionStore
 from fito.coord.etcd_fleet import EtcdFleetStore
 from fito.coord.etcd_testing import EtcdCluster
+from fito.coord.object_log import LocalObjects
+from fito.coord.object_store import ObjectDecisionStore
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.coord.sqlite_fleet import SqliteFleetStore
 
@@ -32,12 +34,21 @@ def prefix() -> str:
     return f"/test/{uuid.uuid4().hex}/"
 
 
-@pytest.fixture(params=["sqlite", "etcd"])
+@pytest.fixture(params=["sqlite", "etcd", "objects-local", "objects-s3"])
 def decision_store_factory(request: pytest.FixtureRequest, tmp_path: Path, prefix: str):
-    """A function returning a new handle on ONE shared decision log (two handles = two coordinators)."""
+    """A function returning a new handle on ONE shared decision log (two handles = two coordinators):
+    SQLite, etcd, and the storage-native store (fito.coord.object_store) on a directory and on S3 (SeaweedFS)."""
     if request.param == "sqlite":
         path = tmp_path / SqliteDecisionStore.FILENAME
         return lambda: SqliteDecisionStore(path)
+    if request.param == "objects-local":
+        return lambda: ObjectDecisionStore(LocalObjects(tmp_path / "decisions.d"))
+    if request.param == "objects-s3":
+        from fito.storage.s3 import S3Storage
+
+        server = request.getfixturevalue("seaweed")
+        url = server.new_url()
+        return lambda: ObjectDecisionStore.for_storage(S3Storage(url, storage_options=server.options()))
     cluster = request.getfixturevalue("etcd1")
     return lambda: EtcdDecisionStore(cluster.endpoints, prefix=prefix)
 

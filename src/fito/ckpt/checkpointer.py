@@ -21,7 +21,7 @@ from fito.ckpt.apply import Applied, RestorePlan
 from fito.ckpt.transport import Transport, default_transport
 from fito.commit import decision
 from fito.coord.base import Decision, DecisionStore
-from fito.coord.sqlite import SqliteDecisionStore
+from fito.coord.choose import default_store
 from fito.errors import (
     FitoError, SaveAbortedError, SaveInProgressError, RestoreFailedError, StateMismatchError,
     UnsafeCheckpointError, ValidationError,
@@ -89,7 +89,7 @@ class Checkpointer:
         return self._store
 
     def _default_store(self) -> DecisionStore:
-        return SqliteDecisionStore(self.root / SqliteDecisionStore.FILENAME)
+        return default_store(self.storage)  # SQLite in a local root, the storage-native store on S3
 
     def _take_fence(self) -> str:
         """Rank 0, at the start of a save: hold a fencing token before the first write of the first save (not

@@ -1,4 +1,6 @@
-"""Where decisions and epochs live. `DecisionStore` is the interface; SQLite is the embedded default;
+"""Where decisions and epochs live. `DecisionStore` is the interface; SQLite is the embedded default for a local
+root; `ObjectDecisionStore` keeps them beside the objects of an S3 root (the default there, see `default_store`)
+or of a POSIX root several machines share;
 etcd (fito.coord.etcd, .etcd_fleet) is optional and imported only when one of its names is used, so that
 `fito.Checkpointer` never loads etcd3gw or requests."""
 from __future__ import annotations
@@ -17,6 +19,10 @@ __all__ = [
     "FleetStore",
     "NodeLease",
     "SqliteFleetStore",
+    # decisions on the checkpoint's own storage (S3, or a POSIX root shared by several machines)
+    "ObjectDecisionStore",
+    "ConditionalWriteUnsupportedError",
+    "default_store",
     # the etcd back-end
     "EtcdDecisionStore",
     "EtcdFleetStore",
@@ -27,10 +33,12 @@ _WHERE = {
     "Decision": "base", "DecisionStore": "base", "SqliteDecisionStore": "sqlite",
     "EpochCoordinator": "fleet_base", "EpochDecision": "fleet_base", "EpochFollower": "fleet_base",
     "FleetStore": "fleet_base", "NodeLease": "fleet_base", "SqliteFleetStore": "sqlite_fleet",
+    "ObjectDecisionStore": "object_store", "ConditionalWriteUnsupportedError": "object_log",
+    "default_store": "choose",
     "EtcdDecisionStore": "etcd", "EtcdFleetStore": "etcd_fleet", "EtcdTransport": "etcd_transport",
 }
-_SUBMODULES = ("base", "collectives", "etcd", "etcd_fleet", "etcd_testing", "etcd_transport", "etcd_txn", "fleet_base",
-               "sqlite", "sqlite_fleet")
+_SUBMODULES = ("base", "choose", "collectives", "etcd", "etcd_fleet", "etcd_testing", "etcd_transport", "etcd_txn", "fleet_base",
+               "object_log", "object_store", "sqlite", "sqlite_fleet")
 
 
 def __getattr__(name: str) -> Any:

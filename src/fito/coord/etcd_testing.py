@@ -1,7 +1,8 @@
 """Start and stop real etcd servers for tests and benchmarks.
 
 Everything listens on 127.0.0.1 only, on free ports, with a temporary data directory; processes are
-stopped by their PID (never by name). Election timeouts are short so leader loss is noticed fast.
+stopped by their PID (never by name), and die with the process that started them even when it is SIGKILLed
+(fito.testing.tether). Election timeouts are short so leader loss is noticed fast.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fito.testing.tether import tethered_popen
 
 HOST = "127.0.0.1"
 
@@ -171,7 +174,7 @@ class EtcdCluster:
         ]
         log = open(m.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         try:
-            m.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            m.proc = tethered_popen(args, stdout=log, stderr=subprocess.STDOUT)  # dies with this process
         finally:
             log.close()
 

@@ -1,5 +1,7 @@
 """Storage with durability as explicit steps: create-exclusive, write, persist (a POSIX backend: fsync file, then directory)."""
 import os
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS, safe_relpath
@@ -7,9 +9,32 @@ from fito.storage.localfs import LocalFS, safe_relpath
 __all__ = ["LocalFS", "Storage", "open_storage", "safe_relpath"]
 
 
-def open_storage(root: "str | os.PathLike[str] | Storage", *, create: bool = True) -> Storage:
-    """The Storage for `root`: a path opens LocalFS (created when `create`); a Storage object is used as is.
-    The one place above the seam that picks a backend, so S3 can be added here."""
+def _s3(url: str, create: bool, options: "Mapping[str, Any] | None") -> Storage:
+    try:
+        import obstore  # noqa: F401 - imported only for s3:// roots
+    except ImportError as exc:
+        raise ImportError(f"{url}: S3 roots need obstore: pip install 'fito-ckpt[s3]'") from exc
+    from fito.storage.s3 import S3Storage
+
+    return S3Storage(url, storage_options=options)  # type: ignore[return-value]
+
+
+# URL scheme -> opener(url, create, storage_options). A root without a scheme is a local path.
+SCHEMES: "dict[str, Callable[[str, bool, Mapping[str, Any] | None], Storage]]" = {"s3": _s3}
+
+
+def open_storage(root: "str | os.PathLike[str] | Storage", *, create: bool = True,
+                 storage_options: "Mapping[str, Any] | None" = None) -> Storage:
+    """The Storage for `root`: an `s3://bucket/prefix` URL opens S3Storage (configured by the AWS_* environment
+    and `storage_options`), a path opens LocalFS (created when `create`); a Storage object is used as is.
+    The one place above the seam that picks a backend (the scheme table SCHEMES)."""
+    if isinstance(root, str):
+        scheme, sep, _ = root.partition("://")
+        if sep and scheme in SCHEMES:
+            return SCHEMES[scheme](root, create, storage_options)
+        if sep and "/" not in scheme:
+            raise ValueError(f"{root!r}: no storage for the scheme {scheme!r}:// (known: "
+                             f"{', '.join(sorted(SCHEMES))}, or a local path)")
     if isinstance(root, (str, os.PathLike)):
         return LocalFS(root, create=create)
     return root
