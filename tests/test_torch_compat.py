@@ -130,3 +130,21 @@ def test_loads_like_torch_optimizer_sees_hooks_overrides_and_missing_hook_dicts(
     post.register_load_state_dict_post_hook(lambda opt: None)
     assert not loads_like_torch_optimizer(post)
     assert not loads_like_torch_optimizer(_SkipsInit([w]))  # unknown counts as "no": the careful path
+
+
+def test_fitos_planners_have_the_signatures_dcp_checks_so_a_save_warns_nothing(tmp_path) -> None:
+    """DCP inspects a planner's set_up_planner for its `storage_meta` parameter and warns at every save when it
+    is missing: a save through the Checkpointer and through fito.dcp must raise no warning at all."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    import fito
+    import fito.dcp
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", "torch.distributed is disabled")  # one process without a group
+        with fito.Checkpointer(tmp_path / "ck") as ck:
+            ck.save(1, {"m": torch.nn.Linear(2, 2)})
+        dcp.save({"w": torch.ones(3)}, storage_writer=fito.dcp.Writer(tmp_path / "dcp", 1),
+                 planner=fito.dcp.SavePlanner(), no_dist=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from torch.distributed.checkpoint import DefaultSavePlanner
-from torch.distributed.checkpoint.metadata import Metadata
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import SavePlan, WriteItem, WriteItemType
 from torch.distributed.tensor import DTensor
 
@@ -51,10 +51,12 @@ class SavePlanner(DefaultSavePlanner):
         self.known_digests = dict(known_digests or {})
         self.single_rank = single_rank
 
-    def set_up_planner(self, state_dict: Any, *args: Any, **kwargs: Any) -> None:
-        # fito's state checks before DCP walks the state (its flattening recurses: a bare RecursionError)
+    def set_up_planner(self, state_dict: Any, storage_meta: StorageMeta | None = None,
+                       is_coordinator: bool = False) -> None:
+        # DCP's own parameters by name: DCP warns at every save about a planner whose signature lacks them.
+        # fito's state checks run before DCP walks the state (its flattening recurses: a bare RecursionError).
         check_depth(state_dict, "")
-        super().set_up_planner(state_dict, *args, **kwargs)
+        super().set_up_planner(state_dict, storage_meta, is_coordinator)
 
     def transform_object(self, write_item: WriteItem, object: Any) -> Any:  # noqa: A002 - DCP's name
         if write_item.type == WriteItemType.BYTE_IO:
