@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--protocol", choices=sorted(VARIANTS), default="bilateral",
                         help="naive: one marker file; paper-literal: §9.1 as written; bilateral: fito's protocol "
                              "(default)")
-    parser.add_argument("--ranks", type=int, default=2, help="number of ranks (default 2; 3 takes about a minute)")
+    parser.add_argument("--ranks", type=int, default=2, help="number of ranks (default 2; 3 takes seconds, 4 about a minute)")
     parser.add_argument("--attempts", type=int, default=1, help="attempts per epoch (job restarts + 1, default 1)")
     parser.add_argument("--epochs", type=int, default=1, help="epochs saved after epoch 1, one after another (default 1)")
     parser.add_argument("--keep", type=int, default=1, help="committed epochs retained by garbage collection")
@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "garbage collection deletes every undecided attempt (unsafe with --zombies)")
     parser.add_argument("--no-crashes", action="store_true", help="no process crashes (power failure still checked)")
     parser.add_argument("--no-loss", action="store_true", help="messages are never lost")
+    parser.add_argument("--no-symmetry", action="store_true",
+                        help="explore every state, not one per class of states equal up to renaming ranks "
+                             "(slower; the verdicts are the same)")
     parser.add_argument("--stop-at-first", action="store_true", help="stop at the first counterexample")
     parser.add_argument("--max-states", type=int, default=None,
                         help="give up after this many states (properties not violated so far are then unknown)")
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     config = Config(ranks=args.ranks, attempts=args.attempts, epochs=args.epochs, keep=args.keep,
                     crashes=not args.no_crashes, message_loss=not args.no_loss, zombies=args.zombies,
-                    fence_at_first_publish=args.fence_at_first_publish)
+                    fence_at_first_publish=args.fence_at_first_publish, symmetry=not args.no_symmetry)
     if args.json:
         result = explore(variant, config, stop_at_first=args.stop_at_first, max_states=args.max_states)
         return finish(args, result.verdict, result.to_json())
@@ -96,7 +99,8 @@ def _print(result: Result, summary: str) -> None:
         f"{c.ranks} ranks, {c.epochs} epoch(s) after epoch 1, {c.attempts} attempt(s) each, keep {c.keep}: "
         f"{result.states:,} states, "
         f"{result.transitions:,} transitions, {result.crash_images:,} distinct crash images, depth "
-        f"{result.max_depth}, {result.seconds:.2f} s ({rate:,.0f} states/s)"
+        f"{result.max_depth}, {result.seconds:.2f} s wall, {result.cpu_seconds:.2f} s CPU ({rate:,.0f} states/s wall)"
+        + (", one state per rank permutation class" if c.symmetry else "")
         + ("" if result.complete else " [yellow](search cut short)[/yellow]")
     )
     table = Table("property", "result", "meaning")

@@ -48,3 +48,5 @@ class Config:
     crashes: bool = True
     message_loss: bool = True
     timeouts: bool = True
+    # one state per class of states equal up to a renaming of ranks (fito.model.symmetry); False: every state
+    symmetry: bool = True
