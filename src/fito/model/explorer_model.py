@@ -12,7 +12,8 @@ from fito.model.explorer_world import Config, Ghost, World
 from fito.model.protocols import INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, Record, Variant, attempt_name, global_plan
 from fito.model.simexec import SimExecutor, add_attempt as _add, net_add as _net_add
 from fito.model.simfs import SimDisk
-from fito.protocol import Aborted, Begin, Command, Committed, RankFailed, ReadyReceived, TimedOut
+from fito.model.planted import DiscardingCoordinator
+from fito.protocol import Aborted, Begin, Command, Committed, Coordinator, RankFailed, ReadyReceived, TimedOut, WriteShard
 from fito.protocol.drive import feed, recording, step
 
 
@@ -35,7 +36,11 @@ class Model:
         return "coord" if i == self.n else "zombie coord" if i == self.zombie else f"rank{i}"
 
     def fresh(self, i: int) -> object:
-        return self.variant.coordinator(self.n) if i >= self.n else self.variant.participant(i)
+        if i < self.n:
+            return self.variant.participant(i)
+        if self.config.discard and self.variant.coordinator is Coordinator:
+            return DiscardingCoordinator(self.n)
+        return self.variant.coordinator(self.n)
 
     # -- initial state --
     def initial(self) -> World:
@@ -74,6 +79,8 @@ class Model:
         for i in range(self.procs):
             if w.pending[i]:
                 out.append(self.execute(w, i))
+                if self.config.short_writes and i < self.n and isinstance(w.pending[i][0], WriteShard):
+                    out.append(self.execute(w, i, short=True))
         seen_msgs = set()
         for k, (dest, ev) in enumerate(w.net):
             if (dest, ev) in seen_msgs:
@@ -155,10 +162,10 @@ class Model:
         w = self._set(w, i, fresh, ())
         return World(w.machines, w.pending, w.net, w.disk.lose_volatile(i), w.store, ghost, fence, w.owners)
 
-    def execute(self, w: World, i: int) -> tuple[str, World]:
+    def execute(self, w: World, i: int, short: bool = False) -> tuple[str, World]:
         """Process i executes its next pending command (a failed file operation is caught as the library does)."""
         try:
-            return self._exec_ok(w, i)
+            return self._exec_ok(w, i, short)
         except (FileNotFoundError, FileExistsError) as exc:
             return self._io_failed(w, i, exc)
 
@@ -177,10 +184,10 @@ class Model:
         nxt = self._set(World(w.machines, w.pending, net, w.disk, w.store, ghost, w.fence, w.owners), i, self._fresh[i], ())
         return f"{self.who(i)}: {type(cmd).__name__} FAILED ({type(exc).__name__}: {exc}); save given up", nxt
 
-    def _exec_ok(self, w: World, i: int) -> tuple[str, World]:
+    def _exec_ok(self, w: World, i: int, short: bool = False) -> tuple[str, World]:
         """Process i executes its next command through its simulated executor, and the reply goes back to
         its machine: one `step` of the executor contract the library drives (fito.protocol.drive)."""
-        sim = SimExecutor(self, w, i)
+        sim = SimExecutor(self, w, i, short)
         execute = sim if self.observe is None else recording(sim, self.who(i), self.observe)
         machine, rest, _ = step(w.machines[i], w.pending[i], execute)
         nxt = self._set(World(w.machines, w.pending, sim.net, sim.disk, sim.store, sim.ghost, sim.fence, w.owners),

@@ -48,5 +48,9 @@ class Config:
     crashes: bool = True
     message_loss: bool = True
     timeouts: bool = True
+    # a coordinator whose abort is decided discards its attempt (fito.model.planted.DiscardingCoordinator)
+    discard: bool = False
+    # a rank's write may vouch for none of its chunks (its plan missed them): the coverage check must abort
+    short_writes: bool = False
     # one state per class of states equal up to a renaming of ranks (fito.model.symmetry); False: every state
     symmetry: bool = True

@@ -23,6 +23,7 @@ from fito.protocol import (
 )
 from fito.protocol.gc import live_commits
 from fito.protocol.messages import Expected, manifest_path, shard_path
+from fito.model.planted import NoCoverageCheck, RecursiveDiscard
 from fito.model.simfs import MISSING, Content, Reader, SimDisk, content_hash, unit
 
 INITIAL_EPOCH = 1
@@ -345,6 +346,25 @@ MUTATIONS: dict[str, Variant] = {
         BILATERAL, name="bilateral+publish-before-all-ready", summary="decision published after the first READY",
         coordinator=PublishBeforeAllReady,
     ),
+    "recursive-discard": replace(
+        BILATERAL, name="bilateral+recursive-discard",
+        summary="an aborted coordinator's discard removes the step's directory recursively after finding it empty",
+        coordinator=RecursiveDiscard,
+    ),
+    "no-coverage-check": replace(
+        BILATERAL, name="bilateral+no-coverage-check",
+        summary="the coordinator accepts READYs that do not vouch for every chunk of the plan",
+        coordinator=NoCoverageCheck,
+    ),
+}
+
+
+# What each planted bug needs of the scenario to show (Config fields set on): discard runs only when an
+# attempt fails, and the race needs a second attempt of the same step and a coordinator that survives the
+# restart; a coverage gap needs a rank whose write misses chunks.
+MUTATION_SETTINGS: dict[str, dict[str, object]] = {
+    "recursive-discard": {"attempts": 2, "zombies": True, "discard": True},
+    "no-coverage-check": {"short_writes": True},
 }
 
 
