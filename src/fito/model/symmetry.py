@@ -176,17 +176,22 @@ def _mentions(v: Any, r: int) -> bool:
 
 
 def _signature(w: Any, n: int, r: int, enc: Encoder) -> tuple:
-    """Everything about rank r, with r named 0 and every other rank -1: equal for ranks that can trade
-    places. Its files are those it wrote (a rank writes only under its own name); the coordinators' machines,
-    commands and files and the decision log say what they hold of it. Texts (`Encoder.shown`), so ranks
-    sort deterministically."""
+    """What rank r holds itself, with r named 0 and every other rank -1: its machine, its pending
+    commands, the files it wrote (a rank writes only under its own name) and the messages to and from it.
+    Texts (`Encoder.shown`), so ranks sort the same way in every process."""
     owned = sorted(enc.shown(pf) for pf in w.disk.files if pf[1].owner == r)
     msgs = sorted(enc.shown(m, message=True) for m in w.net if m[0] == r or _mentions(m[1], r))
+    return (enc.shown(w.machines[r]), enc.shown(w.pending[r]), tuple(owned), tuple(msgs))
+
+
+def _held(w: Any, n: int, enc: Encoder) -> tuple:
+    """What the coordinators (machines, commands, files) and the decision log hold of the rank `enc` names
+    0: tells apart ranks whose own signatures are equal."""
     held = [enc.shown(w.machines[i]) for i in range(n, len(w.machines))]
     held += [enc.shown(w.pending[i]) for i in range(n, len(w.pending))]
     held += sorted(enc.shown(pf) for pf in w.disk.files if pf[1].owner >= n)
     held.append(enc.shown(w.store))
-    return (enc.shown(w.machines[r]), enc.shown(w.pending[r]), tuple(owned), tuple(msgs), tuple(held))
+    return tuple(held)
 
 
 class Canonicalizer:
@@ -206,8 +211,12 @@ class Canonicalizer:
 
     def permutation(self, w: Any) -> tuple[int, ...]:
         n = self.n
-        sigs = sorted((_signature(w, n, r, self._local[r]), r) for r in range(n))
-        order = [r for _, r in sigs]
+        own = [_signature(w, n, r, self._local[r]) for r in range(n)]
+        if len(set(own)) == n:  # all told apart by what they hold themselves: that order is canonical
+            sigs = sorted((own[r], (), r) for r in range(n))
+        else:  # ties: what the coordinators and the log hold of each rank decides (for all, consistently)
+            sigs = sorted((own[r], _held(w, n, self._local[r]), r) for r in range(n))
+        order = [r for _, _, r in sigs]
         perm = [0] * n
         for new, old in enumerate(order):
             perm[old] = new
