@@ -228,3 +228,13 @@ def test_lazy_fencing_lets_a_zombie_delete_the_live_attempt_before_it_commits() 
     refused = ZOMBIE_TRACE[:17] + ["zombie coord: publish decision commit e2/a: REFUSED, stale fence"]
     _, violations = replay("bilateral", eager, refused)
     assert violations == []
+
+
+def test_cli_four_ranks(capsys: pytest.CaptureFixture[str]) -> None:
+    """`fito check --ranks 4` runs (cut short here: the full search takes about a minute), text and JSON."""
+    assert main(["check", "--ranks", "4", "--max-states", "1500", "--json"]) == 5
+    doc = json.loads(capsys.readouterr().out)["result"]
+    assert doc["ranks"] == 4 and doc["symmetry"] is True and doc["states"] >= 1500 and doc["cpu_seconds"] > 0
+    assert main(["check", "--ranks", "4", "--max-states", "1500"]) == 5
+    out = capsys.readouterr().out
+    assert "4 ranks" in out and "one state per rank permutation class" in out and "s CPU" in out
