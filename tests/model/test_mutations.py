@@ -55,7 +55,7 @@ def test_mutations_are_one_method_overrides_of_the_library_machines() -> None:
     assert overridden <= {"publish", "on_published", "on_ready"}
     assert {n for n in vars(ReadyBeforeFsync) if not n.startswith("_")} <= {"after_write", "send_ready"}
     assert set(MUTATIONS) == {"ready-before-fsync", "gc-before-decision", "publish-before-all-ready",
-                              "recursive-discard", "no-coverage-check"}
+                              "recursive-discard", "no-coverage-check", "reader-takes-fence"}
     # issue 16's: the discard a failed coordinator runs, made recursive; the coverage check, skipped
     assert issubclass(RecursiveDiscard, DiscardingCoordinator) and issubclass(DiscardingCoordinator, Coordinator)
     assert {n for n in vars(RecursiveDiscard) if not n.startswith("_")} <= {"handle", "discard_command"}
@@ -69,31 +69,35 @@ def test_every_mutation_is_also_caught_with_three_ranks() -> None:
     for mutation in MUTATIONS:
         cfg = dataclasses.replace(quiet, **MUTATION_SETTINGS.get(mutation, {}))
         result = explore("bilateral", cfg, mutation=mutation, stop_at_first=True)
-        assert "CommittedStaysRecoverable" in result.violations, mutation
+        assert {"CommittedStaysRecoverable", "OnlyANewerWriterFences"} & set(result.violations), mutation
 
 
-# Issue 16's rules, each with its planted bug: (mutation, scenario, steps, the step that does the damage).
+# Issue 16's rules, each with its planted bug: (mutation, scenario, property, steps, the damaging step).
 NEW_RULES = [
     # A zombie coordinator, fenced out (its publish refused), discards its attempt: it finds epochs/2 empty
     # of others, the live job then writes and commits e2/b there, and the zombie's rmtree deletes it.
     ("recursive-discard", Config(ranks=2, attempts=2, zombies=True, discard=True, message_loss=False,
-                                 crashes=False, timeouts=False), 27,
+                                 crashes=False, timeouts=False), "CommittedStaysRecoverable", 27,
      "zombie coord: remove epochs/000000000002 recursively"),
     # rank 1's plan missed its chunk; the coordinator writes a manifest without it and commits: e2/a is
     # committed but recovery can only refuse it (the manifest does not cover rank 1) and falls back to e1.
-    ("no-coverage-check", Config(ranks=2, short_writes=True), 12,
+    ("no-coverage-check", Config(ranks=2, short_writes=True), "CommittedStaysRecoverable", 12,
      "coord: publish decision commit e2/a (durable, atomic)"),
+    # a read-only opener (inspect, a restore-only Checkpointer) that takes a token fences the live writer
+    # out: its decision is refused although no newer writer exists (here its abort after a timeout)
+    ("reader-takes-fence", Config(ranks=2, reader=True), "OnlyANewerWriterFences", 4,
+     "coord: publish decision abort e2/a: REFUSED, stale fence"),
 ]
 
 
-@pytest.mark.parametrize(("mutation", "cfg", "steps", "last_step"), NEW_RULES)
-def test_new_rule_planted_bug_is_caught_and_the_rule_holds(mutation: str, cfg: Config, steps: int,
+@pytest.mark.parametrize(("mutation", "cfg", "prop", "steps", "last_step"), NEW_RULES)
+def test_new_rule_planted_bug_is_caught_and_the_rule_holds(mutation: str, cfg: Config, prop: str, steps: int,
                                                             last_step: str) -> None:
     result = explore("bilateral", cfg, mutation=mutation, stop_at_first=True)
-    cex = result.violations["CommittedStaysRecoverable"]
+    cex = result.violations[prop]
     assert len(cex.trace) == steps and cex.trace[-1] == last_step
     _, violations = replay("bilateral", cfg, cex.trace, mutation=mutation)
-    assert "CommittedStaysRecoverable" in {v.property for v in violations}
+    assert prop in {v.property for v in violations}
     # the library's rule (discard by name, directories only if empty; the coverage check) holds on the
     # whole space the bug was found in
     clean = explore("bilateral", cfg)

@@ -13,7 +13,7 @@ import pytest
 from fito.model.explorer import explore, replay
 from fito.model.explorer_model import Model
 from fito.model.explorer_world import Config
-from fito.model.protocols import MUTATIONS, get_variant
+from fito.model.protocols import MUTATION_SETTINGS, MUTATIONS, get_variant
 from fito.model.symmetry import Canonicalizer
 
 
@@ -39,7 +39,10 @@ CASES_2 = [
     ("bilateral", Config(ranks=2), None, 1179, 2225),
     ("bilateral", Config(ranks=2, attempts=2, message_loss=False, crashes=False), None, 4925, 9389),
     ("paper-literal", Config(ranks=2, attempts=2, message_loss=False, crashes=False), None, 6170, 12200),
-    *[("bilateral", Config(ranks=2), m, None, None) for m in MUTATIONS],
+    # every planted bug, in the scenario that shows it (the zombie one without loss, crashes or timeouts)
+    *[("bilateral", dataclasses.replace(Config(ranks=2), **MUTATION_SETTINGS.get(m, {}), **(
+        {"message_loss": False, "crashes": False, "timeouts": False} if m == "recursive-discard" else {})),
+       m, None, None) for m in MUTATIONS],
 ]
 
 

@@ -100,6 +100,12 @@ class Model:
                 if nxt != w:
                     out.append((f"crash {self.who(i)} (restarts empty; its un-fsynced writes are lost)", nxt))
         g = w.ghost
+        if self.config.reader and g.reader < 0:
+            # Opening for reading takes no token (the library's fence policy); the planted bug takes one.
+            token = w.fence[0] + 1 if self.variant.reader_fences else 0
+            fence = (token,) + w.fence[1:] if token else w.fence
+            out.append(("reader: open the checkpoint read-only" + (", taking a fencing token" if token else ""),
+                        w._replace(ghost=g._replace(reader=token), fence=fence)))
         epoch = g.current[0]
         if g.attempts < self.config.attempts and g.current not in g.committed:
             nxt_attempt = (epoch, attempt_name(g.named))

@@ -17,6 +17,8 @@ PROPERTIES: dict[str, str] = {
     "CommittedStaysRecoverable": "always: once an epoch is committed, recovery returns it (or a newer "
     "commit); it may only disappear when a newer commit is durable",
     "AbortedNeverVisible": "always: no unit of an aborted attempt is ever returned by recovery",
+    "OnlyANewerWriterFences": "always: a coordinator's decision is refused only when a newer coordinator "
+    "(a restarted job) took the fence; a reader never fences a writer out",
     "EventuallyDecides": "eventually: when no process has work left and no message is in flight, the "
     "attempt is committed or aborted (no silent limbo)",
 }
@@ -56,9 +58,13 @@ def crash_violations(variant: Variant, ranks: int, w: World) -> tuple[list[Viola
 def liveness_violations(w: World, ranks: int, timeouts: bool) -> list[Violation]:
     """EventuallyDecides at w: with nothing pending and nothing in flight, the attempt must be decided
     (or the coordinator's timeout must still be able to decide it)."""
+    g = w.ghost
+    if g.fenced_out:
+        return [Violation("OnlyANewerWriterFences",
+                          f"the decision for {g.fenced_out} was refused: the newest fencing token is held by a "
+                          f"read-only opener, which never writes")]
     if any(w.pending) or w.net:
         return []
-    g = w.ghost
     if g.current in g.committed or g.current in g.aborted:
         return []
     coord = w.machines[ranks]

@@ -21,6 +21,8 @@ class Ghost(NamedTuple):
     current: Attempt
     attempts: int  # attempts of the current epoch begun so far
     named: int  # attempts begun in the whole run (names them)
+    reader: int = -1  # the read-only opener (Config.reader): -1 not yet opened, else the token it took (0: none)
+    fenced_out: str = ""  # an attempt whose decision was refused because a reader held the newest token
 
 
 class World(NamedTuple):
@@ -52,5 +54,7 @@ class Config:
     discard: bool = False
     # a rank's write may vouch for none of its chunks (its plan missed them): the coverage check must abort
     short_writes: bool = False
+    # a read-only opener (fito inspect, a Checkpointer that only restores) opens the root once, at any point
+    reader: bool = False
     # one state per class of states equal up to a renaming of ranks (fito.model.symmetry); False: every state
     symmetry: bool = True

@@ -286,6 +286,7 @@ class Variant:
     initial_disk: Callable[[int], tuple[SimDisk, tuple[Record, ...]]]
     recover: Callable[[Reader, tuple[Record, ...], int], Recovery]
     presumed_abort: bool = True  # an attempt whose coordinator died undecided is aborted
+    reader_fences: bool = False  # planted bug: the read-only opener takes a fencing token
 
 
 def _initial_bilateral(ranks: int) -> tuple[SimDisk, tuple[Record, ...]]:
@@ -351,6 +352,10 @@ MUTATIONS: dict[str, Variant] = {
         summary="an aborted coordinator's discard removes the step's directory recursively after finding it empty",
         coordinator=RecursiveDiscard,
     ),
+    "reader-takes-fence": replace(
+        BILATERAL, name="bilateral+reader-takes-fence",
+        summary="a read-only opener takes a fencing token, fencing out the live writer", reader_fences=True,
+    ),
     "no-coverage-check": replace(
         BILATERAL, name="bilateral+no-coverage-check",
         summary="the coordinator accepts READYs that do not vouch for every chunk of the plan",
@@ -365,6 +370,7 @@ MUTATIONS: dict[str, Variant] = {
 MUTATION_SETTINGS: dict[str, dict[str, object]] = {
     "recursive-discard": {"attempts": 2, "zombies": True, "discard": True},
     "no-coverage-check": {"short_writes": True},
+    "reader-takes-fence": {"reader": True},
 }
 
 
