@@ -62,6 +62,7 @@ def test_mutations_are_one_method_overrides_of_the_library_machines() -> None:
     assert {n for n in vars(NoCoverageCheck) if not n.startswith("_")} == {"coverage_problems"}
 
 
+@pytest.mark.slow
 def test_every_mutation_is_also_caught_with_three_ranks() -> None:
     # No process faults needed: the power failure checked at every state is enough to expose each bug.
     quiet = Config(ranks=3, crashes=False, message_loss=False, timeouts=False)

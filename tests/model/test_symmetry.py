@@ -81,7 +81,7 @@ def test_key_is_exactly_canonical(protocol: str, ranks: int) -> None:
     perms = list(itertools.permutations(range(ranks)))
     keys_of_orbit: dict[frozenset, set] = {}
     for w in seen:
-        orbit = frozenset(canon.renamed(w, p) for p in perms)
+        orbit = frozenset(canon.key_under(w, p) for p in perms)
         key = canon.key(w)
         assert key in orbit
         keys_of_orbit.setdefault(orbit, set()).add(key)

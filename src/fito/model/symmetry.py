@@ -43,6 +43,26 @@ class Encoder:
         # parts are encoded once. The object is kept so its id cannot be reused while the entry lives.
         self.memo: dict[int, tuple[Any, Any]] = {}
         self.reprs: dict[int, tuple[Any, str]] = {}
+        self.nums: dict[int, tuple[Any, int]] = {}
+
+    def num(self, v: Any, kind: int = 0) -> int:
+        """A number for v's encoding (kind 0: any part; 1: the network; 2: the disk), memoised like `value`:
+        keys are tuples of small numbers, hashed and compared in a few steps. Numbers are one-to-one with
+        encodings (`_NUMBERS`, never cleared), so equal keys still mean equal encodings."""
+        hit = self.nums.get(id(v))
+        if hit is not None and hit[0] is v:
+            return hit[1]
+        if kind == 1:
+            enc: Any = (1, frozenset(Counter(self.message(m) for m in v).items()))
+        elif kind == 2:
+            enc = (2, frozenset((self.text(p), self.file(f)) for p, f in v.files), v.removed)
+        else:
+            enc = (0, self.value(v))
+        out = _NUMBERS.get(enc)
+        if out is None:
+            out = _NUMBERS[enc] = len(_NUMBERS)
+        self.nums[id(v)] = (v, out)
+        return out
 
     def value(self, v: Any) -> Any:
         t = type(v)
@@ -148,6 +168,7 @@ class Encoder:
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
 _NUMBERED: dict[Any, str] = {}
+_NUMBERS: dict[Any, int] = {}
 
 
 def _stable(x: Any) -> str:
@@ -229,10 +250,24 @@ class Canonicalizer:
             for e in self._encoders.values():  # bounded memory: parts of states long explored go
                 e.memo.clear()
                 e.reprs.clear()
-        return self.renamed(w, self.permutation(w))
+                e.nums.clear()
+        return self.key_under(w, self.permutation(w))
+
+    def key_under(self, w: Any, perm: tuple[int, ...]) -> tuple:
+        """w's key with rank r renamed perm[r] (any permutation: the tests compute orbits with it)."""
+        n = self.n
+        enc = self.encoder(perm)
+        key: list[Any] = [0] * (2 * n)
+        for i in range(n):
+            key[perm[i]] = enc.num(w.machines[i])
+            key[n + perm[i]] = enc.num(w.pending[i])
+        key += [enc.num(m) for m in w.machines[n:]]
+        key += [enc.num(p) for p in w.pending[n:]]
+        key += [enc.num(w.net, 1), enc.num(w.disk, 2), enc.num(w.store), w.ghost, w.fence, w.owners]
+        return tuple(key)
 
     def renamed(self, w: Any, perm: tuple[int, ...]) -> tuple:
-        """The encoding of w with rank r renamed perm[r] (any permutation: the tests compute orbits with it)."""
+        """The encoding of w with rank r renamed perm[r], readable (`key_under` is the same, parts numbered)."""
         n = self.n
         enc = self.encoder(perm)
         machines: list[Any] = [None] * n
