@@ -64,12 +64,18 @@ def test_three_ranks_bilateral_reduced_and_full_agree() -> None:
     assert _same_verdicts("bilateral", Config(ranks=3)) == (10939, 58693)
 
 
-@pytest.mark.parametrize(("protocol", "ranks"), [("bilateral", 2), ("paper-literal", 2), ("naive", 3)])
-def test_key_is_exactly_canonical(protocol: str, ranks: int) -> None:
+@pytest.mark.parametrize(("protocol", "ranks", "extra"), [
+    ("bilateral", 2, {}), ("paper-literal", 2, {}), ("naive", 3, {}),
+    # coverage aborts name ranks in their reasons ("rank1", "rank 1"); a reader adds ghost fields
+    ("bilateral", 2, {"short_writes": True, "reader": True}),
+    # a zombie coordinator (a second coordinator slot) that discards after it is fenced out
+    ("bilateral", 2, {"attempts": 2, "zombies": True, "discard": True, "message_loss": False, "timeouts": False}),
+])
+def test_key_is_exactly_canonical(protocol: str, ranks: int, extra: dict) -> None:
     """Every reachable state, by brute force: its orbit is the set of its encodings under every renaming;
     the canonical key must lie in the orbit (sound: equal keys only for renamings of one another) and
     states of one orbit must share one key (no class explored twice)."""
-    model = Model(get_variant(protocol), Config(ranks=ranks, symmetry=False))
+    model = Model(get_variant(protocol), Config(ranks=ranks, symmetry=False, **extra))
     seen = {model.initial()}
     todo = deque(seen)
     while todo:
@@ -86,7 +92,7 @@ def test_key_is_exactly_canonical(protocol: str, ranks: int) -> None:
         assert key in orbit
         keys_of_orbit.setdefault(orbit, set()).add(key)
     assert all(len(keys) == 1 for keys in keys_of_orbit.values())
-    reduced = explore(protocol, Config(ranks=ranks))
+    reduced = explore(protocol, Config(ranks=ranks, **extra))
     assert reduced.states == len(keys_of_orbit)  # the reduced search reaches every class, once
 
 
