@@ -41,7 +41,8 @@ CASES_2 = [
     ("paper-literal", Config(ranks=2, attempts=2, message_loss=False, crashes=False), None, 6170, 12200),
     # every planted bug, in the scenario that shows it (the zombie one without loss, crashes or timeouts)
     *[("bilateral", dataclasses.replace(Config(ranks=2), **MUTATION_SETTINGS.get(m, {}), **(
-        {"message_loss": False, "crashes": False, "timeouts": False} if m == "recursive-discard" else {})),
+        {"message_loss": False, "crashes": False, "timeouts": False}
+        if MUTATION_SETTINGS.get(m, {}).get("zombies") else {})),
        m, None, None) for m in MUTATIONS],
 ]
 

@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep", type=int, default=1, help="committed epochs retained by garbage collection")
     parser.add_argument("--mutation", choices=sorted(MUTATIONS),
                         help="plant a bug in the bilateral protocol (recursive-discard turns on --attempts 2 "
-                             "--zombies --discard; no-coverage-check --short-writes; reader-takes-fence --reader)")
+                             "--zombies --discard; no-coverage-check --short-writes; reader-takes-fence --reader; fence-per-save --attempts 2 --zombies "
+                             "--zombie-saves)")
     parser.add_argument("--zombies", action="store_true",
                         help="a job restart may leave the old coordinator running (needs --attempts 2)")
     parser.add_argument("--fence-at-first-publish", action="store_true",
@@ -48,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a rank's write may vouch for none of its chunks: the coverage check must abort")
     parser.add_argument("--reader", action="store_true",
                         help="a read-only opener (inspect, a restore-only Checkpointer) opens the root once, at any point")
+    parser.add_argument("--zombie-saves", action="store_true",
+                        help="with --zombies: the surviving old coordinator's job begins its next save")
     parser.add_argument("--no-symmetry", action="store_true",
                         help="explore every state, not one per class of states equal up to renaming ranks "
                              "(slower; the verdicts are the same)")
@@ -73,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     config = Config(ranks=args.ranks, attempts=args.attempts, epochs=args.epochs, keep=args.keep,
                     crashes=not args.no_crashes, message_loss=not args.no_loss, zombies=args.zombies,
                     fence_at_first_publish=args.fence_at_first_publish, symmetry=not args.no_symmetry,
-                    discard=args.discard, short_writes=args.short_writes, reader=args.reader)
+                    discard=args.discard, short_writes=args.short_writes, reader=args.reader,
+                    zombie_saves=args.zombie_saves)
     # a planted bug runs in the scenario that can show it (at least: more is the user's choice)
     settings = MUTATION_SETTINGS.get(args.mutation or "", {})
     config = dataclasses.replace(config, **{k: max(v, getattr(config, k)) for k, v in settings.items()})

@@ -13,7 +13,9 @@ from fito.model.protocols import INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, Rec
 from fito.model.simexec import SimExecutor, add_attempt as _add, net_add as _net_add
 from fito.model.simfs import SimDisk
 from fito.model.planted import DiscardingCoordinator
-from fito.protocol import Aborted, Begin, Command, Committed, Coordinator, RankFailed, ReadyReceived, TimedOut, WriteShard
+from fito.protocol import (
+    Aborted, Begin, Command, Committed, Coordinator, CoordinatorPhase, RankFailed, ReadyReceived, TimedOut, WriteShard,
+)
 from fito.protocol.drive import feed, recording, step
 
 
@@ -105,7 +107,11 @@ class Model:
             token = w.fence[0] + 1 if self.variant.reader_fences else 0
             fence = (token,) + w.fence[1:] if token else w.fence
             out.append(("reader: open the checkpoint read-only" + (", taking a fencing token" if token else ""),
-                        w._replace(ghost=g._replace(reader=token), fence=fence)))
+                        w._replace(ghost=g._replace(reader=token, intruder=token or g.intruder), fence=fence)))
+        zombie = w.machines[self.zombie] if self.config.zombies else None
+        if (self.config.zombie_saves and not g.zombie_saved and not w.pending[self.zombie]
+                and getattr(zombie, "phase", None) in (CoordinatorPhase.COMMITTED, CoordinatorPhase.ABORTED)):
+            out.append(self._zombie_saves(w, zombie))
         epoch = g.current[0]
         if g.attempts < self.config.attempts and g.current not in g.committed:
             nxt_attempt = (epoch, attempt_name(g.named))
@@ -132,6 +138,20 @@ class Model:
             out.append((f"next save: every process begins epoch {epoch + 1} attempt {nxt_attempt[1]}",
                         nxt._replace(net=w.net, owners=w.owners + nxt.owners)))
         return [(label, s) for label, s in out if s != w]
+
+    def _zombie_saves(self, w: World, zombie: Coordinator) -> tuple[str, World]:
+        """The old job (whose coordinator survived the restart) goes on training and begins its next save:
+        with its life's token (the library), or with a new one (a token per save: the planted bug)."""
+        g = w.ghost
+        per_save = self.variant.fence_per_save
+        token = w.fence[0] + 1 if per_save else w.fence[2]
+        att = (zombie.epoch + 1, attempt_name(g.named))
+        m, cmds = feed(self._fresh[self.zombie], Begin(*att, token, global_plan(self.n)))
+        fence = (token, w.fence[1], token) if per_save else w.fence
+        ghost = g._replace(named=g.named + 1, zombie_saved=True, intruder=token if per_save else g.intruder)
+        nxt = self._set(w._replace(ghost=ghost, fence=fence, owners=w.owners + ((att[1], token),)), self.zombie, m, cmds)
+        return (f"zombie coord: its job goes on and begins saving epoch {att[0]} attempt {att[1]}"
+                + (", taking a new fencing token" if per_save else ""), nxt)
 
     def deliver(self, w: World, k: int) -> tuple[str, World]:
         """The k-th message in flight arrives: its destination's machine is fed the event (fito.protocol.drive.feed)."""

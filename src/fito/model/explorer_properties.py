@@ -17,8 +17,8 @@ PROPERTIES: dict[str, str] = {
     "CommittedStaysRecoverable": "always: once an epoch is committed, recovery returns it (or a newer "
     "commit); it may only disappear when a newer commit is durable",
     "AbortedNeverVisible": "always: no unit of an aborted attempt is ever returned by recovery",
-    "OnlyANewerWriterFences": "always: a coordinator's decision is refused only when a newer coordinator "
-    "(a restarted job) took the fence; a reader never fences a writer out",
+    "OnlyANewerWriterFences": "always: the live job's decision is refused only when a newer job's coordinator "
+    "took the fence; never a reader, never an older job's coordinator beginning another save",
     "EventuallyDecides": "eventually: when no process has work left and no message is in flight, the "
     "attempt is committed or aborted (no silent limbo)",
 }
@@ -61,8 +61,9 @@ def liveness_violations(w: World, ranks: int, timeouts: bool) -> list[Violation]
     g = w.ghost
     if g.fenced_out:
         return [Violation("OnlyANewerWriterFences",
-                          f"the decision for {g.fenced_out} was refused: the newest fencing token is held by a "
-                          f"read-only opener, which never writes")]
+                          f"the live job's decision for {g.fenced_out} was refused: the newest fencing token is "
+                          f"held by " + ("a read-only opener" if g.intruder == g.reader else
+                                         "the old job's coordinator, which took it for its next save"))]
     if any(w.pending) or w.net:
         return []
     if g.current in g.committed or g.current in g.aborted:

@@ -287,6 +287,7 @@ class Variant:
     recover: Callable[[Reader, tuple[Record, ...], int], Recovery]
     presumed_abort: bool = True  # an attempt whose coordinator died undecided is aborted
     reader_fences: bool = False  # planted bug: the read-only opener takes a fencing token
+    fence_per_save: bool = False  # planted bug: a coordinator takes a new token at every save, not once per life
 
 
 def _initial_bilateral(ranks: int) -> tuple[SimDisk, tuple[Record, ...]]:
@@ -356,6 +357,11 @@ MUTATIONS: dict[str, Variant] = {
         BILATERAL, name="bilateral+reader-takes-fence",
         summary="a read-only opener takes a fencing token, fencing out the live writer", reader_fences=True,
     ),
+    "fence-per-save": replace(
+        BILATERAL, name="bilateral+fence-per-save",
+        summary="a new fencing token at every save instead of once per life: an old job fences the new one out",
+        fence_per_save=True,
+    ),
     "no-coverage-check": replace(
         BILATERAL, name="bilateral+no-coverage-check",
         summary="the coordinator accepts READYs that do not vouch for every chunk of the plan",
@@ -371,6 +377,7 @@ MUTATION_SETTINGS: dict[str, dict[str, object]] = {
     "recursive-discard": {"attempts": 2, "zombies": True, "discard": True},
     "no-coverage-check": {"short_writes": True},
     "reader-takes-fence": {"reader": True},
+    "fence-per-save": {"attempts": 2, "zombies": True, "zombie_saves": True},
 }
 
 

@@ -132,8 +132,10 @@ class SimExecutor:
         att = (cmd.epoch, cmd.attempt)
         if token != self.fence[0]:
             self.label = f"publish decision {cmd.outcome} e{cmd.epoch}/{cmd.attempt}: REFUSED, stale fence"
-            if self.ghost.reader > 0 and self.fence[0] == self.ghost.reader and not self.ghost.fenced_out:
-                self.ghost = self.ghost._replace(fenced_out=f"e{cmd.epoch}/{cmd.attempt}")  # a reader fenced it
+            g = self.ghost
+            if g.intruder and self.fence[0] == g.intruder and not g.fenced_out and self.i == self.n:
+                # the live job's coordinator, fenced out by a reader or an older job's new save
+                self.ghost = g._replace(fenced_out=f"e{cmd.epoch}/{cmd.attempt}")
             return PublishRejected(f"fencing token {token} is stale, current is {self.fence[0]}")
         if not any((r.epoch, r.attempt) == att for r in self.store):
             self.store = self.store + (Record(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash),)
