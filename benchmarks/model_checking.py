@@ -1,11 +1,14 @@
 """Model-checking figures: explorer states/s and totals for 2 and 3 ranks, planted bugs, crash states per
 second on fito's real save path, and the DCP comparison. `--write` refreshes benchmarks/results/model_checking.md.
+`--scale` prints only issue 16's section instead: bilateral at 2, 3 and 4 ranks with and without symmetry
+reduction (wall and CPU time), the goal scenario (4 ranks, job restart), and every planted bug's detection time.
 
-Usage: python benchmarks/model_checking.py [--write] [--quick]
+Usage: python benchmarks/model_checking.py [--write] [--quick] [--scale [--scale-cap N]]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -18,7 +21,7 @@ import torch
 from fito.model.crashstates import check_fito_crash_states
 from fito.model.explorer import explore
 from fito.model.explorer_world import Config
-from fito.model.protocols import MUTATIONS
+from fito.model.protocols import MUTATION_SETTINGS, MUTATIONS
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dcp_crash_states  # noqa: E402
@@ -54,7 +57,8 @@ def mutation_rows() -> list[str]:
     rows = ["| planted bug | ranks | states until caught | seconds | property | counterexample steps |",
             "|---|---|---|---|---|---|"]
     for name in MUTATIONS:
-        res = explore("bilateral", Config(ranks=2), mutation=name, stop_at_first=True)
+        cfg = dataclasses.replace(Config(ranks=2), **MUTATION_SETTINGS.get(name, {}))
+        res = explore("bilateral", cfg, mutation=name, stop_at_first=True)
         (prop, cex), = list(res.violations.items())[:1]
         rows.append(f"| {name} | 2 | {res.states:,} | {res.seconds:.2f} | {prop} | {len(cex.trace)} |")
         print(rows[-1], flush=True)
@@ -92,12 +96,60 @@ def dcp_rows() -> list[str]:
     return rows
 
 
+def _scale_row(label: str, cfg: Config, cap: int | None, mutation: str | None = None) -> str:
+    res = explore("bilateral", cfg, mutation=mutation, stop_at_first=mutation is not None, max_states=cap)
+    done = "yes" if res.complete else ("stopped at the first counterexample" if res.violations else f"no (cut at {cap:,})")
+    verdict = ", ".join(sorted(res.violations)) or res.verdict
+    row = (f"| {label} | {'on' if cfg.symmetry else 'off'} | {res.states:,} | {res.transitions:,} | {done} | "
+           f"{res.seconds:.1f} | {res.cpu_seconds:.1f} | {res.states / res.seconds:,.0f} | "
+           f"{res.states / res.cpu_seconds:,.0f} | {verdict} |")
+    print(row, flush=True)
+    return row
+
+
+def scale_rows(cap: int) -> list[str]:
+    """Issue 16: the bilateral search at 2, 3, 4 ranks before (symmetry off) and after symmetry reduction,
+    the goal scenario, and the planted bugs. Searches that would exceed `cap` states are cut there (their
+    rate is still measured; their verdict is then "unknown")."""
+    rows = ["| search | symmetry | states | transitions | exhaustive | wall s | CPU s | states/s (wall) | "
+            "states/s (CPU) | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for ranks in (2, 3, 4):
+        for sym in (False, True):
+            rows.append(_scale_row(f"bilateral, {ranks} ranks (crashes, loss, timeouts)",
+                                   Config(ranks=ranks, symmetry=sym), cap))
+    rows.append(_scale_row("bilateral, 3 ranks, + a job restart (--attempts 2)", Config(ranks=3, attempts=2), cap))
+    rows.append(_scale_row("bilateral, 4 ranks, + a job restart (--attempts 2): the issue's goal",
+                           Config(ranks=4, attempts=2), cap))
+    rows += ["", "| planted bug | ranks | scenario | states until caught | wall s | CPU s | steps | last step |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in MUTATIONS:
+        for ranks in (2, 3):
+            settings = MUTATION_SETTINGS.get(name, {})
+            quiet = {"crashes": False, "message_loss": False, "timeouts": False} if settings.get("zombies") else {}
+            cfg = dataclasses.replace(Config(ranks=ranks), **settings, **quiet)
+            res = explore("bilateral", cfg, mutation=name, stop_at_first=True)
+            (prop, cex), = list(res.violations.items())[:1]
+            scenario = ", ".join(f"{k}={v}" for k, v in {**settings, **quiet}.items()) or "default"
+            rows.append(f"| {name} | {ranks} | {scenario} | {res.states:,} | {res.seconds:.2f} | "
+                        f"{res.cpu_seconds:.2f} | {len(cex.trace)} | {cex.trace[-1]} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="write benchmarks/results/model_checking.md")
     parser.add_argument("--quick", action="store_true", help="2 ranks only")
+    parser.add_argument("--scale", action="store_true", help="only issue 16's table (symmetry, 4 ranks, planted bugs)")
+    parser.add_argument("--scale-cap", type=int, default=400_000, help="cut searches at this many states")
     args = parser.parse_args(argv)
     t0 = time.time()
+    if args.scale:
+        rows = scale_rows(args.scale_cap)
+        print(f"\n{platform.machine()}, {os.cpu_count()} cores (shared), Python {platform.python_version()}; "
+              f"total {time.time() - t0:.0f} s")
+        print("\n".join(rows))
+        return 0
     explorer = explorer_rows(args.quick)
     mutations = mutation_rows()
     crash, _ = crash_rows()

@@ -87,6 +87,8 @@ def test_a_two_rank_save_emits_the_checkers_happy_path(tmp_path: Path) -> None:
 def test_a_rule_changed_on_one_side_changes_its_sequence(mutation: str, machines: set[str]) -> None:
     """The comparison is sharp enough: each planted bug (one method of one machine overridden, as a drifted
     copy of a rule would be) yields a happy path that differs from the clean one, in that machine only."""
-    assert set(MUTATIONS) == {"ready-before-fsync", "gc-before-decision", "publish-before-all-ready"}
+    # issue 16's planted bugs (recursive-discard, no-coverage-check) act off the happy path: only these three
+    # change it
+    assert {"ready-before-fsync", "gc-before-decision", "publish-before-all-ready"} <= set(MUTATIONS)
     clean, mutated = checker(2), checker(2, mutation)
     assert {m for m in clean if clean[m] != mutated[m]} == machines

@@ -2,6 +2,13 @@
 bilateral protocol passes exhaustively for 2 and 3 ranks (state counts pinned, so a change in the
 protocol or the model that alters the explored space is noticed).
 
+Since symmetry reduction (issue 16, fito.model.symmetry; on by default) the search counts one state per
+class of states equal up to renaming ranks: every count below is that of classes, the full count beside it
+(tests/model/test_symmetry.py checks both searches agree on every verdict and that the key is exactly
+canonical). 2 ranks: naive 172 -> 97, paper-literal 2,624 -> 1,354, bilateral 2,225 -> 1,179 (10,421 ->
+5,490 transitions; depth unchanged: a renaming does not shorten a path), retry 9,389 -> 4,925; 3 ranks
+58,693 -> 10,939.
+
 Where the pinned bilateral counts come from, and why they changed with Persist (issue 10's seam; re-derived by
 running the explorer before and after):
 - A state is (machines, pending commands, network multiset, simulated disk, decision log, ghost history,
@@ -70,7 +77,7 @@ def test_naive_loads_a_mix_after_one_in_place_write() -> None:
     cex = result.violations["AlwaysRecoversOneCommittedEpoch"]
     assert cex.trace[1:] == ["rank0: overwrite naive/rank-00000.pt in place with epoch 2"]  # BFS-shortest
     assert "rank0=e2/a, rank1=e1/x" in cex.detail
-    assert result.states == 172 and result.transitions == 568
+    assert result.states == 97 and result.transitions == 318  # 172 / 568 without symmetry reduction
     _, violations = replay("naive", Config(ranks=2), cex.trace)
     assert "AlwaysRecoversOneCommittedEpoch" in {v.property for v in violations}
 
@@ -87,7 +94,7 @@ def test_paper_literal_recovers_a_mix_when_commit_reaches_one_rank() -> None:
     lost = result.violations["CommittedStaysRecoverable"]
     assert lost.trace[-1] == "coord: decide commit e2/a (the variant's commit point)"
     assert "AbortedNeverVisible" not in result.violations
-    assert result.states == 2624  # 3,460 before Persist: its participant is the library's (module docstring)
+    assert result.states == 1354  # 2,624 unreduced; 3,460 before Persist: its participant is the library's (module docstring)
     for c in result.violations.values():
         _, violations = replay("paper-literal", Config(ranks=2), c.trace)
         assert c.property in {v.property for v in violations}
@@ -101,7 +108,7 @@ def test_bilateral_two_ranks_holds_exhaustively() -> None:
     # BFS path is the happy path (2 x 3 participant commands, 2 READY deliveries, 5 coordinator commands,
     # 2 COMMIT deliveries = 15 steps; 18 before, one FsyncDir per rank and coordinator) followed by a crash
     # of each of the 3 processes (machines back to fresh: a state not seen before).
-    assert (result.states, result.transitions, result.max_depth) == (2225, 10421, 18)
+    assert (result.states, result.transitions, result.max_depth) == (1179, 5490, 18)  # unreduced: 2,225 / 10,421 / 18
     assert result.crash_images > 0
 
 
@@ -111,7 +118,7 @@ def test_bilateral_three_ranks_holds_exhaustively() -> None:
     assert result.ok and result.complete
     # 58,693 (99,068 before Persist: per process one step fewer between write and READY/publish, times
     # the other processes' interleavings with it; module docstring)
-    assert result.states == 58693
+    assert result.states == 10939  # unreduced: 58,693
 
 
 def test_bilateral_with_a_retry_keeps_the_aborted_attempt_invisible() -> None:
@@ -120,7 +127,7 @@ def test_bilateral_with_a_retry_keeps_the_aborted_attempt_invisible() -> None:
     # 9,389 (22,939 before Persist, whose one step per object removes the between-fsyncs states of both
     # attempts; unchanged by issue 10 before that: a job restart begins a new coordinator with a new token,
     # World.fence and the machine's own fence move together, so the retry adds no state of its own)
-    assert result.ok and result.complete and result.states == 9389
+    assert result.ok and result.complete and result.states == 4925  # unreduced: 9,389
     # the space really contains an aborted first attempt followed by a committed second one
     paper = explore("paper-literal", cfg, stop_at_first=True)
     assert not paper.ok
@@ -163,7 +170,9 @@ def test_cli_exit_codes_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     env = json.loads(capsys.readouterr().out)
     assert env["command"] == "check" and env["verdict"] == "holds"
     doc = env["result"]
-    assert doc["ok"] is True and doc["states"] == 2225
+    assert doc["ok"] is True and doc["states"] == 1179 and doc["symmetry"] is True
+    assert main(["check", "--protocol", "bilateral", "--ranks", "2", "--no-symmetry", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["result"]["states"] == 2225
     assert set(doc["properties"].values()) == {"holds"}
 
 
@@ -219,3 +228,13 @@ def test_lazy_fencing_lets_a_zombie_delete_the_live_attempt_before_it_commits() 
     refused = ZOMBIE_TRACE[:17] + ["zombie coord: publish decision commit e2/a: REFUSED, stale fence"]
     _, violations = replay("bilateral", eager, refused)
     assert violations == []
+
+
+def test_cli_four_ranks(capsys: pytest.CaptureFixture[str]) -> None:
+    """`fito check --ranks 4` runs (cut short here: the full search takes about a minute), text and JSON."""
+    assert main(["check", "--ranks", "4", "--max-states", "1500", "--json"]) == 5
+    doc = json.loads(capsys.readouterr().out)["result"]
+    assert doc["ranks"] == 4 and doc["symmetry"] is True and doc["states"] >= 1500 and doc["cpu_seconds"] > 0
+    assert main(["check", "--ranks", "4", "--max-states", "1500"]) == 5
+    out = capsys.readouterr().out
+    assert "4 ranks" in out and "one state per rank permutation class" in out and "s CPU" in out

@@ -7,7 +7,12 @@ import pytest
 from fito.cli import main
 from fito.model.explorer import explore, replay
 from fito.model.explorer_world import Config
-from fito.model.protocols import MUTATIONS, GcBeforeDecision, PublishBeforeAllReady, ReadyBeforeFsync
+import dataclasses
+
+from fito.model.planted import DiscardingCoordinator, NoCoverageCheck, RecursiveDiscard
+from fito.model.protocols import (
+    MUTATION_SETTINGS, MUTATIONS, GcBeforeDecision, PublishBeforeAllReady, ReadyBeforeFsync,
+)
 from fito.protocol import Coordinator, Participant
 
 CFG = Config(ranks=2)
@@ -49,16 +54,79 @@ def test_mutations_are_one_method_overrides_of_the_library_machines() -> None:
     overridden = {name for cls in (GcBeforeDecision, PublishBeforeAllReady) for name in vars(cls) if not name.startswith("_")}
     assert overridden <= {"publish", "on_published", "on_ready"}
     assert {n for n in vars(ReadyBeforeFsync) if not n.startswith("_")} <= {"after_write", "send_ready"}
-    assert set(MUTATIONS) == {"ready-before-fsync", "gc-before-decision", "publish-before-all-ready"}
+    assert set(MUTATIONS) == {"ready-before-fsync", "gc-before-decision", "publish-before-all-ready",
+                              "recursive-discard", "no-coverage-check", "reader-takes-fence", "fence-per-save"}
+    # issue 16's: the discard a failed coordinator runs, made recursive; the coverage check, skipped
+    assert issubclass(RecursiveDiscard, DiscardingCoordinator) and issubclass(DiscardingCoordinator, Coordinator)
+    assert {n for n in vars(RecursiveDiscard) if not n.startswith("_")} <= {"handle", "discard_command"}
+    assert {n for n in vars(NoCoverageCheck) if not n.startswith("_")} == {"coverage_problems"}
 
 
+@pytest.mark.slow
 def test_every_mutation_is_also_caught_with_three_ranks() -> None:
     # No process faults needed: the power failure checked at every state is enough to expose each bug.
     quiet = Config(ranks=3, crashes=False, message_loss=False, timeouts=False)
     assert explore("bilateral", quiet).ok
     for mutation in MUTATIONS:
-        result = explore("bilateral", quiet, mutation=mutation, stop_at_first=True)
-        assert "CommittedStaysRecoverable" in result.violations, mutation
+        cfg = dataclasses.replace(quiet, **MUTATION_SETTINGS.get(mutation, {}))
+        result = explore("bilateral", cfg, mutation=mutation, stop_at_first=True)
+        assert {"CommittedStaysRecoverable", "OnlyANewerWriterFences"} & set(result.violations), mutation
+
+
+# Issue 16's rules, each with its planted bug: (mutation, scenario, property, steps, the damaging step).
+NEW_RULES = [
+    # A zombie coordinator, fenced out (its publish refused), discards its attempt: it finds epochs/2 empty
+    # of others, the live job then writes and commits e2/b there, and the zombie's rmtree deletes it.
+    ("recursive-discard", Config(ranks=2, attempts=2, zombies=True, discard=True, message_loss=False,
+                                 crashes=False, timeouts=False), "CommittedStaysRecoverable", 27,
+     "zombie coord: remove epochs/000000000002 recursively"),
+    # rank 1's plan missed its chunk; the coordinator writes a manifest without it and commits: e2/a is
+    # committed but recovery can only refuse it (the manifest does not cover rank 1) and falls back to e1.
+    ("no-coverage-check", Config(ranks=2, short_writes=True), "CommittedStaysRecoverable", 12,
+     "coord: publish decision commit e2/a (durable, atomic)"),
+    # a read-only opener (inspect, a restore-only Checkpointer) that takes a token fences the live writer
+    # out: its decision is refused although no newer writer exists (here its abort after a timeout)
+    ("reader-takes-fence", Config(ranks=2, reader=True), "OnlyANewerWriterFences", 4,
+     "coord: publish decision abort e2/a: REFUSED, stale fence"),
+    # a token per save: the old job (its coordinator survived the restart) begins its next save with a new
+    # token and fences the live job out; with one token per life its token stays stale (1 rank: the rule is
+    # about coordinators; 2 ranks give the same 8 steps in 2,231 states, the clean space 108,461)
+    ("fence-per-save", Config(ranks=1, attempts=2, zombies=True, zombie_saves=True, message_loss=False,
+                              crashes=False), "OnlyANewerWriterFences", 8,
+     "coord: publish decision abort e2/b: REFUSED, stale fence"),
+]
+
+
+@pytest.mark.parametrize(("mutation", "cfg", "prop", "steps", "last_step"), NEW_RULES)
+def test_new_rule_planted_bug_is_caught_and_the_rule_holds(mutation: str, cfg: Config, prop: str, steps: int,
+                                                            last_step: str) -> None:
+    result = explore("bilateral", cfg, mutation=mutation, stop_at_first=True)
+    cex = result.violations[prop]
+    assert len(cex.trace) == steps and cex.trace[-1] == last_step
+    _, violations = replay("bilateral", cfg, cex.trace, mutation=mutation)
+    assert prop in {v.property for v in violations}
+    # the library's rule (discard by name, directories only if empty; the coverage check) holds on the
+    # whole space the bug was found in
+    clean = explore("bilateral", cfg)
+    assert clean.ok and clean.complete, [c.render() for c in clean.violations.values()]
+    try:
+        _, after = replay("bilateral", cfg, cex.trace)
+    except ValueError:  # the trace is not even possible with the rule: the damaging step is not enabled
+        after = []
+    assert after == []
+
+
+def test_discard_runs_plan_discard_and_spares_a_newer_attempt() -> None:
+    """The correct discard in the zombie scenario: the zombie's objects go, the live attempt's do not."""
+    cfg = NEW_RULES[0][1]
+    trace = explore("bilateral", cfg, mutation="recursive-discard", stop_at_first=True).violations[
+        "CommittedStaysRecoverable"].trace
+    fixed = [s.replace("discard e2/a: objects deleted; e2/ holds nothing else",
+                       "discard e2/a (objects by name, directories only if empty)") for s in trace[:-1]]
+    world, violations = replay("bilateral", cfg, fixed)
+    assert violations == []
+    names = {p for p, f in world.disk.files if f.linked}
+    assert "epochs/000000000002/b/manifest.json" in names and not any("/a/" in p for p in names if "00002" in p)
 
 
 def test_cli_reports_the_mutation(capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,3 +134,6 @@ def test_cli_reports_the_mutation(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "bilateral+ready-before-fsync" in out and "counterexample to CommittedStaysRecoverable" in out
     assert main(["check", "--protocol", "naive", "--mutation", "ready-before-fsync"]) == 2
+    # a planted bug that needs a scenario gets it: no-coverage-check turns on --short-writes
+    assert main(["check", "--mutation", "no-coverage-check", "--stop-at-first"]) == 1
+    assert "vouching for none of its chunks" in capsys.readouterr().out

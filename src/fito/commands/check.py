@@ -3,13 +3,14 @@ optionally with a planted bug, and print a shortest counterexample when a proper
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from fito.commands._contract import UsageError, finish
 from fito.model.explorer import explore
 from fito.model.explorer_properties import PROPERTIES
 from fito.model.explorer_result import Result
 from fito.model.explorer_world import Config
-from fito.model.protocols import MUTATIONS, VARIANTS, get_variant
+from fito.model.protocols import MUTATION_SETTINGS, MUTATIONS, VARIANTS, get_variant
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,11 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--protocol", choices=sorted(VARIANTS), default="bilateral",
                         help="naive: one marker file; paper-literal: §9.1 as written; bilateral: fito's protocol "
                              "(default)")
-    parser.add_argument("--ranks", type=int, default=2, help="number of ranks (default 2; 3 takes about a minute)")
+    parser.add_argument("--ranks", type=int, default=2, help="number of ranks (default 2; 3 takes seconds, 4 about a minute)")
     parser.add_argument("--attempts", type=int, default=1, help="attempts per epoch (job restarts + 1, default 1)")
     parser.add_argument("--epochs", type=int, default=1, help="epochs saved after epoch 1, one after another (default 1)")
     parser.add_argument("--keep", type=int, default=1, help="committed epochs retained by garbage collection")
-    parser.add_argument("--mutation", choices=sorted(MUTATIONS), help="plant a bug in the bilateral protocol")
+    parser.add_argument("--mutation", choices=sorted(MUTATIONS),
+                        help="plant a bug in the bilateral protocol (recursive-discard turns on --attempts 2 "
+                             "--zombies --discard; no-coverage-check --short-writes; reader-takes-fence --reader; fence-per-save --attempts 2 --zombies "
+                             "--zombie-saves)")
     parser.add_argument("--zombies", action="store_true",
                         help="a job restart may leave the old coordinator running (needs --attempts 2)")
     parser.add_argument("--fence-at-first-publish", action="store_true",
@@ -38,6 +42,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "garbage collection deletes every undecided attempt (unsafe with --zombies)")
     parser.add_argument("--no-crashes", action="store_true", help="no process crashes (power failure still checked)")
     parser.add_argument("--no-loss", action="store_true", help="messages are never lost")
+    parser.add_argument("--discard", action="store_true",
+                        help="a coordinator whose abort is decided discards its attempt (objects by name, "
+                             "directories only if empty), as the library's executor does")
+    parser.add_argument("--short-writes", action="store_true",
+                        help="a rank's write may vouch for none of its chunks: the coverage check must abort")
+    parser.add_argument("--reader", action="store_true",
+                        help="a read-only opener (inspect, a restore-only Checkpointer) opens the root once, at any point")
+    parser.add_argument("--zombie-saves", action="store_true",
+                        help="with --zombies: the surviving old coordinator's job begins its next save")
+    parser.add_argument("--no-symmetry", action="store_true",
+                        help="explore every state, not one per class of states equal up to renaming ranks "
+                             "(slower; the verdicts are the same)")
     parser.add_argument("--stop-at-first", action="store_true", help="stop at the first counterexample")
     parser.add_argument("--max-states", type=int, default=None,
                         help="give up after this many states (properties not violated so far are then unknown)")
@@ -59,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     config = Config(ranks=args.ranks, attempts=args.attempts, epochs=args.epochs, keep=args.keep,
                     crashes=not args.no_crashes, message_loss=not args.no_loss, zombies=args.zombies,
-                    fence_at_first_publish=args.fence_at_first_publish)
+                    fence_at_first_publish=args.fence_at_first_publish, symmetry=not args.no_symmetry,
+                    discard=args.discard, short_writes=args.short_writes, reader=args.reader,
+                    zombie_saves=args.zombie_saves)
+    # a planted bug runs in the scenario that can show it (at least: more is the user's choice)
+    settings = MUTATION_SETTINGS.get(args.mutation or "", {})
+    config = dataclasses.replace(config, **{k: max(v, getattr(config, k)) for k, v in settings.items()})
     if args.json:
         result = explore(variant, config, stop_at_first=args.stop_at_first, max_states=args.max_states)
         return finish(args, result.verdict, result.to_json())
@@ -96,7 +117,8 @@ def _print(result: Result, summary: str) -> None:
         f"{c.ranks} ranks, {c.epochs} epoch(s) after epoch 1, {c.attempts} attempt(s) each, keep {c.keep}: "
         f"{result.states:,} states, "
         f"{result.transitions:,} transitions, {result.crash_images:,} distinct crash images, depth "
-        f"{result.max_depth}, {result.seconds:.2f} s ({rate:,.0f} states/s)"
+        f"{result.max_depth}, {result.seconds:.2f} s wall, {result.cpu_seconds:.2f} s CPU ({rate:,.0f} states/s wall)"
+        + (", one state per rank permutation class" if c.symmetry else "")
         + ("" if result.complete else " [yellow](search cut short)[/yellow]")
     )
     table = Table("property", "result", "meaning")

@@ -25,6 +25,7 @@ from fito.model.explorer_properties import Violation
 from fito.model.explorer_result import Counterexample, Result
 from fito.model.explorer_world import Config, World
 from fito.model.protocols import Variant, get_variant
+from fito.model.symmetry import Canonicalizer, identity_key
 from fito.protocol import Command
 
 
@@ -39,30 +40,39 @@ def explore(
     variant = protocol if isinstance(protocol, Variant) else get_variant(protocol, mutation)
     model = Model(variant, config)
     start = time.perf_counter()
+    cpu = time.process_time()
+    key: Callable[[World], object] = Canonicalizer(config.ranks).key if config.symmetry else identity_key
     init = model.initial()
-    # state -> (parent, label, depth); one dict, one hash per successor
-    parents: dict[World, tuple[World | None, str, int]] = {init: (None, "", 0)}
-    frontier: deque[World] = deque([init])
+    # key -> (parent key, label, depth); the frontier holds the concrete state first reached in each class
+    parents: dict[object, tuple[object | None, str, int]] = {key(init): (None, "", 0)}
+    frontier: deque[tuple[World, object]] = deque([(init, key(init))])
+    # With symmetry, successors reached before are skipped without canonicalizing them again (hashing a
+    # state is several times cheaper than its canonical key; most successors are such repeats).
+    reached: set[World] | None = {init} if config.symmetry else None
     result = Result(variant.name, config)
     popped = 0
     while frontier:
-        w = frontier.popleft()
-        d = parents[w][2]
+        w, k = frontier.popleft()
+        d = parents[k][2]
         result.max_depth = max(result.max_depth, d)
         violations, images = model.check(w)
         result.crash_images += images
         for v in violations:
             if v.property not in result.violations:
-                result.violations[v.property] = Counterexample(v.property, _trace(parents, w, model), v.detail)
+                result.violations[v.property] = Counterexample(v.property, _trace(parents, k, model), v.detail)
         if stop_at_first and result.violations:
             result.complete = False
             break
         for label, nxt in model.successors(w):
             result.transitions += 1
-            size = len(parents)
-            parents.setdefault(nxt, (w, label, d + 1))
-            if len(parents) != size:
-                frontier.append(nxt)
+            if reached is not None:
+                if nxt in reached:
+                    continue
+                reached.add(nxt)
+            nk = key(nxt)
+            if nk not in parents:
+                parents[nk] = (k, label, d + 1)
+                frontier.append((nxt, nk))
         if max_states is not None and len(parents) >= max_states and frontier:
             result.complete = False
             break
@@ -71,19 +81,22 @@ def explore(
             progress(len(parents), len(frontier), d)
     result.states = len(parents)
     result.seconds = time.perf_counter() - start
+    result.cpu_seconds = time.process_time() - cpu
     if progress is not None:
         progress(result.states, 0, result.max_depth)
     return result
 
 
-def _trace(parents: dict, w: World, model: Model) -> list[str]:
+def _trace(parents: dict, k: object, model: Model) -> list[str]:
+    """The labels from the initial state to the state of key k: concrete transitions, each taken from the
+    concrete state its parent's class is represented by, so the trace replays as is."""
     steps: list[str] = []
     while True:
-        parent, label, _ = parents[w]
+        parent, label, _ = parents[k]
         if parent is None:
             break
         steps.append(label)
-        w = parent
+        k = parent
     steps.append(model.initial_label())
     return list(reversed(steps))
 

@@ -12,7 +12,10 @@ from fito.model.explorer_world import Config, Ghost, World
 from fito.model.protocols import INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, Record, Variant, attempt_name, global_plan
 from fito.model.simexec import SimExecutor, add_attempt as _add, net_add as _net_add
 from fito.model.simfs import SimDisk
-from fito.protocol import Aborted, Begin, Command, Committed, RankFailed, ReadyReceived, TimedOut
+from fito.model.planted import DiscardingCoordinator
+from fito.protocol import (
+    Aborted, Begin, Command, Committed, Coordinator, CoordinatorPhase, RankFailed, ReadyReceived, TimedOut, WriteShard,
+)
 from fito.protocol.drive import feed, recording, step
 
 
@@ -35,7 +38,11 @@ class Model:
         return "coord" if i == self.n else "zombie coord" if i == self.zombie else f"rank{i}"
 
     def fresh(self, i: int) -> object:
-        return self.variant.coordinator(self.n) if i >= self.n else self.variant.participant(i)
+        if i < self.n:
+            return self.variant.participant(i)
+        if self.config.discard and self.variant.coordinator is Coordinator:
+            return DiscardingCoordinator(self.n)
+        return self.variant.coordinator(self.n)
 
     # -- initial state --
     def initial(self) -> World:
@@ -74,6 +81,8 @@ class Model:
         for i in range(self.procs):
             if w.pending[i]:
                 out.append(self.execute(w, i))
+                if self.config.short_writes and i < self.n and isinstance(w.pending[i][0], WriteShard):
+                    out.append(self.execute(w, i, short=True))
         seen_msgs = set()
         for k, (dest, ev) in enumerate(w.net):
             if (dest, ev) in seen_msgs:
@@ -93,6 +102,16 @@ class Model:
                 if nxt != w:
                     out.append((f"crash {self.who(i)} (restarts empty; its un-fsynced writes are lost)", nxt))
         g = w.ghost
+        if self.config.reader and g.reader < 0:
+            # Opening for reading takes no token (the library's fence policy); the planted bug takes one.
+            token = w.fence[0] + 1 if self.variant.reader_fences else 0
+            fence = (token,) + w.fence[1:] if token else w.fence
+            out.append(("reader: open the checkpoint read-only" + (", taking a fencing token" if token else ""),
+                        w._replace(ghost=g._replace(reader=token, intruder=token or g.intruder), fence=fence)))
+        zombie = w.machines[self.zombie] if self.config.zombies else None
+        if (self.config.zombie_saves and not g.zombie_saved and not w.pending[self.zombie]
+                and getattr(zombie, "phase", None) in (CoordinatorPhase.COMMITTED, CoordinatorPhase.ABORTED)):
+            out.append(self._zombie_saves(w, zombie))
         epoch = g.current[0]
         if g.attempts < self.config.attempts and g.current not in g.committed:
             nxt_attempt = (epoch, attempt_name(g.named))
@@ -119,6 +138,20 @@ class Model:
             out.append((f"next save: every process begins epoch {epoch + 1} attempt {nxt_attempt[1]}",
                         nxt._replace(net=w.net, owners=w.owners + nxt.owners)))
         return [(label, s) for label, s in out if s != w]
+
+    def _zombie_saves(self, w: World, zombie: Coordinator) -> tuple[str, World]:
+        """The old job (whose coordinator survived the restart) goes on training and begins its next save:
+        with its life's token (the library), or with a new one (a token per save: the planted bug)."""
+        g = w.ghost
+        per_save = self.variant.fence_per_save
+        token = w.fence[0] + 1 if per_save else w.fence[2]
+        att = (zombie.epoch + 1, attempt_name(g.named))
+        m, cmds = feed(self._fresh[self.zombie], Begin(*att, token, global_plan(self.n)))
+        fence = (token, w.fence[1], token) if per_save else w.fence
+        ghost = g._replace(named=g.named + 1, zombie_saved=True, intruder=token if per_save else g.intruder)
+        nxt = self._set(w._replace(ghost=ghost, fence=fence, owners=w.owners + ((att[1], token),)), self.zombie, m, cmds)
+        return (f"zombie coord: its job goes on and begins saving epoch {att[0]} attempt {att[1]}"
+                + (", taking a new fencing token" if per_save else ""), nxt)
 
     def deliver(self, w: World, k: int) -> tuple[str, World]:
         """The k-th message in flight arrives: its destination's machine is fed the event (fito.protocol.drive.feed)."""
@@ -155,10 +188,10 @@ class Model:
         w = self._set(w, i, fresh, ())
         return World(w.machines, w.pending, w.net, w.disk.lose_volatile(i), w.store, ghost, fence, w.owners)
 
-    def execute(self, w: World, i: int) -> tuple[str, World]:
+    def execute(self, w: World, i: int, short: bool = False) -> tuple[str, World]:
         """Process i executes its next pending command (a failed file operation is caught as the library does)."""
         try:
-            return self._exec_ok(w, i)
+            return self._exec_ok(w, i, short)
         except (FileNotFoundError, FileExistsError) as exc:
             return self._io_failed(w, i, exc)
 
@@ -177,10 +210,10 @@ class Model:
         nxt = self._set(World(w.machines, w.pending, net, w.disk, w.store, ghost, w.fence, w.owners), i, self._fresh[i], ())
         return f"{self.who(i)}: {type(cmd).__name__} FAILED ({type(exc).__name__}: {exc}); save given up", nxt
 
-    def _exec_ok(self, w: World, i: int) -> tuple[str, World]:
+    def _exec_ok(self, w: World, i: int, short: bool = False) -> tuple[str, World]:
         """Process i executes its next command through its simulated executor, and the reply goes back to
         its machine: one `step` of the executor contract the library drives (fito.protocol.drive)."""
-        sim = SimExecutor(self, w, i)
+        sim = SimExecutor(self, w, i, short)
         execute = sim if self.observe is None else recording(sim, self.who(i), self.observe)
         machine, rest, _ = step(w.machines[i], w.pending[i], execute)
         nxt = self._set(World(w.machines, w.pending, sim.net, sim.disk, sim.store, sim.ghost, sim.fence, w.owners),

@@ -17,6 +17,8 @@ PROPERTIES: dict[str, str] = {
     "CommittedStaysRecoverable": "always: once an epoch is committed, recovery returns it (or a newer "
     "commit); it may only disappear when a newer commit is durable",
     "AbortedNeverVisible": "always: no unit of an aborted attempt is ever returned by recovery",
+    "OnlyANewerWriterFences": "always: the live job's decision is refused only when a newer job's coordinator "
+    "took the fence; never a reader, never an older job's coordinator beginning another save",
     "EventuallyDecides": "eventually: when no process has work left and no message is in flight, the "
     "attempt is committed or aborted (no silent limbo)",
 }
@@ -56,9 +58,14 @@ def crash_violations(variant: Variant, ranks: int, w: World) -> tuple[list[Viola
 def liveness_violations(w: World, ranks: int, timeouts: bool) -> list[Violation]:
     """EventuallyDecides at w: with nothing pending and nothing in flight, the attempt must be decided
     (or the coordinator's timeout must still be able to decide it)."""
+    g = w.ghost
+    if g.fenced_out:
+        return [Violation("OnlyANewerWriterFences",
+                          f"the live job's decision for {g.fenced_out} was refused: the newest fencing token is "
+                          f"held by " + ("a read-only opener" if g.intruder == g.reader else
+                                         "the old job's coordinator, which took it for its next save"))]
     if any(w.pending) or w.net:
         return []
-    g = w.ghost
     if g.current in g.committed or g.current in g.aborted:
         return []
     coord = w.machines[ranks]

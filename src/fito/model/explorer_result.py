@@ -33,7 +33,8 @@ class Result:
     transitions: int = 0
     crash_images: int = 0
     max_depth: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall clock
+    cpu_seconds: float = 0.0  # this process's CPU time (time.process_time): what a shared machine cannot inflate
     complete: bool = True
     violations: dict[str, Counterexample] = field(default_factory=dict)
 
@@ -56,6 +57,8 @@ class Result:
             "keep": self.config.keep, "states": self.states, "transitions": self.transitions,
             "crash_images": self.crash_images, "max_depth": self.max_depth, "seconds": round(self.seconds, 3),
             "states_per_second": round(self.states / self.seconds, 1) if self.seconds else None,
+            "cpu_seconds": round(self.cpu_seconds, 3), "symmetry": self.config.symmetry,
+            "states_per_cpu_second": round(self.states / self.cpu_seconds, 1) if self.cpu_seconds else None,
             "complete": self.complete, "verdict": self.verdict,
             "ok": {"holds": True, "violated": False, "unknown": None}[self.verdict],
             "properties": {p: self.property_verdict(p) for p in PROPERTIES},

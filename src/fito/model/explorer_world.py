@@ -21,6 +21,10 @@ class Ghost(NamedTuple):
     current: Attempt
     attempts: int  # attempts of the current epoch begun so far
     named: int  # attempts begun in the whole run (names them)
+    reader: int = -1  # the read-only opener (Config.reader): -1 not yet opened, else the token it took (0: none)
+    intruder: int = 0  # a token taken by what must never fence the live job (a reader, an older job's new save)
+    fenced_out: str = ""  # an attempt whose decision was refused because an intruder held the newest token
+    zombie_saved: bool = False  # the zombie coordinator's job began its next save (Config.zombie_saves)
 
 
 class World(NamedTuple):
@@ -48,3 +52,13 @@ class Config:
     crashes: bool = True
     message_loss: bool = True
     timeouts: bool = True
+    # a coordinator whose abort is decided discards its attempt (fito.model.planted.DiscardingCoordinator)
+    discard: bool = False
+    # a rank's write may vouch for none of its chunks (its plan missed them): the coverage check must abort
+    short_writes: bool = False
+    # a read-only opener (fito inspect, a Checkpointer that only restores) opens the root once, at any point
+    reader: bool = False
+    # with zombies: the surviving old coordinator's job goes on and begins its next save (once)
+    zombie_saves: bool = False
+    # one state per class of states equal up to a renaming of ranks (fito.model.symmetry); False: every state
+    symmetry: bool = True

@@ -23,6 +23,7 @@ from fito.protocol import (
 )
 from fito.protocol.gc import live_commits
 from fito.protocol.messages import Expected, manifest_path, shard_path
+from fito.model.planted import NoCoverageCheck, RecursiveDiscard
 from fito.model.simfs import MISSING, Content, Reader, SimDisk, content_hash, unit
 
 INITIAL_EPOCH = 1
@@ -285,6 +286,8 @@ class Variant:
     initial_disk: Callable[[int], tuple[SimDisk, tuple[Record, ...]]]
     recover: Callable[[Reader, tuple[Record, ...], int], Recovery]
     presumed_abort: bool = True  # an attempt whose coordinator died undecided is aborted
+    reader_fences: bool = False  # planted bug: the read-only opener takes a fencing token
+    fence_per_save: bool = False  # planted bug: a coordinator takes a new token at every save, not once per life
 
 
 def _initial_bilateral(ranks: int) -> tuple[SimDisk, tuple[Record, ...]]:
@@ -345,6 +348,36 @@ MUTATIONS: dict[str, Variant] = {
         BILATERAL, name="bilateral+publish-before-all-ready", summary="decision published after the first READY",
         coordinator=PublishBeforeAllReady,
     ),
+    "recursive-discard": replace(
+        BILATERAL, name="bilateral+recursive-discard",
+        summary="an aborted coordinator's discard removes the step's directory recursively after finding it empty",
+        coordinator=RecursiveDiscard,
+    ),
+    "reader-takes-fence": replace(
+        BILATERAL, name="bilateral+reader-takes-fence",
+        summary="a read-only opener takes a fencing token, fencing out the live writer", reader_fences=True,
+    ),
+    "fence-per-save": replace(
+        BILATERAL, name="bilateral+fence-per-save",
+        summary="a new fencing token at every save instead of once per life: an old job fences the new one out",
+        fence_per_save=True,
+    ),
+    "no-coverage-check": replace(
+        BILATERAL, name="bilateral+no-coverage-check",
+        summary="the coordinator accepts READYs that do not vouch for every chunk of the plan",
+        coordinator=NoCoverageCheck,
+    ),
+}
+
+
+# What each planted bug needs of the scenario to show (Config fields set on): discard runs only when an
+# attempt fails, and the race needs a second attempt of the same step and a coordinator that survives the
+# restart; a coverage gap needs a rank whose write misses chunks.
+MUTATION_SETTINGS: dict[str, dict[str, object]] = {
+    "recursive-discard": {"attempts": 2, "zombies": True, "discard": True},
+    "no-coverage-check": {"short_writes": True},
+    "reader-takes-fence": {"reader": True},
+    "fence-per-save": {"attempts": 2, "zombies": True, "zombie_saves": True},
 }
 
 

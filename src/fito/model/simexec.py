@@ -16,7 +16,8 @@ from fito.protocol import (
     Aborted, CollectGarbage, Committed, DecisionPublished, ManifestWritten, Notify, Persist, Persisted,
     PublishDecision, PublishRejected, ReadyReceived, SendReady, ShardWritten, WriteManifest, WriteShard,
 )
-from fito.protocol.gc import DIR, Delete, Entry, RemoveEmptyDir, Retire, plan_gc
+from fito.model.planted import CheckDiscardable, Discard, DiscardChecked, RemoveTree
+from fito.protocol.gc import DIR, Delete, Entry, RemoveEmptyDir, Retire, Unlink, plan_discard, plan_gc
 from fito.protocol.messages import NO_FENCE, attempt_dir
 
 if TYPE_CHECKING:
@@ -28,8 +29,9 @@ class SimExecutor:
     """Executes commands of process `i` over world `w`; `disk`, `store`, `net`, `ghost`, `fence` and `label`
     hold the outcome. Raises FileNotFoundError/FileExistsError as the real storage would."""
 
-    def __init__(self, model: "Model", w: "World", i: int) -> None:
+    def __init__(self, model: "Model", w: "World", i: int, short: bool = False) -> None:
         self.n, self.i, self.keep = model.n, i, model.config.keep
+        self.short = short  # this write vouches for none of its chunks (Config.short_writes)
         self.slot = i - model.n + 1  # index of this coordinator's token in `fence` (coordinators only)
         self.owners = w.owners
         self.disk, self.store, self.net, self.ghost, self.fence = w.disk, w.store, w.net, w.ghost, w.fence
@@ -40,6 +42,9 @@ class SimExecutor:
         if isinstance(cmd, WriteShard):
             c = unit(cmd.rank, cmd.epoch, cmd.attempt)
             self.disk = self.disk.makedirs(attempt_dir(cmd.epoch, cmd.attempt)).create(cmd.path, c, i)  # as the library does
+            if self.short:
+                self.label = f"write shard {short_path(cmd.path)}, vouching for none of its chunks (plan missed them)"
+                return ShardWritten(cmd.path, 1, ())
             self.label = f"write shard {short_path(cmd.path)}"
             return ShardWritten(cmd.path, 1, (unit_entry(cmd.rank, c, cmd.epoch),))
         if isinstance(cmd, WriteInPlace):
@@ -93,6 +98,23 @@ class SimExecutor:
             self.disk = self.disk.unlink(cmd.path)
             self.label = f"discard tentative {short_path(cmd.path)}"
             return None
+        if isinstance(cmd, Discard):
+            self.discard(cmd)
+            return None
+        if isinstance(cmd, CheckDiscardable):
+            here = attempt_dir(cmd.epoch, cmd.attempt)
+            for path in plan_discard(cmd.epoch, cmd.attempt, self.n).actions:
+                if isinstance(path, Unlink):
+                    self.disk = self.disk.unlink(path.path)
+            epoch_dir = here.rsplit("/", 1)[0]
+            empty = not _holds(self.disk, epoch_dir, but=here)
+            self.label = f"discard e{cmd.epoch}/{cmd.attempt}: objects deleted; e{cmd.epoch}/ " + (
+                "holds nothing else" if empty else "holds another attempt")
+            return DiscardChecked(empty)
+        if isinstance(cmd, RemoveTree):
+            self.disk = self.disk.remove_tree(cmd.path)
+            self.label = f"remove {cmd.path} recursively"
+            return None
         raise TypeError(f"the model does not know how to execute {cmd!r}")  # a new command must be taught
 
     # ---- the decision log ----
@@ -110,6 +132,10 @@ class SimExecutor:
         att = (cmd.epoch, cmd.attempt)
         if token != self.fence[0]:
             self.label = f"publish decision {cmd.outcome} e{cmd.epoch}/{cmd.attempt}: REFUSED, stale fence"
+            g = self.ghost
+            if g.intruder and self.fence[0] == g.intruder and not g.fenced_out and self.i == self.n:
+                # the live job's coordinator, fenced out by a reader or an older job's new save
+                self.ghost = g._replace(fenced_out=f"e{cmd.epoch}/{cmd.attempt}")
             return PublishRejected(f"fencing token {token} is stale, current is {self.fence[0]}")
         if not any((r.epoch, r.attempt) == att for r in self.store):
             self.store = self.store + (Record(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash),)
@@ -147,6 +173,15 @@ class SimExecutor:
             self.label = (f"collect garbage (keep {self.keep}): retire+delete {retired}"
                           + (f", delete undecided {leftovers}" if leftovers else ""))
 
+    def discard(self, cmd: Discard) -> None:
+        """`plan_discard`, as the library's executor runs it: objects by name, directories only if empty."""
+        for action in plan_discard(cmd.epoch, cmd.attempt, self.n).actions:
+            if isinstance(action, Unlink):
+                self.disk = self.disk.unlink(action.path)
+            elif isinstance(action, RemoveEmptyDir) and not _holds(self.disk, action.path):
+                self.disk = self.disk.remove_tree(action.path)  # rmdir: nothing is in it
+        self.label = f"discard e{cmd.epoch}/{cmd.attempt} (objects by name, directories only if empty)"
+
     # ---- ghost history ----
     def committed(self, att: "Attempt") -> None:
         if att not in self.ghost.committed:
@@ -166,6 +201,12 @@ def attempt_listing(disk: SimDisk) -> list[Entry]:
         if parts[0] == "epochs" and len(parts) >= 4:
             dirs.update(("/".join(parts[:2]), "/".join(parts[:3])))
     return [Entry(d, DIR) for d in sorted(dirs)]
+
+
+def _holds(disk: SimDisk, directory: str, but: str = "") -> bool:
+    """Whether `directory` holds a (linked) file, other than under `but`."""
+    prefix, skip = directory + "/", (but + "/") if but else None
+    return any(p.startswith(prefix) and f.linked and not (skip and p.startswith(skip)) for p, f in disk.files)
 
 
 def net_add(net: tuple, dest: int, ev: object) -> tuple:

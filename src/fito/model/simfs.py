@@ -26,10 +26,20 @@ class _Missing:
 MISSING = _Missing()
 
 
+_HASHED: dict[str, Content] = {}  # hash -> the content it was computed from (symmetry renames hashes through it)
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def content_hash(content: Content) -> str:
     """Deterministic stand-in for the library's content hash (stable across processes, unlike hash())."""
-    return "b2:" + hashlib.blake2b(repr(content).encode(), digest_size=8).hexdigest()
+    h = "b2:" + hashlib.blake2b(repr(content).encode(), digest_size=8).hexdigest()
+    _HASHED[h] = content
+    return h
+
+
+def content_of(text: str) -> Content:
+    """The content whose `content_hash` is `text`, or None if `text` is no hash this process computed."""
+    return _HASHED.get(text) if text.startswith("b2:") else None
 
 
 def unit(rank: int, epoch: int, attempt: str) -> tuple:
@@ -242,6 +252,6 @@ def _short(path: str) -> str:
 short_path = _short
 
 __all__ = [
-    "Content", "CrashImage", "MISSING", "Reader", "SimDisk", "SimFile", "content_hash", "each_crash_image",
+    "Content", "CrashImage", "MISSING", "Reader", "SimDisk", "SimFile", "content_hash", "content_of", "each_crash_image",
     "short_path", "torn", "unit",
 ]
