@@ -6,7 +6,6 @@ stopped by their PID (never by name), and die with the process that started them
 """
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fito.testing.tether import tethered_popen
+from fito.testing.tether import LiveServers, stop_processes, tethered_popen
 
 HOST = "127.0.0.1"
 
@@ -153,7 +152,7 @@ class EtcdCluster:
             for i in range(self.size)
         ]
         self._token = token
-        _LIVE.append(self)
+        _LIVE.add(self)
         for m in self.members:
             self._spawn(m, state="new")
         self.wait_healthy()
@@ -242,29 +241,12 @@ class EtcdCluster:
         self._spawn(m, state="existing")
 
     def stop(self) -> None:
-        for m in self.members:
-            if m.proc is not None and m.proc.poll() is None:
-                os.kill(m.proc.pid, signal.SIGTERM)
-        for m in self.members:
-            if m.proc is None:
-                continue
-            try:
-                m.proc.wait(timeout=2)  # a leader may stall its exit trying to hand over leadership
-            except subprocess.TimeoutExpired:
-                os.kill(m.proc.pid, signal.SIGKILL)
-                m.proc.wait(timeout=5)
+        # a leader may stall its exit trying to hand over leadership
+        stop_processes([m.proc for m in self.members], grace=2)
         if self.base_dir is not None:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = None
-        if self in _LIVE:
-            _LIVE.remove(self)
+        _LIVE.discard(self)
 
 
-_LIVE: list[EtcdCluster] = []
-
-
-@atexit.register
-def _stop_leftovers() -> None:
-    """A crashed test must not leave etcd servers running."""
-    for cluster in list(_LIVE):
-        cluster.stop()
+_LIVE = LiveServers()  # a crashed test must not leave etcd servers running
