@@ -18,10 +18,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from fito.testing.tether import LiveServers, stop_processes, tethered_popen
 
 HOST = "127.0.0.1"
+T = TypeVar("T")
 
 
 def etcd_binary() -> str:
@@ -79,6 +81,18 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def start_with_retries(start_once: Callable[[], T], attempts: int) -> T:
+    """`start_once()`, tried again on RuntimeError up to `attempts` times: a port `free_ports` found free can be
+    taken by another process before the server binds it, so each try picks new ports."""
+    for attempt in range(attempts):
+        try:
+            return start_once()
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _http_json(url: str, body: dict | None = None, timeout: float = 1.0) -> dict:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
@@ -132,13 +146,7 @@ class EtcdCluster:
     def start(self, attempts: int = 3) -> "EtcdCluster":
         """Start every member and wait for health; new ports and a new directory on each try, since a
         port found free can be taken by another process before etcd binds it."""
-        for attempt in range(attempts):
-            try:
-                return self._start_once()
-            except RuntimeError:
-                if attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return start_with_retries(self._start_once, attempts)
 
     def _start_once(self) -> "EtcdCluster":
         self.base_dir = Path(tempfile.mkdtemp(prefix="fito-etcd-"))

@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from fito.coord.etcd_testing import HOST, free_ports
+from fito.coord.etcd_testing import HOST, free_ports, start_with_retries
 from fito.testing.tether import LiveServers, stop_processes, tethered_popen
 
 BUCKET = "fito"
@@ -71,13 +71,7 @@ class SeaweedS3:
 
     def start(self, attempts: int = 3) -> "SeaweedS3":
         """Start and wait until the bucket answers; new ports on each try (a port found free can be taken)."""
-        for attempt in range(attempts):
-            try:
-                return self._start_once()
-            except RuntimeError:
-                if attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return start_with_retries(self._start_once, attempts)
 
     def _start_once(self) -> "SeaweedS3":
         self.dir = Path(tempfile.mkdtemp(prefix="fito-weed-"))
