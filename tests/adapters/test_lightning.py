@@ -3,9 +3,6 @@ ranks on gloo under DDP and under FSDP2): a run SIGKILLed in the middle of a che
 ckpt_path="last" from the newest committed step and ends bit-identical (weights, optimizer moments and step counts, scheduler) to an uninterrupted run."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,40 +10,20 @@ import torch
 
 pytest.importorskip("lightning", reason="the test extra installs lightning")
 
-from fito.testing.dist import run_ranks  # noqa: E402
+from kill_resume import assert_same_weights_and_optimizer, run_worker  # noqa: E402
 
-HERE = Path(__file__).parent
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc]
 
 
 def run(tmp: Path, name: str, world: int, *extra: str) -> list[int]:
-    args = [str(tmp / name), str(tmp / f"{name}.pt"), *extra]
-    if world == 1:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(HERE)) if p))
-        p = subprocess.run([sys.executable, "-m", "lightning_worker", *args], env=env, capture_output=True,
-                           text=True, timeout=240)
-        if p.returncode not in (0, -9):
-            raise AssertionError(p.stderr[-3000:])
-        return [p.returncode]
-    results = run_ranks("lightning_worker", args, world, path=[str(HERE)], timeout=240)
-    codes = [r.returncode for r in results]
-    for r in results:
-        if r.returncode not in (0, -9):
-            raise AssertionError(f"rank {r.rank} exited {r.returncode}:\n{r.stderr[-3000:]}")
-    return codes
+    return run_worker("lightning_worker", [str(tmp / name), str(tmp / f"{name}.pt"), *extra], world, timeout=240)
 
 
 def assert_same(a_path: Path, b_path: Path) -> None:
     a, b = torch.load(a_path), torch.load(b_path)
     assert a["global_step"] == b["global_step"] > 0
     assert a["started_at"] == 0 and b["started_at"] > 0  # it resumed (a fresh start would also match)
-    assert a["model"].keys() == b["model"].keys()
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    assert a["optim"].keys() == b["optim"].keys() and a["optim"]
-    for i in a["optim"]:
-        for k in a["optim"][i]:
-            assert torch.equal(a["optim"][i][k], b["optim"][i][k]), (i, k)
+    assert_same_weights_and_optimizer(a, b)
     assert a["sched"] == b["sched"]
 
 

@@ -8,9 +8,6 @@ beside torch with `pip install --no-deps torchtitan==0.3.0 torch_checkpointing s
 torchdata docstring_parser typeguard shtab` to run this test. Without it the test is reported as skipped."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,35 +16,26 @@ import torch
 pytest.importorskip("torchtitan.components.checkpointer.base",
                     reason="torchtitan 0.3.0 is not installed (see this module's docstring)")
 
-HERE = Path(__file__).parent
+from kill_resume import assert_same_weights_and_optimizer, run_worker  # noqa: E402
+
 pytestmark = [pytest.mark.slow, pytest.mark.multiproc]
 
 
-def run(dump: Path, result: Path, *extra: str) -> int:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(HERE)) if p),
-               OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "torchtitan_worker", str(dump), str(result), *extra], env=env,
-                       capture_output=True, text=True, timeout=300)
-    if p.returncode not in (0, -9):
-        raise AssertionError(p.stderr[-3000:])
-    return p.returncode
+def run(dump: Path, result: Path, *extra: str) -> list[int]:
+    return run_worker("torchtitan_worker", [str(dump), str(result), *extra], 1, timeout=300,
+                      env={"OMP_NUM_THREADS": "1"})
 
 
 def test_kill_mid_checkpoint_then_load_is_bit_identical(tmp_path: Path) -> None:
-    assert run(tmp_path / "whole", tmp_path / "whole.pt") == 0
-    assert run(tmp_path / "crash", tmp_path / "crash.pt", "--kill-at-step", "8") == -9
+    assert run(tmp_path / "whole", tmp_path / "whole.pt") == [0]
+    assert run(tmp_path / "crash", tmp_path / "crash.pt", "--kill-at-step", "8") == [-9]
     from fito.ckpt.checkpointer import Checkpointer
     with Checkpointer(tmp_path / "crash" / "checkpoint") as ck:  # step 8 never committed
         assert ck.committed() == [4]
-    assert run(tmp_path / "crash", tmp_path / "crash.pt") == 0
+    assert run(tmp_path / "crash", tmp_path / "crash.pt") == [0]
     a, b = torch.load(tmp_path / "whole.pt"), torch.load(tmp_path / "crash.pt")
     assert a["started_at"] == 0 and b["started_at"] == 4  # it resumed (a fresh start would also match)
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    assert a["optim"].keys() == b["optim"].keys() and a["optim"]
-    for i in a["optim"]:
-        for k in a["optim"][i]:
-            assert torch.equal(a["optim"][i][k], b["optim"][i][k]), (i, k)
+    assert_same_weights_and_optimizer(a, b)
     assert a["sched"] == b["sched"] and a["lr"] == b["lr"]
     assert torch.equal(a["rng"], b["rng"])
 

@@ -20,7 +20,7 @@ import fito.dcp
 from dcp_ranks import failure, flip_one_bit_of_rank, fsdp_model, full_state, train
 import dcp_ranks
 from fito.testing.compare import diff
-from fito.testing.scenarios import emit, run_group, start
+from fito.testing.scenarios import emit, rank_main
 
 warnings.filterwarnings("ignore")
 RANK = WORLD = 0
@@ -121,12 +121,5 @@ GROUPS = {
 }
 
 
-def main() -> None:
-    global RANK, WORLD
-    RANK, WORLD = start()
-    dcp_ranks.RANK, dcp_ranks.WORLD = RANK, WORLD  # its helpers read them
-    run_group(GROUPS)
-
-
 if __name__ == "__main__":
-    main()
+    rank_main(GROUPS, globals(), vars(dcp_ranks))  # dcp_ranks' helpers read its RANK and WORLD

@@ -23,7 +23,7 @@ from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 import fito.dcp
 from fito import knobs
 from fito.testing.compare import clone, diff
-from fito.testing.scenarios import emit, run_group, start
+from fito.testing.scenarios import emit, rank_main
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import FitoError
 from fito.storage.localfs import LocalFS
@@ -292,11 +292,5 @@ GROUPS: dict[str, list[Callable[[Path], None]]] = {
 }
 
 
-def main() -> None:
-    global RANK, WORLD
-    RANK, WORLD = start()
-    run_group(GROUPS)
-
-
 if __name__ == "__main__":
-    main()
+    rank_main(GROUPS, globals())

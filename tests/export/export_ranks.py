@@ -19,7 +19,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import fito
-from fito.testing.scenarios import emit, run_group, start
+from fito.testing.scenarios import emit, rank_main
 
 warnings.filterwarnings("ignore")
 RANK = WORLD = 0
@@ -58,11 +58,5 @@ def save(tmp: Path) -> None:
 GROUPS = {"save": [save]}
 
 
-def main() -> None:
-    global RANK, WORLD
-    RANK, WORLD = start()
-    run_group(GROUPS)
-
-
 if __name__ == "__main__":
-    main()
+    rank_main(GROUPS, globals())

@@ -177,17 +177,9 @@ def restore_all(tmp: Path) -> None:
             faulthandler.cancel_dump_traceback_later()
 
 
-def restore_once(case: dict[str, Any], fallback: bool, policy: Any, oracles: dict[int, Any]) -> dict[str, Any]:
-    target = build(7 + case["case"])
-    before = local(target)
-    try:
-        with fito.Checkpointer(case["root"], process_group=GROUP) as ck:
-            step = ck.restore(target, fallback=fallback, rank_local=policy)
-        mine: list[Any] = ["ok", step, ""]
-    except fito.FitoError as exc:
-        mine = ["fito", type(exc).__name__, str(exc)[:300]]
-    except Exception as exc:  # noqa: BLE001 - the property under test: nothing but FitoError, ever
-        mine = ["other", type(exc).__name__, str(exc)[:300]]
+def judge_outcome(mine: list[Any], target: dict[str, Any], before: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Gather every rank's outcome ["ok"|"fito"|"other", step or error type, message] and judge it; True when
+    that decides the case (an error, ranks that disagree, an unknown step) before the restored values count."""
     outcomes: list[Any] = [None] * WORLD
     dist.all_gather_object(outcomes, mine)  # on the default group: a split outcome must not hang the check
     out: dict[str, Any] = {"outcomes": outcomes, "problem": ""}
@@ -201,11 +193,28 @@ def restore_once(case: dict[str, Any], fallback: bool, policy: Any, oracles: dic
     if {o[0] for o in outcomes} != {mine[0]} or len({json.dumps(o[:2]) for o in outcomes if o[0] == "ok"}) > 1:
         out["problem"] += f" ranks disagree: {[o[:2] for o in outcomes]}"
         out.setdefault("category", "ranks DISAGREE")
-        return out
+        return out, True
     if mine[0] != "ok":
+        return out, True
+    if mine[1] not in STEPS:
+        return {**out, "category": "restored an unknown step", "problem": f"restore returned step {mine[1]}"}, True
+    return out, False
+
+
+def restore_once(case: dict[str, Any], fallback: bool, policy: Any, oracles: dict[int, Any]) -> dict[str, Any]:
+    target = build(7 + case["case"])
+    before = local(target)
+    try:
+        with fito.Checkpointer(case["root"], process_group=GROUP) as ck:
+            step = ck.restore(target, fallback=fallback, rank_local=policy)
+        mine: list[Any] = ["ok", step, ""]
+    except fito.FitoError as exc:
+        mine = ["fito", type(exc).__name__, str(exc)[:300]]
+    except Exception as exc:  # noqa: BLE001 - the property under test: nothing but FitoError, ever
+        mine = ["other", type(exc).__name__, str(exc)[:300]]
+    out, decided = judge_outcome(mine, target, before)
+    if decided:
         return out
-    if step not in STEPS:
-        return {**out, "category": "restored an unknown step", "problem": f"restore returned step {step}"}
     want = dict(oracles[RANK][step])
     source = RANK if WORLD == 2 else policy.get(0) if isinstance(policy, dict) else None
     for name in RANK_LOCAL:
@@ -279,24 +288,9 @@ def restore_dcp_once(case: dict[str, Any], oracle: dict[int, Any]) -> dict[str, 
         mine = ["fito", type(exc).__name__, str(exc)[:300]]
     except Exception as exc:  # noqa: BLE001 - the property under test: nothing but FitoError, ever
         mine = ["other", type(exc).__name__, str(exc)[:300]]
-    outcomes: list[Any] = [None] * WORLD
-    dist.all_gather_object(outcomes, mine)
-    out: dict[str, Any] = {"outcomes": outcomes, "problem": ""}
-    if mine[0] == "other":
-        out["category"], out["problem"] = f"NOT a FitoError:{mine[1]}", f"{mine[1]}: {mine[2]}"
-    elif mine[0] == "fito":
-        out["category"] = f"FitoError:{mine[1]}"
-        changed = diff(local(target), before)
-        if changed:
-            out["problem"] = f"{mine[1]} but the caller's state changed at {changed[:4]}: {mine[2]}"
-    if {o[0] for o in outcomes} != {mine[0]} or len({json.dumps(o[:2]) for o in outcomes if o[0] == "ok"}) > 1:
-        out["problem"] += f" ranks disagree: {[o[:2] for o in outcomes]}"
-        out.setdefault("category", "ranks DISAGREE")
+    out, decided = judge_outcome(mine, target, before)
+    if decided:
         return out
-    if mine[0] != "ok":
-        return out
-    if step not in STEPS:
-        return {**out, "category": "restored an unknown step", "problem": f"restore returned step {step}"}
     wrong = diff({**dcp_full(target), "meta": sd["meta"]}, oracle[step])
     if wrong:
         return {**out, "category": "restored WRONG values", "problem": f"step {step} restored, but {wrong[:4]} differ"}

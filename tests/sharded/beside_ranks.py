@@ -23,7 +23,7 @@ from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, 
 
 import fito
 from fito.testing.compare import clone, diff
-from fito.testing.scenarios import emit, run_group, start
+from fito.testing.scenarios import emit, rank_main
 
 warnings.filterwarnings("ignore")
 RANK = WORLD = 0
@@ -188,11 +188,5 @@ GROUPS: dict[str, list[Callable[[Path], None]]] = {
 }
 
 
-def main() -> None:
-    global RANK, WORLD
-    RANK, WORLD = start()
-    run_group(GROUPS)
-
-
 if __name__ == "__main__":
-    main()
+    rank_main(GROUPS, globals())

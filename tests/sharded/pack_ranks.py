@@ -17,7 +17,7 @@ import fito
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.dcp.manifests import load_sharded_manifest
 from fito.storage.localfs import LocalFS
-from fito.testing.scenarios import emit, run_group, start
+from fito.testing.scenarios import emit, rank_main
 
 warnings.filterwarnings("ignore")
 RANK = WORLD = 0
@@ -82,5 +82,4 @@ def restore_other(tmp: Path) -> None:
 
 
 if __name__ == "__main__":
-    RANK, WORLD = start()
-    run_group({"save": [save, restore_same], "restore": [restore_other]})
+    rank_main({"save": [save, restore_same], "restore": [restore_other]}, globals())

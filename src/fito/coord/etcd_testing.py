@@ -6,7 +6,6 @@ stopped by their PID (never by name), and die with the process that started them
 """
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
@@ -19,10 +18,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
-from fito.testing.tether import tethered_popen
+from fito.testing.tether import LiveServers, stop_processes, tethered_popen
 
 HOST = "127.0.0.1"
+T = TypeVar("T")
 
 
 def etcd_binary() -> str:
@@ -80,6 +81,18 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def start_with_retries(start_once: Callable[[], T], attempts: int) -> T:
+    """`start_once()`, tried again on RuntimeError up to `attempts` times: a port `free_ports` found free can be
+    taken by another process before the server binds it, so each try picks new ports."""
+    for attempt in range(attempts):
+        try:
+            return start_once()
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _http_json(url: str, body: dict | None = None, timeout: float = 1.0) -> dict:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
@@ -133,13 +146,7 @@ class EtcdCluster:
     def start(self, attempts: int = 3) -> "EtcdCluster":
         """Start every member and wait for health; new ports and a new directory on each try, since a
         port found free can be taken by another process before etcd binds it."""
-        for attempt in range(attempts):
-            try:
-                return self._start_once()
-            except RuntimeError:
-                if attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return start_with_retries(self._start_once, attempts)
 
     def _start_once(self) -> "EtcdCluster":
         self.base_dir = Path(tempfile.mkdtemp(prefix="fito-etcd-"))
@@ -153,7 +160,7 @@ class EtcdCluster:
             for i in range(self.size)
         ]
         self._token = token
-        _LIVE.append(self)
+        _LIVE.add(self)
         for m in self.members:
             self._spawn(m, state="new")
         self.wait_healthy()
@@ -242,29 +249,12 @@ class EtcdCluster:
         self._spawn(m, state="existing")
 
     def stop(self) -> None:
-        for m in self.members:
-            if m.proc is not None and m.proc.poll() is None:
-                os.kill(m.proc.pid, signal.SIGTERM)
-        for m in self.members:
-            if m.proc is None:
-                continue
-            try:
-                m.proc.wait(timeout=2)  # a leader may stall its exit trying to hand over leadership
-            except subprocess.TimeoutExpired:
-                os.kill(m.proc.pid, signal.SIGKILL)
-                m.proc.wait(timeout=5)
+        # a leader may stall its exit trying to hand over leadership
+        stop_processes([m.proc for m in self.members], grace=2)
         if self.base_dir is not None:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = None
-        if self in _LIVE:
-            _LIVE.remove(self)
+        _LIVE.discard(self)
 
 
-_LIVE: list[EtcdCluster] = []
-
-
-@atexit.register
-def _stop_leftovers() -> None:
-    """A crashed test must not leave etcd servers running."""
-    for cluster in list(_LIVE):
-        cluster.stop()
+_LIVE = LiveServers()  # a crashed test must not leave etcd servers running

@@ -6,7 +6,6 @@ server is stopped by its PID (never by name), is never asked to `weed update`, a
 started it even when that process is SIGKILLed (fito.testing.tether)."""
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 import signal
@@ -18,8 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from fito.coord.etcd_testing import HOST, free_ports
-from fito.testing.tether import tethered_popen
+from fito.coord.etcd_testing import HOST, free_ports, start_with_retries
+from fito.testing.tether import LiveServers, stop_processes, tethered_popen
 
 BUCKET = "fito"
 # `weed mini` accepts any key pair while no identities are configured; these make the client sign requests.
@@ -72,13 +71,7 @@ class SeaweedS3:
 
     def start(self, attempts: int = 3) -> "SeaweedS3":
         """Start and wait until the bucket answers; new ports on each try (a port found free can be taken)."""
-        for attempt in range(attempts):
-            try:
-                return self._start_once()
-            except RuntimeError:
-                if attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return start_with_retries(self._start_once, attempts)
 
     def _start_once(self) -> "SeaweedS3":
         self.dir = Path(tempfile.mkdtemp(prefix="fito-weed-"))
@@ -95,7 +88,7 @@ class SeaweedS3:
         ]
         self._args = args
         self._spawn()
-        _LIVE.append(self)
+        _LIVE.add(self)
         self._wait_ready()
         return self
 
@@ -156,24 +149,11 @@ class SeaweedS3:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=1)  # its data is temporary: no need to wait for a clean shutdown
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_processes([self.proc], grace=1)  # its data is temporary: no need to wait for a clean shutdown
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
-        if self in _LIVE:
-            _LIVE.remove(self)
+        _LIVE.discard(self)
 
 
-_LIVE: list[SeaweedS3] = []
-
-
-@atexit.register
-def _stop_leftovers() -> None:
-    for server in list(_LIVE):
-        server.stop()
+_LIVE = LiveServers()

@@ -1,4 +1,5 @@
-"""Scenario groups run inside N gloo ranks, reporting JSON lines: the rank side (`start`, `emit`, `run_group`)
+"""Scenario groups run inside N gloo ranks, reporting JSON lines: the rank side (`start`, `emit`, `run_group`,
+`rank_main`)
 and the test side (`run_scenarios`). One spawned group runs many scenarios, because starting processes that
 import torch costs seconds each; a scenario that raises is reported and the next one runs."""
 from __future__ import annotations
@@ -44,6 +45,15 @@ def run_group(groups: Mapping[str, Sequence[Scenario]]) -> None:
             emit("error", where=getattr(scenario, "__name__", "?"), error=f"{type(exc).__name__}: {exc}"[-2000:],
                  traceback=traceback.format_exc()[-3000:])
     dist.destroy_process_group()
+
+
+def rank_main(groups: Mapping[str, Sequence[Scenario]], *namespaces: dict[str, Any]) -> None:
+    """A rank module's entry: join the group, set RANK and WORLD in each namespace (the `globals()` of the
+    modules whose scenarios read them), then run the group named on the command line."""
+    rank, world = start()
+    for namespace in namespaces:
+        namespace["RANK"], namespace["WORLD"] = rank, world
+    run_group(groups)
 
 
 def run_scenarios(module: str, group: str, tmp: Path, world: int, *, here: Path, env: Mapping[str, str] = {},
