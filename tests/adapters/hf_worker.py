@@ -71,6 +71,8 @@ def main() -> None:
         torch.save({"model": {k: v.clone() for k, v in model.state_dict().items()}, "optim": opt.state_dict()["state"],
                     "sched": trainer.lr_scheduler.state_dict(), "global_step": trainer.state.global_step,
                     "rng": torch.rand(4), "started_at": trainer._initial_global_step}, a.result)
+    if torch.distributed.is_initialized():  # as a training script should: no group left to interpreter exit
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -101,6 +101,15 @@ class FitoTrainerMixin:
             return super().train(resume_from_checkpoint, *args, **kwargs)  # type: ignore[misc]
         finally:
             self._fito_resume = None
+            self.close_fito()
+
+    def close_fito(self) -> None:
+        """Release the Checkpointer (its decision log and the gloo group it created), as train() does when it
+        returns: a group left to interpreter exit can abort a rank there. The next save or resume opens a new
+        one."""
+        if self._fito_ck is not None:
+            ck, self._fito_ck = self._fito_ck, None
+            ck.close()
 
     def _init_training_state(self, max_steps: int, num_update_steps_per_epoch: int, num_train_epochs: int,
                              resume_from_checkpoint: Any, trial: Any) -> tuple[int, int]:
