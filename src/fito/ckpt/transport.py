@@ -161,7 +161,13 @@ class ProcessGroupTransport:
         """The PeerLostError for `exc`, raised by a collective of this transport's group (fito's or DCP's)
         `during` something: which rank is gone, asked once per failure (bounded: FITO_PEER_WAIT_MS)."""
         group = self._group if group is None else group
-        lost, note = lost_ranks(group, self.rank, self.world_size, f"{_group_name(group)}/{self._seq}")
+        tag = f"{_group_name(group)}/{self._seq}"
+        if self.world_size > 2 and group is self._group:
+            # A survivor still blocked on this rank in the same collective learns of the loss only when this
+            # rank's side of the group goes: without this it waited until this process exited, took the
+            # rendezvous store with it, and blamed this rank. The group is dead either way (and fito's own).
+            self.close()
+        lost, note = lost_ranks(group, self.rank, self.world_size, tag)
         said = f"{type(exc).__name__}: {_first_words(str(exc))}"
         who = (f"rank {lost[0]}" if len(lost) == 1 else f"ranks {lost}") if lost else "another rank (which one could not be learned)"
         return PeerLostError(f"rank {self.rank} lost contact with {who} during {during}{note} ({said})", lost=lost, cause=said)
