@@ -177,6 +177,11 @@ def restore_all(tmp: Path) -> None:
             faulthandler.cancel_dump_traceback_later()
 
 
+def outcome_of(exc: BaseException) -> list[Any]:
+    """A refusal as the ranks compare it: ["fito" (a FitoError) or "other" (a bug), class, message]."""
+    return ["fito" if isinstance(exc, fito.FitoError) else "other", type(exc).__name__, str(exc)[:300]]
+
+
 def judge_outcome(mine: list[Any], target: dict[str, Any], before: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Gather every rank's outcome ["ok"|"fito"|"other", step or error type, message] and judge it; True when
     that decides the case (an error, ranks that disagree, an unknown step) before the restored values count."""
@@ -208,10 +213,8 @@ def restore_once(case: dict[str, Any], fallback: bool, policy: Any, oracles: dic
         with fito.Checkpointer(case["root"], process_group=GROUP) as ck:
             step = ck.restore(target, fallback=fallback, rank_local=policy)
         mine: list[Any] = ["ok", step, ""]
-    except fito.FitoError as exc:
-        mine = ["fito", type(exc).__name__, str(exc)[:300]]
     except Exception as exc:  # noqa: BLE001 - the property under test: nothing but FitoError, ever
-        mine = ["other", type(exc).__name__, str(exc)[:300]]
+        mine = outcome_of(exc)
     out, decided = judge_outcome(mine, target, before)
     if decided:
         return out
@@ -283,11 +286,9 @@ def restore_dcp_once(case: dict[str, Any], oracle: dict[int, Any]) -> dict[str, 
     except CheckpointException as exc:  # each rank's exception inside: this rank's own, or the lowest failing rank's
         cause: Any = exc.failures.get(RANK, exc.failures[min(exc.failures)])
         cause = cause[0] if isinstance(cause, tuple) else cause
-        mine = ["fito" if isinstance(cause, fito.FitoError) else "other", type(cause).__name__, str(cause)[:300]]
-    except fito.FitoError as exc:
-        mine = ["fito", type(exc).__name__, str(exc)[:300]]
+        mine = outcome_of(cause)
     except Exception as exc:  # noqa: BLE001 - the property under test: nothing but FitoError, ever
-        mine = ["other", type(exc).__name__, str(exc)[:300]]
+        mine = outcome_of(exc)
     out, decided = judge_outcome(mine, target, before)
     if decided:
         return out
