@@ -28,7 +28,7 @@ from fito.coord.base import Decision
 from fito.coord.collectives import EpochTaggedCollectives
 from fito.coord.etcd import EtcdDecisionStore
 from fito.coord.etcd_fleet import EtcdFleetStore
-from fito.coord.etcd_testing import EtcdCluster, free_ports
+from fito.testing.etcd import EtcdCluster, free_ports
 from fito.coord.fleet_base import EpochCoordinator, EpochFollower
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.coord.sqlite_fleet import SqliteFleetStore

@@ -113,8 +113,8 @@ def test_stale_coordinator_cannot_commit(ckdir):
 
 def test_garbage_collection_never_deletes_a_newer_coordinators_attempt(ckdir, monkeypatch):
     """The model checker's zombie trace: an old coordinator's GC must not delete the live job's attempt."""
-    from fito.ckpt.checkpointer import attempt_id
-    from fito.ckpt.retention import collect_garbage
+    from fito.commit.attempt import attempt_id
+    from fito.commit.retention import collect_garbage
 
     zombie = fito.Checkpointer(ckdir)
     zombie.save(1, {"w": torch.zeros(2)})  # fence 1, taken at its first save

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import fito
-from fito.ckpt.failure import cause
+from fito.commit.failure import cause
 from fito.storage import LocalFS, Storage
 from fito.testing.faults import Fault, FaultPlan, FaultyStorage, open_faulty
 from training_state import assert_same, make_state, snapshot, train_steps

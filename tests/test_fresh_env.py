@@ -62,7 +62,7 @@ def test_readme_commands_pass_in_a_fresh_venv_without_etcd(tmp_path: Path) -> No
         assert proc.returncode == 0, f"{command}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     assert "passed" in proc.stdout and "failed" not in proc.stdout.splitlines()[-1]
     # the etcd tests ran (not skipped) on the etcd that the test extra installed
-    probe = ("from fito.coord.etcd_testing import etcd_binary; import fito; print(etcd_binary()); "
+    probe = ("from fito.testing.etcd import etcd_binary; import fito; print(etcd_binary()); "
              "print(fito.__file__)")
     out = subprocess.run([str(venv / "bin" / "python3"), "-c", probe], env=env, capture_output=True, text=True,
                          check=True, timeout=120).stdout.split()

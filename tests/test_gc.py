@@ -162,7 +162,7 @@ class RefusesOneDelete(LocalFS):
 
 
 def test_one_undeletable_attempt_does_not_stop_the_others_and_is_deleted_later(ckdir: Path) -> None:
-    from fito.ckpt.retention import collect_garbage
+    from fito.commit.retention import collect_garbage
     from fito.errors import GarbageCollectionError
 
     ck = fito.Checkpointer(ckdir)

@@ -40,7 +40,7 @@ def test_async_saves_during_ddp_training_commit_the_values_at_the_call(tmp_path)
 def _unit_hashes(root, step):
     """Every item's block hashes (tensor chunks and JSON values) of a committed step."""
     from fito.ckpt.inspect import open_store
-    from fito.dcp.manifests import load_sharded_manifest
+    from fito.commit.manifests import load_sharded_manifest
     storage, store = open_store(root)
     d = [d for d in store.committed() if d.epoch == step][-1]
     store.close()

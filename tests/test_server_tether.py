@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.multiproc, pytest.mark.slow]
 _HOLDER = """
 import json, sys, time
 if sys.argv[1] == "etcd":
-    from fito.coord.etcd_testing import EtcdCluster
+    from fito.testing.etcd import EtcdCluster
     server = EtcdCluster(size=1).start()
     pids = [m.proc.pid for m in server.members]
 else:

@@ -13,7 +13,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 import fito
 import fito.dcp
-from fito.ckpt.tree import MAX_DEPTH
+from fito.plan.tree import MAX_DEPTH
 from fito.plan.values import MAX_VALUE_BYTES
 
 

@@ -12,7 +12,7 @@ import torch
 
 import fito
 from fito.ckpt.per_rank_read import _array, decode_state, parse_state
-from fito.ckpt.tree import array_specs, decode
+from fito.plan.tree import array_specs, decode
 
 NEW_DTYPES = [torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz,
               torch.float8_e8m0fnu, torch.float4_e2m1fn_x2, torch.uint16, torch.uint32, torch.uint64, torch.complex32]

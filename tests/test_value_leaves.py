@@ -15,7 +15,7 @@ import torch.distributed.checkpoint as dcp
 
 import fito
 import fito.dcp
-from fito.ckpt.tree import decode, encode
+from fito.plan.tree import decode, encode
 from fito.errors import UnsafeCheckpointError
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")

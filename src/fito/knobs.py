@@ -25,7 +25,7 @@ _DEFAULTS = {
     # written (fito.storage.writeback), so the disk works during the copy instead of after it. 0: off.
     "FITO_WRITEBACK_BYTES": 8 << 20,
     # How long a rank whose collective failed waits for the other ranks to say, through the rendezvous
-    # store, that they are alive (fito.ckpt.transport.lost_ranks); who stays silent is named as lost.
+    # store, that they are alive (fito.commit.transport.lost_ranks); who stays silent is named as lost.
     # Milliseconds; only paid on a failure of 3 or more ranks (with 2, the peer is the one lost).
     "FITO_PEER_WAIT_MS": 5000,
 }

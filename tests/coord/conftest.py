@@ -10,7 +10,7 @@ import pytest
 
 from fito.coord.etcd import EtcdDecisionStore
 from fito.coord.etcd_fleet import EtcdFleetStore
-from fito.coord.etcd_testing import EtcdCluster
+from fito.testing.etcd import EtcdCluster
 from fito.coord.object_log import LocalObjects
 from fito.coord.object_store import ObjectDecisionStore
 from fito.coord.sqlite import SqliteDecisionStore

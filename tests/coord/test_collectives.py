@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from fito.coord.collectives import EpochTaggedCollectives
-from fito.coord.etcd_testing import free_ports
+from fito.testing.etcd import free_ports
 from fito.coord.fleet_base import EpochCoordinator, EpochFollower
 from fito.coord.sqlite_fleet import SqliteFleetStore
 from fito.errors import EpochFencedError, EpochMismatchError

@@ -10,7 +10,7 @@ from fito.coord.base import Decision
 from fito.coord.etcd import EtcdDecisionStore
 from fito.coord.etcd_fleet import EtcdFleetStore
 from fito.coord.etcd_transport import EtcdTransport
-from fito.coord.etcd_testing import free_ports
+from fito.testing.etcd import free_ports
 from fito.coord.fleet_base import EpochCoordinator
 from fito.errors import CoordinationUnavailableError
 

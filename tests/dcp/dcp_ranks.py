@@ -213,7 +213,7 @@ def flipped_bit(tmp: Path) -> None:
 
 
 def flip_one_bit_of_rank(root: Path, rank: int) -> None:
-    from fito.dcp.manifests import load_sharded_manifest
+    from fito.commit.manifests import load_sharded_manifest
     store = SqliteDecisionStore(root / SqliteDecisionStore.FILENAME, create=False)
     d = store.committed()[-1]
     store.close()

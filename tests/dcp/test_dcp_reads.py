@@ -11,7 +11,7 @@ import torch.distributed.checkpoint as dcp
 
 import fito.dcp
 from fito.coord.sqlite import SqliteDecisionStore
-from fito.dcp.manifests import load_sharded_manifest
+from fito.commit.manifests import load_sharded_manifest
 from fito.errors import CheckpointCorruptError
 from fito.storage.localfs import LocalFS
 

@@ -17,7 +17,7 @@ from fito import knobs
 from fito.cli import main
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.ckpt.rank_local import parse_key
-from fito.dcp.manifests import load_sharded_manifest
+from fito.commit.manifests import load_sharded_manifest
 from fito.format.objects import HEADER
 from fito.storage.localfs import LocalFS
 

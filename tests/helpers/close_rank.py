@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 import fito
-from fito.ckpt.transport import wait_released
+from fito.commit.transport import wait_released
 
 
 def gloo_tids() -> set[int]:

@@ -15,7 +15,7 @@ import torch
 
 import fito
 from fito.coord.sqlite import SqliteDecisionStore
-from fito.dcp.manifests import load_sharded_manifest
+from fito.commit.manifests import load_sharded_manifest
 from fito.storage.localfs import LocalFS
 from fito.testing.scenarios import emit, rank_main
 

@@ -25,7 +25,7 @@ from fito import knobs
 from fito.testing.compare import clone, diff
 from fito.testing.scenarios import emit, rank_main
 from fito.coord.sqlite import SqliteDecisionStore
-from fito.dcp.manifests import load_sharded_manifest
+from fito.commit.manifests import load_sharded_manifest
 from fito.storage.localfs import LocalFS
 
 warnings.filterwarnings("ignore")

@@ -18,7 +18,7 @@ import torch
 
 import fito
 from fito import knobs
-from fito.ckpt.tree import DTYPES
+from fito.plan.tree import DTYPES
 from fito.format.hashing import digest
 from fito.format.objects import ALIGN, block_digest
 from fito.testing.scenarios import run_scenarios

@@ -11,7 +11,7 @@ import torch
 
 import fito
 from fito.ckpt.inspect import verify
-from fito.dcp.manifests import manifest_bytes
+from fito.commit.manifests import manifest_bytes
 from fito.format.manifest import format_of
 from fito.testing.v1_format import save_v1
 from training_state import assert_same, make_state, snapshot, train_steps

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any, Callable, Mapping, MutableMapping
@@ -18,8 +16,9 @@ from fito.ckpt.per_rank_read import load_manifest, load_shard
 from fito.ckpt.progress import ByteProgress
 from fito.ckpt.staging import StagingBuffer
 from fito.ckpt.apply import Applied, RestorePlan
-from fito.ckpt.transport import Transport, default_transport
+from fito.commit.transport import Transport, default_transport
 from fito.commit import decision
+from fito.commit.attempt import Fence, FencePolicy
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.choose import default_store
 from fito.errors import (
@@ -27,7 +26,6 @@ from fito.errors import (
     UnsafeCheckpointError, ValidationError,
 )
 from fito.format.hashing import ALGORITHMS, DEFAULT_ALGORITHM
-from fito.protocol.layout import attempt_name
 from fito.storage.base import Storage
 from fito.storage import open_storage
 
@@ -72,8 +70,8 @@ class Checkpointer:
         self.validator, self.validate_rtol, self.validate_atol = validator, validate_rtol, validate_atol
         # The default log is only looked at here (no connection): a lost log is refused on every rank alike.
         self._store = store if store is not None else self._default_store()
-        self._fence: int | None = None  # taken by rank 0 at its first save (see _take_fence)
-        self._log_id: str | None = None
+        # rank 0 takes the token at its first save and holds it for life (fito.commit.attempt)
+        self._fence = Fence(FencePolicy.PER_LIFE)
         self._fence_error: Exception | None = None
         self._staging = StagingBuffer()
         self._executor: ThreadPoolExecutor | None = None
@@ -95,10 +93,7 @@ class Checkpointer:
         """Rank 0, at the start of a save: hold a fencing token before the first write of the first save (not
         lazily at the first publish: the model checker found that a zombie could then delete live work)."""
         try:
-            if self._fence is None:
-                self._fence = self.store.acquire_fence()
-                self._log_id = self.store.log_id()
-            return attempt_id(self._fence, self._log_id)
+            return self._fence.new_attempt(self.store)
         except Exception as exc:  # noqa: BLE001 - told to every rank below, so none waits for an attempt that never starts
             self._fence_error = exc
             return f"!{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else f"!{exc}"
@@ -109,7 +104,7 @@ class Checkpointer:
 
     def close(self) -> None:
         """Wait for a save in flight (raising its error), then release the decision log and the process group
-        this Checkpointer created (on every rank, after its last save or restore; see fito.ckpt.transport)."""
+        this Checkpointer created (on every rank, after its last save or restore; see fito.commit.transport)."""
         try:
             self.wait()
         finally:
@@ -185,9 +180,7 @@ class Checkpointer:
                                    phase=getattr(error, "phase", None), failures=getattr(error, "failures", None)) from error
 
     def _coordinator_fence(self) -> int:
-        if self._fence is None:
-            raise RuntimeError(f"rank {self.rank} is not the coordinator; only rank 0 holds the fencing token")
-        return self._fence
+        return self._fence.held()
 
     # ---------------------------------------------------------------- restore
     def restore(self, state: MutableMapping[str, Any], step: int | None = None, *, fallback: bool = False,
@@ -272,8 +265,3 @@ class Checkpointer:
         show = self.progress if self.progress is not None else (self.rank == 0 and total >= 256 << 20 and sys.stderr.isatty())
         return ByteProgress(label, total) if show else nullcontext(None)
 
-
-def attempt_id(fence: int, log_id: str | None) -> str:
-    """Unique per attempt; names the coordinator's fence and its log, so retention never deletes a newer
-    coordinator's work nor another log's (fito.protocol.layout)."""
-    return attempt_name(fence, log_id, time.time_ns() // 1_000_000, secrets.token_hex(4))

@@ -26,7 +26,7 @@ from fito.ckpt.live_layout import MASTERS, FreshOptimizers, loose_params, owner_
 from fito.ckpt.optim_state import check_state_dict
 from fito.ckpt.rank_local import is_pack_path
 from fito.ckpt.state import class_name, kind_of
-from fito.ckpt.tree import DTYPES, MAX_DEPTH, array_specs, decode, encode, entry_path, numpy_dtype, too_deep
+from fito.plan.tree import DTYPES, MAX_DEPTH, array_specs, decode, encode, entry_path, numpy_dtype, too_deep
 from fito.errors import StateMismatchError, UnsafeCheckpointError
 
 DOC_FORMAT = "fito-entry/1"  # a document without packs: as written before packs existed
@@ -132,7 +132,7 @@ class ItemNames(list[str]):
 
 def encode_tree(value: Any, parts: tuple[str, ...], where: str, leaves: list[torch.Tensor], keys: ItemNames,
                 depth: int) -> Any:
-    """fito's tree codec (fito.ckpt.tree), with tensors -- DTensors too -- handed to DCP as leaves."""
+    """fito's tree codec (fito.plan.tree), with tensors -- DTensors too -- handed to DCP as leaves."""
     if depth > MAX_DEPTH:
         raise too_deep(where)
     if isinstance(value, (torch.Tensor, np.ndarray)):

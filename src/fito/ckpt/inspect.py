@@ -7,11 +7,18 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from fito.ckpt.entries import parse_doc
 from fito.ckpt.per_rank_read import load_manifest, load_shard
+from fito.ckpt.rank_local import doc_key, is_pack_key, parse_key
+from fito.ckpt.tensor_index import index_of
 from fito.commit import decision
-from fito.coord.base import Decision
-from fito.coord.sqlite import SqliteDecisionStore
+from fito.commit.manifests import load_sharded_manifest, manifest_bytes
+from fito.commit.transport import LocalTransport
+from fito.coord.base import Decision, DecisionStore
+from fito.coord.choose import default_store
+from fito.dcp.reader import Reader
 from fito.errors import FitoError
+from fito.format import manifest as manifest_fmt
 from fito.storage import Storage, open_storage
 
 _STEP_DIR = re.compile(r"[0-9]{12}")  # fito.protocol.gc's rule: only epochs/<12 digits> is looked into
@@ -35,11 +42,11 @@ class AttemptInfo:
         return out
 
 
-def open_store(root: str | os.PathLike[str], *, readonly: bool = False) -> tuple[Storage, SqliteDecisionStore]:
+def open_store(root: str | os.PathLike[str], *, readonly: bool = False) -> tuple[Storage, DecisionStore]:
     """The root and its existing log. Nothing is written until a write is asked for; `readonly` refuses writes
     (inspect and verify: they work on a read-only root and never take a fence)."""
     storage = open_storage(root, create=False)
-    return storage, SqliteDecisionStore(storage.root / SqliteDecisionStore.FILENAME, create=False, readonly=readonly)
+    return storage, default_store(storage, create=False, readonly=readonly)  # the one lookup (fito.coord.choose)
 
 
 def describe(root: str | os.PathLike[str], notes: list[str] | None = None) -> list[AttemptInfo]:
@@ -76,7 +83,6 @@ def describe(root: str | os.PathLike[str], notes: list[str] | None = None) -> li
 
 
 def _world_size(storage: Storage, decisions: list[Decision]) -> int:
-    from fito.dcp.manifests import load_sharded_manifest
     for d in reversed(decisions):
         if d.outcome == "commit" and not d.retired:
             try:
@@ -91,9 +97,6 @@ def _world_size(storage: Storage, decisions: list[Decision]) -> int:
 def _index(storage: Storage, d: Decision) -> dict[str, Any] | None:
     """The tensor index of a fito-manifest/2 step; None for v1; {"error": ...} when it cannot be read (a listing
     still shows the rest; `fito verify` says more)."""
-    from fito.ckpt.tensor_index import index_of
-    from fito.dcp.manifests import manifest_bytes
-    from fito.format import manifest as manifest_fmt
     try:
         data = manifest_bytes(storage, d)
         if manifest_fmt.format_of(data) != manifest_fmt.FORMAT:
@@ -107,10 +110,6 @@ def _index(storage: Storage, d: Decision) -> dict[str, Any] | None:
 def _documents(storage: Storage, d: Decision, m: Any) -> dict[tuple[int | None, str], dict[str, Any]]:
     """The documents of the entries holding packs (fito.ckpt.packs), read and verified: they say what each
     pack holds. One that cannot be read leaves its packs listed as packs (`fito verify` says why)."""
-    from fito.ckpt.entries import parse_doc
-    from fito.ckpt.rank_local import doc_key, is_pack_key, parse_key
-    from fito.ckpt.transport import LocalTransport
-    from fito.dcp.reader import Reader
     wanted = sorted({parse_key(fqn)[:2] for fqn in m.tensors if is_pack_key(fqn)}, key=str)
     reader = Reader(storage, decision=d, manifest=m, transport=LocalTransport()) if wanted else None
     out = {}
@@ -173,7 +172,7 @@ def verify(root: str | os.PathLike[str], epoch: int | None = None,
     """Re-hash every unit of every rank of a committed epoch (the newest by default)."""
     storage = open_storage(root, create=False)
     report = VerifyReport(str(storage.root))
-    d = decision.choose(storage.root, epoch)  # the restore's choice and errors (fito.commit.decision)
+    d = decision.choose(storage, epoch)  # the restore's choice and errors (fito.commit.decision)
     report.epoch, report.attempt = d.epoch, d.attempt
     if _sharded(storage, d, report):  # fito-manifest/2: verified by the sharded reader
         return _verify_sharded(storage, d, report, progress, on_total)
@@ -198,19 +197,14 @@ def verify(root: str | os.PathLike[str], epoch: int | None = None,
 def _sharded(storage: Storage, d: Decision, report: VerifyReport | None = None) -> bool:
     """Whether the decision's manifest is fito-manifest/2 (False for v1, and for unreadable ones: the v1 path
     reports those)."""
-    from fito.dcp.manifests import manifest_bytes
-    from fito.format.manifest import FORMAT, format_of
     try:
-        return format_of(manifest_bytes(storage, d)) == FORMAT
+        return manifest_fmt.format_of(manifest_bytes(storage, d)) == manifest_fmt.FORMAT
     except FitoError:
         return False
 
 
 def _verify_sharded(storage: Storage, d: Decision, report: VerifyReport, progress: Callable[[int], None] | None,
                     on_total: Callable[[int], None] | None) -> VerifyReport:
-    from fito.ckpt.transport import LocalTransport
-    from fito.dcp.manifests import load_sharded_manifest
-    from fito.dcp.reader import Reader
     try:
         m = load_sharded_manifest(storage, d)
     except FitoError as exc:

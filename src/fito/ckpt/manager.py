@@ -8,7 +8,7 @@ from typing import Any, MutableMapping
 
 from fito.ckpt.checkpointer import Checkpointer
 from fito.ckpt.handle import SaveHandle
-from fito.ckpt.transport import default_transport
+from fito.commit.transport import default_transport
 from fito.errors import NoCommittedEpochError
 
 

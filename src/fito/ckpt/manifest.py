@@ -13,7 +13,7 @@ from fito import __version__
 from fito.format.hashing import ALGORITHMS
 from fito.errors import UnsafeCheckpointError
 from fito.protocol.messages import Ready, UnitEntry, shard_path
-from fito.storage.localfs import safe_relpath
+from fito.format.names import safe_relpath
 
 FORMAT = "fito-manifest/1"
 MAX_MANIFEST_BYTES = 256 << 20

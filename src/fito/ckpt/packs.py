@@ -27,11 +27,11 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 
 from fito import knobs
 from fito.ckpt.rank_local import is_pack_path, pack_path
-from fito.ckpt.tree import DTYPES, numpy_dtype
+from fito.plan.tree import DTYPES, numpy_dtype
 from fito.format.hashing import DEFAULT_ALGORITHM, digest
 
 MAX_BYTES = 1 << 62
-Spec = tuple[str, str, list[int]]  # (tag "T" | "N", dtype, shape) of a tensor reference (fito.ckpt.tree)
+Spec = tuple[str, str, list[int]]  # (tag "T" | "N", dtype, shape) of a tensor reference (fito.plan.tree)
 Item = tuple[str, torch.Tensor, str | None]  # (path in the entry, tensor, its digest if already known)
 
 

@@ -14,7 +14,7 @@ import torch
 from fito.ckpt import manifest as manifest_mod
 from fito.format.hashing import ALGORITHMS, digest
 from fito.ckpt.shard import ShardReader
-from fito.ckpt.tree import DTYPES, array_specs, decode, numpy_dtype
+from fito.plan.tree import DTYPES, array_specs, decode, numpy_dtype
 from fito.coord.base import Decision
 from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, UnsafeCheckpointError
 from fito.storage.base import Storage

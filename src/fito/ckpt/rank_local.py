@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Union
 
-from fito.ckpt.transport import Transport
+from fito.commit.transport import Transport
 from fito.errors import SaveAbortedError, StateMismatchError, UnsafeCheckpointError
 from fito.format.hashing import DEFAULT_ALGORITHM, digest
 from fito.plan.values import tensor_bytes

@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from fito.ckpt import manifest as manifest_mod
-from fito.format import manifest as sharded_fmt
 from fito.ckpt.per_rank_read import load_manifest, load_shard
-from fito.format.hashing import digest
+from fito.commit.transport import LocalTransport
 from fito.coord.base import Decision
+from fito.coord.choose import sqlite_log_path
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.coord.sqlite_log import SIDE_FILES
+from fito.dcp.reader import Reader
 from fito.errors import FitoError
+from fito.format import manifest as sharded_fmt
+from fito.format.hashing import digest
 from fito.protocol.layout import parse_attempt
 from fito.protocol.messages import attempt_dir, manifest_path
 from fito.storage import Storage, open_storage
@@ -63,7 +66,7 @@ class RecoveryPlan:
 
 
 def log_path(root: Path) -> Path:
-    return root / SqliteDecisionStore.FILENAME
+    return sqlite_log_path(root)  # the default store's place (fito.coord.choose)
 
 
 def refuse_existing_log(root: Path) -> None:
@@ -134,8 +137,6 @@ def _verify(storage: Storage, step: int, attempt: str) -> Candidate:
 
 
 def _verify_sharded(storage: Storage, c: Candidate, data: bytes) -> Candidate:
-    from fito.ckpt.transport import LocalTransport
-    from fito.dcp.reader import Reader
     m = sharded_fmt.parse(data, where=c.manifest, epoch=c.step, attempt=c.attempt)
     c.manifest_hash = digest(m.algorithm, data)
     d = Decision(c.step, c.attempt, "commit", c.manifest, c.manifest_hash)

@@ -42,7 +42,7 @@ from fito.ckpt.rank_local import KEEP, RankLocalPolicy, check_owners, doc_key, p
 from fito.ckpt.sharded_save import VALIDATION_ENTRY, local_bytes
 from fito.ckpt.state import plan_restore
 from fito.coord.base import Decision
-from fito.dcp.manifests import manifest_bytes
+from fito.commit.manifests import manifest_bytes
 from fito.dcp.reader import Reader
 from fito.errors import (
     CheckpointUnreadableError, FitoError, StateMismatchError, UnsafeCheckpointError, refusal,

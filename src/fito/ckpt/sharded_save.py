@@ -76,7 +76,7 @@ def _prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: 
     if stage:
         flat = staged(ck, flat)
     writer = Writer(ck.storage, step, keep=ck.keep, hash=ck.algorithm, store=ck.store if ck.rank == 0 else None,
-                    fence=ck._coordinator_fence if ck.rank == 0 else None, rollback=rollback)  # the token taken above
+                    fence=ck._fence if ck.rank == 0 else None, rollback=rollback)  # the token taken above, held for life
     group = getattr(ck.transport, "group", None)
     # The bar's total: what this rank holds; it writes its share of the replicas, so the bar may end early.
     total = sum(local_bytes(v) for v in flat.values() if isinstance(v, torch.Tensor))

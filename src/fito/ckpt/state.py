@@ -18,7 +18,7 @@ from fito.ckpt.apply import (
     EntryPlan, RestorePlan, backup_module, backup_optimizer, backup_stateful, backup_tensor, backup_value,
 )
 from fito.ckpt.optim_state import check_against_current, check_saved_params, check_state_dict, describe_params, param_names
-from fito.ckpt.tree import MAX_DEPTH
+from fito.plan.tree import MAX_DEPTH
 from fito.errors import StateMismatchError, UnsafeCheckpointError
 
 ENTRY_KINDS = ("module", "optimizer", "stateful", "tensor", "value")

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.keep < 1:
         raise UsageError("--keep must be at least 1: the newest committed epoch is never deleted")
     from fito.ckpt.inspect import open_store  # lazily: loads torch
-    from fito.ckpt.retention import collect_garbage
+    from fito.commit.retention import collect_garbage
 
     # errors reach cli.main: one line on stderr, exit 3 (no checkpoint) or 4 (the collection failed)
     storage, store = open_store(args.dir)

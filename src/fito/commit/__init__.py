@@ -1,2 +1,4 @@
 """The executor's package (see docs/architecture.md): below `ckpt/` and `dcp/`, above `protocol/`, `coord/`,
-`storage/` and `format/`. Today it holds the one decision choice (`fito.commit.decision`)."""
+`storage/` and `format/`. It holds the command interpreters (`executor`, `write`), the fence policy and attempt ids (`attempt`),
+retention (`retention`), failure wording (`failure`), the manifest a decision names (`manifests`), the ranks'
+collectives (`transport`) and the one decision choice (`decision`)."""

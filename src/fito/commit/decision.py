@@ -16,11 +16,15 @@ May import protocol/, coord/, storage/, format/ and errors; never ckpt/ or dcp/ 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable, Protocol
 
+from fito.storage import open_storage
+from fito.storage.base import Storage
+
 from fito.coord.base import Decision, DecisionStore
-from fito.coord.sqlite import SqliteDecisionStore
+from fito.coord.choose import default_store
 from fito.errors import (
     DecisionLogDamagedError, DecisionLogLockedError, DecisionLogMissingError, DecisionLogReadOnlyError, FitoError,
     NoCommittedEpochError,
@@ -34,23 +38,25 @@ CHOICE_ERRORS: tuple[type[FitoError], ...] = (
 
 
 class Broadcaster(Protocol):
-    """What the choice needs of a transport (fito.ckpt.transport.Transport): rank 0's word on every rank."""
+    """What the choice needs of a transport (fito.commit.transport.Transport): rank 0's word on every rank."""
 
     rank: int
 
     def broadcast(self, payload: bytes | None) -> bytes: ...
 
 
-def read_committed(root: str | Path, store: DecisionStore | None = None) -> list[Decision]:
+def read_committed(root: str | Path | Storage, store: DecisionStore | None = None) -> list[Decision]:
     """The committed decisions of `root`, oldest commit first, read without writing anything. `store`: the
-    caller's (a Checkpointer's, an etcd store); None: the root's SQLite log opened read-only (no log and no
-    attempts: NoCommittedEpochError; attempts but no log: DecisionLogMissingError)."""
+    caller's (a Checkpointer's, an etcd store); None: the root's default store (fito.coord.choose) opened
+    read-only (no root: NoCommittedEpochError; for a SQLite log, no log and no attempts: NoCommittedEpochError,
+    attempts but no log: DecisionLogMissingError)."""
     if store is not None:
         return store.committed()
-    path = Path(root) / SqliteDecisionStore.FILENAME
-    if not Path(root).is_dir():
-        raise NoCommittedEpochError(f"{root}: no such checkpoint directory, so no checkpoint")
-    own = SqliteDecisionStore(path, create=False, readonly=True)
+    if isinstance(root, (str, os.PathLike)):
+        if not Path(root).is_dir():
+            raise NoCommittedEpochError(f"{root}: no such checkpoint directory, so no checkpoint")
+        root = open_storage(root, create=False)
+    own = default_store(root, create=False, readonly=True)
     try:
         return own.committed()
     finally:
@@ -71,9 +77,9 @@ def candidates(committed: list[Decision], step: int | None, root: str | Path) ->
     return committed
 
 
-def choose(root: str | Path, step: int | None = None, store: DecisionStore | None = None) -> Decision:
+def choose(root: str | Path | Storage, step: int | None = None, store: DecisionStore | None = None) -> Decision:
     """The decision a one-process reader loads (`fito verify`): the newest committed, or `step`'s."""
-    return candidates(read_committed(root, store), step, root)[-1]
+    return candidates(read_committed(root, store), step, getattr(root, "root", root))[-1]
 
 
 def agree(transport: Broadcaster, root: str | Path, rank0: Callable[[], list[Decision]]) -> list[Decision]:

@@ -37,7 +37,7 @@ _WHERE = {
     "default_store": "choose",
     "EtcdDecisionStore": "etcd", "EtcdFleetStore": "etcd_fleet", "EtcdTransport": "etcd_transport",
 }
-_SUBMODULES = ("base", "choose", "collectives", "etcd", "etcd_fleet", "etcd_testing", "etcd_transport", "etcd_txn", "fleet_base",
+_SUBMODULES = ("base", "choose", "collectives", "etcd", "etcd_fleet", "etcd_transport", "etcd_txn", "fleet_base",
                "object_log", "object_store", "sqlite", "sqlite_fleet")
 
 

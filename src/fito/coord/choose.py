@@ -7,9 +7,11 @@
   `ObjectDecisionStore.for_storage(LocalFS(root))` is the safe choice across machines, or etcd)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fito.coord.base import DecisionStore
+from fito.coord.sqlite import SqliteDecisionStore
 
 
 def default_store(storage: Any, *, create: bool = True, readonly: bool = False) -> DecisionStore:
@@ -17,6 +19,9 @@ def default_store(storage: Any, *, create: bool = True, readonly: bool = False) 
         from fito.coord.object_store import ObjectDecisionStore
 
         return ObjectDecisionStore.for_storage(storage, readonly=readonly)
-    from fito.coord.sqlite import SqliteDecisionStore
+    return SqliteDecisionStore(sqlite_log_path(storage.root), create=create, readonly=readonly)
 
-    return SqliteDecisionStore(storage.root / SqliteDecisionStore.FILENAME, create=create, readonly=readonly)
+
+def sqlite_log_path(root: str | Path) -> Path:
+    """Where a local root's SQLite log lives (`fito recover-log` rebuilds it there)."""
+    return Path(root) / SqliteDecisionStore.FILENAME

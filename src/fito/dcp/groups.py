@@ -12,7 +12,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from fito.ckpt.transport import LocalTransport, ProcessGroupTransport, Transport, default_transport
+from fito.commit.transport import LocalTransport, ProcessGroupTransport, Transport, default_transport
 
 try:
     from torch.distributed.checkpoint.utils import _DistWrapper

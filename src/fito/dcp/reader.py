@@ -23,12 +23,12 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
 from torch.futures import Future
 
-from fito.ckpt.transport import Transport, default_transport
-from fito.ckpt.tree import DTYPES
+from fito.commit.transport import Transport, default_transport
+from fito.plan.tree import DTYPES
 from fito.commit import decision
 from fito.coord.base import Decision, DecisionStore
 from fito.dcp.block_reads import BlockReads
-from fito.dcp.manifests import load_sharded_manifest
+from fito.commit.manifests import load_sharded_manifest
 from fito.errors import (
     CheckpointCorruptError, CheckpointUnreadableError, FitoError, StateMismatchError, UnsafeCheckpointError,
     refusal,

@@ -17,7 +17,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import Metadata
 
-from fito.ckpt.transport import ProcessGroupTransport
+from fito.commit.transport import ProcessGroupTransport
 from fito.errors import FitoError, PeerLostError, SaveAbortedError, StateMismatchError
 from fito.plan.save import SavePlanner
 

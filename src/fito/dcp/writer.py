@@ -15,47 +15,42 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from torch.distributed.checkpoint import StorageWriter
 from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex, StorageMeta
-from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItem, WriteItemType
+from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItem
 from torch.distributed.checkpoint.storage import WriteResult
 from torch.futures import Future
 
 from fito import knobs
-from fito.ckpt.checkpointer import attempt_id
-from fito.ckpt.failure import at as failed_at
-from fito.ckpt.retention import collect_garbage, discard
-from fito.coord.base import Decision, DecisionStore
-from fito.coord.sqlite import SqliteDecisionStore
-from fito.errors import CoordinationUnavailableError, SaveAbortedError, StaleFenceError, StateMismatchError
+from fito.commit.attempt import Fence, FencePolicy
+from fito.commit.executor import CoordinatorExecutor, RankExecutor, discard, observed, publish_decision
+from fito.commit.retention import collect_garbage
+from fito.commit.write import write_object
+from fito.coord.base import DecisionStore
+from fito.coord.choose import default_store
+from fito.errors import SaveAbortedError, StateMismatchError
 from fito.format import manifest as manifest_fmt
-from fito.format.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
+from fito.format.hashing import ALGORITHMS, DEFAULT_ALGORITHM
 from fito.format.manifest import ObjectEntry, Piece
-from fito.format.objects import HEADER, ObjectHeader, block_digest, padding
+from fito.format.objects import ObjectHeader
 from fito.plan.metadata import expected_items, key_of, to_manifest
-from fito.plan.save import LocalPlanData, differing_replicas, item_bytes, replica_digests, replicas_differ_message
-from fito.protocol import (
-    Begin, Command, Coordinator, DecisionPublished, ManifestWritten, Notify, Participant, Persist, Persisted,
-    PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, SendReady, ShardWritten,
-    UnitEntry, WriteManifest, WriteShard,
-)
-from fito.protocol.drive import Executor, drive, recording
-from fito.protocol.messages import CollectGarbage, Event, attempt_dir
+from fito.plan.save import LocalPlanData, differing_replicas, replica_digests, replicas_differ_message
+from fito.protocol import Begin, Command, Coordinator, Participant, RankFailed, Ready, ReadyReceived, SendReady, UnitEntry
+from fito.protocol.drive import drive
+from fito.protocol.messages import WriteShard, attempt_dir
 from fito.storage.base import Storage
 from fito.storage import open_storage
+
+__all__ = ["AttemptPlan", "Writer", "publish_decision"]  # publish_decision: fito.commit.executor's, for old callers
 
 log = logging.getLogger("fito")
 READY_FQN = "__fito_ready__"  # the index of the one WriteResult per rank that carries its READY
 REPLICAS_FQN = "__fito_replicas__"  # with DCP's planner: the digests of the replicas a rank holds
-PUBLISH_TRIES = 3
-OVERLAP_BYTES = 1 << 20  # a block at least this big is hashed in a helper thread while it is written
 
 
 @dataclass(frozen=True)
@@ -90,7 +85,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
 
     def __init__(self, root: str | os.PathLike[str] | Storage | None = None, step: int | None = None, *, keep: int | None = None,
                  store: DecisionStore | None = None, hash: str = DEFAULT_ALGORITHM,
-                 fence: Callable[[], int] | None = None, observe: Callable[[str, Command], None] | None = None,
+                 fence: Callable[[], int] | Fence | None = None, observe: Callable[[str, Command], None] | None = None,
                  progress: Callable[[int], None] | None = None, rollback: bool = False) -> None:
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}: Writer(root, step) or Writer(step=s) "
@@ -105,8 +100,9 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         self.rank, self.is_coordinator = 0, True
         self.observe = observe
         self.progress = progress
-        self._fence: int | None = None
-        self._fence_source = fence
+        # the fence policy (fito.commit.attempt): a token per save, or the one a Checkpointer holds for life
+        self._fence = fence if isinstance(fence, Fence) else Fence(FencePolicy.PER_SAVE, source=fence)
+        self._token: int | None = None
         self._attempt = ""
         self._ranks = 0
         self.finishing = False  # finish() began: from here on, a commit may have been sent
@@ -138,8 +134,8 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
         # The fence is taken before this coordinator's first write of the save: any older one is fenced out.
-        self._fence = self._fence_source() if self._fence_source is not None else self.store.acquire_fence()
-        self._attempt = attempt_id(self._fence, self.store.log_id())  # names carry the log's identity
+        self._attempt = self._fence.new_attempt(self.store)  # names carry the fence and the log's identity
+        self._token = self._fence.token
         self._ranks = len(plans)  # whose objects a discard removes, by name
         block = knobs.block_bytes()
         hash_replicas = len(plans) > 1 and not all(isinstance(p.storage_data, LocalPlanData) for p in plans)
@@ -158,35 +154,24 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
                                      "previous save's attempt, so nothing was written. Turn plan caching off: "
                                      "DefaultSavePlanner(enable_plan_caching=False), the default")
         pieces: list[Piece] = []
-        phase, where, own = "unit write", attempt_dir(spec.step, spec.attempt), ""
 
-        def execute(cmd: Command) -> Event | None:
-            nonlocal phase, where, own
-            if isinstance(cmd, WriteShard):
-                phase, where = "unit write", cmd.path
-                self.storage.makedirs(attempt_dir(cmd.epoch, cmd.attempt))
-                header = ObjectHeader(cmd.epoch, cmd.rank, len(plan.items), cmd.attempt)
-                with self.storage.create(cmd.path) as f:
-                    own = cmd.path  # only once created: a file that was already there is never this save's to remove
-                    size = _write_object(f, header, plan, planner, spec.block_bytes, self.algorithm, pieces, self.progress)
-                units = tuple(UnitEntry(fqn, p.offset, p.length, "", p.tag, p.blocks, chunk)
-                              for (fqn, chunk), p in ((key_of(item.index), p) for item, p in zip(plan.items, pieces)))
-                return ShardWritten(cmd.path, size, units)
-            if isinstance(cmd, SendReady):
-                return None  # the READY travels back to the coordinator in the WriteResults
-            phase, where = "persist", getattr(cmd, "path", where)
-            return self._persist(cmd)
+        def write(f: BinaryIO, cmd: WriteShard) -> tuple[int, tuple[UnitEntry, ...]]:
+            header = ObjectHeader(cmd.epoch, cmd.rank, len(plan.items), cmd.attempt)
+            size = write_object(f, header, plan, planner, spec.block_bytes, self.algorithm, pieces, self.progress)
+            return size, tuple(UnitEntry(fqn, p.offset, p.length, "", p.tag, p.blocks, chunk)
+                               for (fqn, chunk), p in ((key_of(item.index), p) for item, p in zip(plan.items, pieces)))
 
+        execute = RankExecutor(self.storage, spec.step, spec.attempt, write)
         try:
-            _, outbox = drive(Participant(self.rank), Begin(spec.step, spec.attempt), self._observed(f"rank{self.rank}", execute))
+            _, outbox = drive(Participant(self.rank), Begin(spec.step, spec.attempt),
+                              observed(execute, f"rank{self.rank}", self.observe))
         except Exception as exc:  # DCP hands it to every rank; say what failed where, and leave nothing behind
             log.exception("rank %d failed to persist step %d", self.rank, spec.step)
-            if own:
-                _discard(self.storage.remove, own)
+            execute.remove_own()
             if isinstance(exc, StateMismatchError):  # the state refused as it was serialized (a value too big)
                 raise
-            said = failed_at(phase, where, exc)
-            raise SaveAbortedError(said, step=spec.step, phase=phase, failures={self.rank: said}) from exc
+            said = execute.failure(exc)
+            raise SaveAbortedError(said, step=spec.step, phase=execute.phase, failures={self.rank: said}) from exc
         ready = next(c.ready for c in outbox if isinstance(c, SendReady))  # only after the object is durable
         # The READY vouches for every item (offset, length, block hashes, tag); the per-item results only
         # tell DCP the sizes.
@@ -219,11 +204,11 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
     @property
     def store(self) -> DecisionStore:
         if self._store is None:
-            self._store = SqliteDecisionStore(self.storage.root / SqliteDecisionStore.FILENAME)
+            self._store = default_store(self.storage)  # fito.coord.choose: the one lookup
         return self._store
 
     def _finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
-        step, attempt, fence = self.step, self._attempt, self._fence
+        step, attempt, fence = self.step, self._attempt, self._token
         assert fence is not None, "finish() before prepare_global_plan()"
         arrived = _gather(results)
         differ = differing_replicas([_replicas_of(r) for r in results])
@@ -232,34 +217,14 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
             raise SaveAbortedError(step=step, message=f"save of step {step}: " + replicas_differ_message(
                 differ, "nothing was committed, the previous committed step is intact"))
         block = knobs.block_bytes()
-        notify: list[Notify] = []
-        collect: list[CollectGarbage] = []
-        phase, where, sent_commit = "manifest write", attempt_dir(step, attempt), False
 
-        def execute(cmd: Command) -> Event | None:
-            nonlocal phase, where, sent_commit
-            if isinstance(cmd, WriteManifest):  # the machine checked coverage: every item exactly once
-                phase, where = "manifest write", cmd.path
-                pieces = {u.key: Piece(r.rank, u.offset, u.length, u.blocks, u.epoch) for r in cmd.readies for u in r.units}
-                objects = [ObjectEntry(r.rank, r.file, r.size) for r in cmd.readies]
-                m = to_manifest(step, attempt, self.algorithm, block, metadata, pieces, objects)
-                data = manifest_fmt.build(m)
-                self.storage.write_bytes(cmd.path, data)
-                return ManifestWritten(cmd.path, digest(self.algorithm, data))
-            if isinstance(cmd, PublishDecision):
-                phase, where = "publish", f"step {cmd.epoch}'s decision"
-                sent_commit = sent_commit or cmd.outcome == "commit"  # it may land even if the reply is lost
-                return publish_decision(self.store, cmd)
-            if isinstance(cmd, Notify):
-                notify.append(cmd)
-                return None
-            if isinstance(cmd, CollectGarbage):
-                collect.append(cmd)  # after the outcome is known; see below
-                return None
-            phase, where = "persist", getattr(cmd, "path", where)
-            return self._persist(cmd)
+        def manifest(readies: tuple[Ready, ...]) -> bytes:
+            pieces = {u.key: Piece(r.rank, u.offset, u.length, u.blocks, u.epoch) for r in readies for u in r.units}
+            objects = [ObjectEntry(r.rank, r.file, r.size) for r in readies]
+            return manifest_fmt.build(to_manifest(step, attempt, self.algorithm, block, metadata, pieces, objects))
 
-        execute = self._observed("coord", execute)
+        run = CoordinatorExecutor(self.storage, self.store, step, attempt, self.algorithm, manifest)
+        execute = observed(run, "coord", self.observe)
         expected = tuple(expected_items(metadata).items())
         try:
             coordinator, _ = drive(Coordinator(len(results)), Begin(step, attempt, fence, expected), execute)
@@ -267,11 +232,13 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
                 coordinator, _ = drive(coordinator, event, execute)
         except Exception as exc:
             log.exception("coordinator failed during step %d", step)
-            if not sent_commit:
+            if not run.sent_commit:
                 self.discard()
-            said = failed_at(phase, where, exc)
-            raise SaveAbortedError(f"rank 0 (coordinator) failed: {said}", step=step, phase=phase, failures={self.rank: said}) from exc
-        if notify and notify[0].outcome != "commit" and not sent_commit:
+            said = run.failure(exc)
+            raise SaveAbortedError(f"rank 0 (coordinator) failed: {said}", step=step, phase=run.phase,
+                                   failures={self.rank: said}) from exc
+        notify, collect = run.notify, run.collect
+        if notify and notify[0].outcome != "commit" and not run.sent_commit:
             self.discard()
         if not notify:
             raise SaveAbortedError(step=step, message=f"save of step {step}: the protocol stopped in phase {coordinator.phase.value}; "
@@ -305,82 +272,11 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
                         "higher one", self.storage.root, step, higher[-1], higher, step, higher[-1])
 
     def discard(self) -> None:
-        """Best effort, by the coordinator: remove this attempt's files once every rank is past writing and no
-        commit was sent for it (a commit whose reply was lost may still land; GC handles those). The GC
-        plan's discard (fito.protocol.gc.plan_discard): its own objects by name, then its directories
-        non-recursively, so a newer coordinator's attempt of the same step is never touched."""
-        if not self._attempt:
-            return
-        failed = discard(self.storage, self.step, self._attempt, self._ranks)  # type: ignore[arg-type]
-        if failed:
-            log.warning("could not remove all of the failed attempt %s (%s); GC after the next commit removes it",
-                        attempt_dir(self.step, self._attempt), "; ".join(failed[:3]))
-
-    def _observed(self, who: str, execute: Executor) -> Executor:
-        return execute if self.observe is None else recording(execute, who, self.observe)
-
-    def _persist(self, cmd: Command) -> Event:
-        if not isinstance(cmd, Persist):
-            raise AssertionError(f"unexpected protocol command {cmd!r}")
-        self.storage.persist(cmd.path)
-        return Persisted(cmd.path)
-
-
-def _write_object(f: BinaryIO, header: ObjectHeader, plan: SavePlan, planner: SavePlanner, block_bytes: int,
-                  algorithm: str, pieces: list[Piece], progress: Callable[[int], None] | None = None) -> int:
-    """Header, then each item on a 64-byte boundary, hashed block by block as it is written (a large block
-    in a helper thread during its own write: both release the GIL). Returns the size."""
-    _write_all(f, memoryview(header.pack()))
-    offset = HEADER.size
-    resize = getattr(progress, "resize", None)  # a bar sized to this rank's share of the replicas
-    planned = planned_bytes(plan)
-    if resize is not None:
-        resize(planned)
-    hasher: ThreadPoolExecutor | None = None
-    try:
-        for item in plan.items:
-            raw = item_bytes(item, planner)
-            raw = raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
-            if resize is not None and item.type == WriteItemType.BYTE_IO:  # a value's size is known only now
-                planned += len(raw)
-                resize(planned)
-            blocks = []
-            for start in range(0, max(len(raw), 1), block_bytes):
-                block = raw[start:start + block_bytes]
-                if len(block) < OVERLAP_BYTES:  # small: a thread hand-off would cost more than the hash
-                    blocks.append(block_digest(algorithm, block))
-                    _write_all(f, block)
-                else:
-                    hasher = hasher or ThreadPoolExecutor(1, thread_name_prefix="fito-hash")
-                    pending = hasher.submit(block_digest, algorithm, block)
-                    _write_all(f, block)
-                    blocks.append(pending.result())
-                if progress is not None:
-                    progress(len(block))
-            pieces.append(Piece(header.rank, offset, len(raw), tuple(blocks), header.epoch))
-            offset += len(raw)
-            pad = padding(offset)
-            if pad:
-                _write_all(f, memoryview(bytes(pad)))
-                offset += pad
-    finally:
-        if hasher is not None:
-            hasher.shutdown()
-    return offset
-
-
-def planned_bytes(plan: SavePlan) -> int:
-    """The bytes of the tensors in this rank's plan (a value's size is known once it is serialized)."""
-    total = 0
-    for item in plan.items:
-        if item.tensor_data is not None:
-            total += math.prod(item.tensor_data.chunk.sizes) * item.tensor_data.properties.dtype.itemsize
-    return total
-
-
-def _write_all(f: BinaryIO, data: memoryview) -> None:
-    while len(data):
-        data = data[f.write(data):]
+        """Best effort, by the coordinator: remove this attempt's objects once every rank is past writing and no
+        commit was sent for it (a commit whose reply was lost may still land; GC handles those). By name and
+        non-recursively (fito.commit.executor.discard)."""
+        if self._attempt:
+            discard(self.storage, self.step, self._attempt, self._ranks)
 
 
 def _replicas_of(rank_results: list[WriteResult]) -> dict[Any, str]:
@@ -397,27 +293,3 @@ def _gather(results: list[list[WriteResult]]) -> list[ReadyReceived | RankFailed
         else:
             events.append(ReadyReceived(ready[0]))
     return events
-
-
-def _discard(remove: Callable[[str], None], rel: str) -> None:
-    try:
-        remove(rel)
-    except Exception as exc:  # noqa: BLE001 - the save already failed; say so, do not mask it
-        log.warning("could not remove %s of a failed save (%s); GC after the next commit removes it", rel, exc)
-
-
-def publish_decision(store: DecisionStore, cmd: PublishDecision) -> Event:
-    """Publish the coordinator's decision under its fence, retrying while the store is unreachable."""
-    decision = Decision(cmd.epoch, cmd.attempt, cmd.outcome, cmd.manifest, cmd.manifest_hash,
-                        decision_id=f"{cmd.epoch}:{cmd.attempt}:{cmd.outcome}")
-    unreachable: Exception | None = None
-    for attempt in range(PUBLISH_TRIES):
-        try:
-            store.publish(decision, cmd.fence)
-            return DecisionPublished(cmd.outcome)
-        except StaleFenceError as exc:
-            return PublishRejected(str(exc))
-        except CoordinationUnavailableError as exc:  # may have landed: the same decision_id is idempotent
-            log.warning("decision store unreachable (try %d of %d): %s", attempt + 1, PUBLISH_TRIES, exc)
-            unreachable = exc
-    return PublishRejected(f"decision store unreachable, outcome unknown until it answers: {unreachable}")

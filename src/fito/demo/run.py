@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from fito.coord.sqlite import SqliteDecisionStore
+from fito.coord.choose import default_store
+from fito.storage import open_storage
 from fito.testing.dist import RankResult, run_ranks
 
 WORKER = "fito.demo.worker"
@@ -66,7 +67,7 @@ def run_demo(workdir: str | None, *, steps: int = 40, every: int = 5, kill_step:
     report.survivor_error = aborted[0]["error"] if aborted else ""
     if not aborted:
         report.failures.append("the surviving rank did not report the aborted save")
-    store = SqliteDecisionStore(base / "crashed" / SqliteDecisionStore.FILENAME, create=False)
+    store = default_store(open_storage(base / "crashed", create=False), create=False)
     report.committed_after_crash = [d.epoch for d in store.committed()]
     report.decisions_after_crash = [(d.epoch, d.outcome) for d in store.decisions()]
     store.close()

@@ -26,11 +26,11 @@ import torch
 
 from fito.ckpt.entries import parse_doc
 from fito.ckpt.rank_local import doc_key, pack_path, parse_key, tensor_key
-from fito.ckpt.transport import LocalTransport
-from fito.ckpt.tree import DTYPES
+from fito.commit.transport import LocalTransport
+from fito.plan.tree import DTYPES
 from fito.commit import decision
 from fito.coord.base import Decision
-from fito.dcp.manifests import manifest_bytes
+from fito.commit.manifests import manifest_bytes
 from fito.dcp.reader import Reader
 from fito.errors import StateMismatchError, UnsafeCheckpointError
 from fito.format import manifest as manifest_fmt

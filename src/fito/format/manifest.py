@@ -19,7 +19,7 @@ from fito.errors import UnsafeCheckpointError
 from fito.format.hashing import ALGORITHMS
 from fito.format.objects import ALIGN, HEADER, block_count, digest_hex_length
 from fito.protocol.messages import shard_path
-from fito.storage.localfs import safe_relpath
+from fito.format.names import safe_relpath
 
 FORMAT = "fito-manifest/2"
 MAX_MANIFEST_BYTES = 256 << 20

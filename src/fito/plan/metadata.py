@@ -9,7 +9,7 @@ from torch.distributed.checkpoint.metadata import (
     BytesStorageMetadata, ChunkStorageMetadata, Metadata, MetadataIndex, TensorProperties, TensorStorageMetadata,
 )
 
-from fito.ckpt.tree import DTYPES, dtype_name
+from fito.plan.tree import DTYPES, dtype_name
 from fito.format.manifest import Chunk, ObjectEntry, Piece, ShardedManifest, TensorEntry, chunk_bytes
 from fito.protocol.coverage import Key
 

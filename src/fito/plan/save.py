@@ -21,7 +21,7 @@ from torch.distributed.tensor import DTensor
 from fito.errors import StateMismatchError
 from fito.format.hashing import DEFAULT_ALGORITHM, digest
 from fito.plan.metadata import key_of
-from fito.ckpt.tree import check_depth
+from fito.plan.tree import check_depth
 from fito.plan.values import encode_value, tensor_bytes
 
 ReplicaKey = tuple[str, tuple[int, ...] | None]

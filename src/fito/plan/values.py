@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.distributed.tensor import DTensor
 
-from fito.ckpt.tree import decode, encode
+from fito.plan.tree import decode, encode
 from fito.errors import StateMismatchError, UnsafeCheckpointError
 
 VALUE_FORMAT = "fito-value/1"

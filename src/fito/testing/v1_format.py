@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import torch
 
 from fito.ckpt import manifest as manifest_mod
-from fito.ckpt.failure import at as failed_at
+from fito.commit.failure import at as failed_at
 from fito.ckpt.per_rank_read import MAX_STATE_BYTES, STATE_FORMAT, STATE_UNIT
-from fito.ckpt.retention import collect_garbage
+from fito.commit.retention import collect_garbage
 from fito.ckpt.shard import write_shard
 from fito.ckpt.checkpointer import VALIDATION_ENTRY
 from fito.ckpt.state import capture
-from fito.ckpt.tree import encode
-from fito.dcp.writer import publish_decision
+from fito.plan.tree import encode
+from fito.commit.executor import publish_decision
 from fito.errors import SaveAbortedError, StateMismatchError
 from fito.format.hashing import digest
 from fito.plan.values import tensor_bytes

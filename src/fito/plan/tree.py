@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fito.ckpt.leaves import TAGS as LEAF_TAGS, decode_leaf, encode_leaf
+from fito.plan.leaves import TAGS as LEAF_TAGS, decode_leaf, encode_leaf
 from fito.errors import StateMismatchError, UnsafeCheckpointError
 
 DTYPES: dict[str, torch.dtype] = {
@@ -137,7 +137,7 @@ def encode(value: Any, path: str, tensors: list[tuple[str, Array]], depth: int =
         tensors.append((path, np.ascontiguousarray(value)))
         return {"N": len(tensors) - 1, "dtype": value.dtype.str, "shape": list(value.shape)}
     leaf = None if value is None or type(value) in (bool, str, int, float) else encode_leaf(value)
-    if leaf is not None:  # bytes, BytesIO, paths, dtypes, devices, datetimes, Enum members (fito.ckpt.leaves)
+    if leaf is not None:  # bytes, BytesIO, paths, dtypes, devices, datetimes, Enum members (fito.plan.leaves)
         return leaf
     if value is None or isinstance(value, (bool, str)):
         return {"v": value}
