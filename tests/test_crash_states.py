@@ -9,9 +9,10 @@ import pytest
 
 import fito
 from fito.cli import main
-from fito.model.crashstates import (
-    DIR, LogicalFS, Op, RecordingFS, check_fito_crash_states, each_crash_state, materialise, record_fito_save,
-)
+from fito.model.crashstates import check_fito_crash_states, materialise, record_fito_save
+from fito.model.posix_crash import DIR, LogicalFS, Op, each_crash_state
+from fito.storage.localfs import LocalFS
+from fito.testing.recording import Recording, RecordingStorage
 
 
 def test_every_crash_state_of_a_real_save_restores_one_whole_step(capsys: pytest.CaptureFixture[str]) -> None:
@@ -38,18 +39,20 @@ def test_the_recording_sees_the_protocol_order(tmp_path: Path) -> None:
     assert len(initial_store) == 1
 
 
-class ForgetfulFS(RecordingFS):
-    """A storage layer that never fsyncs files: the commit then points at bytes a crash can lose."""
+class ForgetfulFS(RecordingStorage):
+    """A storage layer whose persist never fsyncs the file: the commit then points at bytes a crash can lose."""
 
-    def fsync_file(self, rel: str) -> None:
-        pass
+    def persist(self, rel: str) -> None:
+        self.inner.fsync_dir(rel.rsplit("/", 1)[0])
+        self.rec.add(0, Op("fsync_dir", rel.rsplit("/", 1)[0]))
 
 
-class NoDirSyncFS(RecordingFS):
+class NoDirSyncFS(RecordingStorage):
     """fsyncs files but never the directory that names them."""
 
-    def fsync_dir(self, rel: str) -> None:
-        pass
+    def persist(self, rel: str) -> None:
+        self.inner.fsync_file(rel)
+        self.rec.add(0, Op("fsync_file", rel))
 
 
 def test_crash_states_catch_a_missing_file_fsync(tmp_path: Path) -> None:
@@ -100,14 +103,20 @@ def test_with_keep_2_the_older_kept_step_stays_restorable_by_number(tmp_path: Pa
     assert set(report.outcomes) == {"restored step 2", "restored step 3"}
 
 
-def test_localfs_persist_is_fsync_of_the_file_then_of_its_directory(tmp_path: Path) -> None:
-    """The one durability verb above the seam, in POSIX primitives (what RecordingFS and the crash states see)."""
-    log: list[Op] = []
-    fs = RecordingFS(tmp_path / "r", log)
+def test_recording_storage_logs_localfs_primitives(tmp_path: Path) -> None:
+    """The recording wraps a real LocalFS (no private member patched) and logs its documented primitives."""
+    rec = Recording()
+    fs = RecordingStorage(LocalFS(tmp_path / "r"), rec)
     fs.makedirs("d/e")
     fs.write_bytes("d/e/f", b"x")
     fs.write_bytes("g", b"y")
-    del log[:]
     fs.persist("d/e/f")
     fs.persist("g")
-    assert log == [Op("fsync_file", "d/e/f"), Op("fsync_dir", "d/e"), Op("fsync_file", "g"), Op("fsync_dir", "")]
+    fs.remove("g")
+    fs.remove("missing")  # nothing was there: nothing changed, nothing logged
+    assert rec.ops == [Op("makedirs", "d/e"), Op("create", "d/e/f"), Op("write", "d/e/f", (0, b"x")),
+                       Op("create", "g"), Op("write", "g", (0, b"y")), Op("fsync_file", "d/e/f"),
+                       Op("fsync_dir", "d/e"), Op("fsync_file", "g"), Op("fsync_dir", ""),
+                       Op("unlink", "g"), Op("fsync_dir", "")]
+    assert (tmp_path / "r/d/e/f").read_bytes() == b"x" and not (tmp_path / "r/g").exists()
+    assert all(s <= e for s, e in rec.spans) and Recording.from_json(rec.to_json()).ops == rec.ops
