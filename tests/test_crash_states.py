@@ -114,9 +114,11 @@ def test_recording_storage_logs_localfs_primitives(tmp_path: Path) -> None:
     fs.persist("g")
     fs.remove("g")
     fs.remove("missing")  # nothing was there: nothing changed, nothing logged
-    assert rec.ops == [Op("makedirs", "d/e"), Op("create", "d/e/f"), Op("write", "d/e/f", (0, b"x")),
+    fs.makedirs("d")  # there already: only the replayable makedirs
+    assert rec.ops == [Op("mkdir", "d"), Op("fsync_dir", ""), Op("mkdir", "d/e"), Op("fsync_dir", "d"),
+                       Op("makedirs", "d/e"), Op("create", "d/e/f"), Op("write", "d/e/f", (0, b"x")),
                        Op("create", "g"), Op("write", "g", (0, b"y")), Op("fsync_file", "d/e/f"),
                        Op("fsync_dir", "d/e"), Op("fsync_file", "g"), Op("fsync_dir", ""),
-                       Op("unlink", "g"), Op("fsync_dir", "")]
+                       Op("unlink", "g"), Op("fsync_dir", ""), Op("makedirs", "d")]
     assert (tmp_path / "r/d/e/f").read_bytes() == b"x" and not (tmp_path / "r/g").exists()
     assert all(s <= e for s, e in rec.spans) and Recording.from_json(rec.to_json()).ops == rec.ops

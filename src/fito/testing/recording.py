@@ -117,8 +117,14 @@ class RecordingStorage:
     # ---- changes, logged ----
     def makedirs(self, rel: str) -> None:
         t0 = time.monotonic_ns()
+        parts = rel.split("/")
+        missing = [d for d in ("/".join(parts[:i]) for i in range(1, len(parts) + 1)) if not self.inner.exists(d)]
         self.inner.makedirs(rel)
-        self.rec.add(t0, Op("makedirs", rel))  # the model replays LocalFS.makedirs against its own view
+        # What this call did (each missing directory, then its parent's fsync: a crash may fall in between),
+        # then a "makedirs" that the model replays against its own view: where a cut leaves out the rank that
+        # made the directory first, this rank makes it, as LocalFS.makedirs would have.
+        done = [op for d in missing for op in (Op("mkdir", d), Op("fsync_dir", _parent(d)))]
+        self.rec.add(t0, *done, Op("makedirs", rel))
 
     def create(self, rel: str) -> BinaryIO:
         t0 = time.monotonic_ns()
