@@ -41,6 +41,8 @@ from fito.commit.decision import read_committed
 from fito.errors import FitoError
 from fito.model.crashstates import materialise
 from fito.model.posix_crash import DIR, CrashState, LogicalFS, Op
+from fito.testing.crash_ranks import restore
+from fito.testing.dist import run_ranks
 from fito.testing.recording import Recording
 
 Points = Literal["all", "boundaries"]
@@ -118,8 +120,6 @@ class MultiRankReport:
 def record_multirank_save(workdir: Path, *, steps: tuple[int, ...] = (1, 2), keep: int = 1, size: int = 16,
                           world_size: int = 2, timeout: float = 300.0
                           ) -> tuple[dict[str, Any], tuple[tuple, ...], list[Recording]]:
-    from fito.testing.dist import run_ranks
-
     args = ["record", str(workdir), "--steps", ",".join(map(str, steps)), "--keep", str(keep), "--size", str(size)]
     _ranks_ok(run_ranks("fito.testing.crash_ranks", args, world_size, timeout=timeout), "recording the save")
     doc = json.loads((workdir / "initial.json").read_text())
@@ -138,9 +138,6 @@ def _ranks_ok(results: list[Any], what: str) -> None:
 
 def restore_all(roots: list[Path], workdir: Path, world_size: int, size: int, timeout: float) -> list[list[dict]]:
     """Each root restored by a fresh Checkpointer at `world_size`: per root, every rank's answer."""
-    from fito.testing.crash_ranks import restore
-    from fito.testing.dist import run_ranks
-
     listfile = workdir / "roots.txt"
     listfile.write_text("\n".join(map(str, roots)) + "\n")
     out = workdir / f"restored-ws{world_size}-rank{{rank}}.jsonl"

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch.distributed as dist
 
+from fito.ckpt import Checkpointer
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import FitoError
 from fito.model.crashstates import snapshot_dir, steps_in, training_state
@@ -29,8 +30,6 @@ STORE_FILE = "decisions-recorded.sqlite"  # beside the root, not in it: the cras
 
 
 def record(workdir: Path, steps: list[int], keep: int, size: int) -> None:
-    from fito.ckpt import Checkpointer
-
     rank = dist.get_rank()
     root = workdir / "ckpt"
     store = SqliteDecisionStore(workdir / STORE_FILE)
@@ -54,8 +53,6 @@ def record(workdir: Path, steps: list[int], keep: int, size: int) -> None:
 
 
 def restore(listfile: Path, outfile: Path, size: int) -> None:
-    from fito.ckpt import Checkpointer
-
     lines = []
     for root in listfile.read_text().split():
         into = training_state(-1, size=size)
