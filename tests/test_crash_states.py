@@ -6,13 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 
 import fito
+import fito.dcp
 from fito.cli import main
+from fito.coord.sqlite import SqliteDecisionStore
 from fito.model.crashstates import check_fito_crash_states, materialise, record_fito_save
 from fito.model.posix_crash import DIR, LogicalFS, Op, each_crash_state
 from fito.storage.localfs import LocalFS
-from fito.testing.recording import Recording, RecordingStorage
+from fito.testing.recording import Recording, RecordingStorage, RecordingStore
 
 
 def test_every_crash_state_of_a_real_save_restores_one_whole_step(capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,3 +127,32 @@ def test_recording_storage_logs_localfs_primitives(tmp_path: Path) -> None:
                        Op("unlink", "g"), Op("fsync_dir", ""), Op("makedirs", "d")]
     assert (tmp_path / "r/d/e/f").read_bytes() == b"x" and not (tmp_path / "r/g").exists()
     assert all(s <= e for s, e in rec.spans) and Recording.from_json(rec.to_json()).ops == rec.ops
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_a_bare_dcp_writer_is_recorded_through_its_public_arguments(tmp_path: Path) -> None:
+    """fito.dcp.Writer takes the same recording storage and store (storage=..., store=...): its object, the
+    manifest and the commit are logged in protocol order, and every crash state of it restores whole."""
+    rec = Recording()
+    store = SqliteDecisionStore(tmp_path / "decisions.sqlite")
+    try:
+        writer = fito.dcp.Writer(RecordingStorage(LocalFS(tmp_path / "r"), rec), 1, store=RecordingStore(store, rec))
+        dcp.save({"w": torch.arange(8.0)}, storage_writer=writer, planner=fito.dcp.SavePlanner())
+    finally:
+        store.close()
+    kinds = [op.kind for op in rec.ops]
+    commit = kinds.index("store")
+    obj = next(op.path for op in rec.ops if op.kind == "create" and op.path.endswith(".fito"))
+    manifest = next(op.path for op in rec.ops if op.kind == "create" and op.path.endswith("manifest.json"))
+    assert rec.ops.index(Op("fsync_file", obj)) < rec.ops.index(Op("fsync_file", manifest)) < commit
+    assert rec.ops[commit].arg[0][2] == "commit"
+    restored = []
+    for i, state in enumerate(each_crash_state({}, rec.ops)):
+        materialise(state, tmp_path / f"c{i}")
+        target = {"w": torch.zeros(8)}
+        try:
+            dcp.load(target, storage_reader=fito.dcp.Reader(tmp_path / f"c{i}"), planner=fito.dcp.LoadPlanner())
+            restored.append(torch.equal(target["w"], torch.arange(8.0)))
+        except CheckpointException as exc:  # DCP wraps the reader's error: nothing committed, nothing touched
+            assert "NoCommittedEpochError" in str(exc) and state.store == () and torch.equal(target["w"], torch.zeros(8))
+    assert restored and all(restored)
