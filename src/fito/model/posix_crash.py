@@ -174,11 +174,13 @@ class LogicalFS:
 
     def crash_states(self, op_index: int) -> Iterator[CrashState]:
         differing = sorted(q for q in set(self.cur) | set(self.dur) if self.cur.get(q) != self.dur.get(q))
-        per_entry = [[(self.cur if now else self.dur, now) for now in entry_outcomes(True, False)] for _ in differing]
+        # rule 3: each pending entry change is, independently, as last fsynced or as now
+        per_entry = [entry_outcomes(True, False) for _ in differing]
         for picks in itertools.product(*per_entry):
             view = dict(self.dur)
             entry_choices = []
-            for q, (source, now) in zip(differing, picks):
+            for q, now in zip(differing, picks):
+                source = self.cur if now else self.dur
                 if q in source:
                     view[q] = source[q]
                 else:
