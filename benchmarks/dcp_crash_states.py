@@ -31,7 +31,8 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException  # a BaseException, not an Exception
 from torch.distributed.checkpoint.filesystem import FileSystem, FileSystemReader, FileSystemWriter
 
-from fito.model.crashstates import Op, each_crash_state, materialise, snapshot_dir
+from fito.model.crashstates import materialise, snapshot_dir
+from fito.model.posix_crash import Op, each_crash_state
 
 
 class RecordingStream(io.RawIOBase):

@@ -6,12 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 
 import fito
+import fito.dcp
 from fito.cli import main
-from fito.model.crashstates import (
-    DIR, LogicalFS, Op, RecordingFS, check_fito_crash_states, each_crash_state, materialise, record_fito_save,
-)
+from fito.coord.sqlite import SqliteDecisionStore
+from fito.model.crashstates import check_fito_crash_states, materialise, record_fito_save
+from fito.model.posix_crash import DIR, LogicalFS, Op, each_crash_state
+from fito.storage.localfs import LocalFS
+from fito.testing.recording import Recording, RecordingStorage, RecordingStore
 
 
 def test_every_crash_state_of_a_real_save_restores_one_whole_step(capsys: pytest.CaptureFixture[str]) -> None:
@@ -38,18 +44,20 @@ def test_the_recording_sees_the_protocol_order(tmp_path: Path) -> None:
     assert len(initial_store) == 1
 
 
-class ForgetfulFS(RecordingFS):
-    """A storage layer that never fsyncs files: the commit then points at bytes a crash can lose."""
+class ForgetfulFS(RecordingStorage):
+    """A storage layer whose persist never fsyncs the file: the commit then points at bytes a crash can lose."""
 
-    def fsync_file(self, rel: str) -> None:
-        pass
+    def persist(self, rel: str) -> None:
+        self.inner.fsync_dir(rel.rsplit("/", 1)[0])
+        self.rec.add(0, Op("fsync_dir", rel.rsplit("/", 1)[0]))
 
 
-class NoDirSyncFS(RecordingFS):
+class NoDirSyncFS(RecordingStorage):
     """fsyncs files but never the directory that names them."""
 
-    def fsync_dir(self, rel: str) -> None:
-        pass
+    def persist(self, rel: str) -> None:
+        self.inner.fsync_file(rel)
+        self.rec.add(0, Op("fsync_file", rel))
 
 
 def test_crash_states_catch_a_missing_file_fsync(tmp_path: Path) -> None:
@@ -100,14 +108,51 @@ def test_with_keep_2_the_older_kept_step_stays_restorable_by_number(tmp_path: Pa
     assert set(report.outcomes) == {"restored step 2", "restored step 3"}
 
 
-def test_localfs_persist_is_fsync_of_the_file_then_of_its_directory(tmp_path: Path) -> None:
-    """The one durability verb above the seam, in POSIX primitives (what RecordingFS and the crash states see)."""
-    log: list[Op] = []
-    fs = RecordingFS(tmp_path / "r", log)
+def test_recording_storage_logs_localfs_primitives(tmp_path: Path) -> None:
+    """The recording wraps a real LocalFS (no private member patched) and logs its documented primitives."""
+    rec = Recording()
+    fs = RecordingStorage(LocalFS(tmp_path / "r"), rec)
     fs.makedirs("d/e")
     fs.write_bytes("d/e/f", b"x")
     fs.write_bytes("g", b"y")
-    del log[:]
     fs.persist("d/e/f")
     fs.persist("g")
-    assert log == [Op("fsync_file", "d/e/f"), Op("fsync_dir", "d/e"), Op("fsync_file", "g"), Op("fsync_dir", "")]
+    fs.remove("g")
+    fs.remove("missing")  # nothing was there: nothing changed, nothing logged
+    fs.makedirs("d")  # there already: only the replayable makedirs
+    assert rec.ops == [Op("mkdir", "d"), Op("fsync_dir", ""), Op("mkdir", "d/e"), Op("fsync_dir", "d"),
+                       Op("makedirs", "d/e"), Op("create", "d/e/f"), Op("write", "d/e/f", (0, b"x")),
+                       Op("create", "g"), Op("write", "g", (0, b"y")), Op("fsync_file", "d/e/f"),
+                       Op("fsync_dir", "d/e"), Op("fsync_file", "g"), Op("fsync_dir", ""),
+                       Op("unlink", "g"), Op("fsync_dir", ""), Op("makedirs", "d")]
+    assert (tmp_path / "r/d/e/f").read_bytes() == b"x" and not (tmp_path / "r/g").exists()
+    assert all(s <= e for s, e in rec.spans) and Recording.from_json(rec.to_json()).ops == rec.ops
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_a_bare_dcp_writer_is_recorded_through_its_public_arguments(tmp_path: Path) -> None:
+    """fito.dcp.Writer takes the same recording storage and store (storage=..., store=...): its object, the
+    manifest and the commit are logged in protocol order, and every crash state of it restores whole."""
+    rec = Recording()
+    store = SqliteDecisionStore(tmp_path / "decisions.sqlite")
+    try:
+        writer = fito.dcp.Writer(RecordingStorage(LocalFS(tmp_path / "r"), rec), 1, store=RecordingStore(store, rec))
+        dcp.save({"w": torch.arange(8.0)}, storage_writer=writer, planner=fito.dcp.SavePlanner())
+    finally:
+        store.close()
+    kinds = [op.kind for op in rec.ops]
+    commit = kinds.index("store")
+    obj = next(op.path for op in rec.ops if op.kind == "create" and op.path.endswith(".fito"))
+    manifest = next(op.path for op in rec.ops if op.kind == "create" and op.path.endswith("manifest.json"))
+    assert rec.ops.index(Op("fsync_file", obj)) < rec.ops.index(Op("fsync_file", manifest)) < commit
+    assert rec.ops[commit].arg[0][2] == "commit"
+    restored = []
+    for i, state in enumerate(each_crash_state({}, rec.ops)):
+        materialise(state, tmp_path / f"c{i}")
+        target = {"w": torch.zeros(8)}
+        try:
+            dcp.load(target, storage_reader=fito.dcp.Reader(tmp_path / f"c{i}"), planner=fito.dcp.LoadPlanner())
+            restored.append(torch.equal(target["w"], torch.arange(8.0)))
+        except CheckpointException as exc:  # DCP wraps the reader's error: nothing committed, nothing touched
+            assert "NoCommittedEpochError" in str(exc) and state.store == () and torch.equal(target["w"], torch.zeros(8))
+    assert restored and all(restored)

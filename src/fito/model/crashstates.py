@@ -1,285 +1,34 @@
 """Crash-state exploration of a real save (in the spirit of ALICE, Pillai et al., OSDI 2014).
 
-1. Record: run a real `fito.Checkpointer.save` with its `LocalFS` replaced by `RecordingFS`, which logs
-   every file-system operation (mkdir, create, each write with its bytes, fsync of a file or directory,
-   remove_tree) and performs it. The decision store is wrapped too; each durable SQLite transaction is
-   logged as one atomic, durable operation at its place in the log (SQLite's rollback journal with
-   synchronous=EXTRA guarantees exactly that).
-2. Generate: for every prefix of the log, every disk a POSIX file system may leave after a power failure
-   at that point: data written since a file's last fsync lost, kept, half-persisted or zero-filled; every
-   directory entry changed since its directory's last fsync (create, rename, unlink, rmtree) either way.
+1. Record: run a real `fito.Checkpointer.save` handed a `RecordingStorage` over a real `LocalFS` and a
+   `RecordingStore` over the real decision store (its public `storage` and `store` arguments;
+   `fito.testing.recording`): every file-system operation with its bytes, each durable SQLite transaction
+   as one atomic, durable operation at its place in the log.
+2. Generate: for every prefix of the log, every disk the one POSIX crash model (`fito.model.posix_crash`)
+   allows after a power failure at that point.
 3. Check: materialise each distinct crash state in a fresh directory (the decision log is rebuilt by
    re-publishing the decisions that were durable), run the real `restore`, and check all-or-nothing.
 
-The generator is independent of fito: `benchmarks/dcp_crash_states.py` feeds it torch.distributed.checkpoint."""
+The generator is independent of fito: `benchmarks/dcp_crash_states.py` feeds it torch.distributed.checkpoint.
+Several ranks' recordings of one save are combined in `fito.model.crashcuts`."""
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, NamedTuple
+from typing import Any, Callable
 
-from fito.coord.base import Decision, DecisionStore
+from fito.commit.decision import read_committed
+from fito.coord.base import Decision
 from fito.coord.sqlite import SqliteDecisionStore
+from fito.model.posix_crash import DIR, CrashState, Op, each_crash_state
 from fito.storage.localfs import LocalFS
+from fito.testing.recording import Recording, RecordingStorage, RecordingStore, store_rows
 
-DIR = "<dir>"  # marks a directory in a materialised crash state
-
-
-class Op(NamedTuple):
-    kind: str  # mkdir | create | trunc | write | fsync_file | fsync_dir | rename | unlink | remove_tree | store
-    path: str = ""
-    arg: Any = None  # write: (offset, bytes); rename: destination; store: tuple of decision rows
-
-    def label(self) -> str:
-        if self.kind == "write":
-            return f"write {self.path} @{self.arg[0]} ({len(self.arg[1])} B)"
-        if self.kind == "rename":
-            return f"rename {self.path} -> {self.arg}"
-        if self.kind == "store":
-            return "decision log transaction (atomic, durable): " + ", ".join(
-                f"{r[2]} e{r[0]}{' retired' if r[5] else ''}" for r in self.arg) if self.arg else "decision log: empty"
-        return f"{self.kind} {self.path}"
-
-
-# ---------------------------------------------------------------- recording
-class RecordingFile:
-    """The file object `RecordingFS.create` returns: logs every write (with its bytes) and performs it."""
-
-    def __init__(self, raw: BinaryIO, rel: str, log: list[Op]) -> None:
-        self.raw, self.rel, self.log, self.offset = raw, rel, log, 0
-
-    def write(self, data: Any) -> int:
-        n = self.raw.write(data)
-        n = len(memoryview(data).cast("B")) if n is None else n
-        self.log.append(Op("write", self.rel, (self.offset, bytes(memoryview(data).cast("B")[:n]))))
-        self.offset += n
-        return n
-
-    def fileno(self) -> int:
-        return self.raw.fileno()
-
-    def flush(self) -> None:
-        self.raw.flush()
-
-    def close(self) -> None:
-        self.raw.close()
-
-    def __enter__(self) -> "RecordingFile":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class RecordingFS(LocalFS):
-    """`LocalFS` that logs the primitive operations it performs, in order, relative to the root."""
-
-    def __init__(self, root: str | os.PathLike[str], log: list[Op]) -> None:
-        self.log = log  # before LocalFS.__init__, which may already create (and fsync) the root
-        super().__init__(root)
-
-    def _rel(self, p: Path) -> str | None:
-        if p == self.root:
-            return ""
-        return p.relative_to(self.root).as_posix() if self.root in p.parents else None
-
-    def _mkdir(self, path: Path) -> None:
-        super()._mkdir(path)
-        self.log.append(Op("mkdir", self._rel(path)))
-
-    def _rmtree(self, path: Path) -> None:
-        super()._rmtree(path)
-        self.log.append(Op("remove_tree", self._rel(path)))
-
-    def _rmdir(self, path: Path) -> None:
-        super()._rmdir(path)  # an empty directory: the same entry change as a remove_tree of it
-        self.log.append(Op("remove_tree", self._rel(path)))
-
-    def _fsync_dir_path(self, path: Path) -> None:
-        super()._fsync_dir_path(path)
-        rel = self._rel(path)
-        if rel is not None:  # the root's parent is outside the recorded tree
-            self.log.append(Op("fsync_dir", rel))
-
-    def create(self, rel: str) -> BinaryIO:
-        f = super().create(rel)
-        self.log.append(Op("create", rel))
-        return RecordingFile(f, rel, self.log)  # type: ignore[return-value]
-
-    def fsync_file(self, rel: str) -> None:
-        super().fsync_file(rel)
-        self.log.append(Op("fsync_file", rel))
-
-
-def store_rows(store: DecisionStore) -> tuple[tuple, ...]:
-    return tuple((d.epoch, d.attempt, d.outcome, d.manifest, d.manifest_hash, d.retired, d.decision_id)
-                 for d in store.decisions())
-
-
-class RecordingStore(DecisionStore):
-    """Delegates to a real store; logs the decision table after every transaction that changes it."""
-
-    def __init__(self, inner: DecisionStore, log: list[Op]) -> None:
-        self.inner, self.log = inner, log
-
-    def acquire_fence(self) -> int:
-        return self.inner.acquire_fence()  # the fence is not recovery state: re-created when materialising
-
-    def current_fence(self) -> int:
-        return self.inner.current_fence()
-
-    def log_id(self) -> str | None:
-        return self.inner.log_id()
-
-    def publish(self, decision: Decision, fence: int) -> Decision:
-        out = self.inner.publish(decision, fence)
-        self.log.append(Op("store", "", store_rows(self.inner)))
-        return out
-
-    def decisions(self) -> list[Decision]:
-        return self.inner.decisions()
-
-    def retire(self, epoch: int, attempt: str, fence: int) -> None:
-        self.inner.retire(epoch, attempt, fence)
-        self.log.append(Op("store", "", store_rows(self.inner)))
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-# ---------------------------------------------------------------- crash states
-@dataclass
-class Inode:
-    durable: bytes
-    current: bytes
-    unsynced: bool = False
-
-    def options(self) -> list[tuple[str, bytes]]:
-        """What a power failure may leave of this file's bytes."""
-        if not self.unsynced or self.current == self.durable:
-            return [("", self.current)]
-        cur, dur = self.current, self.durable
-        common = 0  # the bytes both versions agree on stay whatever happens
-        while common < min(len(cur), len(dur)) and cur[common] == dur[common]:
-            common += 1
-        half = common + (len(cur) - common) // 2
-        zeroed = cur[:common] + bytes(len(cur) - common)
-        return [("un-fsynced data lost", dur), ("un-fsynced data kept", cur),
-                ("half of the un-fsynced data persisted", cur[:half]),
-                ("size persisted, un-fsynced data blocks zero", zeroed)]
-
-
-@dataclass
-class CrashState:
-    op_index: int  # crash after this many operations of the recorded log
-    choices: tuple[tuple[str, str], ...]
-    files: tuple[tuple[str, Any], ...]  # (path, DIR | bytes), sorted
-    store: tuple[tuple, ...]
-
-    def describe(self, log: list[Op]) -> str:
-        where = f"after op {self.op_index}: {log[self.op_index - 1].label()}" if self.op_index else "before the first op"
-        how = "; ".join(f"{p}: {c}" for p, c in self.choices) or "every change so far durable or absent as written"
-        return f"power failure {where}; {how}"
-
-
-class LogicalFS:
-    """Replays a recorded log, tracking what is durable; enumerates the post-crash states."""
-
-    def __init__(self, initial: dict[str, Any], store: tuple[tuple, ...] = ()) -> None:
-        self.inodes: list[Inode] = []
-        self.cur: dict[str, Any] = {}
-        for path, content in sorted(initial.items()):
-            self.cur[path] = DIR if content == DIR else self._new(content, durable=True)
-        self.dur = dict(self.cur)
-        self.store = store
-
-    def _new(self, content: bytes, *, durable: bool) -> int:
-        self.inodes.append(Inode(content if durable else b"", content, not durable))
-        return len(self.inodes) - 1
-
-    def apply(self, op: Op) -> None:
-        k, p = op.kind, op.path
-        if k == "mkdir":
-            self.cur[p] = DIR
-        elif k == "create":
-            self.cur[p] = self._new(b"", durable=False)
-            self.inodes[self.cur[p]].durable = b""
-        elif k == "trunc":
-            if p in self.cur:
-                ino = self.inodes[self.cur[p]]
-                ino.current, ino.unsynced = b"", True
-            else:
-                self.cur[p] = self._new(b"", durable=False)
-        elif k == "write":
-            ino = self.inodes[self.cur[p]]
-            off, data = op.arg
-            buf = bytearray(ino.current)
-            if len(buf) < off:
-                buf.extend(bytes(off - len(buf)))
-            buf[off:off + len(data)] = data
-            ino.current, ino.unsynced = bytes(buf), True
-        elif k == "fsync_file":
-            ino = self.inodes[self.cur[p]]
-            ino.durable, ino.unsynced = ino.current, False
-        elif k == "fsync_dir":
-            for q in set(self.cur) | set(self.dur):
-                if _parent(q) == p:
-                    if q in self.cur:
-                        self.dur[q] = self.cur[q]
-                    else:
-                        self.dur.pop(q, None)
-        elif k == "rename":
-            self.cur[op.arg] = self.cur.pop(p)
-        elif k == "unlink":
-            self.cur.pop(p, None)
-        elif k == "remove_tree":
-            for q in [q for q in self.cur if q == p or q.startswith(p + "/")]:
-                del self.cur[q]
-        elif k == "store":
-            self.store = op.arg
-        else:
-            raise ValueError(f"unknown op {op}")
-
-    def crash_states(self, op_index: int) -> Iterator[CrashState]:
-        differing = sorted(q for q in set(self.cur) | set(self.dur) if self.cur.get(q) != self.dur.get(q))
-        for picks in itertools.product((0, 1), repeat=len(differing)):
-            view = dict(self.dur)
-            entry_choices = []
-            for q, pick in zip(differing, picks):
-                source = self.cur if pick else self.dur
-                if q in source:
-                    view[q] = source[q]
-                else:
-                    view.pop(q, None)
-                entry_choices.append((q, ("entry change persisted" if pick else "entry change lost")
-                                      + (" (present)" if q in view else " (absent)")))
-            view = {q: v for q, v in view.items() if _reachable(q, view)}
-            inos = sorted({v for v in view.values() if v != DIR})
-            per_inode = [self.inodes[i].options() for i in inos]
-            for contents in itertools.product(*per_inode):
-                data = dict(zip(inos, contents))
-                files = tuple(sorted((q, DIR if v == DIR else data[v][1]) for q, v in view.items()))
-                content_choices = [(q, data[v][0]) for q, v in sorted(view.items()) if v != DIR and data[v][0]]
-                choices = [(q, c) for q, c in entry_choices if _reachable(q, view) or c.endswith("(absent)")]
-                yield CrashState(op_index, tuple(choices + content_choices), files, self.store)
-
-
-def _parent(p: str) -> str:
-    return p.rsplit("/", 1)[0] if "/" in p else ""
-
-
-def _reachable(q: str, view: dict[str, Any]) -> bool:
-    parent = _parent(q)
-    while parent:
-        if view.get(parent) != DIR:
-            return False
-        parent = _parent(parent)
-    return True
+StorageFactory = Callable[[LocalFS, Recording], RecordingStorage]
 
 
 def snapshot_dir(root: Path) -> dict[str, Any]:
@@ -291,24 +40,6 @@ def snapshot_dir(root: Path) -> dict[str, Any]:
         for f in filenames:
             out[(Path(dirpath) / f).relative_to(root).as_posix()] = (Path(dirpath) / f).read_bytes()
     return out
-
-
-def each_crash_state(initial: dict[str, Any], log: list[Op], store: tuple[tuple, ...] = (), *,
-                     dedupe: bool = True) -> Iterator[CrashState]:
-    """Every crash state of every prefix of `log`, in log order; with `dedupe`, each distinct disk once
-    (at the first crash point that can leave it)."""
-    fs = LogicalFS(initial, store)
-    seen: set[tuple] = set()
-    for k in range(len(log) + 1):
-        if k:
-            fs.apply(log[k - 1])
-        for state in fs.crash_states(k):
-            key = (state.files, state.store)
-            if not dedupe:
-                yield state
-            elif key not in seen:
-                seen.add(key)
-                yield state
 
 
 def materialise(state: CrashState, target: Path, *, decision_log: str | None = SqliteDecisionStore.FILENAME) -> None:
@@ -389,29 +120,31 @@ def steps_in(state: dict[str, Any]) -> set[float]:
 
 
 def record_fito_save(workdir: Path, *, keep: int = 1, size: int = 16, steps: tuple[int, ...] = (1, 2),
-                     fs_factory: Callable[[Path, list[Op]], LocalFS] = RecordingFS) -> tuple[dict[str, Any], list[Op], tuple]:
-    """Save steps[:-1] normally (the durable starting point), then record the save of steps[-1]."""
+                     fs_factory: StorageFactory = RecordingStorage) -> tuple[dict[str, Any], list[Op], tuple]:
+    """Save steps[:-1] normally (the durable starting point), then record the save of steps[-1] by a
+    Checkpointer handed the recording storage and store (the decision log lives outside the root: the
+    crash states model it as its own atomic, durable transactions)."""
     from fito.ckpt import Checkpointer
 
     root, db = workdir / "ckpt", workdir / "decisions-recorded.sqlite"
     store = SqliteDecisionStore(db)
-    log: list[Op] = []
+    rec = Recording()
     try:
-        ck = Checkpointer(root, keep=keep, store=store, progress=False)
-        for s in steps[:-1]:
-            ck.save(s, training_state(s, size=size))
+        with Checkpointer(root, keep=keep, store=store, progress=False) as ck:
+            for s in steps[:-1]:
+                ck.save(s, training_state(s, size=size))
         initial, initial_store = snapshot_dir(root), store_rows(store)
-        ck.storage = fs_factory(root, log)
-        ck._store = RecordingStore(store, log)
-        ck.save(steps[-1], training_state(steps[-1], size=size))
+        with Checkpointer(fs_factory(LocalFS(root), rec), keep=keep, store=RecordingStore(store, rec),
+                          progress=False) as ck:
+            ck.save(steps[-1], training_state(steps[-1], size=size))
     finally:
         store.close()
-    return initial, log, initial_store
+    return initial, rec.ops, initial_store
 
 
 def check_fito_crash_states(workdir: Path | None = None, *, keep: int = 1, size: int = 16,
                             steps: tuple[int, ...] = (1, 2),
-                            fs_factory: Callable[[Path, list[Op]], LocalFS] = RecordingFS,
+                            fs_factory: StorageFactory = RecordingStorage,
                             progress: Callable[[int], None] | None = None,
                             max_violations: int | None = None) -> Report:
     """Record a real save, then run the real restore on every crash state and check all-or-nothing:
@@ -439,8 +172,8 @@ def check_fito_crash_states(workdir: Path | None = None, *, keep: int = 1, size:
                 continue
             target = workdir / f"crash-{len(verdicts):05d}"
             materialise(state, target)
-            committed = [r[0] for r in _committed_rows(state.store)]
-            expected = max(committed) if committed else None
+            committed = [d.epoch for d in read_committed(target)]  # the library's one rule, on the durable log
+            expected = committed[-1] if committed else None
             into = training_state(-1, size=size)
             try:
                 with Checkpointer(target, progress=False) as ck:
@@ -488,12 +221,3 @@ def _check_older_steps(checkpointer: Any, target: Path, steps: list[int], size: 
         if got != s or steps_in(into) != {float(s)}:
             return f"restore(step={s}) returned {got} with values {sorted(steps_in(into))}"
     return ""
-
-
-def _committed_rows(rows: tuple[tuple, ...]) -> list[tuple]:
-    latest: dict[int, tuple] = {}
-    for r in rows:
-        if r[2] == "commit" and not r[5]:
-            latest.pop(r[0], None)
-            latest[r[0]] = r
-    return list(latest.values())

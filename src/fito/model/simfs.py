@@ -1,8 +1,9 @@
 """A simulated POSIX disk for the model checker.
 
 Every file keeps two views: what a reader sees now (the page cache) and what survives a power failure.
-Data becomes durable only by fsync of the file; a directory entry (a create or an unlink) becomes durable
-only by fsync of its parent directory. Directories themselves are durable on creation, as `LocalFS.makedirs`
+What a crash leaves is decided by the one POSIX crash model, `fito.model.posix_crash` (shared with the
+crash-state enumerator of the real save path): data becomes durable only by fsync of the file; a directory
+entry (a create or an unlink) becomes durable only by fsync of its parent directory. Directories themselves are durable on creation, as `LocalFS.makedirs`
 fsyncs the parent of every directory it creates.
 
 Contents are abstract tuples, e.g. ("unit", rank, epoch, attempt): what matters is which step and attempt a
@@ -12,6 +13,8 @@ from __future__ import annotations
 import functools
 import hashlib
 from typing import Callable, Iterator, NamedTuple, Union
+
+from fito.model.posix_crash import data_outcomes, entry_outcomes
 
 Content = Union[tuple, None]  # None = a zero-length file (created, nothing written durably)
 
@@ -168,22 +171,24 @@ class SimDisk(NamedTuple):
         return SimDisk(tuple(out), self.removed)
 
     def crash_options(self, path: str) -> list[tuple[str, Content | _Missing]]:
-        """Every state POSIX allows `path` to be in after a power failure, labelled for traces."""
+        """Every state `path` may be in after a power failure, labelled for traces: the rules of
+        `fito.model.posix_crash` (entry per its directory's fsync, bytes per the file's), on abstract contents."""
         f = self.get(path)
         if f is None:
             return [("absent", MISSING)]
-        entries = [f.linked] if f.linked == f.linked_durable else [f.linked_durable, f.linked]
         out: list[tuple[str, Content | _Missing]] = []
-        for present in entries:
+        for present in entry_outcomes(f.linked, f.linked_durable):
             if not present:
                 out.append(("entry lost" if f.linked else "absent", MISSING))
-            elif f.data == f.durable or not f.linked:
-                out.append(("intact", f.data))
-            else:
-                out.append(("un-fsynced data lost", f.durable))
-                out.append(("un-fsynced data kept", f.data))
-                out.append(("torn write", torn(f.durable, f.data)))
+            else:  # a name whose unlink is lost comes back with its durable bytes, not its page cache's
+                out.extend((label or "intact", c) for label, c in data_outcomes(f.durable, f.data, _torn_abstract))
         return out
+
+
+def _torn_abstract(old: Content, new: Content) -> list[tuple[str, Content]]:
+    """Rule 2 of posix_crash on abstract contents: every torn shape (a prefix, a tail that is not the written
+    bytes) is one value that is neither old nor new, as no hash check tells them apart."""
+    return [("torn write", torn(old, new))]
 
 
 Reader = Callable[[str], Union[Content, _Missing]]
