@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import torch
@@ -27,6 +26,7 @@ from fito.ckpt.transport import Transport, default_transport
 from fito.ckpt.tree import DTYPES
 from fito.commit import decision
 from fito.coord.base import Decision, DecisionStore
+from fito.coord.choose import reader_store
 from fito.dcp.block_reads import BlockReads
 from fito.dcp.manifests import load_sharded_manifest
 from fito.errors import (
@@ -40,7 +40,7 @@ from fito.plan.load import LoadPlanner as FitoLoadPlanner, check_cover, value_ac
 from fito.plan.metadata import key_of, pieces_of, to_metadata
 from fito.plan.values import MAX_VALUE_BYTES, decode_value
 from fito.storage.base import Storage
-from fito.storage import open_storage
+from fito.storage import open_storage, url_of
 
 Action = Callable[[], None]
 
@@ -110,8 +110,8 @@ class Reader(StorageReader):
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
         if checkpoint_id is not None and self._storage is None:
             self._storage = open_storage(checkpoint_id, create=False)
-        elif checkpoint_id is not None and Path(checkpoint_id).absolute() != self.storage.root:
-            raise ValueError(f"fito.dcp.Reader reads {self.storage.root}; checkpoint_id={checkpoint_id!r} names another place")
+        elif checkpoint_id is not None and url_of(checkpoint_id) != self.storage.url:
+            raise ValueError(f"fito.dcp.Reader reads {self.storage.url}; checkpoint_id={checkpoint_id!r} names another place")
 
     def read_metadata(self, *args: Any) -> Metadata:
         # DCP treats an exception here as "no global metadata" and replaces it with an AssertionError; keep
@@ -125,7 +125,7 @@ class Reader(StorageReader):
         except FitoError as exc:
             self._error = exc
             return Metadata(state_dict_metadata={})
-        metadata.storage_meta = StorageMeta(checkpoint_id=str(self.storage.root))
+        metadata.storage_meta = StorageMeta(checkpoint_id=self.storage.url)
         return metadata
 
     def set_up_storage_reader(self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
@@ -212,9 +212,16 @@ class Reader(StorageReader):
         """Rank 0 chooses (fito.commit.decision: the same choice and errors as Checkpointer.restore) and tells
         every rank; a refusal has the same class on every rank. Without a `store` the root's log is opened
         read-only: no fence, nothing written."""
-        root = self.storage.root
-        return decision.agree(self.transport, root, lambda: decision.candidates(
-            decision.read_committed(root, self._store), self.step, root))[-1]
+        root = self.storage.url
+
+        def rank0() -> list[Decision]:
+            store = self._store if self._store is not None else reader_store(self.storage)
+            try:
+                return decision.candidates(decision.read_committed(root, store), self.step, root)
+            finally:
+                if store is not None and store is not self._store:
+                    store.close()
+        return decision.agree(self.transport, root, rank0)[-1]
 
     # ---------------------------------------------------------------- phase 1: read and verify
     def _read_and_verify(self, items: list[ReadItem], planner: LoadPlanner) -> list[Action]:
@@ -391,7 +398,7 @@ class Reader(StorageReader):
         if error is not None and not isinstance(error, Exception):
             return error  # KeyboardInterrupt and friends: the peers were told, now let it through
         # every rank raises that class: their handlers take the same branch
-        return refusal(kind, self._where or str(self.storage.root), failed or "a failure on another rank")
+        return refusal(kind, self._where or self.storage.url, failed or "a failure on another rank")
 
 
 def _contiguous_strides(sizes: tuple[int, ...]) -> tuple[int, ...]:

@@ -19,7 +19,6 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from torch.distributed.checkpoint import StorageWriter
@@ -33,7 +32,7 @@ from fito.ckpt.checkpointer import attempt_id
 from fito.ckpt.failure import at as failed_at
 from fito.ckpt.retention import collect_garbage, discard
 from fito.coord.base import Decision, DecisionStore
-from fito.coord.sqlite import SqliteDecisionStore
+from fito.coord.choose import default_store
 from fito.errors import CoordinationUnavailableError, SaveAbortedError, StaleFenceError, StateMismatchError
 from fito.format import manifest as manifest_fmt
 from fito.format.hashing import ALGORITHMS, DEFAULT_ALGORITHM, digest
@@ -49,7 +48,7 @@ from fito.protocol import (
 from fito.protocol.drive import Executor, drive, recording
 from fito.protocol.messages import CollectGarbage, Event, attempt_dir
 from fito.storage.base import Storage
-from fito.storage import open_storage
+from fito.storage import open_storage, url_of
 
 log = logging.getLogger("fito")
 READY_FQN = "__fito_ready__"  # the index of the one WriteResult per rank that carries its READY
@@ -122,8 +121,8 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
         if checkpoint_id is not None and self._storage is None:
             self._storage = open_storage(checkpoint_id)
-        elif checkpoint_id is not None and Path(checkpoint_id).absolute() != self.storage.root:
-            raise ValueError(f"fito.dcp.Writer writes to {self.storage.root}; checkpoint_id={checkpoint_id!r} names another place")
+        elif checkpoint_id is not None and url_of(checkpoint_id) != self.storage.url:
+            raise ValueError(f"fito.dcp.Writer writes to {self.storage.url}; checkpoint_id={checkpoint_id!r} names another place")
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("use_collectives") is False:
@@ -182,7 +181,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         except Exception as exc:  # DCP hands it to every rank; say what failed where, and leave nothing behind
             log.exception("rank %d failed to persist step %d", self.rank, spec.step)
             if own:
-                _discard(self.storage.remove, own)
+                _discard(self.storage.delete, own)
             if isinstance(exc, StateMismatchError):  # the state refused as it was serialized (a value too big)
                 raise
             said = failed_at(phase, where, exc)
@@ -209,7 +208,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
                 self._store = None
 
     def storage_meta(self) -> StorageMeta | None:
-        return StorageMeta(checkpoint_id=str(self.storage.root))
+        return StorageMeta(checkpoint_id=self.storage.url)
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
@@ -219,7 +218,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
     @property
     def store(self) -> DecisionStore:
         if self._store is None:
-            self._store = SqliteDecisionStore(self.storage.root / SqliteDecisionStore.FILENAME)
+            self._store = default_store(self.storage)  # SQLite in a local root, the object log on S3
         return self._store
 
     def _finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
@@ -290,7 +289,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
                                 rollback=self.rollback)
         except Exception as exc:  # noqa: BLE001
             log.warning("step %d committed, but cleaning up older attempts failed (%s: %s); they are retried after "
-                        "the next save, or run `fito gc %s`", step, type(exc).__name__, exc, self.storage.root)
+                        "the next save, or run `fito gc %s`", step, type(exc).__name__, exc, self.storage.url)
 
     def _warn_if_below(self, step: int) -> None:
         """A save below a committed step is legitimate (a rollback, which the caller then says) but is also
@@ -302,7 +301,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
             log.warning("%s: step %d was saved below committed step %d (did the job restart without restoring?). "
                         "The higher steps %s are kept: retention deletes them only after a save with rollback=True. "
                         "restore() now returns step %d (the newest by commit order); restore(step=%d) returns the "
-                        "higher one", self.storage.root, step, higher[-1], higher, step, higher[-1])
+                        "higher one", self.storage.url, step, higher[-1], higher, step, higher[-1])
 
     def discard(self) -> None:
         """Best effort, by the coordinator: remove this attempt's files once every rank is past writing and no

@@ -28,7 +28,6 @@ from fito.ckpt.entries import parse_doc
 from fito.ckpt.rank_local import doc_key, pack_path, parse_key, tensor_key
 from fito.ckpt.transport import LocalTransport
 from fito.ckpt.tree import DTYPES
-from fito.commit import decision
 from fito.coord.base import Decision
 from fito.dcp.manifests import manifest_bytes
 from fito.dcp.reader import Reader
@@ -65,7 +64,8 @@ class StepTensors:
     def __init__(self, root: str | os.PathLike[str] | Storage, step: int | None = None, *,
                  progress: Callable[[int], None] | None = None) -> None:
         storage = open_storage(root, create=False)
-        self.decision: Decision = decision.choose(storage.root, step)  # the restore's own choice
+        from fito.ckpt.inspect import chosen
+        self.decision: Decision = chosen(storage, step)  # the restore's own choice, from the storage's own log
         d = self.decision
         data = manifest_bytes(storage, d)  # checked against the decision's hash before it is parsed
         found = manifest_fmt.format_of(data)
@@ -124,7 +124,7 @@ class StepTensors:
                 leaves.append(leaf)
         for k in wanted or []:
             if not any(selects(k, leaf.name) for leaf in leaves):
-                raise ValueError(f"{self.storage.root} step {self.step}: no tensor is named {k!r} or starts with "
+                raise ValueError(f"{self.storage.url} step {self.step}: no tensor is named {k!r} or starts with "
                                  f"{k + '.'!r}; its entries: {', '.join(self.entries()) or 'none'}")
         self._wanted = {}
         for leaf in leaves:

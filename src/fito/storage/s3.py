@@ -23,10 +23,12 @@ import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
 from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, UnsafeCheckpointError
-from fito.storage.localfs import DirEntry, safe_relpath
+from fito.storage.base import DirEntry, ObjectInfo
+from fito.storage.listing import children_of
+from fito.storage.localfs import safe_relpath
 
 PART_BYTES = 16 << 20
 CONCURRENCY = 8
@@ -34,12 +36,6 @@ READ_SPLIT = 16 << 20  # a read larger than this is fetched as parallel ranges
 MAX_RETRIES = 5
 RETRY_TIMEOUT_S = 60.0
 DECISIONS = "decisions.d"  # the decision log's objects, under the root
-
-
-class ObjectInfo(NamedTuple):
-    key: str  # relative to the root
-    size: int
-    mtime: float  # seconds since the epoch, as the store reports the last modification
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -58,8 +54,10 @@ def parse_url(url: str) -> tuple[str, str]:
 class S3Storage:
     """The Storage protocol (fito.storage.base) on an S3 bucket and prefix. Identity: `url` (s3://bucket/prefix).
 
-    `root` is the URL as a PurePosixPath-free string: there is no local path for an object store, and code that
-    would make one (a SQLite log at root/...) fails loudly instead of writing beside the current directory."""
+    `root` is the same string (there is no local path for an object store: code that would make one, a SQLite
+    log at root/..., fails loudly instead of writing beside the current directory)."""
+
+    kind = "object"  # the word messages use for one stored unit
 
     def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None, part_bytes: int = PART_BYTES,
                  concurrency: int = CONCURRENCY, max_retries: int = MAX_RETRIES,
@@ -192,20 +190,17 @@ class S3Storage:
     def entries(self, rel: str) -> list[DirEntry]:
         """The names directly under `rel`: "dir" for a prefix, with the newest modification time below it (an
         attempt being written keeps a recent time), "file" for an object."""
-        base = rel.strip("/")
-        newest: dict[str, tuple[str, float]] = {}
-        for o in self.list(base):
-            tail = o.key[len(base) + 1:] if base else o.key
-            name, sep, _ = tail.partition("/")
-            kind = "dir" if sep else "file"
-            _, t = newest.get(name, (kind, 0.0))
-            newest[name] = (kind, max(t, o.mtime))
-        return sorted(DirEntry(n, k, t) for n, (k, t) in newest.items())
+        return children_of(self.list(rel), rel)
 
     def remove(self, rel: str) -> None:
         import obstore
 
         obstore.delete(self.store, self._key(rel))  # S3's DELETE of a missing key succeeds
+
+    def delete(self, rel: str) -> None:
+        """Delete the object `rel` and every object under the prefix `rel/` (an attempt); gone already is fine."""
+        self.remove_tree(rel)
+        self.remove(rel)
 
     def remove_tree(self, rel: str) -> None:
         import obstore
