@@ -63,6 +63,7 @@ def test_every_checkpoint_command_on_an_s3_url(seaweed, tmp_path: Path, monkeypa
     assert fresh.store.acquire_fence() > doc["result"]["fence_floor"]  # fences above every old attempt's
     fresh.close()
     assert _run(capsys, "recover-log", url)[0] == 4  # a log exists: never replaced
+    assert _run(capsys, "inspect", seaweed.new_url())[0] == 3  # an empty prefix: no checkpoint, as a missing directory
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing local but the export
 
 

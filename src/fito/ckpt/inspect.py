@@ -12,7 +12,7 @@ from fito.ckpt.per_rank_read import load_manifest, load_shard
 from fito.commit import decision
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.choose import default_store, reader_store
-from fito.errors import FitoError
+from fito.errors import FitoError, NoCommittedEpochError
 from fito.storage import Storage, open_storage
 from fito.storage.listing import children, names
 
@@ -84,6 +84,9 @@ def describe(root: str | os.PathLike[str], notes: list[str] | None = None) -> li
             seen[key] = _info(storage, key, latest.get(key), world)
     for key, d in latest.items():
         seen.setdefault(key, _info(storage, key, d, world))
+    if not seen and not getattr(storage, "directories", False):  # an object store has no root to be missing
+        raise NoCommittedEpochError(f"{storage.url}: no checkpoint here (no decision log and no attempts under "
+                                    "the prefix)")
     for key, info in seen.items():
         if info.status in ("committed", "retired"):
             info.index = _index(storage, latest[key])

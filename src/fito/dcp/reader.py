@@ -41,6 +41,7 @@ from fito.plan.metadata import key_of, pieces_of, to_metadata
 from fito.plan.values import MAX_VALUE_BYTES, decode_value
 from fito.storage.base import Storage
 from fito.storage import open_storage, url_of
+from fito.storage.listing import kind_of, where
 
 Action = Callable[[], None]
 
@@ -274,12 +275,12 @@ class Reader(StorageReader):
                 f.seek(0)
                 head = f.read(HEADER.size)
         except FileNotFoundError:
-            raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"the object of rank {rank}", found="no such file") from None
+            raise CheckpointCorruptError(path=where(self.storage, obj.file), unit=None, expected=f"the object of rank {rank}", found=f"no such {kind_of(self.storage)}") from None
         if size != obj.size:
-            raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"{obj.size} bytes", found=f"{size} bytes (truncated or foreign)")
+            raise CheckpointCorruptError(path=where(self.storage, obj.file), unit=None, expected=f"{obj.size} bytes", found=f"{size} bytes (truncated or foreign)")
         items = sum(c.piece.rank == rank for t in m.tensors.values() for c in t.chunks) + sum(p.rank == rank for p in m.values.values())
         for what, expected, found in check_header(head, ObjectHeader(m.epoch, rank, items, m.attempt)):
-            raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"{what} {expected!r}", found=f"{what} {found!r}")
+            raise CheckpointCorruptError(path=where(self.storage, obj.file), unit=None, expected=f"{what} {expected!r}", found=f"{what} {found!r}")
 
     def _read_blocks(self, piece: Piece, fqn: str, start: int, end: int, into: torch.Tensor | None = None,
                      now: bool = True) -> tuple[torch.Tensor, int]:
@@ -324,14 +325,14 @@ class Reader(StorageReader):
         try:
             size = self._real_size(obj.file)
         except FileNotFoundError:
-            raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"the object of rank {piece.rank}",
-                                         found="no such file") from None
+            raise CheckpointCorruptError(path=where(self.storage, obj.file), unit=None, expected=f"the object of rank {piece.rank}",
+                                         found=f"no such {kind_of(self.storage)}") from None
         end = piece.offset + piece.length
         if end > size or size != obj.size:
-            raise CheckpointCorruptError(path=obj.file, unit=fqn, expected=f"bytes [{piece.offset}, {end}) inside the object "
+            raise CheckpointCorruptError(path=where(self.storage, obj.file), unit=fqn, expected=f"bytes [{piece.offset}, {end}) inside the object "
                                          f"of {obj.size} bytes the manifest lists", found=f"an object of {size} bytes in storage")
         if fqn in m.values and piece.length > MAX_VALUE_BYTES:
-            raise CheckpointCorruptError(path=obj.file, unit=fqn, expected=f"a value of at most {MAX_VALUE_BYTES} bytes",
+            raise CheckpointCorruptError(path=where(self.storage, obj.file), unit=fqn, expected=f"a value of at most {MAX_VALUE_BYTES} bytes",
                                          found=f"a claimed length of {piece.length} bytes (a forged or damaged manifest)")
 
     def _real_size(self, file: str) -> int:

@@ -71,3 +71,9 @@ def two_levels(storage: Any, top: str) -> list[tuple[str, str, float]]:
         if e.kind == "dir":
             out.extend((f"{rel}/{a.name}", a.kind, a.mtime) for a in children_of(groups[e.name], rel))
     return out
+
+
+def where(storage: Any, rel: str) -> str:
+    """How a message names `rel`: the root-relative path in a local directory (as messages always have), the
+    full URL on an object store (s3://bucket/prefix/epochs/...), which is what an operator looks up there."""
+    return rel if has_directories(storage) else f"{storage.url}/{rel}"
