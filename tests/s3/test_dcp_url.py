@@ -31,3 +31,21 @@ def test_dcp_save_and_load_with_an_s3_checkpoint_id(seaweed, tmp_path: Path, mon
     with pytest.raises(Exception, match="names another place"):
         dcp.save(saved, checkpoint_id=url + "-other", storage_writer=fito.dcp.Writer(url, 8))
     assert list(tmp_path.iterdir()) == []  # nothing local: no SQLite log, no "s3:" directory
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_two_ranks_dcp_save_and_load_with_an_s3_checkpoint_id(seaweed) -> None:
+    import json
+
+    from fito.testing.dist import run_ranks
+
+    helpers = str(Path(__file__).resolve().parents[1] / "helpers")
+    url = seaweed.new_url()
+    results = run_ranks("dcp_url_ranks", [url], 2, env=seaweed.env(), path=[helpers], timeout=180)
+    for r in results:
+        assert r.returncode == 0, r.stderr[-3000:]
+    out = [json.loads(r.stdout.strip().splitlines()[-1]) for r in results]
+    assert [(o["step"], o["shared"], o["mine"]) for o in out] == [(5, 2016.0, [0.0] * 8), (5, 2016.0, [1.0] * 8)]
+    storage = S3Storage(url, storage_options=seaweed.options())
+    assert [d.epoch for d in ObjectDecisionStore.for_storage(storage, readonly=True).committed()] == [5]
