@@ -40,3 +40,26 @@ def test_errors_on_s3_name_the_object_url_and_never_a_file(seaweed) -> None:
     out = {"w": torch.zeros(1024)}
     assert ck.restore(out, step=3, fallback=True) == 1 and out["w"].eq(1).all()  # the refusals were clean
     ck.close()
+
+
+@pytest.mark.slow
+def test_an_unreachable_endpoint_is_a_bounded_error_naming_the_url_and_what_to_check() -> None:
+    import time
+
+    from fito.coord.etcd_testing import free_ports
+    from fito.errors import FitoError
+
+    port = free_ports(1)[0]  # nothing listens there
+    options = {"endpoint": f"http://127.0.0.1:{port}", "access_key_id": "k", "secret_access_key": "s",
+               "region": "us-east-1", "allow_http": "true"}
+    storage = S3Storage("s3://fito/run", storage_options=options, max_retries=1, retry_timeout_s=2)
+    for what, call in (("list the objects", lambda: storage.list("epochs")),
+                       ("list the decision log", lambda: fito.Checkpointer(storage).committed()),
+                       ("list the objects", lambda: storage.delete("epochs/000000000001"))):  # GC lists first
+        started = time.monotonic()
+        with pytest.raises((OSError, FitoError)) as info:
+            call()
+        text = " ".join(str(info.value).split())
+        assert time.monotonic() - started < 20, what
+        assert "s3://fito/run" in text and what in text and "check the endpoint, the credentials" in text, text
+        assert "file" not in text and "permission" not in text.lower(), text

@@ -140,6 +140,12 @@ class LocalObjects:
             pass
 
 
+def _failed(where: str, exc: BaseException, doing: str) -> OSError:
+    from fito.storage.s3 import store_error
+
+    return store_error(where, exc, doing)
+
+
 class S3Objects:
     """Put-if-absent objects under `prefix` of an obstore store (single PUTs with `If-None-Match: *`)."""
 
@@ -158,7 +164,7 @@ class S3Objects:
                 return False
             except Exception as exc:  # noqa: BLE001 - 409 ConditionalRequestConflict: another create in flight
                 if "409" not in str(exc) or attempt == 7:
-                    raise
+                    raise _failed(f"{self.where}/{self.prefix}{key}", exc, "write the decision-log entry") from None
                 time.sleep(0.01 * 2 ** attempt)
         raise AssertionError("unreachable")
 
@@ -170,6 +176,8 @@ class S3Objects:
             result = obstore.get(self.store, self.prefix + key)
         except (NotFoundError, FileNotFoundError):
             return None
+        except Exception as exc:  # noqa: BLE001 - network, auth, 5xx after the retries
+            raise _failed(f"{self.where}/{self.prefix}{key}", exc, "read the decision-log entry") from None
         if result.meta["size"] > ENTRY_LIMIT:  # refused before the body is read: bounded memory
             return _too_big(f"{self.where}/{self.prefix}{key}", result.meta["size"])
         return bytes(result.bytes())
@@ -179,8 +187,11 @@ class S3Objects:
 
         n = len(self.prefix)
         offset = self.prefix + after if after else None  # S3 start-after: only the keys past the known tail
-        keys = [o["path"][n:] for batch in obstore.list(self.store, prefix=self.prefix + prefix, offset=offset,
-                                                        chunk_size=1000) for o in batch]
+        try:
+            keys = [o["path"][n:] for batch in obstore.list(self.store, prefix=self.prefix + prefix, offset=offset,
+                                                            chunk_size=1000) for o in batch]
+        except Exception as exc:  # noqa: BLE001 - network, auth, 5xx after the retries
+            raise _failed(f"{self.where}/{self.prefix}{prefix}", exc, "list the decision log") from None
         return sorted(k for k in keys if k > after)
 
     def delete(self, key: str) -> None:

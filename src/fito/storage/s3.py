@@ -178,8 +178,11 @@ class S3Storage:
         import obstore
 
         base = self._key(prefix.rstrip("/")) + "/" if prefix.strip("/") else ""
-        out = [ObjectInfo(o["path"], int(o["size"]), _seconds(o["last_modified"]))
-               for batch in obstore.list(self.store, prefix=base or None, chunk_size=1000) for o in batch]
+        try:
+            out = [ObjectInfo(o["path"], int(o["size"]), _seconds(o["last_modified"]))
+                   for batch in obstore.list(self.store, prefix=base or None, chunk_size=1000) for o in batch]
+        except Exception as exc:  # noqa: BLE001 - network, auth, 5xx after the retries
+            raise store_error(self.where(base.rstrip("/")) if base else self.url, exc, "list the objects") from None
         return sorted(out)
 
     def listdir(self, rel: str) -> list[str]:
@@ -195,7 +198,10 @@ class S3Storage:
     def remove(self, rel: str) -> None:
         import obstore
 
-        obstore.delete(self.store, self._key(rel))  # S3's DELETE of a missing key succeeds
+        try:
+            obstore.delete(self.store, self._key(rel))  # S3's DELETE of a missing key succeeds
+        except Exception as exc:  # noqa: BLE001 - network, auth (no delete permission), 5xx after the retries
+            raise store_error(self.where(rel), exc, "delete the object") from None
 
     def delete(self, rel: str) -> None:
         """Delete the object `rel` and every object under the prefix `rel/` (an attempt); gone already is fine."""
@@ -206,8 +212,11 @@ class S3Storage:
         import obstore
 
         keys = [o.key for o in self.list(rel)]
-        for i in range(0, len(keys), 1000):
-            obstore.delete(self.store, keys[i:i + 1000])
+        try:
+            for i in range(0, len(keys), 1000):
+                obstore.delete(self.store, keys[i:i + 1000])
+        except Exception as exc:  # noqa: BLE001 - network, auth (no delete permission), 5xx after the retries
+            raise store_error(self.where(rel), exc, f"delete the {len(keys)} objects under the prefix") from None
 
     def remove_dir(self, rel: str) -> bool:
         """An object store has no empty directories: True if nothing is under `rel` (gone), False otherwise."""
@@ -230,6 +239,12 @@ def _unreadable(where: str, exc: BaseException, doing: str = "read the object") 
                                      found=_first_line(exc) + " (after bounded retries)",
                                      hint="check the endpoint, the credentials (AWS_* or storage_options) and that "
                                           "the server is up; nothing was changed by this read")
+
+
+def store_error(where: str, exc: BaseException, doing: str) -> OSError:
+    """An S3 call that failed after obstore's bounded retries (network, auth, 5xx), in words an operator acts on."""
+    return OSError(f"{where}: could not {doing} after bounded retries: {_first_line(exc)}; check the endpoint, the "
+                   "credentials (AWS_* or storage_options) and that the server is up")
 
 
 def _write_failed(where: str, exc: BaseException) -> OSError:
