@@ -1,4 +1,4 @@
-"""Crash states of a real 2-rank save (fito.model.crashcuts): one recording, checked under each bound.
+"""Crash states of a real 2-rank save (fito.testing.crashcuts): one recording, checked under each bound.
 
 The suite runs the first row (tests/test_crash_states_multirank.py); this runs it and the full bound: every
 prefix of every rank's log, with 3 torn prefixes + the zero tail per un-fsynced file. Each distinct crash state
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from fito.model.crashcuts import check_recorded, record_multirank_save
+from fito.testing.crashcuts import check_recorded, record_multirank_save
 
 CONFIGS = [("boundaries", 1, "prefixes at the durability boundaries, 1 torn prefix (the suite's)"),
            ("all", 1, "every prefix, 1 torn prefix"),

@@ -1,6 +1,6 @@
 """Crash states of torch.distributed.checkpoint saving over an existing checkpoint, counted.
 
-Runs the same crash-state generator as fito's own check (fito.model.crashstates) against
+Runs the same crash-state generator as fito's own check (fito.testing.crashstates) against
 `dcp.save(..., storage_writer=FileSystemWriter(folder))` into a folder that already holds the previous
 step's checkpoint (single process, no process group). Every file operation DCP performs is recorded
 (open "wb" truncates the old data file in place; writes; os.fsync; unlink of the old .metadata; rename of
@@ -31,7 +31,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException  # a BaseException, not an Exception
 from torch.distributed.checkpoint.filesystem import FileSystem, FileSystemReader, FileSystemWriter
 
-from fito.model.crashstates import materialise, snapshot_dir
+from fito.testing.crashstates import materialise, snapshot_dir
 from fito.model.posix_crash import Op, each_crash_state
 
 

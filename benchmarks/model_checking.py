@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from fito.model.crashstates import check_fito_crash_states
+from fito.testing.crashstates import check_fito_crash_states
 from fito.model.explorer import explore
 from fito.model.explorer_world import Config
 from fito.model.protocols import MUTATION_SETTINGS, MUTATIONS

@@ -14,7 +14,7 @@ import fito
 import fito.dcp
 from fito.cli import main
 from fito.coord.sqlite import SqliteDecisionStore
-from fito.model.crashstates import check_fito_crash_states, materialise, record_fito_save
+from fito.testing.crashstates import check_fito_crash_states, materialise, record_fito_save
 from fito.model.posix_crash import DIR, LogicalFS, Op, each_crash_state
 from fito.storage.localfs import LocalFS
 from fito.testing.recording import Recording, RecordingStorage, RecordingStore

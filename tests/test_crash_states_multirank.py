@@ -1,4 +1,4 @@
-"""Crash states of a real 2-rank save (fito.model.crashcuts): every combination of per-rank crash prefixes
+"""Crash states of a real 2-rank save (fito.testing.crashcuts): every combination of per-rank crash prefixes
 within the stated bound, the real restore on each at world size 2 and 1."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fito.model.crashcuts import check_recorded, crash_points, each_cut, merged, record_multirank_save
+from fito.testing.crashcuts import check_recorded, crash_points, each_cut, merged, record_multirank_save
 from fito.model.posix_crash import Op
 from fito.testing.recording import Recording
 

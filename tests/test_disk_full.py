@@ -136,7 +136,7 @@ def test_the_checkpointer_takes_any_storage_and_localfs_is_one(tmp_path):
     storage = FaultyStorage(LocalFS(tmp_path / "b"), FaultPlan(0))
     assert isinstance(storage, Storage)
     ck = fito.Checkpointer(storage)
-    assert ck.storage is storage and ck.root == storage.root
+    assert ck.storage is storage and ck.root == storage.url == str(storage.root)  # identity: the url
     ck.close()
 
 
@@ -144,7 +144,7 @@ class SeamOnly:
     """A Storage that answers only the methods of the Storage protocol (as an object store would): no
     fsync_file/fsync_dir, nothing POSIX, so a save that reaches past the seam fails with AttributeError."""
 
-    SEAM = frozenset(n for n in vars(Storage) if not n.startswith("_")) | {"root"}
+    SEAM = frozenset(n for n in vars(Storage) if not n.startswith("_")) | set(Storage.__annotations__) | {"root"}
 
     def __init__(self, inner: LocalFS) -> None:
         self._inner = inner

@@ -61,7 +61,7 @@ class Checkpointer:
         if hash not in ALGORITHMS:
             raise ValueError(f"hash={hash!r}: choose one of {sorted(ALGORITHMS)}")
         self.storage: Storage = open_storage(root)
-        self.root = self.storage.root
+        self.root: str = self.storage.url  # the checkpoint's identity: a path, or s3://bucket/prefix
         self.keep = keep
         self.algorithm = hash
         self.transport: Transport = default_transport(process_group)

@@ -1,5 +1,6 @@
-"""Read-only views of a checkpoint directory for `fito inspect` and `fito verify`: what the decision log
-says about each attempt, where each rank's units sit in the epoch lattice, and whether an epoch is whole."""
+"""Read-only views of a checkpoint root (a directory or an `s3://bucket/prefix` URL) for `fito inspect` and
+`fito verify`: what the decision log says about each attempt, where each rank's units sit in the epoch
+lattice, and whether an epoch is whole."""
 from __future__ import annotations
 
 import os
@@ -15,11 +16,12 @@ from fito.commit import decision
 from fito.commit.manifests import load_sharded_manifest, manifest_bytes
 from fito.commit.transport import LocalTransport
 from fito.coord.base import Decision, DecisionStore
-from fito.coord.choose import default_store
+from fito.coord.choose import default_store, reader_store
 from fito.dcp.reader import Reader
-from fito.errors import FitoError
+from fito.errors import FitoError, NoCommittedEpochError
 from fito.format import manifest as manifest_fmt
 from fito.storage import Storage, open_storage
+from fito.storage.listing import children, names
 
 _STEP_DIR = re.compile(r"[0-9]{12}")  # fito.protocol.gc's rule: only epochs/<12 digits> is looked into
 
@@ -43,10 +45,22 @@ class AttemptInfo:
 
 
 def open_store(root: str | os.PathLike[str], *, readonly: bool = False) -> tuple[Storage, DecisionStore]:
-    """The root and its existing log. Nothing is written until a write is asked for; `readonly` refuses writes
-    (inspect and verify: they work on a read-only root and never take a fence)."""
+    """The root and its existing log (the storage's default store: SQLite in a directory, the object log on
+    S3). Nothing is written until a write is asked for; `readonly` refuses writes (inspect and verify: they
+    work on a read-only root and never take a fence)."""
     storage = open_storage(root, create=False)
-    return storage, default_store(storage, create=False, readonly=readonly)  # the one lookup (fito.coord.choose)
+    return storage, default_store(storage, create=False, readonly=readonly)
+
+
+def chosen(storage: Storage, step: int | None = None) -> Decision:
+    """The decision a one-process reader loads (the restore's choice and errors, fito.commit.decision), from
+    the storage's own log opened read-only."""
+    store = reader_store(storage)
+    try:
+        return decision.choose(storage.url, step, store)
+    finally:
+        if store is not None:
+            store.close()
 
 
 def describe(root: str | os.PathLike[str], notes: list[str] | None = None) -> list[AttemptInfo]:
@@ -61,21 +75,25 @@ def describe(root: str | os.PathLike[str], notes: list[str] | None = None) -> li
     latest: dict[tuple[int, str], Decision] = {(d.epoch, d.attempt): d for d in decisions}
     world = _world_size(storage, decisions)
     seen: dict[tuple[int, str], AttemptInfo] = {}
-    for entry in storage.entries("epochs"):  # type: ignore[attr-defined]
+    for entry in children(storage, "epochs"):
         epoch_name = entry.name
         if entry.kind != "dir" or not _STEP_DIR.fullmatch(epoch_name):
             if notes is not None:
-                what = (f"a symbolic link to {os.readlink(storage.root / 'epochs' / epoch_name)}" if entry.kind == "link"
-                        else f"a {entry.kind}" if entry.kind != "dir" else "a directory fito did not name")
-                notes.append(f"{storage.root}/epochs/{epoch_name}: {what}, not followed: fito never follows links in a "
+                what = (f"a symbolic link to {os.readlink(f'{storage.url}/epochs/{epoch_name}')}"
+                        if entry.kind == "link" else f"a {entry.kind}" if entry.kind != "dir"
+                        else "a directory fito did not name")
+                notes.append(f"{storage.url}/epochs/{epoch_name}: {what}, not followed: fito never follows links in a "
                              "checkpoint root nor looks into names it did not make (restore and `fito gc` ignore it "
                              "too); listed without it")
             continue
-        for attempt in storage.listdir(f"epochs/{epoch_name}"):
+        for attempt in names(storage, f"epochs/{epoch_name}"):
             key = (int(epoch_name), attempt)
             seen[key] = _info(storage, key, latest.get(key), world)
     for key, d in latest.items():
         seen.setdefault(key, _info(storage, key, d, world))
+    if not seen and not getattr(storage, "directories", False):  # an object store has no root to be missing
+        raise NoCommittedEpochError(f"{storage.url}: no checkpoint here (no decision log and no attempts under "
+                                    "the prefix)")
     for key, info in seen.items():
         if info.status in ("committed", "retired"):
             info.index = _index(storage, latest[key])
@@ -126,7 +144,7 @@ def _documents(storage: Storage, d: Decision, m: Any) -> dict[tuple[int | None, 
 def _info(storage: Storage, key: tuple[int, str], d: Decision | None, world: int) -> AttemptInfo:
     epoch, attempt = key
     rel = f"epochs/{epoch:012d}/{attempt}"
-    shards = [f for f in storage.listdir(rel) if f.endswith(".fito")] if storage.exists(rel) else []
+    shards = [f for f in names(storage, rel) if f.endswith(".fito")]
     size = sum(_size(storage, f"{rel}/{f}") for f in shards)
     if d is None:
         status = "undecided"
@@ -171,8 +189,8 @@ def verify(root: str | os.PathLike[str], epoch: int | None = None,
            progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None) -> VerifyReport:
     """Re-hash every unit of every rank of a committed epoch (the newest by default)."""
     storage = open_storage(root, create=False)
-    report = VerifyReport(str(storage.root))
-    d = decision.choose(storage, epoch)  # the restore's choice and errors (fito.commit.decision)
+    report = VerifyReport(storage.url)
+    d = chosen(storage, epoch)  # the restore's choice and errors (fito.commit.decision)
     report.epoch, report.attempt = d.epoch, d.attempt
     if _sharded(storage, d, report):  # fito-manifest/2: verified by the sharded reader
         return _verify_sharded(storage, d, report, progress, on_total)

@@ -31,6 +31,7 @@ from fito.format.hashing import digest
 from fito.protocol.layout import parse_attempt
 from fito.protocol.messages import attempt_dir, manifest_path
 from fito.storage import Storage, open_storage
+from fito.storage.listing import children, names
 
 
 @dataclass
@@ -49,10 +50,12 @@ class Candidate:
 
 @dataclass
 class RecoveryPlan:
-    root: str
+    root: str  # the storage's url
     chosen: list[Candidate] = field(default_factory=list)  # one whole attempt per step, ascending step
     skipped: list[Candidate] = field(default_factory=list)  # not whole, superseded, or not fito's names
     fence_floor: int = 0  # the newest fence any attempt name carries
+    storage: Any = field(default=None, repr=False, compare=False)  # where apply_recovery writes the new log
+    log: str = ""  # where the new log goes: decisions.sqlite, or the object log's URL
 
     @property
     def restores(self) -> Candidate | None:
@@ -69,9 +72,33 @@ def log_path(root: Path) -> Path:
     return sqlite_log_path(root)  # the default store's place (fito.coord.choose)
 
 
-def refuse_existing_log(root: Path) -> None:
+def _objects(storage: Storage) -> Any:
+    """The storage-native log's objects (an object store), or None (a directory: the SQLite log)."""
+    make = getattr(storage, "decision_objects", None)
+    return make() if make is not None else None
+
+
+def log_where(storage: Storage) -> str:
+    """Where the (new) log is: the SQLite file, or the object log's URL."""
+    objects = _objects(storage)
+    if objects is None:
+        return str(log_path(Path(storage.url)))
+    return f"{objects.where}/{getattr(objects, 'prefix', '')}".rstrip("/")
+
+
+def refuse_existing_log(storage: Storage) -> None:
     """Recovery only replaces a lost log: an existing one (or a journal left without it) is the record."""
-    path = log_path(root)
+    objects = _objects(storage)
+    if objects is not None:
+        from fito.coord.object_store import LOG, SNAP
+        if objects.list(LOG) or objects.list(SNAP):
+            where = log_where(storage)
+            raise FitoError(
+                f"{where}/ holds a decision log: recover-log only rebuilds a lost decision log and never replaces "
+                f"one. If the log is damaged, copy the objects under {where}/ elsewhere (keep them), delete them, "
+                "then run it again")
+        return
+    path = log_path(Path(storage.url))
     for p in (path, *(Path(f"{path}{s}") for s in SIDE_FILES)):
         if p.exists() or p.is_symlink():
             raise FitoError(
@@ -82,15 +109,15 @@ def refuse_existing_log(root: Path) -> None:
 def plan_recovery(root: str | os.PathLike[str]) -> RecoveryPlan:
     """Verify every attempt under `root`/epochs fully; choose the newest whole one of each step. Reads only."""
     storage = open_storage(root, create=False)
-    refuse_existing_log(storage.root)
-    plan = RecoveryPlan(str(storage.root))
+    refuse_existing_log(storage)
+    plan = RecoveryPlan(storage.url, storage=storage, log=log_where(storage))
     whole: dict[int, list[tuple[tuple[int, int], Candidate]]] = {}
-    for step_name in sorted(storage.listdir("epochs")):
+    for step_name in sorted(names(storage, "epochs")):
         if not (len(step_name) == 12 and step_name.isdigit()):
             plan.skipped.append(Candidate(-1, step_name, problem="not a step directory fito's layout made"))
             continue
         step = int(step_name)
-        for name in sorted(storage.listdir(f"epochs/{step_name}")):
+        for name in sorted(names(storage, f"epochs/{step_name}")):
             parsed = parse_attempt(name)
             if parsed is None:
                 plan.skipped.append(Candidate(step, name, problem="not an attempt name fito's layout made"))
@@ -115,7 +142,7 @@ def _verify(storage: Storage, step: int, attempt: str) -> Candidate:
     rel = manifest_path(step, attempt)
     c = Candidate(step, attempt, manifest=rel)
     try:
-        if any((storage.root / p).is_symlink() for p in (f"epochs/{step:012d}", attempt_dir(step, attempt))):
+        if _linked(storage, step, attempt):
             c.problem = "a symlink: fito's layout never makes one, and recovery does not follow it"
             return c
         if not storage.exists(rel):
@@ -136,6 +163,12 @@ def _verify(storage: Storage, step: int, attempt: str) -> Candidate:
     return c
 
 
+def _linked(storage: Storage, step: int, attempt: str) -> bool:
+    """Whether the step's or the attempt's directory is a link (only a POSIX backend has links)."""
+    return any(e.kind == "link" for rel, name in (("epochs", f"{step:012d}"), (f"epochs/{step:012d}", attempt))
+               for e in children(storage, rel) if e.name == name) if getattr(storage, "directories", False) else False
+
+
 def _verify_sharded(storage: Storage, c: Candidate, data: bytes) -> Candidate:
     m = sharded_fmt.parse(data, where=c.manifest, epoch=c.step, attempt=c.attempt)
     c.manifest_hash = digest(m.algorithm, data)
@@ -151,10 +184,17 @@ def _verify_sharded(storage: Storage, c: Candidate, data: bytes) -> Candidate:
 def apply_recovery(plan: RecoveryPlan) -> str:
     """Create the new log recording the plan's choices as committed; return its log id. Refuses if a log
     appeared meanwhile (another process made one: it is the record, not this plan)."""
-    root = Path(plan.root)
-    refuse_existing_log(root)
+    storage = plan.storage if plan.storage is not None else open_storage(plan.root, create=False)
+    refuse_existing_log(storage)
+    objects = _objects(storage)
+    store: Any
     try:
-        store = SqliteDecisionStore.create_new(log_path(root), fence_floor=plan.fence_floor, origin="recover-log")
+        if objects is not None:
+            from fito.coord.object_store import ObjectDecisionStore
+            store = ObjectDecisionStore.create_new(objects, fence_floor=plan.fence_floor, origin="recover-log")
+        else:
+            store = SqliteDecisionStore.create_new(log_path(Path(storage.url)), fence_floor=plan.fence_floor,
+                                                   origin="recover-log")
     except FileExistsError as exc:
         raise FitoError(f"{exc}; nothing was recorded") from None
     try:

@@ -50,6 +50,12 @@ EXIT_CODES = {
 }
 
 
+# The root argument of the checkpoint commands (inspect, verify, gc, recover-log, export).
+ROOT_HELP = ("checkpoint directory, or s3://bucket/prefix (S3 and S3-compatible stores; credentials and endpoint "
+             "from the standard AWS environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+             "AWS_REGION, AWS_ALLOW_HTTP=true for a plain-http endpoint)")
+
+
 class UsageError(Exception):
     """Bad input that argparse could not catch (a value out of range, a malformed list): exit 2."""
 

@@ -136,7 +136,7 @@ def _crash_states(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from fito.model.crashstates import check_fito_crash_states
+    from fito.testing.crashstates import check_fito_crash_states
 
     keep = max(1, args.keep)
     if args.json:

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from fito.commands._contract import UsageError, finish
+from fito.commands._contract import ROOT_HELP, UsageError, finish
 
 
 SECTION = 0  # listed first in `fito --help`: the checkpoint commands
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "checkpoint leaves no output (exit 4). Exit 3 if ROOT holds no committed step or not S, 2 for a "
                     "bad option, a --only that selects nothing or an OUT that already holds an export.",
     )
-    p.add_argument("root", help="checkpoint directory")
+    p.add_argument("root", help=ROOT_HELP)
     p.add_argument("out", help="output directory (created if missing; must not hold an export already)")
     p.add_argument("--step", type=int, default=None, help="committed step to export; default the newest")
     p.add_argument("--only", metavar="PREFIX", default=None,

@@ -8,7 +8,7 @@ import argparse
 
 from rich.console import Console
 
-from fito.commands._contract import UsageError, finish
+from fito.commands._contract import ROOT_HELP, UsageError, finish
 
 SECTION = 0  # listed first in `fito --help`: the checkpoint commands
 
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Exit 0 on success, 2 on bad arguments, 3 if DIR holds no checkpoint, 4 if the collection "
                     "failed (one line on stderr).",
     )
-    p.add_argument("dir", help="checkpoint directory")
+    p.add_argument("dir", help=ROOT_HELP)
     p.add_argument("--keep", type=int, required=True, help="committed epochs to keep (>= 1)")
     p.add_argument("--grace", type=float, default=3600.0,
                    help="leave undecided attempts younger than this many seconds (a running job may be writing them); default 3600")

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from fito.commands._contract import finish
+from fito.commands._contract import ROOT_HELP, finish
 
 
 SECTION = 0  # listed first in `fito --help`: the checkpoint commands
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the sharded format (fito-manifest/2) a summary of its tensor index follows (tensors, bytes, the ranks "
                     "that wrote, rank-local entries); --tensors lists the index.",
     )
-    p.add_argument("dir", help="checkpoint directory")
+    p.add_argument("dir", help=ROOT_HELP)
     p.add_argument("--json", action="store_true", help="print the JSON envelope (result: one entry per attempt, with "
                    "the full tensor index of each committed fito-manifest/2 step under 'index') only")
     p.add_argument("--tensors", action="store_true", help="also list the tensor index of each committed "

@@ -5,7 +5,7 @@ import argparse
 
 from rich.console import Console
 
-from fito.commands._contract import finish
+from fito.commands._contract import ROOT_HELP, finish
 from fito.errors import NoCommittedEpochError
 
 SECTION = 0  # listed first in `fito --help`: the checkpoint commands
@@ -14,7 +14,8 @@ SECTION = 0  # listed first in `fito --help`: the checkpoint commands
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "recover-log", help="rebuild a lost decision log from whole, verified attempts (dry run unless --apply)",
-        description="For a checkpoint directory whose decisions.sqlite is lost: verifies every attempt under "
+        description="For a checkpoint root whose decision log is lost (decisions.sqlite in a directory, the objects "
+                    "under decisions.d/ on S3): verifies every attempt under "
                     "epochs/ fully (manifest, every unit of every rank: size, header, epoch tag, content hash), "
                     "and prints, per step, the newest whole attempt it would record as committed, and the step a "
                     "restore would then return. Nothing is written without --apply, which creates a new log (new "
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "check the list. Exit 0: recoverable (or recovered), 3: nothing whole to record, 4: a log exists "
                     "or the recovery failed (one line on stderr).",
     )
-    p.add_argument("dir", help="checkpoint directory")
+    p.add_argument("dir", help=ROOT_HELP)
     p.add_argument("--apply", action="store_true", help="create the new log (default: only print the plan)")
     p.add_argument("--json", action="store_true", help="print the JSON envelope (result: the plan, and the new log id) only")
     p.set_defaults(handler=run)
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"dry run: nothing was written. `fito recover-log {args.dir} --apply` creates the log (new "
                   f"identity, fences from {plan.fence_floor + 1})")
     else:
-        out.print(f"created {plan.root}/decisions.sqlite (log id {log_id}, fences from {plan.fence_floor + 1}); "
-                  f"a restore now returns step {newest.step}. Back it up: a copy of that one file is a whole backup")
+        backup = ("a copy of that one file is a whole backup" if plan.log.endswith(".sqlite")
+                  else "a copy of the objects under it is a whole backup")
+        out.print(f"created {plan.log} (log id {log_id}, fences from {plan.fence_floor + 1}); "
+                  f"a restore now returns step {newest.step}. Back it up: {backup}")
     return finish(args, "ok", {**plan.as_dict(), "applied": log_id is not None, "log_id": log_id})

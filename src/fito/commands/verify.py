@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from fito.commands._contract import finish
+from fito.commands._contract import ROOT_HELP, finish
 
 
 SECTION = 0  # listed first in `fito --help`: the checkpoint commands
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "state tree. Exit 0 if whole, 1 if not, 3 if DIR holds no checkpoint or E is not committed, "
                     "4 if the decision log cannot be read.",
     )
-    p.add_argument("dir", help="checkpoint directory")
+    p.add_argument("dir", help=ROOT_HELP)
     p.add_argument("--epoch", type=int, help="committed epoch (step) to verify; default the newest")
     p.add_argument("--json", action="store_true", help="print the JSON envelope (verdict holds/violated) only")
     p.set_defaults(handler=run)

@@ -74,7 +74,7 @@ class RankExecutor:
         if not self.own:
             return
         try:
-            self.storage.remove(self.own)
+            self.storage.delete(self.own)
         except Exception as exc:  # noqa: BLE001 - the save already failed; say so, do not mask it
             log.warning("could not remove %s of a failed save (%s); GC after the next commit removes it", self.own, exc)
 

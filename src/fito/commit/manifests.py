@@ -8,11 +8,13 @@ from fito.format import manifest as manifest_fmt
 from fito.format.hashing import ALGORITHMS, digest
 from fito.format.manifest import ShardedManifest
 from fito.storage.base import Storage
+from fito.storage.listing import kind_of, where
 
 
 def load_sharded_manifest(storage: Storage, d: Decision) -> ShardedManifest:
     """Read the manifest a decision names, check its bytes against the decision's hash, and parse it."""
-    return manifest_fmt.parse(manifest_bytes(storage, d), where=d.manifest, epoch=d.epoch, attempt=d.attempt)
+    return manifest_fmt.parse(manifest_bytes(storage, d), where=where(storage, d.manifest), epoch=d.epoch,
+                             attempt=d.attempt)
 
 
 def manifest_bytes(storage: Storage, d: Decision) -> bytes:
@@ -23,8 +25,10 @@ def manifest_bytes(storage: Storage, d: Decision) -> bytes:
     try:
         data = storage.read_bytes(d.manifest, manifest_fmt.MAX_MANIFEST_BYTES)
     except FileNotFoundError:
-        raise CheckpointCorruptError(path=d.manifest, unit=None, expected=f"the manifest of step {d.epoch}", found="no such file") from None
+        raise CheckpointCorruptError(path=where(storage, d.manifest), unit=None, expected=f"the manifest of step {d.epoch}",
+                                     found=f"no such {kind_of(storage)}") from None
     found = digest(algorithm, data)
     if found != d.manifest_hash:
-        raise CheckpointCorruptError(path=d.manifest, unit=None, expected=f"manifest hash {d.manifest_hash}", found=found)
+        raise CheckpointCorruptError(path=where(storage, d.manifest), unit=None, expected=f"manifest hash {d.manifest_hash}",
+                                     found=found)
     return data

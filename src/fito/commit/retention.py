@@ -1,5 +1,5 @@
-"""Retention and garbage collection: executes the pure plan of `fito.protocol.gc` over LocalFS and a
-DecisionStore. Runs after a commit is durable (the coordinator, between its saves) or from `fito gc` (an
+"""Retention and garbage collection: executes the pure plan of `fito.protocol.gc` over any Storage (its
+`list` and `delete`: prefixes, no directories needed) and a DecisionStore. Runs after a commit is durable (the coordinator, between its saves) or from `fito gc` (an
 operator, holding no fence). The rules -- retire before delete, never the newest committed, only attempts
 whose coordinator can never publish, never a link or a foreign name -- live in the plan, not here."""
 from __future__ import annotations
@@ -9,11 +9,12 @@ import time
 from fito.coord.base import DecisionStore
 from fito.errors import FitoError, GarbageCollectionError
 from fito.protocol.gc import EPOCHS, Action, Delete, Entry, RemoveEmptyDir, Retire, Unlink, plan_discard, plan_gc
-from fito.protocol.layout import same_log
-from fito.storage.localfs import LocalFS
+from fito.protocol.layout import parse_attempt, same_log
+from fito.storage.base import Storage
+from fito.storage.listing import has_directories, two_levels
 
 
-def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int | None, keep: int | None, *,
+def collect_garbage(storage: Storage, store: DecisionStore, fence: int | None, keep: int | None, *,
                     grace_seconds: float = 0.0, newest: tuple[int, str] | None = None,
                     rollback: bool = False) -> list[str]:
     """Run one collection; return the attempt directories deleted.
@@ -42,28 +43,35 @@ def collect_garbage(storage: LocalFS, store: DecisionStore, fence: int | None, k
             failed.append(f"{action.path}: {type(exc).__name__}: {exc}")
     if failed:
         raise GarbageCollectionError(
-            f"{storage.root}: {len(failed)} of {len(plan.actions)} clean-up steps failed ({'; '.join(failed[:3])}"
+            f"{storage.url}: {len(failed)} of {len(plan.actions)} clean-up steps failed ({'; '.join(failed[:3])}"
             f"{'; ...' if len(failed) > 3 else ''}); deleted {len(removed)} attempt(s). Nothing committed and kept "
-            "was touched; fix the cause (permissions, a read-only mount) and run `fito gc` again")
+            f"was touched; fix the cause ({_causes(storage)}) and run `fito gc` again")
     return removed
 
 
-def execute(storage: LocalFS, action: Action) -> bool:
+def _causes(storage: Storage) -> str:
+    if has_directories(storage):
+        return "permissions, a read-only mount"
+    return "the credentials' delete permission on the prefix, the endpoint"
+
+
+def execute(storage: Storage, action: Action) -> bool:
     """Run one deleting action of a plan (`plan_gc` or `plan_discard`); True if it deleted an attempt
     directory. Retire is the decision store's, not the storage's: the caller runs it."""
     if isinstance(action, Delete):
-        storage.remove_tree(action.path)
+        storage.delete(action.path)  # the attempt's prefix: every object under it
         return True
     if isinstance(action, Unlink):
-        storage.remove(action.path)
+        storage.delete(action.path)
     elif isinstance(action, RemoveEmptyDir):
-        storage.remove_dir(action.path)  # non-recursive: whatever was created in it meanwhile keeps it
+        if has_directories(storage):  # an object store has no empty directories: nothing to remove
+            storage.remove_dir(action.path)  # type: ignore[attr-defined]  # non-recursive: a new attempt keeps it
     else:
         raise AssertionError(f"not a storage action: {action!r}")
     return False
 
 
-def discard(storage: LocalFS, epoch: int, attempt: str, ranks: int) -> list[str]:
+def discard(storage: Storage, epoch: int, attempt: str, ranks: int) -> list[str]:
     """Best effort: run `plan_discard` (a failed attempt's own objects, then its directories non-recursively).
     Returns what could not be done (a later collection removes it)."""
     failed = []
@@ -75,13 +83,13 @@ def discard(storage: LocalFS, epoch: int, attempt: str, ranks: int) -> list[str]
     return failed
 
 
-def list_attempts(storage: LocalFS) -> list[Entry]:
-    """`epochs` and the names in each of its directories, as the storage reports them (links not followed)."""
-    now = time.time()
+def list_attempts(storage: Storage, now: float | None = None) -> list[Entry]:
+    """`epochs` and the names in each of its step prefixes, from the storage's listing (a POSIX backend's
+    links as links, never followed). An attempt's age is from the time in its name (the coordinator's clock
+    when it began), not the store's mtime; a name the layout did not make is never deleted, so its age is moot."""
+    now = time.time() if now is None else now
     out: list[Entry] = []
-    for e in storage.entries(EPOCHS):
-        rel = f"{EPOCHS}/{e.name}"
-        out.append(Entry(rel, e.kind, now - e.mtime))
-        if e.kind == "dir":
-            out.extend(Entry(f"{rel}/{a.name}", a.kind, now - a.mtime) for a in storage.entries(rel))
+    for rel, kind, mtime in two_levels(storage, EPOCHS):
+        named = parse_attempt(rel.rpartition("/")[2]) if rel.count("/") == 2 else None
+        out.append(Entry(rel, kind, now - (named.millis / 1000 if named is not None else mtime)))
     return out

@@ -11,22 +11,11 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
 from fito.errors import FitoError
-
-
-ENTRY_LIMIT = 64 << 10  # a decision record is a few hundred bytes
-
-
-def _too_big(where: str, size: int) -> bytes:
-    from fito.errors import DecisionLogDamagedError
-
-    raise DecisionLogDamagedError(path=where, unit=None, expected=f"a decision-log entry of at most {ENTRY_LIMIT} bytes",
-                                  found=f"{size} bytes", hint="refused, never repaired; something other than fito "
-                                  "wrote under the decision prefix")
+from fito.storage.s3_objects import ENTRY_LIMIT, S3Objects, too_big as _too_big  # noqa: F401 - S3Objects: here for callers
 
 
 class ConditionalWriteUnsupportedError(FitoError):
@@ -140,53 +129,3 @@ class LocalObjects:
             pass
 
 
-class S3Objects:
-    """Put-if-absent objects under `prefix` of an obstore store (single PUTs with `If-None-Match: *`)."""
-
-    def __init__(self, store: Any, prefix: str, where: str) -> None:
-        self.store, self.prefix, self.where = store, prefix.strip("/") + "/" if prefix.strip("/") else "", where
-
-    def create(self, key: str, data: bytes) -> bool:
-        import obstore
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
-
-        for attempt in range(8):
-            try:
-                obstore.put(self.store, self.prefix + key, data, mode="create", use_multipart=False)
-                return True
-            except (AlreadyExistsError, PreconditionError):
-                return False
-            except Exception as exc:  # noqa: BLE001 - 409 ConditionalRequestConflict: another create in flight
-                if "409" not in str(exc) or attempt == 7:
-                    raise
-                time.sleep(0.01 * 2 ** attempt)
-        raise AssertionError("unreachable")
-
-    def get(self, key: str) -> bytes | None:
-        import obstore
-        from obstore.exceptions import NotFoundError
-
-        try:
-            result = obstore.get(self.store, self.prefix + key)
-        except (NotFoundError, FileNotFoundError):
-            return None
-        if result.meta["size"] > ENTRY_LIMIT:  # refused before the body is read: bounded memory
-            return _too_big(f"{self.where}/{self.prefix}{key}", result.meta["size"])
-        return bytes(result.bytes())
-
-    def list(self, prefix: str, after: str = "") -> list[str]:
-        import obstore
-
-        n = len(self.prefix)
-        offset = self.prefix + after if after else None  # S3 start-after: only the keys past the known tail
-        keys = [o["path"][n:] for batch in obstore.list(self.store, prefix=self.prefix + prefix, offset=offset,
-                                                        chunk_size=1000) for o in batch]
-        return sorted(k for k in keys if k > after)
-
-    def delete(self, key: str) -> None:
-        import obstore
-
-        try:
-            obstore.delete(self.store, self.prefix + key)
-        except Exception:  # noqa: BLE001 - best effort: a leftover probe object is harmless
-            pass

@@ -90,6 +90,7 @@ class _State:
             if op != "init" or not valid_log_id(e.get("log_id")):
                 raise ValueError("the first entry is not the log's identity")
             self.log_id = e["log_id"]
+            self.fence = int(e.get("fence_floor", 0))  # a recovered log's first fence is above every old one
         elif op == "fence":
             if int(e["token"]) == self.fence + 1:
                 self.fence += 1
@@ -144,6 +145,25 @@ class ObjectDecisionStore(DecisionStore):
         if objects is not None:
             return cls(objects(), readonly=readonly)
         return cls(LocalObjects(storage.root / "decisions.d"), readonly=readonly)
+
+    @classmethod
+    def create_new(cls, objects: ConditionalObjects, *, fence_floor: int = 0,
+                   origin: str = "new") -> "ObjectDecisionStore":
+        """A log with a new identity whose first fence is fence_floor + 1 (`fito recover-log`, beside existing
+        attempts); FileExistsError if the log has an entry already (it is the record, never replaced)."""
+        store = cls(objects)
+        if objects.list(LOG) or objects.list(SNAP):
+            raise FileExistsError(f"{objects.where}: a decision log exists already; not replacing it")
+        with store._lock:
+            probe(objects, "probe/")
+            store._probed = True
+            entry = {"op": "init", "log_id": new_log_id(), "fence_floor": int(fence_floor), "origin": origin,
+                     "id": secrets.token_hex(12)}
+            raw = json.dumps(entry, sort_keys=True).encode()
+            if not objects.create(_slot_key(1), raw):
+                raise FileExistsError(f"{objects.where}: a decision log was created meanwhile; not replacing it")
+            store._add(1, raw)
+        return store
 
     # ---------------------------------------------------------------- reading
     def _refresh(self) -> _State:

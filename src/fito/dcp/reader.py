@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import torch
@@ -27,6 +26,7 @@ from fito.commit.transport import Transport, default_transport
 from fito.plan.tree import DTYPES
 from fito.commit import decision
 from fito.coord.base import Decision, DecisionStore
+from fito.coord.choose import reader_store
 from fito.dcp.block_reads import BlockReads
 from fito.commit.manifests import load_sharded_manifest
 from fito.errors import (
@@ -40,7 +40,8 @@ from fito.plan.load import LoadPlanner as FitoLoadPlanner, check_cover, value_ac
 from fito.plan.metadata import key_of, pieces_of, to_metadata
 from fito.plan.values import MAX_VALUE_BYTES, decode_value
 from fito.storage.base import Storage
-from fito.storage import open_storage
+from fito.storage import open_storage, url_of
+from fito.storage.listing import kind_of, where
 
 Action = Callable[[], None]
 
@@ -110,8 +111,8 @@ class Reader(StorageReader):
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
         if checkpoint_id is not None and self._storage is None:
             self._storage = open_storage(checkpoint_id, create=False)
-        elif checkpoint_id is not None and Path(checkpoint_id).absolute() != self.storage.root:
-            raise ValueError(f"fito.dcp.Reader reads {self.storage.root}; checkpoint_id={checkpoint_id!r} names another place")
+        elif checkpoint_id is not None and url_of(checkpoint_id) != self.storage.url:
+            raise ValueError(f"fito.dcp.Reader reads {self.storage.url}; checkpoint_id={checkpoint_id!r} names another place")
 
     def read_metadata(self, *args: Any) -> Metadata:
         # DCP treats an exception here as "no global metadata" and replaces it with an AssertionError; keep
@@ -125,7 +126,7 @@ class Reader(StorageReader):
         except FitoError as exc:
             self._error = exc
             return Metadata(state_dict_metadata={})
-        metadata.storage_meta = StorageMeta(checkpoint_id=str(self.storage.root))
+        metadata.storage_meta = StorageMeta(checkpoint_id=self.storage.url)
         return metadata
 
     def set_up_storage_reader(self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
@@ -212,9 +213,16 @@ class Reader(StorageReader):
         """Rank 0 chooses (fito.commit.decision: the same choice and errors as Checkpointer.restore) and tells
         every rank; a refusal has the same class on every rank. Without a `store` the root's log is opened
         read-only: no fence, nothing written."""
-        root = self.storage.root
-        return decision.agree(self.transport, root, lambda: decision.candidates(
-            decision.read_committed(root, self._store), self.step, root))[-1]
+        root = self.storage.url
+
+        def rank0() -> list[Decision]:
+            store = self._store if self._store is not None else reader_store(self.storage)
+            try:
+                return decision.candidates(decision.read_committed(root, store), self.step, root)
+            finally:
+                if store is not None and store is not self._store:
+                    store.close()
+        return decision.agree(self.transport, root, rank0)[-1]
 
     # ---------------------------------------------------------------- phase 1: read and verify
     def _read_and_verify(self, items: list[ReadItem], planner: LoadPlanner) -> list[Action]:
@@ -267,12 +275,12 @@ class Reader(StorageReader):
                 f.seek(0)
                 head = f.read(HEADER.size)
         except FileNotFoundError:
-            raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"the object of rank {rank}", found="no such file") from None
+            raise CheckpointCorruptError(path=where(self.storage, obj.file), unit=None, expected=f"the object of rank {rank}", found=f"no such {kind_of(self.storage)}") from None
         if size != obj.size:
-            raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"{obj.size} bytes", found=f"{size} bytes (truncated or foreign)")
+            raise CheckpointCorruptError(path=where(self.storage, obj.file), unit=None, expected=f"{obj.size} bytes", found=f"{size} bytes (truncated or foreign)")
         items = sum(c.piece.rank == rank for t in m.tensors.values() for c in t.chunks) + sum(p.rank == rank for p in m.values.values())
         for what, expected, found in check_header(head, ObjectHeader(m.epoch, rank, items, m.attempt)):
-            raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"{what} {expected!r}", found=f"{what} {found!r}")
+            raise CheckpointCorruptError(path=where(self.storage, obj.file), unit=None, expected=f"{what} {expected!r}", found=f"{what} {found!r}")
 
     def _read_blocks(self, piece: Piece, fqn: str, start: int, end: int, into: torch.Tensor | None = None,
                      now: bool = True) -> tuple[torch.Tensor, int]:
@@ -317,14 +325,14 @@ class Reader(StorageReader):
         try:
             size = self._real_size(obj.file)
         except FileNotFoundError:
-            raise CheckpointCorruptError(path=obj.file, unit=None, expected=f"the object of rank {piece.rank}",
-                                         found="no such file") from None
+            raise CheckpointCorruptError(path=where(self.storage, obj.file), unit=None, expected=f"the object of rank {piece.rank}",
+                                         found=f"no such {kind_of(self.storage)}") from None
         end = piece.offset + piece.length
         if end > size or size != obj.size:
-            raise CheckpointCorruptError(path=obj.file, unit=fqn, expected=f"bytes [{piece.offset}, {end}) inside the object "
+            raise CheckpointCorruptError(path=where(self.storage, obj.file), unit=fqn, expected=f"bytes [{piece.offset}, {end}) inside the object "
                                          f"of {obj.size} bytes the manifest lists", found=f"an object of {size} bytes in storage")
         if fqn in m.values and piece.length > MAX_VALUE_BYTES:
-            raise CheckpointCorruptError(path=obj.file, unit=fqn, expected=f"a value of at most {MAX_VALUE_BYTES} bytes",
+            raise CheckpointCorruptError(path=where(self.storage, obj.file), unit=fqn, expected=f"a value of at most {MAX_VALUE_BYTES} bytes",
                                          found=f"a claimed length of {piece.length} bytes (a forged or damaged manifest)")
 
     def _real_size(self, file: str) -> int:
@@ -391,7 +399,7 @@ class Reader(StorageReader):
         if error is not None and not isinstance(error, Exception):
             return error  # KeyboardInterrupt and friends: the peers were told, now let it through
         # every rank raises that class: their handlers take the same branch
-        return refusal(kind, self._where or str(self.storage.root), failed or "a failure on another rank")
+        return refusal(kind, self._where or self.storage.url, failed or "a failure on another rank")
 
 
 def _contiguous_strides(sizes: tuple[int, ...]) -> tuple[int, ...]:

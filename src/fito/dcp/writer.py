@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from torch.distributed.checkpoint import StorageWriter
@@ -44,7 +43,7 @@ from fito.protocol import Begin, Command, Coordinator, Participant, RankFailed, 
 from fito.protocol.drive import drive
 from fito.protocol.messages import WriteShard, attempt_dir
 from fito.storage.base import Storage
-from fito.storage import open_storage
+from fito.storage import open_storage, url_of
 
 __all__ = ["AttemptPlan", "Writer", "publish_decision"]  # publish_decision: fito.commit.executor's, for old callers
 
@@ -118,8 +117,8 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
         if checkpoint_id is not None and self._storage is None:
             self._storage = open_storage(checkpoint_id)
-        elif checkpoint_id is not None and Path(checkpoint_id).absolute() != self.storage.root:
-            raise ValueError(f"fito.dcp.Writer writes to {self.storage.root}; checkpoint_id={checkpoint_id!r} names another place")
+        elif checkpoint_id is not None and url_of(checkpoint_id) != self.storage.url:
+            raise ValueError(f"fito.dcp.Writer writes to {self.storage.url}; checkpoint_id={checkpoint_id!r} names another place")
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("use_collectives") is False:
@@ -194,7 +193,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
                 self._store = None
 
     def storage_meta(self) -> StorageMeta | None:
-        return StorageMeta(checkpoint_id=str(self.storage.root))
+        return StorageMeta(checkpoint_id=self.storage.url)
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
@@ -257,7 +256,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
                                 rollback=self.rollback)
         except Exception as exc:  # noqa: BLE001
             log.warning("step %d committed, but cleaning up older attempts failed (%s: %s); they are retried after "
-                        "the next save, or run `fito gc %s`", step, type(exc).__name__, exc, self.storage.root)
+                        "the next save, or run `fito gc %s`", step, type(exc).__name__, exc, self.storage.url)
 
     def _warn_if_below(self, step: int) -> None:
         """A save below a committed step is legitimate (a rollback, which the caller then says) but is also
@@ -269,7 +268,7 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
             log.warning("%s: step %d was saved below committed step %d (did the job restart without restoring?). "
                         "The higher steps %s are kept: retention deletes them only after a save with rollback=True. "
                         "restore() now returns step %d (the newest by commit order); restore(step=%d) returns the "
-                        "higher one", self.storage.root, step, higher[-1], higher, step, higher[-1])
+                        "higher one", self.storage.url, step, higher[-1], higher, step, higher[-1])
 
     def discard(self) -> None:
         """Best effort, by the coordinator: remove this attempt's objects once every rank is past writing and no

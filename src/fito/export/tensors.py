@@ -65,7 +65,8 @@ class StepTensors:
     def __init__(self, root: str | os.PathLike[str] | Storage, step: int | None = None, *,
                  progress: Callable[[int], None] | None = None) -> None:
         storage = open_storage(root, create=False)
-        self.decision: Decision = decision.choose(storage.root, step)  # the restore's own choice
+        from fito.ckpt.inspect import chosen
+        self.decision: Decision = chosen(storage, step)  # the restore's own choice, from the storage's own log
         d = self.decision
         data = manifest_bytes(storage, d)  # checked against the decision's hash before it is parsed
         found = manifest_fmt.format_of(data)
@@ -124,7 +125,7 @@ class StepTensors:
                 leaves.append(leaf)
         for k in wanted or []:
             if not any(selects(k, leaf.name) for leaf in leaves):
-                raise ValueError(f"{self.storage.root} step {self.step}: no tensor is named {k!r} or starts with "
+                raise ValueError(f"{self.storage.url} step {self.step}: no tensor is named {k!r} or starts with "
                                  f"{k + '.'!r}; its entries: {', '.join(self.entries()) or 'none'}")
         self._wanted = {}
         for leaf in leaves:

@@ -101,7 +101,7 @@ def export(root: str | os.PathLike[str] | Storage, out: str | os.PathLike[str], 
     if taken:
         raise FileExistsError(f"{dest} already holds an export ({', '.join(taken[:4])}); give an empty or new "
                               "directory (a new export never mixes its files with an old one's)")
-    result = ExportResult(str(src.storage.root), src.step, src.decision.attempt, str(dest), format,
+    result = ExportResult(src.storage.url, src.step, src.decision.attempt, str(dest), format,
                           tensors=len(named), bytes=total, skipped=list(src.skipped))
     nonce = f"{os.getpid()}-{secrets.token_hex(4)}"
     written: list[tuple[Path, Path]] = []  # (temporary, final)

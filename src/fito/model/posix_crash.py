@@ -1,7 +1,7 @@
 """The one POSIX crash model: what a power failure may leave of a recorded sequence of storage operations.
 
 Both the model checker's simulated disk (`fito.model.simfs`, abstract contents) and the crash-state
-enumerator of the real save path (`fito.model.crashstates`, real bytes) take their rules from here.
+enumerator of the real save path (`fito.testing.crashstates`, real bytes) take their rules from here.
 
 The rules, and the documented guarantee each rests on:
 

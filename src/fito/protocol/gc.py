@@ -1,6 +1,8 @@
-"""The garbage-collection plan: which decisions to retire and which attempt directories to delete, decided
-from the decision log and a listing of the attempt namespace. Pure (no I/O, no clock): the library's
-executor (`fito.commit.retention`) and the model checker (`fito.model.explorer`) both run THIS plan, so the
+"""The garbage-collection plan: which decisions to retire and which attempt directories (prefixes, on an object
+store) to delete, decided from the decision log and a listing of the attempt namespace (`Storage.list` of
+`epochs/`, grouped by prefix; a POSIX backend's directories and links as it reports them). Pure (no I/O, no
+clock): the library's executor (`fito.commit.retention`) and the model checker (`fito.model.explorer`) both
+run THIS plan, so the
 rule cannot drift between them.
 
 The rules, each for a reason:
@@ -65,7 +67,7 @@ class Entry(NamedTuple):
 
     path: str  # relative to the root: "epochs/000000000003" or "epochs/000000000003/f2-..."
     kind: str  # DIR | LINK | FILE | OTHER
-    age: float = 0.0  # seconds since it was last modified (for the grace period of undecided attempts)
+    age: float = 0.0  # an attempt's age in seconds, from the time in its name (the grace period of undecided ones)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ class Delete:
 @dataclass(frozen=True)
 class RemoveEmptyDir:
     """Remove an epoch directory that the plan leaves empty; non-recursive, so anything created in it
-    meanwhile (a live job's new attempt) keeps it."""
+    meanwhile (a live job's new attempt) keeps it. On a storage without directories (an object store) there
+    is nothing to remove: a prefix with no objects does not exist."""
 
     path: str
 

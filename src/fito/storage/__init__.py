@@ -1,12 +1,13 @@
 """Storage with durability as explicit steps: create-exclusive, write, persist (a POSIX backend: fsync file, then directory)."""
 import os
+from pathlib import Path
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fito.storage.base import Storage
+from fito.storage.base import DirEntry, ObjectInfo, Storage
 from fito.storage.localfs import LocalFS, safe_relpath
 
-__all__ = ["LocalFS", "Storage", "open_storage", "safe_relpath"]
+__all__ = ["DirEntry", "LocalFS", "ObjectInfo", "Storage", "open_storage", "safe_relpath", "url_of"]
 
 
 def _s3(url: str, create: bool, options: "Mapping[str, Any] | None") -> Storage:
@@ -19,8 +20,12 @@ def _s3(url: str, create: bool, options: "Mapping[str, Any] | None") -> Storage:
     return S3Storage(url, storage_options=options)  # type: ignore[return-value]
 
 
+def _file(url: str, create: bool, options: "Mapping[str, Any] | None") -> Storage:
+    return LocalFS(url, create=create)  # file:///abs/path: the same directory as /abs/path
+
+
 # URL scheme -> opener(url, create, storage_options). A root without a scheme is a local path.
-SCHEMES: "dict[str, Callable[[str, bool, Mapping[str, Any] | None], Storage]]" = {"s3": _s3}
+SCHEMES: "dict[str, Callable[[str, bool, Mapping[str, Any] | None], Storage]]" = {"s3": _s3, "file": _file}
 
 
 def open_storage(root: "str | os.PathLike[str] | Storage", *, create: bool = True,
@@ -38,3 +43,15 @@ def open_storage(root: "str | os.PathLike[str] | Storage", *, create: bool = Tru
     if isinstance(root, (str, os.PathLike)):
         return LocalFS(root, create=create)
     return root
+
+
+def url_of(root: "str | os.PathLike[str]") -> str:
+    """The `url` a storage opened on `root` has, without opening it: `s3://bucket/prefix` without a trailing
+    slash, a local directory (a path or `file://` URL) as its plain absolute path."""
+    if isinstance(root, str):
+        scheme, sep, rest = root.partition("://")
+        if sep and scheme == "file":
+            root = rest
+        elif sep:
+            return f"{scheme}://{rest.strip('/')}"
+    return str(Path(root).absolute())

@@ -9,11 +9,13 @@ import errno
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, UnsafeCheckpointError
 from fito.format.names import safe_relpath  # the one name check (fito.format.names)
+from fito.storage.base import DirEntry, ObjectInfo
 from fito.storage.writeback import WritebackFile
 
 _FOREIGN_HINT = "something other than fito put it there; restore(..., fallback=True) uses the previous committed epoch"
@@ -35,12 +37,6 @@ def _what(mode: int) -> str:
 MAKEDIRS_TRIES = 16
 
 
-class DirEntry(NamedTuple):
-    name: str
-    kind: str  # dir | link | file | other (as lstat reports it)
-    mtime: float
-
-
 def _kind(mode: int) -> str:
     return "link" if stat.S_ISLNK(mode) else "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
 
@@ -50,8 +46,18 @@ def _kind_name(mode: int) -> str:
 
 
 class LocalFS:
+    """The Storage protocol on a local (or shared POSIX) directory. Identity: `url`, the directory's plain
+    absolute path as a string (what messages and `fito inspect` show); `root` is the same as a Path, for this
+    backend's own POSIX work (and the SQLite log beside it)."""
+
+    kind = "file"  # the word messages use for one stored unit
+    directories = True  # real directories and links: listings come from `entries`, empty directories count
+
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+        if isinstance(root, str) and root.startswith("file://"):
+            root = root[len("file://"):]
         self.root = Path(root).absolute()
+        self.url = str(self.root)
         if create:
             created = not self.root.exists()
             self.root.mkdir(parents=True, exist_ok=True)
@@ -316,6 +322,44 @@ class LocalFS:
             if stat.S_ISLNK(mode):
                 return True
         return True
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every file under the directory `prefix` (recursively, by scandir; links reported as themselves and
+        never followed), with its size and modification time. Nothing if `prefix` is missing."""
+        stack = [prefix.strip("/")]
+        while stack:
+            rel = stack.pop()
+            target = self._unlinked_path(rel, "list") if rel else self.root
+            try:
+                with os.scandir(target) as it:
+                    found = list(it)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in sorted(found, key=lambda e: e.name):
+                key = f"{rel}/{e.name}" if rel else e.name
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted while listed
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(key)
+                else:
+                    yield ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def delete(self, rel: str) -> None:
+        """Delete the file `rel`, or the directory `rel` and everything in it (`remove_tree`: never through a
+        link); a link is unlinked, never followed; gone already is fine."""
+        parent = rel.rpartition("/")[0]
+        if parent:
+            self._unlinked_path(parent, "delete")  # no link on the way to it
+        try:
+            st = os.lstat(self.root / safe_relpath(rel))
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self.remove_tree(rel)
+        else:
+            self.remove(rel)
 
     def listdir(self, rel: str) -> list[str]:
         """The names in directory `rel` ([] if it is missing or not a directory); a link on the way is

@@ -23,10 +23,12 @@ import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
 from fito.errors import CheckpointCorruptError, CheckpointUnreadableError, UnsafeCheckpointError
-from fito.storage.localfs import DirEntry, safe_relpath
+from fito.storage.base import DirEntry, ObjectInfo
+from fito.storage.listing import children_of
+from fito.storage.localfs import safe_relpath
 
 PART_BYTES = 16 << 20
 CONCURRENCY = 8
@@ -34,12 +36,6 @@ READ_SPLIT = 16 << 20  # a read larger than this is fetched as parallel ranges
 MAX_RETRIES = 5
 RETRY_TIMEOUT_S = 60.0
 DECISIONS = "decisions.d"  # the decision log's objects, under the root
-
-
-class ObjectInfo(NamedTuple):
-    key: str  # relative to the root
-    size: int
-    mtime: float  # seconds since the epoch, as the store reports the last modification
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -58,8 +54,10 @@ def parse_url(url: str) -> tuple[str, str]:
 class S3Storage:
     """The Storage protocol (fito.storage.base) on an S3 bucket and prefix. Identity: `url` (s3://bucket/prefix).
 
-    `root` is the URL as a PurePosixPath-free string: there is no local path for an object store, and code that
-    would make one (a SQLite log at root/...) fails loudly instead of writing beside the current directory."""
+    `root` is the same string (there is no local path for an object store: code that would make one, a SQLite
+    log at root/..., fails loudly instead of writing beside the current directory)."""
+
+    kind = "object"  # the word messages use for one stored unit
 
     def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None, part_bytes: int = PART_BYTES,
                  concurrency: int = CONCURRENCY, max_retries: int = MAX_RETRIES,
@@ -86,7 +84,7 @@ class S3Storage:
 
     def decision_objects(self) -> Any:
         """Where this root's storage-native decision log lives (fito.coord.object_store)."""
-        from fito.coord.object_log import S3Objects
+        from fito.storage.s3_objects import S3Objects
 
         return S3Objects(self.store, DECISIONS, f"{self.url}")
 
@@ -180,8 +178,11 @@ class S3Storage:
         import obstore
 
         base = self._key(prefix.rstrip("/")) + "/" if prefix.strip("/") else ""
-        out = [ObjectInfo(o["path"], int(o["size"]), _seconds(o["last_modified"]))
-               for batch in obstore.list(self.store, prefix=base or None, chunk_size=1000) for o in batch]
+        try:
+            out = [ObjectInfo(o["path"], int(o["size"]), _seconds(o["last_modified"]))
+                   for batch in obstore.list(self.store, prefix=base or None, chunk_size=1000) for o in batch]
+        except Exception as exc:  # noqa: BLE001 - network, auth, 5xx after the retries
+            raise store_error(self.where(base.rstrip("/")) if base else self.url, exc, "list the objects") from None
         return sorted(out)
 
     def listdir(self, rel: str) -> list[str]:
@@ -192,27 +193,30 @@ class S3Storage:
     def entries(self, rel: str) -> list[DirEntry]:
         """The names directly under `rel`: "dir" for a prefix, with the newest modification time below it (an
         attempt being written keeps a recent time), "file" for an object."""
-        base = rel.strip("/")
-        newest: dict[str, tuple[str, float]] = {}
-        for o in self.list(base):
-            tail = o.key[len(base) + 1:] if base else o.key
-            name, sep, _ = tail.partition("/")
-            kind = "dir" if sep else "file"
-            _, t = newest.get(name, (kind, 0.0))
-            newest[name] = (kind, max(t, o.mtime))
-        return sorted(DirEntry(n, k, t) for n, (k, t) in newest.items())
+        return children_of(self.list(rel), rel)
 
     def remove(self, rel: str) -> None:
         import obstore
 
-        obstore.delete(self.store, self._key(rel))  # S3's DELETE of a missing key succeeds
+        try:
+            obstore.delete(self.store, self._key(rel))  # S3's DELETE of a missing key succeeds
+        except Exception as exc:  # noqa: BLE001 - network, auth (no delete permission), 5xx after the retries
+            raise store_error(self.where(rel), exc, "delete the object") from None
+
+    def delete(self, rel: str) -> None:
+        """Delete the object `rel` and every object under the prefix `rel/` (an attempt); gone already is fine."""
+        self.remove_tree(rel)
+        self.remove(rel)
 
     def remove_tree(self, rel: str) -> None:
         import obstore
 
         keys = [o.key for o in self.list(rel)]
-        for i in range(0, len(keys), 1000):
-            obstore.delete(self.store, keys[i:i + 1000])
+        try:
+            for i in range(0, len(keys), 1000):
+                obstore.delete(self.store, keys[i:i + 1000])
+        except Exception as exc:  # noqa: BLE001 - network, auth (no delete permission), 5xx after the retries
+            raise store_error(self.where(rel), exc, f"delete the {len(keys)} objects under the prefix") from None
 
     def remove_dir(self, rel: str) -> bool:
         """An object store has no empty directories: True if nothing is under `rel` (gone), False otherwise."""
@@ -235,6 +239,12 @@ def _unreadable(where: str, exc: BaseException, doing: str = "read the object") 
                                      found=_first_line(exc) + " (after bounded retries)",
                                      hint="check the endpoint, the credentials (AWS_* or storage_options) and that "
                                           "the server is up; nothing was changed by this read")
+
+
+def store_error(where: str, exc: BaseException, doing: str) -> OSError:
+    """An S3 call that failed after obstore's bounded retries (network, auth, 5xx), in words an operator acts on."""
+    return OSError(f"{where}: could not {doing} after bounded retries: {_first_line(exc)}; check the endpoint, the "
+                   "credentials (AWS_* or storage_options) and that the server is up")
 
 
 def _write_failed(where: str, exc: BaseException) -> OSError:

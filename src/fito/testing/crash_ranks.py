@@ -1,4 +1,4 @@
-"""One rank of the multi-rank crash-state check (`fito.model.crashcuts`), run by `fito.testing.dist.run_ranks`.
+"""One rank of the multi-rank crash-state check (`fito.testing.crashcuts`), run by `fito.testing.dist.run_ranks`.
 
     record WORKDIR --steps 1,2 --keep 1 --size 16
         saves every step but the last normally (the durable start, snapshotted by rank 0), then saves the last
@@ -21,7 +21,7 @@ import torch.distributed as dist
 from fito.ckpt import Checkpointer
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import FitoError
-from fito.model.crashstates import snapshot_dir, steps_in, training_state
+from fito.testing.crashstates import snapshot_dir, steps_in, training_state
 from fito.model.posix_crash import DIR
 from fito.storage.localfs import LocalFS
 from fito.testing.recording import Recording, RecordingStorage, RecordingStore, store_rows

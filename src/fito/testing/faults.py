@@ -222,7 +222,10 @@ class FaultyStorage:
 
     def __init__(self, inner: Storage, plan: FaultPlan) -> None:
         self.inner, self.plan = inner, plan
-        self.root: Path = inner.root
+        self.root: Path = inner.root  # type: ignore[attr-defined]  # LocalFS's: the default SQLite log beside it
+        self.url: str = inner.url
+        self.kind = getattr(inner, "kind", "object")
+        self.directories = getattr(inner, "directories", False)
         self._charged: dict[str, int] = {}  # bytes each object took from the plan's space
         self._lock = threading.Lock()
 
@@ -271,6 +274,17 @@ class FaultyStorage:
     def entries(self, rel: str) -> Any:  # LocalFS's typed listing, where it has one
         self.plan.check("post-commit GC", rel)
         return self.inner.entries(rel)  # type: ignore[attr-defined]
+
+    def list(self, prefix: str = "") -> Any:
+        self.plan.check("post-commit GC", prefix)
+        return self.inner.list(prefix)
+
+    def delete(self, rel: str) -> None:
+        self.plan.check("post-commit GC", rel)
+        self.plan.stall("post-commit GC", rel)
+        self.plan.writable(rel)
+        self.inner.delete(rel)
+        self._refund(lambda name: name == rel or name.startswith(rel.rstrip("/") + "/"))
 
     def remove(self, rel: str) -> None:
         self.plan.check("post-commit GC", rel)

@@ -107,9 +107,15 @@ class RecordingStorage:
     def __init__(self, inner: LocalFS, rec: Recording) -> None:
         self.inner, self.rec = inner, rec
 
+    directories = True  # a LocalFS underneath: real directories (fito.storage.listing)
+
     @property
     def root(self) -> Path:
         return self.inner.root
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
 
     def path(self, rel: str) -> Path:
         return self.inner.path(rel)
@@ -163,6 +169,13 @@ class RecordingStorage:
             self.rec.add(t0, Op("remove_tree", rel), Op("fsync_dir", _parent(rel)))
         return removed
 
+    def delete(self, rel: str) -> None:
+        """LocalFS.delete's two cases, each logged as its own change."""
+        if self.inner.path(rel).is_dir() and not self.inner.path(rel).is_symlink():
+            self.remove_tree(rel)
+        else:
+            self.remove(rel)
+
     # ---- reads, passed through ----
     def read_bytes(self, rel: str, limit: int) -> bytes:
         return self.inner.read_bytes(rel, limit)
@@ -181,6 +194,9 @@ class RecordingStorage:
 
     def entries(self, rel: str) -> list[Any]:
         return self.inner.entries(rel)
+
+    def list(self, prefix: str = "") -> Any:
+        return self.inner.list(prefix)
 
 
 def store_rows(store: DecisionStore) -> tuple[tuple, ...]:

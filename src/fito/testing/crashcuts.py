@@ -39,7 +39,7 @@ from typing import Any, Iterator, Literal
 
 from fito.commit.decision import read_committed
 from fito.errors import FitoError
-from fito.model.crashstates import materialise
+from fito.testing.crashstates import materialise
 from fito.model.posix_crash import DIR, CrashState, LogicalFS, Op
 from fito.testing.crash_ranks import restore
 from fito.testing.dist import run_ranks

@@ -10,7 +10,7 @@
    re-publishing the decisions that were durable), run the real `restore`, and check all-or-nothing.
 
 The generator is independent of fito: `benchmarks/dcp_crash_states.py` feeds it torch.distributed.checkpoint.
-Several ranks' recordings of one save are combined in `fito.model.crashcuts`."""
+Several ranks' recordings of one save are combined in `fito.testing.crashcuts`."""
 from __future__ import annotations
 
 import os
