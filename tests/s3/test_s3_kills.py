@@ -54,16 +54,15 @@ def _save_and_die(url: str, options: dict[str, str], step: int, fault: Fault | N
     if fault is not None:
         plan.arm(fault)
     s3 = S3Storage(url, storage_options=options, part_bytes=PART)
-    storage = FaultyStorage(s3, plan)
-    storage.decision_objects = s3.decision_objects  # type: ignore[attr-defined]
-    ck = fito.Checkpointer(storage, store=FaultyDecisionStore(ObjectDecisionStore.for_storage(s3), plan), keep=2)
+    store = FaultyDecisionStore(ObjectDecisionStore.for_storage(s3), plan)
+    ck = fito.Checkpointer(FaultyStorage(s3, plan), store=store, keep=2)
     ck.save(step, _state(step))
     ck.close()
 
 
 def _kills(rng: random.Random) -> list[Fault | None]:
     return [Fault("unit write", "SIGKILL", after_bytes=rng.randrange(1, 4 * BIG)),  # mid multipart upload
-            Fault("manifest write", "SIGKILL", after_bytes=random.randrange(0, 1000)),
+            Fault("manifest write", "SIGKILL", after_bytes=rng.randrange(0, 1000)),
             Fault("publish", "SIGKILL"),  # the manifest is written, the decision is not
             Fault("post-commit GC", "SIGKILL"),  # the decision is written, the old step not yet retired
             None]
