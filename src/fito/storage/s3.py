@@ -86,7 +86,7 @@ class S3Storage:
         """Where this root's storage-native decision log lives (fito.coord.object_store)."""
         from fito.storage.s3_objects import S3Objects
 
-        return S3Objects(self.store, DECISIONS, f"{self.url}")
+        return S3Objects(self.store, DECISIONS, f"{self.url}/{DECISIONS}")  # messages name the log's objects
 
     # ---- names ----
     def _key(self, rel: str) -> str:

@@ -352,8 +352,8 @@ class _FaultyFile:
     def __enter__(self) -> "_FaultyFile":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.f.close()
+    def __exit__(self, *exc: Any) -> None:
+        self.f.__exit__(*exc)  # an object store's upload is abandoned on an error, not completed by close()
 
 
 class FaultyDecisionStore(DecisionStore):
