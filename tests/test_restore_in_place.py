@@ -14,7 +14,7 @@ import pytest
 from fito.testing.dist import run_ranks
 
 HELPERS = Path(__file__).parent / "helpers"
-pytestmark = [pytest.mark.multiproc]
+pytestmark = [pytest.mark.multiproc, pytest.mark.slow]
 
 
 def _run(tmp: Path, scenario: str, world: int) -> list[dict[str, Any]]:
@@ -39,7 +39,6 @@ def test_an_fsdp2_module_trades_bytes_with_its_targets_and_is_put_back_on_a_late
     assert r["raised"] == "RestoreFailedError" and r["put_back"] and r["still_in_place"], r
 
 
-@pytest.mark.slow
 def test_restoring_a_256_mb_state_holds_less_than_half_a_second_copy_at_its_peak(tmp_path):
     """A fresh FSDP2 model + fresh AdamW (a restarted job): the restore's targets become the state; what it
     holds beyond that at its peak is the model's old weights, kept to undo (a third of this state). A host
