@@ -37,6 +37,7 @@ def test_an_fsdp2_module_trades_bytes_with_its_targets_and_is_put_back_on_a_late
     (r,) = _run(tmp_path, "fsdp", 1)
     assert r["pairs"] and r["restored"] and r["in_place"], r
     assert r["raised"] == "RestoreFailedError" and r["put_back"] and r["still_in_place"], r
+    assert not r["foreign_hook_pairs"] and r["foreign_hook_restored"], r  # a hook of someone else's: the snapshot path
 
 
 def test_restoring_a_256_mb_state_holds_less_than_half_a_second_copy_at_its_peak(tmp_path):

@@ -155,6 +155,12 @@ def fsdp(root: Path) -> dict[str, Any]:
     out["put_back"] = same([local(p.detach()) for p in target.parameters()], before)
     out["still_in_place"] = [local(p).data_ptr() for p in target.parameters()] == ptrs
     step(target, topt)  # FSDP2 still trains on the restored module
+    hooked, hopt = sharded(2)  # a load hook FSDP2 did not register: not a plain copy, so the snapshot path
+    hooked[0].register_load_state_dict_post_hook(lambda module, keys: None)
+    out["foreign_hook_pairs"] = sharded_exchangeable(hooked, hooked.state_dict()) is not None
+    with fito.Checkpointer(root / "ok") as ck:
+        ck.restore({"model": hooked, "optim": hopt})
+    out["foreign_hook_restored"] = same(values(hooked, hopt), saved)
     return out
 
 
