@@ -10,7 +10,8 @@ Memory: the snapshots are a host copy of what the restore touches (module and op
 stateful `state_dict()`s; value entries cost nothing, the old object is kept). They are held until restore()
 returns, so a restore peaks at about the checkpoint's size in verified read buffers plus the same again in
 snapshots -- except for the common cases that need none: a plain CPU module is loaded by exchanging bytes
-with its read buffers or adopting them (fito.ckpt.exchange), an optimizer that had no state is put back by
+with its read buffers or adopting them, an FSDP2 module by exchanging its local shards' bytes with its read
+buffers' (fito.ckpt.exchange), an optimizer that had no state is put back by
 clearing it, and one loaded by torch's own load_state_dict (which replaces its state, never writes into it)
 by putting the old state objects back. Modules, optimizers and tensors have passed every shape, dtype and
 key check by then and are not expected to fail, but they are covered too: a failure elsewhere must not leave

@@ -14,8 +14,14 @@ are dropped once it returns. Two ways use them instead:
 
 Only where either is exactly what `load_state_dict` would do: every submodule uses nn.Module's own
 loading (no overrides, no load hooks, no extra state), every tensor is a plain, contiguous CPU tensor with
-its own storage (no tied or aliased weights, no DTensors) of the target's dtype and shape. Anything else is
-loaded by `set_model_state_dict` after a host snapshot, as before."""
+its own storage (no tied or aliased weights, no DTensors) of the target's dtype and shape.
+
+An FSDP2 module (`fully_shard`, sharded: every parameter a DTensor) trades bytes between each parameter's
+local shard and its target's (`sharded_exchangeable`): its only load hooks are FSDP2's own, which make sure
+the parameters are sharded (they are) and re-register a local shard that load_state_dict replaced (none is:
+the bytes change in place, as DCP's own load does). That takes the place of a host snapshot of the module:
+no new memory to first-touch, and the targets hold the old values for the undo.
+Anything else is loaded by `set_model_state_dict` after a host snapshot, as before."""
 from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
@@ -23,6 +29,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import torch
 from torch.distributed.checkpoint.state_dict import get_model_state_dict
+from torch.distributed.tensor import DTensor
 
 from fito.torch_compat import loads_like_nn_module, storage_use_count
 
@@ -57,6 +64,59 @@ def exchangeable(module: torch.nn.Module, targets: Any) -> list[tuple[torch.Tens
         storages.add(storage)
         pairs.append((owned.get(storage, tensor), target))
     return pairs
+
+
+def sharded_exchangeable(module: torch.nn.Module, targets: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """(live local shard, target local shard) pairs if `module` is an FSDP2 module in its sharded state whose
+    every parameter is a DTensor laid out exactly as its target (mesh, placements, shape, dtype), on the CPU;
+    its plain buffers pair as in `exchangeable`. None where anything differs: loaded after a snapshot."""
+    if type(module).load_state_dict is not torch.nn.Module.load_state_dict or not isinstance(targets, Mapping):
+        return None
+    params = list(module.parameters())
+    if not params or not all(type(p) is DTensor or type(getattr(p, "data", None)) is DTensor for p in params):
+        return None  # not sharded (FSDP2 between forward and backward holds plain unsharded tensors)
+    if not all(_loads_like_fsdp2(m) for m in module.modules()):
+        return None
+    live = get_model_state_dict(module)
+    if set(live) != set(targets):
+        return None
+    pairs, storages = [], set()
+    for key, tensor in live.items():
+        target = targets[key]
+        if isinstance(tensor, DTensor) or isinstance(target, DTensor):
+            if not (isinstance(tensor, DTensor) and isinstance(target, DTensor)) or tensor.device_mesh != target.device_mesh \
+                    or tensor.placements != target.placements:
+                return None
+            if tensor.dtype != target.dtype or tensor.shape != target.shape:
+                return None
+            tensor, target = tensor.to_local(), target.to_local()
+        if not all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" and t.is_contiguous()
+                   for t in (tensor, target)):
+            return None
+        if tensor.dtype != target.dtype or tensor.shape != target.shape:
+            return None
+        storage = tensor.untyped_storage().data_ptr()
+        if tensor.numel() and storage in storages:
+            return None  # tied or aliased
+        storages.add(storage)
+        pairs.append((tensor, target))
+    return pairs
+
+
+def _loads_like_fsdp2(m: torch.nn.Module) -> bool:
+    """nn.Module's own loading, with no load hooks but the ones fully_shard registers (see the module note)."""
+    cls: Any = type(m)
+    base = torch.nn.Module
+    if (cls._load_from_state_dict is not base._load_from_state_dict or cls.set_extra_state is not base.set_extra_state
+            or cls.get_extra_state is not base.get_extra_state):
+        return False
+    try:
+        pre = [getattr(getattr(h, "hook", h), "__qualname__", "") for h in m._load_state_dict_pre_hooks.values()]
+        post = [getattr(h, "__qualname__", "") for h in m._load_state_dict_post_hooks.values()]
+    except AttributeError:
+        return False
+    return all(q == "FSDPParamGroup._register_state_dict_hooks.<locals>.to_sharded_hook" for q in pre) and \
+        all(q == "FSDPParam.__init__.<locals>.<lambda>" for q in post)
 
 
 def adoptable(live: torch.Tensor, target: torch.Tensor) -> bool:

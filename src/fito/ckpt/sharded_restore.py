@@ -33,7 +33,7 @@ from torch.distributed.tensor import DTensor
 from fito.ckpt import packs, rank_local
 from fito.ckpt.apply import Applied, EntryPlan, RestorePlan, backup_module, backup_optimizer
 from fito.ckpt.entries import decode_entry, leaf_spec, new_leaf, parse_doc
-from fito.ckpt.exchange import Exchange, exchangeable
+from fito.ckpt.exchange import Exchange, exchangeable, sharded_exchangeable
 from fito.ckpt.live_layout import MASTERS, FreshOptimizers, optimizers_of, owner_of
 from fito.ckpt.masters import masters_plan
 from fito.ckpt.partial import IncompatibleKeys, Scope, templates_for
@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("fito")
 T = TypeVar("T")
 V1_FORMAT = "fito-manifest/1"
+# A test seam: called on every rank once all its reads are verified and voted, before anything is applied.
+# Tests change bytes on disk here; what is applied must be what was verified (nothing is read again).
+after_verify: Callable[[], None] | None = None
 
 
 def restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | None, *, fallback: bool,
@@ -134,6 +137,8 @@ def _prepare(ck: "Checkpointer", state: MutableMapping[str, Any], d: Decision, p
         saved = _agreed(ck, d, lambda: ck._load(d))
         return _agreed(ck, d, lambda: plan_restore(state, saved, where=where)), saved.get(VALIDATION_ENTRY)
     _read(ck, d, m, targets)
+    if after_verify is not None:
+        after_verify()
     return _agreed(ck, d, lambda: _plan(state, sources, parsed, targets, fresh, scope, where))
 
 
@@ -267,9 +272,11 @@ def _module_plan(name: str, module: torch.nn.Module, data: Any, strict: bool) ->
     if not strict:  # the keys only the checkpoint has are left out (Scope.module_keys listed them)
         live = get_model_state_dict(module)
         data = {k: v for k, v in data.items() if k in live}
-    pairs = exchangeable(module, data)
+    pairs, adopt = exchangeable(module, data), True
+    if pairs is None:  # FSDP2: each local shard trades bytes with its target's
+        pairs, adopt = sharded_exchangeable(module, data), False
     if pairs is not None:  # loaded in place by exchange: the targets keep the old values (no host snapshot)
-        exchange = Exchange(pairs)
+        exchange = Exchange(pairs, adopt=adopt)
         return EntryPlan(name, exchange.run, lambda: exchange.undo)
 
     def apply() -> None:
