@@ -22,7 +22,7 @@ from torch.distributed.fsdp import fully_shard
 import fito
 from fito.ckpt import sharded_restore
 from fito.coord.sqlite import SqliteDecisionStore
-from fito.dcp.manifests import load_sharded_manifest
+from fito.commit.manifests import load_sharded_manifest
 from fito.storage.localfs import LocalFS
 
 
