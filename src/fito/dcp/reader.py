@@ -14,7 +14,6 @@ prepare_global_plan; (all ranks) read_data.
   the caller's tensors. Otherwise every rank raises a FitoError naming what failed where."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections import defaultdict
@@ -42,7 +41,7 @@ from fito.format.manifest import Piece, ShardedManifest
 from fito.format.objects import HEADER, ObjectHeader, block_span, check_header
 from fito.dcp.groups import transport_for_dcp
 from fito.dcp.peer_reads import PeerReads
-from fito.plan.coop import Share, contiguous_strides as _contiguous_strides, element_span as _element_span, needs_of, plan_shares
+from fito.plan.coop import Share, contiguous_strides as _contiguous_strides, element_span as _element_span, with_shares
 from fito.plan.load import LoadPlanner as FitoLoadPlanner, check_cover, value_action
 from fito.plan.metadata import key_of, pieces_of, to_metadata
 from fito.plan.values import MAX_VALUE_BYTES, decode_value
@@ -150,17 +149,7 @@ class Reader(StorageReader):
 
     def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
         on = knobs.cooperative_read() if self.cooperative is None else self.cooperative
-        m = self._manifest
-        if not on or len(plans) < 2 or m is None:
-            return plans
-        index = pieces_of(m)
-        needs = [needs_of(p.items, index, m.block_bytes) for p in plans]
-        pieces = {(p.rank, p.offset): p for p, _, _ in index.values()}
-        shares = plan_shares(needs, pieces, m.block_bytes, unit_bytes=knobs.read_run_bytes(),
-                             chunk_bytes=knobs.exchange_bytes())
-        if shares is None:
-            return plans
-        return [dataclasses.replace(p, storage_data=s) for p, s in zip(plans, shares)]
+        return with_shares(plans, self._manifest) if on and self._manifest is not None else plans
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
         actions: list[Action] = []
@@ -196,9 +185,12 @@ class Reader(StorageReader):
         """The cooperative read's exchange (fito.dcp.peer_reads), once every rank read and checked its own
         blocks: a vote first, so a rank that failed is refused for its own reason, not for a missing send."""
         peers, self._peers = self._peers, None
+        if error is None and (peers is None or peers.share.rank != self.transport.rank):
+            error = UnsafeCheckpointError(path=self._where, unit=None, expected=f"the read plan of rank {self.transport.rank}",
+                                          found=f"rank {share.rank}'s", hint="a bug in fito's read plan; nothing was restored")
         if not self.transport.all_ok(error is None):
             raise self._refusal(error)
-        assert peers is not None and peers.share.rank == self.transport.rank, "the plan's rank is the load's rank"
+        assert peers is not None
         try:
             error = peers.exchange()
         except FitoError as exc:

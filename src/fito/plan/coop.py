@@ -13,13 +13,17 @@ needers: an owner reads into the buffer it needs anyway, so the exchange sends f
 Blocks only one rank needs are read by it, as before."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from torch.distributed.checkpoint.planner import LoadPlan
+
+from fito import knobs
 from fito.ckpt.tree import DTYPES
-from fito.format.manifest import Piece
+from fito.format.manifest import Piece, ShardedManifest
 from fito.format.objects import block_span
-from fito.plan.metadata import key_of
+from fito.plan.metadata import key_of, pieces_of
 
 PieceId = tuple[int, int]  # (object's rank, offset): a non-empty piece's place, the same on every rank
 
@@ -152,3 +156,17 @@ def needs_of(items: Sequence[Any], index: dict[Any, tuple[Piece, str | None, tup
         if span is not None:
             out[(piece.rank, piece.offset)] = span
     return out
+
+
+def with_shares(plans: list[LoadPlan], m: ShardedManifest) -> list[LoadPlan]:
+    """DCP's global load step (coordinator): every rank's plan with its Share as `storage_data`, or the plans
+    as they are when one rank loads or no block is needed twice."""
+    if len(plans) < 2:
+        return plans
+    index = pieces_of(m)
+    needs = [needs_of(p.items, index, m.block_bytes) for p in plans]
+    pieces = {(p.rank, p.offset): p for p, _, _ in index.values()}
+    shares = plan_shares(needs, pieces, m.block_bytes, unit_bytes=knobs.read_run_bytes(), chunk_bytes=knobs.exchange_bytes())
+    if shares is None:
+        return plans
+    return [dataclasses.replace(p, storage_data=s) for p, s in zip(plans, shares)]
