@@ -2,7 +2,10 @@
 fito's cooperative read vs fito with it off (FITO_COOPERATIVE_READ=0, the path main had) vs stock DCP, on 2
 and 4 gloo ranks; and the restore times, side by side in one run (issue 17, "read each stored byte once").
 
-    PYTHONPATH=$PWD/src python3 benchmarks/coop_read.py [--repeats 3] [--worlds 2,4] [--layers 8 --width 1024]
+    PYTHONPATH=$PWD/src python3 benchmarks/coop_read.py [--repeats 3] [--worlds 2,4] [--layers 8 --width 1024] [--s3]
+
+--s3: the fito rows again with the checkpoint on a local SeaweedFS S3 server (fito.testing.s3server, `weed
+mini` on 127.0.0.1), where every fetched byte is a ranged GET; no DCP row there (its fsspec reader needs s3fs).
 
 Every read is counted the same way for all three, by a wrapper at the storage seam: fito restores through
 fito.testing.counting.CountingStorage (its bytes in the data objects: tensor blocks, headers, the entries' JSON
@@ -94,13 +97,15 @@ def rank_main(args: argparse.Namespace) -> None:
 
     import fito
     from fito import knobs
-    from fito.storage.localfs import LocalFS
+    from fito.storage import open_storage
     from fito.testing.counting import CountingStorage
     import fito.ckpt.sharded_restore  # noqa: F401  (imported before the timing)
 
     dist.init_process_group("gloo", timeout=timedelta(seconds=600))
     rank, world = dist.get_rank(), dist.get_world_size()
     base = Path(args.dir) / f"w{world}"
+    fito_root: Any = args.url or base / "fito"
+    methods = [m for m in METHODS if not (args.url and m == "stock DCP")]
 
     def fresh(seed: int):  # type: ignore[no-untyped-def]
         model = torch.nn.parallel.DistributedDataParallel(linear_stack(args.layers, args.width, seed))
@@ -112,10 +117,11 @@ def rank_main(args: argparse.Namespace) -> None:
     want = checksum(model, opt)
     replica = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + sum(
         t.numel() * t.element_size() for s in opt.state.values() for t in s.values())
-    with fito.Checkpointer(base / "fito", progress=False) as ck:
+    with fito.Checkpointer(fito_root, progress=False) as ck:
         ck.save(1, {"model": model, "optim": opt})
     msd, osd = get_state_dict(model, opt)
-    dcp.save({"model": msd, "optim": osd}, storage_writer=FileSystemWriter(base / "dcp"))
+    if not args.url:
+        dcp.save({"model": msd, "optim": osd}, storage_writer=FileSystemWriter(base / "dcp"))
     del model, opt, msd, osd
     out: dict[str, Any] = {"world": world, "replica": replica}
 
@@ -135,7 +141,7 @@ def rank_main(args: argparse.Namespace) -> None:
             data = sum(n for name, n in reader.fs.read.items() if name.endswith(".distcp"))
             meta = sum(reader.fs.read.values()) - data
         else:
-            storage = CountingStorage(LocalFS(base / "fito", create=False))
+            storage = CountingStorage(open_storage(fito_root, create=False))
             with knobs.override(FITO_COOPERATIVE_READ=int(method == "fito, cooperative")):
                 with fito.Checkpointer(storage, progress=False) as ck:
                     ck.restore({"model": model, "optim": opt})
@@ -147,7 +153,7 @@ def rank_main(args: argparse.Namespace) -> None:
         return seconds, data, meta
 
     for rep in range(args.repeats):
-        for method in rotated(list(METHODS), rep):
+        for method in rotated(methods, rep):
             seconds, data, meta = restore(method)
             counts = [torch.tensor([data, meta], dtype=torch.int64) for _ in range(world)]
             dist.all_gather(counts, torch.tensor([data, meta], dtype=torch.int64))
@@ -160,12 +166,12 @@ def rank_main(args: argparse.Namespace) -> None:
     dist.destroy_process_group()
 
 
-def ranks(world: int, args: argparse.Namespace) -> dict[str, Any]:
+def ranks(world: int, args: argparse.Namespace, url: str = "", env: dict[str, str] | None = None) -> dict[str, Any]:
     from fito.testing.dist import run_ranks
 
-    cmd = ["--rank", "1", "--dir", args.dir, "--repeats", str(args.repeats), "--layers", str(args.layers),
+    cmd = ["--rank", "1", "--dir", args.dir, *(["--url", url] if url else []), "--repeats", str(args.repeats), "--layers", str(args.layers),
            "--width", str(args.width), *(["--drop"] if args.drop else [])]
-    results = run_ranks("coop_read", cmd, world, timeout=1800, path=[str(HERE)])
+    results = run_ranks("coop_read", cmd, world, timeout=1800, path=[str(HERE)], env=env)
     for r in results:
         if r.returncode:
             sys.exit(f"{world} ranks: rank {r.rank} failed (rc {r.returncode}):\n{r.stderr[-4000:]}")
@@ -173,14 +179,14 @@ def ranks(world: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(res: dict[str, Any]) -> list[str]:
-    lines = ["| ranks | method | bytes fetched, all ranks | per rank (first repeat) | × one replica | "
+    lines = ["| storage, ranks | method | bytes fetched, all ranks | per rank (first repeat) | × one replica | "
              "manifest/metadata bytes | restore median s | min–max s |", "|---:|---|---:|---|---:|---:|---:|---:|"]
-    for world, r in sorted(res.items()):
-        for method in METHODS:
+    for key, r in res.items():
+        for method in [m for m in METHODS if m in r]:
             m = r[method]
             total = sum(m["data"][0])
             s = m["s"]
-            lines.append(f"| {world} | {method} | {total / MB:.1f} MB | {', '.join(f'{b / MB:.1f}' for b in m['data'][0])} | "
+            lines.append(f"| {key} | {method} | {total / MB:.1f} MB | {', '.join(f'{b / MB:.1f}' for b in m['data'][0])} | "
                          f"{total / r['replica']:.2f} | {sum(m['meta'][0]) / 1e3:.1f} kB | {statistics.median(s):.3f} | "
                          f"{min(s):.3f}–{max(s):.3f} |")
     return lines
@@ -195,7 +201,9 @@ def main() -> int:
     ap.add_argument("--dir", default="/tmp/fito-bench-coop")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--drop", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--s3", action="store_true", help="also the fito rows on a local SeaweedFS S3 server")
     ap.add_argument("--rank", help=argparse.SUPPRESS)
+    ap.add_argument("--url", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rank:
         rank_main(args)
@@ -203,10 +211,16 @@ def main() -> int:
     load0, started, head = os.getloadavg(), time.time(), git_head()
     args.drop = bench_io.drop_caches()
     shutil.rmtree(args.dir, ignore_errors=True)
-    res: dict[int, Any] = {}
+    res: dict[str, Any] = {}
     try:
         for world in (int(w) for w in args.worlds.split(",")):
-            res[world] = ranks(world, args)
+            res[f"local disk, {world}"] = ranks(world, args)
+        if args.s3:
+            from fito.testing.s3server import SeaweedS3
+
+            with SeaweedS3() as s3:
+                for world in (int(w) for w in args.worlds.split(",")):
+                    res[f"S3 (SeaweedFS), {world}"] = ranks(world, args, s3.new_url(), s3.env())
     finally:
         shutil.rmtree(args.dir, ignore_errors=True)
     replica = next(iter(res.values()))["replica"]
