@@ -8,6 +8,7 @@ read that lie in the checkpoint's tensor pieces, the test sums them over the ran
 with the cooperative read off, and one with a byte flipped between an owner and a receiver."""
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from fito.storage.localfs import LocalFS
 from fito.testing.compare import clone, diff
 from fito.testing.counting import CountingStorage
 from fito.testing.scenarios import emit, rank_main
-from fito.testing.transit import corrupt_in_transit
+from fito.testing.transit import corrupt_in_transit, die_in_transit
 
 warnings.filterwarnings("ignore")
 RANK = WORLD = 0
@@ -92,5 +93,27 @@ def ddp_count(tmp: Path) -> None:
     emit("ddp_count", on=on, off=off, restored=restored, raised=raised, flipped=flipped, untouched=untouched)
 
 
+def dies_in_exchange(tmp: Path) -> None:
+    """Rank 1 is SIGKILLed at its first send: rank 0, waiting for its messages, raises PeerLostError (no
+    hang) and applies nothing."""
+    root = tmp / "die"
+    state = ddp_state(0)
+    with fito.Checkpointer(root) as ck:
+        ck.save(1, state)
+    target = ddp_state(3)
+    before = snapshot(target)
+    raised = None
+    try:
+        if RANK == 1:
+            with die_in_transit():
+                fito.Checkpointer(root).restore(target)
+        else:
+            fito.Checkpointer(root).restore(target)
+    except fito.FitoError as exc:
+        raised = [type(exc).__name__, str(exc)[-600:]]
+    emit("dies_in_exchange", raised=raised, untouched=not diff(snapshot(target), before) and not target["optim"].state)
+    os._exit(0)  # the group lost a rank: no orderly teardown to wait for
+
+
 if __name__ == "__main__":
-    rank_main({"coop": [ddp_count]}, globals())
+    rank_main({"coop": [ddp_count], "die": [dies_in_exchange]}, globals())

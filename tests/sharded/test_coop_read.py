@@ -59,3 +59,12 @@ def test_a_byte_flipped_in_transit_is_refused_on_every_rank_and_nothing_is_appli
         assert r["untouched"], f"rank {r['rank']} applied something"
     receivers = [r for r in ranks if "received from rank 0" in r["raised"][1]]
     assert receivers, [r["raised"] for r in ranks]  # a receiver named the byte it refused and who sent it
+
+
+def test_a_rank_killed_during_the_exchange_is_named_by_its_peer_which_applies_nothing(tmp_path):
+    out = run_scenarios("coop_ranks", "die", tmp_path, 2, here=HERE, env=ENV, timeout=300)
+    assert out["_exit"][1]["code"] == -9, out["_exit"]  # SIGKILLed at its first send
+    r = out.get("dies_in_exchange", {}).get(0)
+    assert r is not None, out["_exit"]
+    assert r["raised"] is not None and r["raised"][0] == "PeerLostError" and "rank 1" in r["raised"][1], r["raised"]
+    assert r["untouched"]

@@ -3,6 +3,8 @@ verified its blocks, then one byte changes on the way to a receiver, which must 
 refuses the restore, and nothing is applied anywhere). Test use only; this process's sends only."""
 from __future__ import annotations
 
+import os
+import signal
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -29,3 +31,17 @@ def corrupt_in_transit(*, messages: int = 1) -> Iterator[list[int]]:
         yield flipped
     finally:
         peer_reads.SEND_FAULTS.remove(flip)
+
+
+@contextmanager
+def die_in_transit() -> Iterator[None]:
+    """While inside, this process is SIGKILLed at its first send of the exchange: after it read and checked its
+    own blocks, while its peers wait for its messages (they must learn it is gone, not hang)."""
+    def die(tag: int, receiver: int, data: torch.Tensor) -> torch.Tensor:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return data  # pragma: no cover - never reached
+    peer_reads.SEND_FAULTS.append(die)
+    try:
+        yield
+    finally:
+        peer_reads.SEND_FAULTS.remove(die)
