@@ -28,6 +28,13 @@ _DEFAULTS = {
     # store, that they are alive (fito.commit.transport.lost_ranks); who stays silent is named as lost.
     # Milliseconds; only paid on a failure of 3 or more ranks (with 2, the peer is the one lost).
     "FITO_PEER_WAIT_MS": 5000,
+    # A restore on several ranks reads each stored block that several ranks need once, and the owner sends
+    # it to the others over the process group (fito.plan.coop). 0: every rank reads all it needs from
+    # storage (for a process group slower than the storage).
+    "FITO_COOPERATIVE_READ": 1,
+    # One message of that exchange (rounded down to whole blocks, at least one): what a receiver stages in
+    # host memory at most per message in flight (8 at once).
+    "FITO_EXCHANGE_BYTES": 16 << 20,
 }
 _overrides: dict[str, int] = {}
 
@@ -83,6 +90,17 @@ def peer_wait_s() -> float:
 def writeback_bytes() -> int:
     """Window after which a new local object's written bytes are handed to the disk (0: only at fsync)."""
     return at_least("FITO_WRITEBACK_BYTES", 0, "0 (off) or a positive number of bytes")
+
+
+def cooperative_read() -> bool:
+    value = get("FITO_COOPERATIVE_READ")
+    if value not in (0, 1):
+        raise ValueError(f"FITO_COOPERATIVE_READ={value}: use 1 (on, the default) or 0 (every rank reads from storage)")
+    return bool(value)
+
+
+def exchange_bytes() -> int:
+    return at_least("FITO_EXCHANGE_BYTES", 1, "a positive number of bytes")
 
 
 @contextmanager

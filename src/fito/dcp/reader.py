@@ -5,9 +5,12 @@ prepare_global_plan; (all ranks) read_data.
 - read_metadata: rank 0 picks the newest committed decision (or the given step) and tells every rank over
   fito's own gloo group (on the ranks of DCP's group), so all ranks load the same step; each rank checks the
   manifest's bytes against the decision's hash and parses it as JSON (nothing is unpickled).
-- read_data: every rank reads each block holding a byte it will use into its own buffers, checks object
-  headers (epoch tag, rank, attempt), sizes and block hashes, decodes values, and checks shapes and dtypes
-  against the target. Then all ranks vote; only if every rank verified everything is anything copied into
+- prepare_global_plan (coordinator, with every rank's requests): on several ranks, the cooperative read plan
+  (fito.plan.coop): each stored block several ranks need is fetched by one of them, which sends it to the
+  others (fito.dcp.peer_reads); off with `cooperative=False` or FITO_COOPERATIVE_READ=0.
+- read_data: every rank reads each block holding a byte it will use into its own buffers (or receives it
+  from the block's owner), checks object headers (epoch tag, rank, attempt), sizes and block hashes (received
+  blocks too), decodes values, and checks shapes and dtypes against the target. Then all ranks vote; only if every rank verified everything is anything copied into
   the caller's tensors. Otherwise every rank raises a FitoError naming what failed where."""
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
 from torch.futures import Future
 
+from fito import knobs
 from fito.commit.transport import Transport, default_transport
 from fito.plan.tree import DTYPES
 from fito.commit import decision
@@ -36,6 +40,8 @@ from fito.errors import (
 from fito.format.manifest import Piece, ShardedManifest
 from fito.format.objects import HEADER, ObjectHeader, block_span, check_header
 from fito.dcp.groups import transport_for_dcp
+from fito.dcp.peer_reads import PeerReads
+from fito.plan.coop import Share, contiguous_strides as _contiguous_strides, element_span as _element_span, with_shares
 from fito.plan.load import LoadPlanner as FitoLoadPlanner, check_cover, value_action
 from fito.plan.metadata import key_of, pieces_of, to_metadata
 from fito.plan.values import MAX_VALUE_BYTES, decode_value
@@ -58,17 +64,23 @@ class Reader(StorageReader):
     vote (fito.Checkpointer's, which it applies after its own vote), so a chunk read whole is read straight
     into its target and verified there, without a second buffer and copy. Never for a user's live state.
     `progress`: called with the byte count of each read as it is read (a progress bar; keep it cheap).
+    `cooperative`: on several ranks, fetch each stored block once and send it to the other ranks that need
+    it, who verify it again (default: FITO_COOPERATIVE_READ, on); the coordinator's choice holds for all.
     `close()` (or leaving `with Reader(...) as r:`) destroys the gloo group the Reader created, on every rank
     after its last load; a given `transport` or `process_group` is left to its owner."""
 
     def __init__(self, root: str | os.PathLike[str] | Storage | None = None, step: int | None = None, *,
                  store: DecisionStore | None = None, process_group: Any = None, decision: Decision | None = None,
                  manifest: ShardedManifest | None = None, transport: Transport | None = None,
-                 progress: Callable[[int], None] | None = None, scratch_targets: bool = False) -> None:
+                 progress: Callable[[int], None] | None = None, scratch_targets: bool = False,
+                 cooperative: bool | None = None) -> None:
         self._storage = None if root is None else open_storage(root, create=False)  # else: dcp.load's checkpoint_id
         self.step = step
         self.loaded_step: int | None = None
-        self.bytes_read = 0  # by this rank's last read_data: whole blocks only, never whole objects
+        self.bytes_read = 0  # verified by this rank's last read_data: whole blocks only, never whole objects
+        self.bytes_fetched = 0  # of those, read from storage (the rest came from other ranks)
+        self.cooperative = cooperative
+        self._peers: PeerReads | None = None
         self._store = store
         # Built on first use, inside DCP's call, on the ranks DCP runs on (fito.dcp.groups), unless given.
         self._transport: Transport | None = transport if transport is not None else (
@@ -137,15 +149,19 @@ class Reader(StorageReader):
         return plan  # fito's planner (strict keys and dtypes) or DCP's own: see read_data
 
     def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
-        return plans
+        on = knobs.cooperative_read() if self.cooperative is None else self.cooperative
+        return with_shares(plans, self._manifest) if on and self._manifest is not None else plans
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
         actions: list[Action] = []
         error: BaseException | None = None
-        self.bytes_read = 0
+        self.bytes_read = self.bytes_fetched = 0
+        share = plan.storage_data if isinstance(plan.storage_data, Share) else None
         try:
             m = self._manifest
             assert m is not None
+            if share is not None:
+                self._peers = PeerReads(share, m, getattr(self.transport, "group", None), self._where, self.progress)
             if not isinstance(planner, FitoLoadPlanner):  # DCP's planner: its key rules; the cover check here
                 check_cover(getattr(planner, "state_dict", {}), plan.items, only=set(m.tensors) | set(m.values))
             try:
@@ -156,6 +172,8 @@ class Reader(StorageReader):
                 raise CheckpointUnreadableError.from_os(str(exc.filename or self._where), exc) from exc
         except BaseException as exc:  # noqa: BLE001 - every rank must still vote, or the others would hang
             error = exc
+        if share is not None:
+            error = self._exchange(share, error)
         if not self.transport.all_ok(error is None):
             raise self._refusal(error)
         for action in actions:  # every rank verified every byte it uses: now, and only now, touch the caller
@@ -163,6 +181,26 @@ class Reader(StorageReader):
         fut: Future[None] = Future()
         fut.set_result(None)
         return fut
+
+    def _exchange(self, share: Share, error: BaseException | None) -> BaseException | None:
+        """The cooperative read's exchange (fito.dcp.peer_reads), once every rank read and checked its own
+        blocks: a vote first, so a rank that failed is refused for its own reason, not for a missing send."""
+        peers, self._peers = self._peers, None
+        if error is None and (peers is None or peers.share.rank != self.transport.rank):
+            error = UnsafeCheckpointError(path=self._where, unit=None, expected=f"the read plan of rank {self.transport.rank}",
+                                          found=f"rank {share.rank}'s", hint="a bug in fito's read plan; nothing was restored")
+        if not self.transport.all_ok(error is None):
+            raise self._refusal(error)
+        assert peers is not None
+        try:
+            error = peers.exchange()
+        except FitoError as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - gloo raises RuntimeError for a lost peer
+            lost = getattr(self.transport, "lost_peer", None)
+            raise (lost(exc, "the cooperative read's exchange") if lost else exc) from exc
+        self.bytes_read += peers.bytes_received
+        return error
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
@@ -294,15 +332,24 @@ class Reader(StorageReader):
         begin, stop = first * m.block_bytes, min(last * m.block_bytes, piece.length)
         buf = torch.empty(stop - begin, dtype=torch.uint8) if into is None else into
         assert buf.numel() == stop - begin
-        self.bytes_read += stop - begin
         view = memoryview(buf.numpy()) if len(buf) else memoryview(b"")
         obj = m.objects[piece.rank]
         reads = self._reads or BlockReads(m.algorithm, m.block_bytes, self.progress)  # outside a load: checked now
-        if self._files is None:
-            with self.storage.open_read(obj.file) as f:
-                reads.read(f, view, piece.offset + begin, piece, first, obj.file, fqn, now=True)
-        else:
-            reads.read(self._open(piece.rank), view, piece.offset + begin, piece, first, obj.file, fqn, now=now)
+        runs = [(first, last, False)]
+        if self._peers is not None and not now and piece.length:  # a tensor chunk in a cooperative read
+            self._peers.region(piece, fqn, buf, first, last)
+            runs = self._peers.split(piece, first, last)  # the received runs are filled by the exchange
+        for lo, hi, received in runs:
+            if received:
+                continue
+            a, b = lo * m.block_bytes - begin, min(hi * m.block_bytes, piece.length) - begin
+            self.bytes_read += b - a
+            self.bytes_fetched += b - a
+            if self._files is None:
+                with self.storage.open_read(obj.file) as f:
+                    reads.read(f, view[a:b], piece.offset + begin + a, piece, lo, obj.file, fqn, now=True)
+            else:
+                reads.read(self._open(piece.rank), view[a:b], piece.offset + begin + a, piece, lo, obj.file, fqn, now=now)
         return buf, begin
 
     def check_fits(self, fqn: str) -> None:
@@ -400,23 +447,6 @@ class Reader(StorageReader):
             return error  # KeyboardInterrupt and friends: the peers were told, now let it through
         # every rank raises that class: their handlers take the same branch
         return refusal(kind, self._where or self.storage.url, failed or "a failure on another rank")
-
-
-def _contiguous_strides(sizes: tuple[int, ...]) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for s in reversed(sizes):
-        strides.append(acc)
-        acc *= max(s, 1)
-    return tuple(reversed(strides))
-
-
-def _element_span(offsets: Any, lengths: Any, strides: tuple[int, ...]) -> tuple[int, int] | None:
-    """[first, last] + 1 flat element indices of a box in a row-major chunk (None for an empty box)."""
-    if any(n == 0 for n in lengths):
-        return None
-    first = sum(o * s for o, s in zip(offsets, strides))
-    last = sum((o + n - 1) * s for o, n, s in zip(offsets, lengths, strides))
-    return first, last + 1
 
 
 def _committer(planner: LoadPlanner, req: ReadItem, dst: torch.Tensor) -> Action:
