@@ -19,7 +19,7 @@ import torch.distributed as dist
 import fito
 from fito import knobs
 from fito.coord.sqlite import SqliteDecisionStore
-from fito.dcp.manifests import load_sharded_manifest
+from fito.commit.manifests import load_sharded_manifest
 from fito.format.objects import HEADER
 from fito.storage.localfs import LocalFS
 from fito.testing.compare import clone, diff

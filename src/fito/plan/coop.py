@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from torch.distributed.checkpoint.planner import LoadPlan
 
 from fito import knobs
-from fito.ckpt.tree import DTYPES
+from fito.plan.tree import DTYPES
 from fito.format.manifest import Piece, ShardedManifest
 from fito.format.objects import block_span
 from fito.plan.metadata import key_of, pieces_of
