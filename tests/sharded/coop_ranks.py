@@ -28,6 +28,9 @@ from fito.testing.scenarios import emit, rank_main
 from fito.testing.transit import corrupt_in_transit, die_in_transit
 
 warnings.filterwarnings("ignore")
+# The roots here are local directories, where the cooperative read is off by default (one machine's ranks
+# share its page cache): on, as on object storage or a POSIX root shared by several machines.
+os.environ.setdefault("FITO_COOPERATIVE_READ", "1")
 RANK = WORLD = 0
 
 

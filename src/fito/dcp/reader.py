@@ -47,7 +47,7 @@ from fito.plan.metadata import key_of, pieces_of, to_metadata
 from fito.plan.values import MAX_VALUE_BYTES, decode_value
 from fito.storage.base import Storage
 from fito.storage import open_storage, url_of
-from fito.storage.listing import kind_of, where
+from fito.storage.listing import has_directories, kind_of, where
 
 Action = Callable[[], None]
 
@@ -65,7 +65,8 @@ class Reader(StorageReader):
     into its target and verified there, without a second buffer and copy. Never for a user's live state.
     `progress`: called with the byte count of each read as it is read (a progress bar; keep it cheap).
     `cooperative`: on several ranks, fetch each stored block once and send it to the other ranks that need
-    it, who verify it again (default: FITO_COOPERATIVE_READ, on); the coordinator's choice holds for all.
+    it, who verify it again (default: FITO_COOPERATIVE_READ, auto: on for object storage, off for a local
+    directory); the coordinator's choice holds for all.
     `close()` (or leaving `with Reader(...) as r:`) destroys the gloo group the Reader created, on every rank
     after its last load; a given `transport` or `process_group` is left to its owner."""
 
@@ -149,7 +150,7 @@ class Reader(StorageReader):
         return plan  # fito's planner (strict keys and dtypes) or DCP's own: see read_data
 
     def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
-        on = knobs.cooperative_read() if self.cooperative is None else self.cooperative
+        on = knobs.cooperative_read(has_directories(self.storage)) if self.cooperative is None else self.cooperative
         return with_shares(plans, self._manifest) if on and self._manifest is not None else plans
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
