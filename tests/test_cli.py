@@ -134,7 +134,7 @@ BAD = [
     (["gc", "{missing}", "--keep", "1"], 3),
     (["verify", "{missing}"], 3),
     (["verify", "{empty}"], 3),
-    (["verify", "{dir}", "--epoch", "7"], 3),
+    (["verify", "{dir}", "--step", "7"], 3),
     (["inspect", "{missing}"], 3),
     (["inspect", "{broken}"], 4),
     (["recover-log", "{dir}"], 4),  # a log exists: never replaced
@@ -197,7 +197,7 @@ def test_inspect_json_shows_decisions_and_lattice(tmp_path: Path, capsys: pytest
 def test_verify_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _saved(tmp_path)
     assert main(["verify", str(tmp_path)]) == 0
-    assert "epoch 3 is whole" in capsys.readouterr().out
+    assert "step 3 is whole" in capsys.readouterr().out
     shard = next((tmp_path / "epochs" / "000000000002").glob("*/rank-00000.fito"))
     tensors = json.loads((shard.parent / "manifest.json").read_bytes())["tensors"]
     w = next(t["chunks"][0] for t in tensors if t["fqn"] == "w")
@@ -206,7 +206,7 @@ def test_verify_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     shard.write_bytes(bytes(data))
     assert main(["verify", str(tmp_path)]) == 0  # the newest epoch is still whole
     capsys.readouterr()
-    assert main(["verify", str(tmp_path), "--epoch", "2", "--json"]) == 1
+    assert main(["verify", str(tmp_path), "--step", "2", "--json"]) == 1
     env = _envelope(capsys.readouterr().out, "verify")
     report = env["result"]
     assert env["verdict"] == "violated"

@@ -1,4 +1,4 @@
-"""`fito gc DIR --keep K`: keep the newest K committed epochs and delete garbage attempts, safely beside a
+"""`fito gc DIR --keep K`: keep the newest K committed steps and delete garbage attempts, safely beside a
 live job: it takes no fencing token (so the job's saves keep committing), retires through a store
 transaction that never retires the newest committed step, and deletes an undecided or aborted attempt only
 when its coordinator can never publish it (its fence is older than the current one)."""
@@ -15,18 +15,18 @@ SECTION = 0  # listed first in `fito --help`: the checkpoint commands
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "gc", help="keep the newest K committed epochs, delete the rest and aborted/undecided leftovers",
-        description="Retires committed epochs beyond the newest K in the decision log, then deletes their files, "
+        "gc", help="keep the newest K committed steps, delete the rest and aborted/undecided leftovers",
+        description="Retires committed steps beyond the newest K in the decision log, then deletes their files, "
                     "and deletes attempts no committed decision names (aborted or undecided) once they are older "
                     "than --grace seconds and were begun by a coordinator older than the current one (the current "
                     "one may still be running; its own leftovers are collected by its next save or by the next "
                     "job). Safe to run while a job saves: it takes no fencing token and never retires or deletes "
-                    "the newest committed epoch. Links under epochs/ are never followed or deleted. "
+                    "the newest committed step. Links under epochs/ are never followed or deleted. "
                     "Exit 0 on success, 2 on bad arguments, 3 if DIR holds no checkpoint, 4 if the collection "
                     "failed (one line on stderr).",
     )
     p.add_argument("dir", help=ROOT_HELP)
-    p.add_argument("--keep", type=int, required=True, help="committed epochs to keep (>= 1)")
+    p.add_argument("--keep", type=int, required=True, help="committed steps to keep (>= 1)")
     p.add_argument("--grace", type=float, default=3600.0,
                    help="leave undecided attempts younger than this many seconds (a running job may be writing them); default 3600")
     p.add_argument("--json", action="store_true", help="print the JSON envelope (result: the removed attempts) only")
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.keep < 1:
-        raise UsageError("--keep must be at least 1: the newest committed epoch is never deleted")
+        raise UsageError("--keep must be at least 1: the newest committed step is never deleted")
     from fito.ckpt.inspect import open_store  # lazily: loads torch
     from fito.commit.retention import collect_garbage
 
@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False, quiet=args.json)
     for rel in removed:
         console.print(f"removed {rel}")
-    console.print(f"{len(removed)} attempt(s) removed; kept the newest {args.keep} committed epoch(s)")
+    console.print(f"{len(removed)} attempt(s) removed; kept the newest {args.keep} committed step(s)")
     return finish(args, "ok", {"removed": list(removed), "keep": args.keep})

@@ -16,7 +16,7 @@ SECTION = 0  # listed first in `fito --help`: the checkpoint commands
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "inspect", help="list epochs with their decision and per-rank lattice position",
+        "inspect", help="list steps with their decision and per-rank lattice position",
         description="Lists every save attempt under DIR: its decision in the log (committed, retired, aborted, or "
                     "undecided = presumed aborted), its shard files, and one letter per rank for its position in the "
                     "epoch lattice: C committed, A ambiguous (written, no decision), R reverted/absent. For each committed step of "
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         return finish(args, "ok", [i.as_dict() for i in infos])
     table = Table(title=f"fito checkpoint {args.dir}")
-    for col in ("epoch", "attempt", "decision", "commit #", "lattice", "shards", "bytes"):
+    for col in ("step", "attempt", "decision", "commit #", "lattice", "rank objects", "bytes"):
         table.add_column(col, overflow="fold")  # attempt ids wrap instead of being cut
     colors = {"committed": "green", "retired": "dim", "aborted": "red", "undecided": "yellow"}
     for i in infos:
