@@ -53,11 +53,8 @@ def describe(root: str | os.PathLike[str], notes: list[str] | None = None) -> li
     """Every attempt under `root` with its decision. A name in `epochs/` that is not a step directory (an
     operator's `epochs/latest` link, a stray file) is not looked into, as restore and `fito gc` do not: it is
     said in `notes`, and the listing goes on."""
-    storage, store = open_store(root, readonly=True)
-    try:
-        decisions = store.decisions()
-    finally:
-        store.close()
+    storage = open_storage(root, create=False)
+    decisions = decision.read_decisions(storage)  # the readers' own errors (fito.commit.decision)
     latest: dict[tuple[int, str], Decision] = {(d.epoch, d.attempt): d for d in decisions}
     world = _world_size(storage, decisions)
     seen: dict[tuple[int, str], AttemptInfo] = {}

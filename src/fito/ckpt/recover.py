@@ -19,6 +19,7 @@ from typing import Any
 
 from fito.ckpt import manifest as manifest_mod
 from fito.ckpt.per_rank_read import load_manifest, load_shard
+from fito.commit import decision
 from fito.commit.transport import LocalTransport
 from fito.coord.base import Decision
 from fito.coord.choose import sqlite_log_path
@@ -70,8 +71,11 @@ def log_path(root: Path) -> Path:
 
 
 def refuse_existing_log(root: Path) -> None:
-    """Recovery only replaces a lost log: an existing one (or a journal left without it) is the record."""
+    """Recovery only replaces a lost log: an existing one (or a journal left without it) is the record. A log
+    that is there but damaged, locked or interrupted is said as every reader says it (fito.commit.decision)."""
     path = log_path(root)
+    if path.is_file() and not path.is_symlink():
+        decision.read_decisions(root)
     for p in (path, *(Path(f"{path}{s}") for s in SIDE_FILES)):
         if p.exists() or p.is_symlink():
             raise FitoError(
