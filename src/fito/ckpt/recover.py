@@ -29,8 +29,7 @@ from fito.dcp.reader import Reader
 from fito.errors import FitoError
 from fito.format import manifest as sharded_fmt
 from fito.format.hashing import digest
-from fito.protocol.layout import parse_attempt
-from fito.protocol.messages import attempt_dir, manifest_path
+from fito.protocol.layout import STEPS, attempt_dir, manifest_path, parse_attempt, parse_step_dir, step_dir
 from fito.storage import Storage, open_storage
 
 
@@ -89,12 +88,12 @@ def plan_recovery(root: str | os.PathLike[str]) -> RecoveryPlan:
     refuse_existing_log(storage.root)
     plan = RecoveryPlan(str(storage.root))
     whole: dict[int, list[tuple[tuple[int, int], Candidate]]] = {}
-    for step_name in sorted(storage.listdir("epochs")):
-        if not (len(step_name) == 12 and step_name.isdigit()):
+    for step_name in sorted(storage.listdir(STEPS)):
+        step = parse_step_dir(step_name)
+        if step is None:
             plan.skipped.append(Candidate(-1, step_name, problem="not a step directory fito's layout made"))
             continue
-        step = int(step_name)
-        for name in sorted(storage.listdir(f"epochs/{step_name}")):
+        for name in sorted(storage.listdir(step_dir(step))):
             parsed = parse_attempt(name)
             if parsed is None:
                 plan.skipped.append(Candidate(step, name, problem="not an attempt name fito's layout made"))
@@ -119,7 +118,7 @@ def _verify(storage: Storage, step: int, attempt: str) -> Candidate:
     rel = manifest_path(step, attempt)
     c = Candidate(step, attempt, manifest=rel)
     try:
-        if any((storage.root / p).is_symlink() for p in (f"epochs/{step:012d}", attempt_dir(step, attempt))):
+        if any((storage.root / p).is_symlink() for p in (step_dir(step), attempt_dir(step, attempt))):
             c.problem = "a symlink: fito's layout never makes one, and recovery does not follow it"
             return c
         if not storage.exists(rel):
@@ -174,4 +173,4 @@ def apply_recovery(plan: RecoveryPlan) -> str:
 
 
 def attempt_rel(c: Candidate) -> str:
-    return attempt_dir(c.step, c.attempt) if c.step >= 0 else f"epochs/{c.attempt}"
+    return attempt_dir(c.step, c.attempt) if c.step >= 0 else f"{STEPS}/{c.attempt}"

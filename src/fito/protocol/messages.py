@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 from fito.protocol.coverage import Key
+from fito.protocol.layout import attempt_dir, manifest_path, object_path
 
 Outcome = Literal["commit", "abort"]
 NO_FENCE = 0  # fencing tokens are >= 1; a machine that holds none (a participant) carries 0
@@ -212,14 +213,5 @@ Event = Union[
 ]
 
 
-def attempt_dir(epoch: int, attempt: str) -> str:
-    """Directory of one attempt, relative to the root: unique per (epoch, attempt), never reused."""
-    return f"epochs/{epoch:012d}/{attempt}"
-
-
-def shard_path(epoch: int, attempt: str, rank: int) -> str:
-    return f"{attempt_dir(epoch, attempt)}/rank-{rank:05d}.fito"
-
-
-def manifest_path(epoch: int, attempt: str) -> str:
-    return f"{attempt_dir(epoch, attempt)}/manifest.json"
+# Names are the layout's (fito.protocol.layout); here under the names the machines have always used.
+shard_path = object_path

@@ -44,6 +44,7 @@ from typing import Any, BinaryIO, Iterable, Literal
 
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.choose import default_store
+from fito.protocol.layout import MANIFEST, parse_object
 from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
 
@@ -211,9 +212,10 @@ class FaultPlan:
 
 
 def _phase_of(rel: str) -> Phase | None:
-    if rel.endswith(".fito"):
+    name = rel.rsplit("/", 1)[-1]  # the layout's names (fito.protocol.layout)
+    if parse_object(name) is not None:
         return "unit write"
-    if rel.endswith("manifest.json"):
+    if name == MANIFEST:
         return "manifest write"
     return None
 
