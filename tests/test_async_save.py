@@ -9,6 +9,7 @@ import torch
 import fito
 from fito.storage.localfs import LocalFS
 from training_state import assert_same, make_state, snapshot, train_steps
+from fito.protocol.layout import parse_attempt_path, parse_object
 
 
 def test_mutations_after_the_call_do_not_reach_the_checkpoint(ckdir):
@@ -68,10 +69,11 @@ class FailingFS(LocalFS):
 
     def __init__(self, root, step: int, error: OSError) -> None:
         super().__init__(root)
-        self.prefix, self.error = f"epochs/{step:012d}/", error
+        self.step, self.error = step, error
 
     def create(self, rel: str):  # type: ignore[override]
-        if rel.startswith(self.prefix) and rel.endswith(".fito"):
+        path = parse_attempt_path(rel.rsplit("/", 1)[0])
+        if path is not None and path.step == self.step and parse_object(rel.rsplit("/", 1)[-1]) is not None:
             raise self.error
         return super().create(rel)
 

@@ -12,6 +12,7 @@ import torch
 import fito
 from training_state import assert_same, make_state, snapshot, train_steps
 from fito.ckpt.inspect import open_store
+from fito.protocol.layout import attempt_dir
 
 
 def _saved(root: Path, steps=(2, 4)) -> dict:
@@ -29,7 +30,7 @@ def _attempt_dir(root: Path, step: int) -> Path:
     storage, store = open_store(root)
     d = [d for d in store.committed() if d.epoch == step][-1]
     store.close()
-    return root / f"epochs/{step:012d}/{d.attempt}"
+    return root / attempt_dir(step, d.attempt)
 
 
 def _shard(root: Path, step: int) -> Path:

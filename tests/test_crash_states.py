@@ -18,6 +18,7 @@ from fito.testing.crashstates import check_fito_crash_states, materialise, recor
 from fito.model.posix_crash import DIR, LogicalFS, Op, each_crash_state
 from fito.storage.localfs import LocalFS
 from fito.testing.recording import Recording, RecordingStorage, RecordingStore
+from fito.protocol.layout import MANIFEST, parse_object
 
 
 def test_every_crash_state_of_a_real_save_restores_one_whole_step(capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,8 +36,8 @@ def test_the_recording_sees_the_protocol_order(tmp_path: Path) -> None:
     _, log, initial_store = record_fito_save(tmp_path)
     kinds = [op.kind for op in log]
     first_store = kinds.index("store")
-    shard = next(op.path for op in log if op.kind == "create" and op.path.endswith(".fito"))
-    manifest = next(op.path for op in log if op.kind == "create" and op.path.endswith("manifest.json"))
+    shard = next(op.path for op in log if op.kind == "create" and parse_object(op.path.rsplit("/", 1)[-1]) is not None)
+    manifest = next(op.path for op in log if op.kind == "create" and op.path.rsplit("/", 1)[-1] == MANIFEST)
     # fsync of shard and manifest (and their directory) come before the decision; deletion after it
     assert kinds.index("fsync_file") < first_store and Op("fsync_file", manifest) in log[:first_store]
     assert Op("fsync_file", shard) in log[:first_store]

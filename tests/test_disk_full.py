@@ -19,6 +19,7 @@ from fito.commit.failure import cause
 from fito.storage import LocalFS, Storage
 from fito.testing.faults import Fault, FaultPlan, FaultyStorage, open_faulty
 from training_state import assert_same, make_state, snapshot, train_steps
+from fito.protocol.layout import attempt_dir
 
 
 def _files(root: Path) -> dict[str, int]:
@@ -80,7 +81,7 @@ def test_a_full_disk_at_the_decision_log_is_reported_and_the_next_commit_collect
     _restores(ck, 2, at2)
     ck.save(4, state)
     assert ck.committed() == [2, 4]
-    live = {f"epochs/{d.epoch:012d}/{d.attempt}" for d in ck.store.committed()}
+    live = {attempt_dir(d.epoch, d.attempt) for d in ck.store.committed()}
     left = {p for p in _files(tmp_path) if p.count("/") >= 2 and "/".join(p.split("/")[:3]) not in live}
     assert not left, f"the attempt of the failed publish outlived the next commit: {left}"
     ck.close()

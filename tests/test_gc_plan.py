@@ -9,6 +9,7 @@ import pytest
 from fito.protocol.gc import (
     DIR, FILE, LINK, Delete, Entry, RemoveEmptyDir, Retire, live_commits, parse_attempt_fence, plan_gc,
 )
+from fito.protocol.layout import attempt_name, step_dir
 
 
 class D(NamedTuple):
@@ -19,11 +20,11 @@ class D(NamedTuple):
 
 
 def att(fence: int, n: int = 0) -> str:
-    return f"f{fence}-18c2a{n:03x}-0000{n:04x}"
+    return attempt_name(fence, None, 0x18C2A000 + n, f"0000{n:04x}")  # a v1 name (no log id)
 
 
 def edir(epoch: int) -> str:
-    return f"epochs/{epoch:012d}"
+    return step_dir(epoch)
 
 
 def adir(epoch: int, attempt: str) -> str:

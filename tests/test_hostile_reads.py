@@ -27,6 +27,7 @@ from fito.cli import main
 from fito.storage.localfs import LocalFS
 from fito.testing.v1_format import save_v1
 from training_state import assert_same, make_state, snapshot, train_steps
+from fito.protocol.layout import attempt_dir
 
 GIB = 1 << 30
 
@@ -61,7 +62,7 @@ def _attempt(root: Path, step: int) -> Path:
     _, store = open_store(root)
     d = [d for d in store.committed() if d.epoch == step][-1]
     store.close()
-    return root / f"epochs/{step:012d}/{d.attempt}"
+    return root / attempt_dir(step, d.attempt)
 
 
 def _set_manifest(root: Path, step: int, raw: bytes) -> None:

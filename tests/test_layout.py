@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from fito.protocol.layout import AttemptName, attempt_name, owns, parse_attempt
+from fito.protocol.layout import (
+    AttemptName, AttemptPath, attempt_dir, attempt_name, manifest_path, object_path, owns, parse_attempt,
+    parse_attempt_path, parse_object, parse_step_dir, step_dir,
+)
 
 LOG_A, LOG_B = "0123456789ab", "ba9876543210"
 
@@ -46,3 +49,31 @@ def test_v1_names_belong_only_to_a_log_without_identity():
 def test_attempt_name_refuses_what_it_could_not_parse_back(args):
     with pytest.raises(ValueError):
         attempt_name(*args)
+
+
+def test_every_name_of_a_root_round_trips_through_the_layout():
+    name = attempt_name(7, LOG_A, 1_700_000_000_123, "9f8e7d6c")
+    assert parse_attempt(name).created == 1_700_000_000.123  # seconds since the Unix epoch: an age for GC
+    assert step_dir(5) == "epochs/000000000005" and parse_step_dir("000000000005") == 5
+    assert attempt_dir(5, name) == f"epochs/000000000005/{name}"
+    assert parse_attempt_path(attempt_dir(5, name)) == AttemptPath(5, name, parse_attempt(name))
+    assert object_path(5, name, 3) == f"{attempt_dir(5, name)}/rank-00003.fito"
+    assert parse_object("rank-00003.fito") == 3
+    assert manifest_path(5, name) == f"{attempt_dir(5, name)}/manifest.json"
+
+
+@pytest.mark.parametrize("name", ["5", "00000000005", "0000000000050", "latest", "00000000000a", "-00000000001"])
+def test_a_step_directory_the_layout_did_not_make_is_none(name):
+    assert parse_step_dir(name) is None
+
+
+@pytest.mark.parametrize("name", ["rank-3.fito", "rank-000003.fito", "rank-00003.fito.tmp", "manifest.json",
+                                  "x/rank-00003.fito", "rank-0000a.fito"])
+def test_an_object_name_the_layout_did_not_make_is_none(name):
+    assert parse_object(name) is None
+
+
+@pytest.mark.parametrize("rel", ["epochs/000000000005", "epochs/5/f1-1-00000000", "other/000000000005/f1-1-00000000",
+                                 "epochs/000000000005/latest", "epochs/000000000005/f1-1-00000000/rank-00000.fito"])
+def test_an_attempt_path_the_layout_did_not_make_is_none(rel):
+    assert parse_attempt_path(rel) is None

@@ -198,9 +198,37 @@ def test_a_damaged_log_is_damaged_through_every_reader(tmp_path, capsys):
     with pytest.raises(DecisionLogDamagedError):
         fito.Checkpointer(root).restore({"w": torch.zeros(4)})
     assert type(dcp_load(root)) is DecisionLogDamagedError  # main: NoCommittedEpochError ("start fresh")
-    for cmd in ("verify", "inspect"):
+    from fito.ckpt.inspect import describe, verify
+    from fito.ckpt.recover import plan_recovery
+    for read in (describe, verify, plan_recovery):  # one decision choice (fito.commit.decision) under each
+        with pytest.raises(DecisionLogDamagedError):
+            read(root)
+    for cmd in ("verify", "inspect", "recover-log"):
         proc = fito_cli(capsys, cmd, str(root))
-        assert proc.returncode == 4, (cmd, proc.stderr)
+        assert proc.returncode == 4 and "not a database" in proc.stderr, (cmd, proc.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_a_damaged_log_is_damaged_on_every_rank_and_never_restarts_the_job_at_0(tmp_path):
+    """The README's restart pattern on 2 ranks of fito.dcp (the reader that said NoCommittedEpochError before
+    issue 16) over a damaged log: both ranks get DecisionLogDamagedError (rank 1 never reads the log: rank 0's
+    choice is broadcast with its class), so the job stops instead of saving step 10 from scratch. (The
+    Checkpointer's ranks agree through the same fito.commit.decision.agree.)"""
+    via = "dcp"
+    from fito.testing.dist import run_ranks
+
+    root, marks = committed_root(tmp_path / "ck", dcp_root=via == "dcp"), tmp_path / "marks"
+    marks.mkdir()
+    (marks / "released").touch()  # nothing to wait for: a rank that chose a step saves at once
+    (root / LOG).write_bytes(b"not a sqlite file" * 100)
+    results = run_ranks("restart_job", [str(root), via, str(marks)], 2, timeout=180, path=[str(HELPERS)])
+    outcomes = []
+    for r in results:
+        assert r.returncode == 0, r.stderr[-3000:]
+        outcomes.append(json.loads(r.stdout.splitlines()[-1]))
+    assert [o.get("error") for o in outcomes] == ["DecisionLogDamagedError"] * 2, outcomes
+    assert not (root / "epochs" / "000000000010").exists()  # nothing was saved from step 0
 
 
 def test_a_missing_log_beside_attempts_is_missing_and_an_empty_root_is_nothing(tmp_path, capsys):

@@ -6,7 +6,7 @@ from fito.protocol import (
     Participant, Persist, Persisted, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived,
     SendReady, ShardWritten, TimedOut, UnitEntry, WriteManifest, WriteShard, choose_epoch,
 )
-from fito.protocol.messages import Committed, shard_path
+from fito.protocol.messages import Committed, Discard, GlobalPlan, shard_path
 
 
 def _participant_to_ready(rank: int = 0) -> tuple[Participant, list]:
@@ -85,6 +85,34 @@ def test_a_failure_after_the_commit_point_does_not_undo_it():
     c, _ = _publishing_coordinator().handle(DecisionPublished("commit"))
     c2, cmds = c.handle(RankFailed(0, "late"))
     assert c2.phase is CoordinatorPhase.COMMITTED and cmds == []
+
+
+def test_a_discarding_coordinator_discards_once_no_commit_can_land():
+    """Coordinator(discard=True), the library's: Discard follows the abort's Notify when no commit was sent
+    (the abort recorded or not) or the store refused the commit for good; never after a commit whose outcome
+    is unknown (the store stopped answering: it may still land)."""
+    for answer in (DecisionPublished("abort"), PublishRejected("log full", definite=False)):
+        c, _ = Coordinator(2, discard=True).handle(Begin(7, "a1"))
+        c, cmds = c.handle(RankFailed(1, "EIO"))
+        assert cmds == [PublishDecision(7, "a1", "abort")]
+        c, cmds = c.handle(answer)
+        assert cmds[1:] == [Discard(7, "a1")] and cmds[0].outcome == "abort"
+    c = _publishing_coordinator()
+    c = Coordinator(1, discard=True, **{k: getattr(c, k) for k in ("phase", "epoch", "attempt", "readies")})
+    _, cmds = c.handle(PublishRejected("stale fence 1 < 2"))
+    assert cmds[1:] == [Discard(7, "a1")]
+    _, cmds = c.handle(PublishRejected("unreachable", definite=False))
+    assert len(cmds) == 1 and cmds[0].outcome == "abort"  # no Discard: GC decides once the store answers
+    _, cmds = _publishing_coordinator().handle(PublishRejected("stale fence 1 < 2"))
+    assert not any(isinstance(c, Discard) for c in cmds)  # discard=False (the checker's plain coordinator)
+
+
+def test_the_global_plan_may_come_after_begin_and_is_what_coverage_checks():
+    c, _ = Coordinator(1).handle(Begin(7, "a1", expected=()))
+    c, cmds = c.handle(GlobalPlan(((("w", None), None),)))
+    assert cmds == []
+    c, cmds = c.handle(ReadyReceived(_ready(0)))  # vouches for nothing: "w" is missing
+    assert cmds == [PublishDecision(7, "a1", "abort")] and "not vouched for by any rank: w" in c.reason
 
 
 def test_recovery_walks_back_only_with_fallback():

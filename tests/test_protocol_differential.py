@@ -17,9 +17,13 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 import fito.dcp
+from fito.coord.sqlite import SqliteDecisionStore
 from fito.testing.dist import run_ranks
 from fito.model.explorer import happy_path
-from fito.model.protocols import MUTATIONS, NEXT_EPOCH
+from fito.model.explorer_model import Model
+from fito.model.explorer_world import Config
+from fito.model.protocols import MUTATIONS, NEXT_EPOCH, get_variant
+from fito.protocol.messages import attempt_dir, shard_path
 
 HELPERS = Path(__file__).parent / "helpers"
 _spec = importlib.util.spec_from_file_location("protocol_trace", HELPERS / "protocol_trace.py")
@@ -67,13 +71,23 @@ def test_a_single_process_save_emits_the_checkers_happy_path(tmp_path: Path) -> 
     assert publish["fence"] == "<fence>" and publish["outcome"] == "commit"  # the machine carries the fence
 
 
-def test_a_two_rank_save_emits_the_checkers_happy_path(tmp_path: Path) -> None:
+def run_traced(root: Path, step: int, mode: str = "", *, check: bool = True) -> tuple[list[Any], list[str]]:
+    """The commands the 2 ranks' machines executed, and each rank's outcome line."""
     env = {"PYTHONPATH": os.pathsep.join(p for p in (str(HELPERS), os.environ.get("PYTHONPATH")) if p)}
-    results = run_ranks("protocol_trace", [str(tmp_path / "ck"), "5"], 2, env=env, timeout=240)
+    results = run_ranks("protocol_trace", [str(root), str(step), *([mode] if mode else [])], 2, env=env, timeout=240)
     log: list[Any] = []
+    outcomes: list[str] = []
     for r in results:
-        assert r.returncode == 0, r.stderr[-3000:]
-        log += [json.loads(line) for line in r.stdout.splitlines() if line.startswith("[")]
+        if check:
+            assert r.returncode == 0, r.stderr[-3000:]
+        lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("[")]
+        outcomes += [line[1] for line in lines if line[0] == "outcome"]
+        log += [line for line in lines if line[0] != "outcome"]
+    return log, outcomes
+
+
+def test_a_two_rank_save_emits_the_checkers_happy_path(tmp_path: Path) -> None:
+    log, _ = run_traced(tmp_path / "ck", 5)
     real = trace.normalize(log)
     assert sorted(real) == ["coord", "rank0", "rank1"]
     assert_same(real, checker(2))
@@ -92,3 +106,77 @@ def test_a_rule_changed_on_one_side_changes_its_sequence(mutation: str, machines
     assert {"ready-before-fsync", "gc-before-decision", "publish-before-all-ready"} <= set(MUTATIONS)
     clean, mutated = checker(2), checker(2, mutation)
     assert {m for m in clean if clean[m] != mutated[m]} == machines
+
+
+def checker_abort(ranks: int, failure: str) -> dict[str, list[Any]]:
+    """The checker's commands when rank 1 fails its write ("rank": its storage refuses the object, and the
+    model's driver reports RankFailed, as the library's does) or never answers ("timeout": the coordinator's
+    timeout fires once rank 0's READY is in), the coordinator discarding as the library's does."""
+    log: list[Any] = []
+    model = Model(get_variant("bilateral"), Config(ranks=ranks, crashes=False, message_loss=False,
+                                                   timeouts=failure == "timeout", discard=True),
+                  observe=lambda who, cmd: log.append(trace.record(who, cmd)))
+    w = model.initial()
+    while w.pending[0]:  # rank 0 does its whole part first
+        _, w = model.execute(w, 0)
+    if failure == "rank":  # the simulated storage refuses rank 1's object (it exists): its write fails
+        epoch, attempt = w.machines[1].epoch, w.machines[1].attempt
+        w = w._replace(disk=w.disk.makedirs(attempt_dir(epoch, attempt)).create(shard_path(epoch, attempt, 1), "x", 99))
+        _, w = model.execute(w, 1)
+    while w.net:
+        _, w = model.deliver(w, 0)
+    if failure == "timeout":
+        w = dict(model.successors(w))["coord: timeout waiting for READY"]
+    while w.pending[ranks]:
+        _, w = model.execute(w, ranks)
+    return trace.normalize(log)
+
+
+def aborted_then_intact(root: Path, step: int) -> None:
+    """The decision record says aborted, the aborted attempt's objects are gone, a restore gets the previous
+    step, and a later save of the same step commits."""
+    store = SqliteDecisionStore(root / SqliteDecisionStore.FILENAME, create=False, readonly=True)
+    try:
+        assert [(d.epoch, d.outcome) for d in store.decisions()] == [(step - 1, "commit"), (step, "abort")]
+    finally:
+        store.close()
+    target = {"shared": torch.zeros(6)}
+    reader = fito.dcp.Reader(root)
+    dcp.load(target, storage_reader=reader)
+    assert reader.loaded_step == step - 1 and torch.equal(target["shared"], torch.arange(6.0))
+    dcp.save({"shared": torch.arange(6.0)}, storage_writer=fito.dcp.Writer(root, step))
+    reader = fito.dcp.Reader(root)
+    dcp.load(target, storage_reader=reader)
+    assert reader.loaded_step == step
+
+
+@pytest.mark.multiproc
+@pytest.mark.slow
+def test_a_rank_failing_its_write_aborts_through_the_machine_as_the_checker_does(tmp_path: Path) -> None:
+    root = tmp_path / "ck"
+    log, outcomes = run_traced(root, 5, "fail-write")
+    assert outcomes == ["SaveAbortedError", "SaveAbortedError"]
+    real, model = trace.normalize(log), checker_abort(2, "rank")
+    assert_same(real, model)
+    assert kinds(real["coord"]) == ["PublishDecision", "Notify", "Discard"]  # the abort, published, then discard
+    assert kinds(real["rank1"]) == ["WriteShard"]
+    notify = [r for r in log if r[0] == "coord" and r[1] == "Notify"][0][2]
+    assert notify["outcome"] == "abort" and notify["reason"].startswith("rank 1 failed: ")
+    assert not list((root / "epochs" / "000000000005").rglob("*"))  # discarded: rank 0's object too
+    aborted_then_intact(root, 5)
+
+
+@pytest.mark.multiproc
+@pytest.mark.slow
+def test_a_rank_silent_past_the_timeout_aborts_through_the_machine_as_the_checker_does(tmp_path: Path) -> None:
+    root = tmp_path / "ck"
+    log, outcomes = run_traced(root, 5, "timeout", check=False)  # rank 1 finds rank 0 gone after its stall
+    assert outcomes[:1] == ["SaveAbortedError"]  # rank 0 (rank 1's line may never come)
+    real, model = trace.normalize(log), checker_abort(2, "timeout")
+    # rank 1 wakes after the abort and writes an object of an aborted attempt (garbage for GC): the model's
+    # schedule stops before, so the coordinator and rank 0 are compared
+    assert_same({k: real[k] for k in ("coord", "rank0")}, {k: model[k] for k in ("coord", "rank0")})
+    assert kinds(real["coord"]) == ["PublishDecision", "Notify", "Discard"]
+    notify = [r for r in log if r[0] == "coord" and r[1] == "Notify"][0][2]
+    assert notify["outcome"] == "abort" and notify["reason"].startswith("no answer from rank(s) [1]")
+    aborted_then_intact(root, 5)

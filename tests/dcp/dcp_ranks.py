@@ -27,6 +27,7 @@ from fito.testing.scenarios import emit, rank_main
 from fito.coord.sqlite import SqliteDecisionStore
 from fito.errors import FitoError
 from fito.storage.localfs import LocalFS
+from fito.protocol.layout import parse_object
 
 warnings.filterwarnings("ignore")
 RANK = WORLD = 0
@@ -150,7 +151,7 @@ def ddp_bytes(tmp: Path) -> None:
     replica = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     files = {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file() and p.name != "decisions.sqlite"
              and not p.name.startswith("decisions.sqlite")}
-    objects = [size for name, size in sorted(files.items()) if name.endswith(".fito")]
+    objects = [size for name, size in sorted(files.items()) if parse_object(name.rsplit("/", 1)[-1]) is not None]
     target = {"model": {k: torch.zeros_like(v) for k, v in model.state_dict().items()}}
     dcp.load(target, storage_reader=fito.dcp.Reader(root), planner=fito.dcp.LoadPlanner())
     same = all(torch.equal(target["model"][k], v) for k, v in model.state_dict().items())

@@ -25,6 +25,7 @@ import xxhash
 from fito.format.hashing import digest
 from fito.ckpt.shard import ALIGN, HEADER, MAGIC
 from fito.format.objects import HEADER as OBJECT_HEADER, block_digest
+from fito.protocol.layout import attempt_dir
 
 DB = "decisions.sqlite"
 
@@ -41,7 +42,7 @@ class Root:
         return options[self.seed % len(options)]
 
     def attempt(self, step: int) -> str:
-        return f"epochs/{step:012d}/{self.attempts[step]}"
+        return attempt_dir(step, self.attempts[step])
 
     def shard(self, step: int, rank: int | None = None) -> str:
         return f"{self.attempt(step)}/rank-{self.rank if rank is None else rank:05d}.fito"

@@ -26,6 +26,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 import fito
 import fito.dcp
 from fito.storage.localfs import LocalFS
+from fito.protocol.layout import parse_attempt_path, parse_object
 
 STEP = 2
 
@@ -38,7 +39,8 @@ class KillAt(LocalFS):
         self.point, self.armed = point, armed
 
     def _mine(self, rel: str) -> bool:
-        return self.armed and rel.startswith(f"epochs/{STEP:012d}/") and rel.endswith(".fito")
+        path = parse_attempt_path(rel.rsplit("/", 1)[0])
+        return self.armed and path is not None and path.step == STEP and parse_object(rel.rsplit("/", 1)[-1]) is not None
 
     def create(self, rel: str) -> BinaryIO:
         if self.point == "write" and self._mine(rel):

@@ -1,8 +1,12 @@
 """Record the protocol commands a real fito.dcp save emits, per machine, normalized for comparison with the
 model checker's happy path (tests/test_protocol_differential.py).
 
-As a rank of a multi-rank job: python -m protocol_trace ROOT STEP. Saves one small state with dcp.save through
-fito.dcp.Writer and prints one JSON line per command this rank's machines executed: [who, type, fields]."""
+As a rank of a multi-rank job: python -m protocol_trace ROOT STEP [MODE]. Saves one small state with dcp.save
+through fito.dcp.Writer and prints one JSON line per command this rank's machines executed: [who, type,
+fields]. MODE (the abort paths, through fito.dcp.save so that DCP's report reaches the coordinator):
+  fail-write  step STEP-1 commits first; then rank 1's storage fails its object's write (EIO)
+  timeout     step STEP-1 commits first; then rank 1's write stalls past the process group's timeout
+and the last line is ["outcome", error class or "committed"]."""
 from __future__ import annotations
 
 import dataclasses
@@ -33,6 +37,8 @@ def normalize(records: list[Record]) -> dict[str, list[Any]]:
             return "<fence>" if v else "<no fence>"
         if key in ("units", "size"):
             return f"<{key}>"
+        if key == "reason":  # the words differ (the model names its simulated error); the kind is compared apart
+            return "<reason>"
         if key in ("epoch", "newest_epoch") and v == epoch:
             return "<epoch>"
         if key in ("attempt", "newest_attempt") and v == attempt:
@@ -51,24 +57,47 @@ def normalize(records: list[Record]) -> dict[str, list[Any]]:
     return out
 
 
+STALL_S = 15.0  # rank 1's stall in the timeout mode: well past TIMEOUT_S
+TIMEOUT_S = 6.0
+
+
 def main() -> None:
     import torch
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
 
     import fito.dcp
+    from fito.storage import LocalFS
+    from fito.testing.faults import Fault, FaultPlan, FaultyStorage
 
-    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
-    rank = dist.get_rank()
+    mode = sys.argv[3] if len(sys.argv) > 3 else ""
+    dist.init_process_group("gloo", timeout=timedelta(seconds=TIMEOUT_S if mode == "timeout" else 60))
+    rank, root, step = dist.get_rank(), sys.argv[1], int(sys.argv[2])
     # a replicated tensor (written once, by one rank) and one tensor per rank: every rank writes something
     state = {"shared": torch.arange(6.0), f"own{rank}": torch.full((3,), float(rank))}
     log: list[Record] = []
-    dcp.save(state, storage_writer=fito.dcp.Writer(sys.argv[1], int(sys.argv[2]),
-                                                   observe=lambda who, cmd: log.append(record(who, cmd))),
-             planner=fito.dcp.SavePlanner())
+    observe = lambda who, cmd: log.append(record(who, cmd))  # noqa: E731
+    if not mode:
+        dcp.save(state, storage_writer=fito.dcp.Writer(root, step, observe=observe), planner=fito.dcp.SavePlanner())
+        outcome = "committed"
+    else:
+        fito.dcp.save(state, storage_writer=fito.dcp.Writer(root, step - 1))  # the previous step, committed
+        plan = FaultPlan(rank=rank)
+        if mode == "fail-write":
+            plan.arm(Fault("unit write", "EIO", rank=1))
+        else:
+            plan.arm(Fault("unit write", "pause", rank=1, seconds=STALL_S))
+        storage = FaultyStorage(LocalFS(root), plan)
+        try:
+            fito.dcp.save(state, storage_writer=fito.dcp.Writer(storage, step, observe=observe))
+            outcome = "committed"
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test compares
+            outcome = type(exc).__name__
     for line in log:
         print(json.dumps(line), flush=True)
-    dist.destroy_process_group()
+    print(json.dumps(["outcome", outcome]), flush=True)
+    if mode != "timeout":  # after a timeout the group is gone: leave without its teardown
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

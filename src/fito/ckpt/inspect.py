@@ -4,7 +4,6 @@ lattice, and whether an epoch is whole."""
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -20,10 +19,10 @@ from fito.coord.choose import default_store, reader_store
 from fito.dcp.reader import Reader
 from fito.errors import FitoError, NoCommittedEpochError
 from fito.format import manifest as manifest_fmt
+from fito.protocol.layout import STEPS, attempt_dir, parse_object, parse_step_dir, step_dir
 from fito.storage import Storage, open_storage
 from fito.storage.listing import children, names
 
-_STEP_DIR = re.compile(r"[0-9]{12}")  # fito.protocol.gc's rule: only epochs/<12 digits> is looked into
 
 
 @dataclass
@@ -67,17 +66,15 @@ def describe(root: str | os.PathLike[str], notes: list[str] | None = None) -> li
     """Every attempt under `root` with its decision. A name in `epochs/` that is not a step directory (an
     operator's `epochs/latest` link, a stray file) is not looked into, as restore and `fito gc` do not: it is
     said in `notes`, and the listing goes on."""
-    storage, store = open_store(root, readonly=True)
-    try:
-        decisions = store.decisions()
-    finally:
-        store.close()
+    storage = open_storage(root, create=False)
+    decisions = decision.read_decisions(storage)  # the readers' own errors (fito.commit.decision)
     latest: dict[tuple[int, str], Decision] = {(d.epoch, d.attempt): d for d in decisions}
     world = _world_size(storage, decisions)
     seen: dict[tuple[int, str], AttemptInfo] = {}
-    for entry in children(storage, "epochs"):
+    for entry in children(storage, STEPS):
         epoch_name = entry.name
-        if entry.kind != "dir" or not _STEP_DIR.fullmatch(epoch_name):
+        step = parse_step_dir(epoch_name)  # fito.protocol.gc's rule: only a step directory is looked into
+        if entry.kind != "dir" or step is None:
             if notes is not None:
                 what = (f"a symbolic link to {os.readlink(f'{storage.url}/epochs/{epoch_name}')}"
                         if entry.kind == "link" else f"a {entry.kind}" if entry.kind != "dir"
@@ -86,8 +83,8 @@ def describe(root: str | os.PathLike[str], notes: list[str] | None = None) -> li
                              "checkpoint root nor looks into names it did not make (restore and `fito gc` ignore it "
                              "too); listed without it")
             continue
-        for attempt in names(storage, f"epochs/{epoch_name}"):
-            key = (int(epoch_name), attempt)
+        for attempt in names(storage, step_dir(step)):
+            key = (step, attempt)
             seen[key] = _info(storage, key, latest.get(key), world)
     for key, d in latest.items():
         seen.setdefault(key, _info(storage, key, d, world))
@@ -143,8 +140,8 @@ def _documents(storage: Storage, d: Decision, m: Any) -> dict[tuple[int | None, 
 
 def _info(storage: Storage, key: tuple[int, str], d: Decision | None, world: int) -> AttemptInfo:
     epoch, attempt = key
-    rel = f"epochs/{epoch:012d}/{attempt}"
-    shards = [f for f in names(storage, rel) if f.endswith(".fito")]
+    rel = attempt_dir(epoch, attempt)
+    shards = [f for f in names(storage, rel) if parse_object(f) is not None]
     size = sum(_size(storage, f"{rel}/{f}") for f in shards)
     if d is None:
         status = "undecided"
@@ -153,7 +150,7 @@ def _info(storage: Storage, key: tuple[int, str], d: Decision | None, world: int
     else:
         status = "aborted"
     ranks = max(world, len(shards))
-    present = {int(f[5:10]) for f in shards if f[5:10].isdigit()}
+    present = {parse_object(f) for f in shards}
     if status == "committed":
         letters = "".join("C" if r in present else "?" for r in range(ranks))
     elif status == "undecided":

@@ -19,6 +19,7 @@ from typing import Any
 
 from fito.ckpt import manifest as manifest_mod
 from fito.ckpt.per_rank_read import load_manifest, load_shard
+from fito.commit import decision
 from fito.commit.transport import LocalTransport
 from fito.coord.base import Decision
 from fito.coord.choose import sqlite_log_path
@@ -28,8 +29,7 @@ from fito.dcp.reader import Reader
 from fito.errors import FitoError
 from fito.format import manifest as sharded_fmt
 from fito.format.hashing import digest
-from fito.protocol.layout import parse_attempt
-from fito.protocol.messages import attempt_dir, manifest_path
+from fito.protocol.layout import STEPS, attempt_dir, manifest_path, parse_attempt, parse_step_dir, step_dir
 from fito.storage import Storage, open_storage
 from fito.storage.listing import children, names
 
@@ -99,6 +99,8 @@ def refuse_existing_log(storage: Storage) -> None:
                 "then run it again")
         return
     path = log_path(Path(storage.url))
+    if path.is_file() and not path.is_symlink():  # damaged, locked, interrupted: said as every reader says it
+        decision.read_decisions(Path(storage.url))
     for p in (path, *(Path(f"{path}{s}") for s in SIDE_FILES)):
         if p.exists() or p.is_symlink():
             raise FitoError(
@@ -112,12 +114,12 @@ def plan_recovery(root: str | os.PathLike[str]) -> RecoveryPlan:
     refuse_existing_log(storage)
     plan = RecoveryPlan(storage.url, storage=storage, log=log_where(storage))
     whole: dict[int, list[tuple[tuple[int, int], Candidate]]] = {}
-    for step_name in sorted(names(storage, "epochs")):
-        if not (len(step_name) == 12 and step_name.isdigit()):
+    for step_name in sorted(names(storage, STEPS)):
+        step = parse_step_dir(step_name)
+        if step is None:
             plan.skipped.append(Candidate(-1, step_name, problem="not a step directory fito's layout made"))
             continue
-        step = int(step_name)
-        for name in sorted(names(storage, f"epochs/{step_name}")):
+        for name in sorted(names(storage, step_dir(step))):
             parsed = parse_attempt(name)
             if parsed is None:
                 plan.skipped.append(Candidate(step, name, problem="not an attempt name fito's layout made"))
@@ -210,4 +212,4 @@ def apply_recovery(plan: RecoveryPlan) -> str:
 
 
 def attempt_rel(c: Candidate) -> str:
-    return attempt_dir(c.step, c.attempt) if c.step >= 0 else f"epochs/{c.attempt}"
+    return attempt_dir(c.step, c.attempt) if c.step >= 0 else f"{STEPS}/{c.attempt}"

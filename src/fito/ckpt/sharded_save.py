@@ -20,7 +20,7 @@ from torch.distributed.tensor import DTensor
 from fito.ckpt import rank_local
 from fito.ckpt.entries import capture
 from fito.ckpt.memory import gc_paused
-from fito.dcp.saving import peer_lost, save_error
+from fito.dcp.saving import peer_lost, save_error, tell_coordinator
 from fito.dcp.writer import Writer
 from fito.errors import FitoError, PeerLostError, SaveAbortedError
 from fito.plan.save import SavePlanner
@@ -87,18 +87,19 @@ def _prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: 
                 writer.progress = advance
                 dcp.save(flat, storage_writer=writer, planner=SavePlanner(known_digests=known, single_rank=ck.world_size == 1), process_group=group)
         except CheckpointException as exc:
-            if ck.rank == 0 and not writer.finishing:
-                writer.discard()  # every rank is past writing and no decision was sought: leave nothing behind
+            tell_coordinator(writer, exc)  # rank 0: the machine publishes the abort and discards the attempt
             raise save_error(step, exc) from None
         except FitoError:
             raise
         except Exception as exc:
             if ck.transport.world_size == 1:
+                tell_coordinator(writer, exc)
                 raise SaveAbortedError(f"save of step {step} aborted: {type(exc).__name__}: {exc}; nothing was "
                                        "committed, the previous committed epoch is intact", step=step,
                                        failures={0: f"{type(exc).__name__}: {exc}"}) from exc
             # a peer died or timed out inside one of DCP's collectives: the transport learns which
             lost = ck.transport.lost_peer(exc, f"DCP's collectives of the save of step {step}", group)  # type: ignore[attr-defined]
+            tell_coordinator(writer, lost)
             raise peer_lost(step, lost, "") from exc
         return step
     return commit

@@ -1,6 +1,7 @@
 """The one decision choice: which committed step a reader restores, and what it raises when it cannot say.
-`Checkpointer.restore`, `fito.dcp.Reader`, `fito verify` all choose through here, so one root gives one
-answer (and one error class, on every rank) whichever way it is read.
+`Checkpointer.restore`, `fito.dcp.Reader`, `fito verify`, `fito inspect`, `fito export` and `fito recover-log`
+all read decisions through here, so one root gives one answer (and one error class, on every rank) whichever
+way it is read.
 
 The situations, each with its class (a job's restore pattern treats only the first as "start fresh"):
 - NoCommittedEpochError: nothing was ever committed here (no root, no log and no attempts, an empty log),
@@ -50,15 +51,25 @@ def read_committed(root: str | Path | Storage, store: DecisionStore | None = Non
     caller's (a Checkpointer's, an etcd store); None: the root's default store (fito.coord.choose) opened
     read-only (no root: NoCommittedEpochError; for a SQLite log, no log and no attempts: NoCommittedEpochError,
     attempts but no log: DecisionLogMissingError)."""
+    return _read(root, store, committed=True)
+
+
+def read_decisions(root: str | Path | Storage, store: DecisionStore | None = None) -> list[Decision]:
+    """Every decision of `root` (aborted and retired ones too: `fito inspect`), read as read_committed reads,
+    with the same errors."""
+    return _read(root, store, committed=False)
+
+
+def _read(root: str | Path | Storage, store: DecisionStore | None, *, committed: bool) -> list[Decision]:
     if store is not None:
-        return store.committed()
+        return store.committed() if committed else store.decisions()
     if isinstance(root, (str, os.PathLike)):
         if not Path(root).is_dir():
             raise NoCommittedEpochError(f"{root}: no such checkpoint directory, so no checkpoint")
         root = open_storage(root, create=False)
     own = default_store(root, create=False, readonly=True)
     try:
-        return own.committed()
+        return own.committed() if committed else own.decisions()
     finally:
         own.close()
 

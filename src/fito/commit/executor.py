@@ -1,7 +1,7 @@
 """The executor: runs the protocol machines' commands against a Storage and a DecisionStore.
 
 `RankExecutor` runs a Participant's commands (WriteShard, Persist, SendReady); `CoordinatorExecutor` runs the
-Coordinator's (WriteManifest, Persist, PublishDecision, Notify, CollectGarbage). Both keep the phase and the
+Coordinator's (WriteManifest, Persist, PublishDecision, Notify, CollectGarbage, Discard). Both keep the phase and the
 object they were at, so a failure is said in the words of fito.commit.failure. How the bytes of an object or
 a manifest are made is the adapter's (fito.dcp.Writer hands in callables); which commands run, in which
 order, is the machines' alone. The model checker's simulated executor (fito.model.simexec) runs the same
@@ -18,7 +18,7 @@ from fito.errors import CoordinationUnavailableError, StaleFenceError
 from fito.format.hashing import digest
 from fito.protocol.drive import Executor, recording
 from fito.protocol.messages import (
-    CollectGarbage, Command, DecisionPublished, Event, ManifestWritten, Notify, Persist, Persisted,
+    CollectGarbage, Command, DecisionPublished, Discard, Event, ManifestWritten, Notify, Persist, Persisted,
     PublishDecision, PublishRejected, Ready, SendReady, ShardWritten, UnitEntry, WriteManifest, WriteShard,
     attempt_dir,
 )
@@ -86,8 +86,9 @@ class CoordinatorExecutor:
     such an attempt is never discarded)."""
 
     def __init__(self, storage: Storage, store: DecisionStore, step: int, attempt: str, algorithm: str,
-                 manifest: BuildManifest) -> None:
+                 manifest: BuildManifest, ranks: int) -> None:
         self.storage, self.store, self.algorithm, self.manifest = storage, store, algorithm, manifest
+        self.ranks = ranks  # whose objects a discard removes, by name
         self.phase, self.where = "manifest write", attempt_dir(step, attempt)
         self.sent_commit = False
         self.notify: list[Notify] = []
@@ -102,7 +103,16 @@ class CoordinatorExecutor:
         if isinstance(cmd, PublishDecision):
             self.phase, self.where = "publish", f"step {cmd.epoch}'s decision"
             self.sent_commit = self.sent_commit or cmd.outcome == "commit"  # it may land even if the reply is lost
-            return publish_decision(self.store, cmd)
+            if cmd.outcome == "commit":
+                return publish_decision(self.store, cmd)
+            try:  # an abort's record is a courtesy (presumed abort): its failure does not stop the discard
+                return publish_decision(self.store, cmd)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("the abort of step %d (%s) was not recorded: %s", cmd.epoch, cmd.attempt, self.failure(exc))
+                return PublishRejected(f"the abort was not recorded: {self.failure(exc)}", definite=False)
+        if isinstance(cmd, Discard):
+            discard(self.storage, cmd.epoch, cmd.attempt, self.ranks)
+            return None
         if isinstance(cmd, Notify):
             self.notify.append(cmd)
             return None
@@ -136,9 +146,9 @@ def publish_decision(store: DecisionStore, cmd: PublishDecision) -> Event:
         try:
             store.publish(decision, cmd.fence)
             return DecisionPublished(cmd.outcome)
-        except StaleFenceError as exc:
-            return PublishRejected(str(exc))
+        except StaleFenceError as exc:  # refused for good, unless an earlier try may have landed
+            return PublishRejected(str(exc), definite=unreachable is None)
         except CoordinationUnavailableError as exc:  # may have landed: the same decision_id is idempotent
             log.warning("decision store unreachable (try %d of %d): %s", attempt + 1, PUBLISH_TRIES, exc)
             unreachable = exc
-    return PublishRejected(f"decision store unreachable, outcome unknown until it answers: {unreachable}")
+    return PublishRejected(f"decision store unreachable, outcome unknown until it answers: {unreachable}", definite=False)

@@ -31,7 +31,7 @@ from fito.coord.base import Decision, new_log_id
 from fito.errors import (
     DecisionLogDamagedError, DecisionLogLockedError, DecisionLogMissingError, DecisionLogReadOnlyError, FitoError,
 )
-from fito.protocol.layout import valid_log_id
+from fito.protocol.layout import STEPS, valid_log_id
 
 log = logging.getLogger("fito")
 FORMAT = "fito-decisions/2"
@@ -75,7 +75,7 @@ def refuse_links(path: Path) -> None:
 
 def refuse_if_lost(path: Path) -> None:
     """No log, but attempts beside it: the log was lost. Creating an empty one would say "nothing committed"."""
-    epochs = path.parent / "epochs"
+    epochs = path.parent / STEPS
     steps = sorted(os.listdir(epochs)) if epochs.is_dir() else []
     if steps:
         root = path.parent

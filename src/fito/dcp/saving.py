@@ -7,7 +7,9 @@ RuntimeError (DistBackendError: "Connection closed by peer [addr]:port"), raised
 StorageWriter or planner method runs after it, so fito.dcp.Writer cannot turn it into anything else. Plain
 `dcp.save(..., storage_writer=fito.dcp.Writer(...))` therefore gives a survivor that RuntimeError (the
 checkpoint stays safe: nothing commits without every READY). `fito.dcp.save` gives SaveAbortedError naming
-the lost rank, as fito.Checkpointer does (it uses the same two functions below)."""
+the lost rank, as fito.Checkpointer does (it uses the same functions below). Both also hand what DCP reported
+to the coordinator (`tell_coordinator`): a failed rank as RankFailed, a silent one as TimedOut, so the
+abort is the Coordinator machine's, published through the decision store, and its Discard runs."""
 from __future__ import annotations
 
 from typing import Any
@@ -20,6 +22,7 @@ from torch.distributed.checkpoint.metadata import Metadata
 from fito.commit.transport import ProcessGroupTransport
 from fito.errors import FitoError, PeerLostError, SaveAbortedError, StateMismatchError
 from fito.plan.save import SavePlanner
+from fito.protocol.messages import RankFailed, TimedOut
 
 
 def save(state_dict: dict[str, Any], *, storage_writer: Any, planner: Any = None, process_group: Any = None) -> Metadata:
@@ -31,14 +34,34 @@ def save(state_dict: dict[str, Any], *, storage_writer: Any, planner: Any = None
         return dcp.save(state_dict, storage_writer=storage_writer, planner=planner if planner is not None else SavePlanner(),
                         process_group=process_group)
     except CheckpointException as exc:
+        tell_coordinator(storage_writer, exc)
         raise save_error(step, exc) from None
     except FitoError:
         raise
     except Exception as exc:
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(process_group) == 1:
+            tell_coordinator(storage_writer, exc)
             raise
         lost = ProcessGroupTransport(process_group).lost_peer(exc, f"DCP's collectives of the save of step {step}")
+        tell_coordinator(storage_writer, lost)
         raise peer_lost(step, lost, "") from exc
+
+
+def tell_coordinator(writer: Any, exc: BaseException) -> None:
+    """On the coordinator (a fito.dcp.Writer that began an attempt): what DCP reported, as the machine's
+    event. A rank's failure (CheckpointException) is RankFailed of the lowest failed rank; a lost or silent
+    peer (PeerLostError) is TimedOut: the coordinator stopped waiting; anything else failed on this rank."""
+    fail = getattr(writer, "fail", None)
+    if fail is None or not getattr(writer, "is_coordinator", False):
+        return
+    if isinstance(exc, CheckpointException):
+        rank, pair = min(exc.failures.items(), key=lambda kv: kv[0])
+        cause = pair[0] if isinstance(pair, tuple) else pair
+        fail(RankFailed(rank, f"{type(cause).__name__}: {cause}"))
+    elif isinstance(exc, PeerLostError):
+        fail(TimedOut(f"no answer from rank(s) {sorted(exc.lost) or '?'}: {exc.cause}"))
+    else:
+        fail(RankFailed(getattr(writer, "rank", 0), f"{type(exc).__name__}: {exc}"))
 
 
 def peer_lost(step: int | None, exc: PeerLostError, when: str) -> SaveAbortedError:

@@ -2,15 +2,20 @@
 
 DCP calls, in order: (all ranks) set_up_storage_writer, prepare_local_plan; (coordinator)
 prepare_global_plan; (all ranks) write_data; (coordinator) finish, only if every rank's write_data
-succeeded. Mapped onto the protocol:
-- prepare_global_plan: the coordinator takes a new fencing token and names the attempt (it carries the
-  fence); every rank learns it from its plan's storage_data.
+succeeded. Mapped onto the protocol (the executor is fito.commit's; this module adapts DCP's calls to it):
+- prepare_global_plan: the coordinator takes its fencing token by its fence policy (fito.commit.attempt),
+  names the attempt (it carries the fence), and begins the Coordinator machine with the global plan's items;
+  every rank learns the attempt from its plan's storage_data.
 - write_data: the Participant machine writes this rank's items to its own object of (step, attempt),
   persists it, and returns its READY inside the WriteResults (per item: offset, length, block hashes, tag).
-- finish: the Coordinator machine, begun with the fence and the global plan's items, checks coverage on the
-  last READY, has the manifest written and persisted, and publishes the decision under its fence: the commit
-  point. A failure raises; DCP delivers it to every rank.
-Both sides run through fito.protocol.drive.drive; `observe` sees every command the machines emit."""
+- finish: each rank's READY is fed to the Coordinator, which checks coverage on the last one, has the
+  manifest written and persisted, and publishes the decision under its fence: the commit point. A failure
+  raises; DCP delivers it to every rank.
+- a rank that failed (DCP's CheckpointException: finish is never called) or went silent (a collective timed
+  out) reaches the Coordinator as RankFailed / TimedOut through `Writer.fail`, which fito.dcp.save and the
+  Checkpointer call: the abort is published and the machine's Discard removes the attempt. (Plain dcp.save
+  raises without calling the storage writer again: the attempt stays undecided, aborted by presumption.)
+Both sides run through fito.protocol.drive; `observe` sees every command the machines emit."""
 from __future__ import annotations
 
 import dataclasses
@@ -27,7 +32,8 @@ from torch.futures import Future
 
 from fito import knobs
 from fito.commit.attempt import Fence, FencePolicy
-from fito.commit.executor import CoordinatorExecutor, RankExecutor, discard, observed, publish_decision
+from fito.commit.coordinate import CoordinatorSide
+from fito.commit.executor import RankExecutor, observed, publish_decision
 from fito.commit.retention import collect_garbage
 from fito.commit.write import write_object
 from fito.coord.base import DecisionStore
@@ -37,11 +43,11 @@ from fito.format import manifest as manifest_fmt
 from fito.format.hashing import ALGORITHMS, DEFAULT_ALGORITHM
 from fito.format.manifest import ObjectEntry, Piece
 from fito.format.objects import ObjectHeader
-from fito.plan.metadata import expected_items, key_of, to_manifest
+from fito.plan.metadata import expected_items, expected_of_plans, key_of, to_manifest
 from fito.plan.save import LocalPlanData, differing_replicas, replica_digests, replicas_differ_message
-from fito.protocol import Begin, Command, Coordinator, Participant, RankFailed, Ready, ReadyReceived, SendReady, UnitEntry
+from fito.protocol import Begin, Command, Participant, RankFailed, Ready, ReadyReceived, SendReady, TimedOut, UnitEntry
 from fito.protocol.drive import drive
-from fito.protocol.messages import WriteShard, attempt_dir
+from fito.protocol.messages import Event, GlobalPlan, WriteShard
 from fito.storage.base import Storage
 from fito.storage import open_storage, url_of
 
@@ -103,8 +109,8 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         self._fence = fence if isinstance(fence, Fence) else Fence(FencePolicy.PER_SAVE, source=fence)
         self._token: int | None = None
         self._attempt = ""
-        self._ranks = 0
-        self.finishing = False  # finish() began: from here on, a commit may have been sent
+        self._coordinator: CoordinatorSide | None = None  # rank 0, from prepare_global_plan on
+        self._metadata: Metadata | None = None
         self._planned: list[WriteItem] = []  # this rank's items before DCP's planner deduplicated them
 
     # ---------------------------------------------------------------- DCP's calls
@@ -135,8 +141,12 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         # The fence is taken before this coordinator's first write of the save: any older one is fenced out.
         self._attempt = self._fence.new_attempt(self.store)  # names carry the fence and the log's identity
         self._token = self._fence.token
-        self._ranks = len(plans)  # whose objects a discard removes, by name
         block = knobs.block_bytes()
+        assert self._token is not None
+        # the Coordinator begins now, so a rank that fails or goes silent reaches it (fail())
+        self._coordinator = CoordinatorSide(self.storage, self.store, self.step, self._attempt, self._token, len(plans),
+                                            tuple(expected_of_plans(plans).items()), self.algorithm, self._manifest,
+                                            self.observe)
         hash_replicas = len(plans) > 1 and not all(isinstance(p.storage_data, LocalPlanData) for p in plans)
         return [dataclasses.replace(p, storage_data=AttemptPlan(self.step, self._attempt, rank, block, hash_replicas))
                 for rank, p in enumerate(plans)]
@@ -184,13 +194,25 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
         return fut
 
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
-        self.finishing = True
         try:
             self._finish(metadata, results)
         finally:
-            if self._owns_store and self._store is not None:
-                self._store.close()
-                self._store = None
+            self._close_store()
+
+    def fail(self, event: RankFailed | TimedOut) -> None:
+        """Tell the coordinator that a rank failed (RankFailed) or did not answer in time (TimedOut) after the
+        attempt began: the machine publishes the abort and discards the attempt. Called by fito.dcp.save and
+        the Checkpointer with what DCP reported; a no-op on other ranks and once an outcome is decided."""
+        try:
+            if self._coordinator is not None:
+                self._coordinator.fail(event)
+        finally:
+            self._close_store()
+
+    def _close_store(self) -> None:
+        if self._owns_store and self._store is not None:
+            self._store.close()
+            self._store = None
 
     def storage_meta(self) -> StorageMeta | None:
         return StorageMeta(checkpoint_id=self.storage.url)
@@ -206,42 +228,39 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
             self._store = default_store(self.storage)  # fito.coord.choose: the one lookup
         return self._store
 
+    def _manifest(self, readies: tuple[Ready, ...]) -> bytes:
+        assert self._metadata is not None, "a manifest before finish()"
+        pieces = {u.key: Piece(r.rank, u.offset, u.length, u.blocks, u.epoch) for r in readies for u in r.units}
+        objects = [ObjectEntry(r.rank, r.file, r.size) for r in readies]
+        m = to_manifest(self.step, self._attempt, self.algorithm, knobs.block_bytes(), self._metadata, pieces, objects)
+        return manifest_fmt.build(m)
+
     def _finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
-        step, attempt, fence = self.step, self._attempt, self._token
-        assert fence is not None, "finish() before prepare_global_plan()"
-        arrived = _gather(results)
+        step, coordinator = self.step, self._coordinator
+        assert coordinator is not None, "finish() before prepare_global_plan()"
+        self._metadata = metadata
+        # DCP's metadata, which a reader plans from, is what the attempt must cover (built from the plans the
+        # machine began with, unless a planner added to it)
+        arrived: list[Event] = [GlobalPlan(tuple(expected_items(metadata).items())), *_gather(results)]
         differ = differing_replicas([_replicas_of(r) for r in results])
-        if differ:  # the objects are written but nothing is decided: remove them, commit nothing
-            self.discard()
+        if differ:  # the objects are written but nothing is decided: the machine aborts and discards
+            coordinator.fail(RankFailed(self.rank, "the copies of a replicated item differ"))
             raise SaveAbortedError(step=step, message=f"save of step {step}: " + replicas_differ_message(
                 differ, "nothing was committed, the previous committed step is intact"))
-        block = knobs.block_bytes()
-
-        def manifest(readies: tuple[Ready, ...]) -> bytes:
-            pieces = {u.key: Piece(r.rank, u.offset, u.length, u.blocks, u.epoch) for r in readies for u in r.units}
-            objects = [ObjectEntry(r.rank, r.file, r.size) for r in readies]
-            return manifest_fmt.build(to_manifest(step, attempt, self.algorithm, block, metadata, pieces, objects))
-
-        run = CoordinatorExecutor(self.storage, self.store, step, attempt, self.algorithm, manifest)
-        execute = observed(run, "coord", self.observe)
-        expected = tuple(expected_items(metadata).items())
         try:
-            coordinator, _ = drive(Coordinator(len(results)), Begin(step, attempt, fence, expected), execute)
             for event in arrived:
-                coordinator, _ = drive(coordinator, event, execute)
+                coordinator.handle(event)
         except Exception as exc:
             log.exception("coordinator failed during step %d", step)
-            if not run.sent_commit:
-                self.discard()
-            said = run.failure(exc)
-            raise SaveAbortedError(f"rank 0 (coordinator) failed: {said}", step=step, phase=run.phase,
+            said = coordinator.executor.failure(exc)
+            phase = coordinator.executor.phase
+            coordinator.fail(RankFailed(self.rank, said))  # aborts only while no commit was sent
+            raise SaveAbortedError(f"rank 0 (coordinator) failed: {said}", step=step, phase=phase,
                                    failures={self.rank: said}) from exc
-        notify, collect = run.notify, run.collect
-        if notify and notify[0].outcome != "commit" and not run.sent_commit:
-            self.discard()
+        notify, collect = coordinator.notify, coordinator.collect
         if not notify:
-            raise SaveAbortedError(step=step, message=f"save of step {step}: the protocol stopped in phase {coordinator.phase.value}; "
-                                   "nothing was committed, the previous committed step is intact")
+            raise SaveAbortedError(step=step, message=f"save of step {step}: the protocol stopped in phase "
+                                   f"{coordinator.machine.phase.value}; nothing was committed, the previous committed step is intact")
         if notify[0].outcome != "commit":
             raise SaveAbortedError(step=step, message=f"save of step {step} aborted: {notify[0].reason}; nothing was committed, the "
                                    "previous committed step is intact")
@@ -269,13 +288,6 @@ called first with this rank's planned tensor bytes (its share of the replicas)."
                         "The higher steps %s are kept: retention deletes them only after a save with rollback=True. "
                         "restore() now returns step %d (the newest by commit order); restore(step=%d) returns the "
                         "higher one", self.storage.url, step, higher[-1], higher, step, higher[-1])
-
-    def discard(self) -> None:
-        """Best effort, by the coordinator: remove this attempt's objects once every rank is past writing and no
-        commit was sent for it (a commit whose reply was lost may still land; GC handles those). By name and
-        non-recursively (fito.commit.executor.discard)."""
-        if self._attempt:
-            discard(self.storage, self.step, self._attempt, self._ranks)
 
 
 def _replicas_of(rank_results: list[WriteResult]) -> dict[Any, str]:

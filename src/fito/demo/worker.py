@@ -22,6 +22,7 @@ import xxhash
 
 from fito import Checkpointer, DataPosition, RNGState, SaveAbortedError
 from fito.plan.values import tensor_bytes
+from fito.protocol.layout import parse_object
 from fito.storage.localfs import LocalFS
 
 SAMPLES, FEATURES, BATCH = 512, 16, 16
@@ -73,7 +74,7 @@ class KillMidWrite(LocalFS):
 
     def create(self, rel: str):  # type: ignore[override]
         f = super().create(rel)
-        if not rel.endswith(".fito"):
+        if parse_object(rel.rsplit("/", 1)[-1]) is None:  # a rank's object (fito.protocol.layout) dies mid-write
             return f
         limit = self.after
 

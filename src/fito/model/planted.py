@@ -17,15 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fito.protocol import Coordinator, CoordinatorPhase
-from fito.protocol.messages import DecisionPublished, Event, PublishRejected
-
-
-@dataclass(frozen=True)
-class Discard:
-    """Delete an aborted attempt of one's own by `plan_discard` (by name; directories non-recursively)."""
-
-    epoch: int
-    attempt: str
+from fito.protocol.messages import DecisionPublished, Discard, Event, PublishRejected
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,18 @@ def expected_items(metadata: Metadata) -> dict[Key, int | None]:
     return out
 
 
+def expected_of_plans(plans: Sequence[Any]) -> dict[Key, int | None]:
+    """What the coordinator expects, from the global plan DCP hands it before anything is written (the same
+    items as expected_items(metadata): DCP builds the metadata from these plans)."""
+    out: dict[Key, int | None] = {}
+    for plan in plans:
+        for item in plan.items:
+            td = item.tensor_data
+            out[key_of(item.index)] = (None if td is None else
+                                       chunk_bytes(dtype_name(td.properties.dtype), [int(x) for x in td.chunk.sizes]))
+    return out
+
+
 def to_manifest(epoch: int, attempt: str, algorithm: str, block_bytes: int, metadata: Metadata,
                 pieces: Mapping[Key, Piece], objects: Sequence[ObjectEntry]) -> ShardedManifest:
     """The manifest of a covered save (`pieces` holds exactly the keys of expected_items(metadata))."""

@@ -3,7 +3,7 @@ emit commands. The library executes the commands against real storage and a real
 model checker (fito.model.explorer) executes the very same machines against simulated ones."""
 from fito.protocol.coordinator import Coordinator, CoordinatorPhase
 from fito.protocol.messages import (
-    Aborted, Begin, CollectGarbage, Command, Committed, DecisionPublished, Event, ManifestWritten,
+    Aborted, Begin, CollectGarbage, Command, Committed, DecisionPublished, Discard, Event, ManifestWritten,
     Notify, Persist, Persisted, PublishDecision, PublishRejected, Ready, ReadyReceived, RankFailed,
     SendReady, ShardWritten, TimedOut, UnitEntry, WriteManifest, WriteShard,
 )
@@ -12,7 +12,7 @@ from fito.protocol.recovery import choose_epoch
 
 __all__ = [
     "Aborted", "Begin", "CollectGarbage", "Command", "Committed", "Coordinator", "CoordinatorPhase",
-    "DecisionPublished", "Event", "ManifestWritten", "Notify", "Participant", "ParticipantPhase",
+    "DecisionPublished", "Discard", "Event", "ManifestWritten", "Notify", "Participant", "ParticipantPhase",
     "Persist", "Persisted", "PublishDecision", "PublishRejected", "RankFailed", "Ready",
     "ReadyReceived", "SendReady", "ShardWritten", "TimedOut", "UnitEntry", "WriteManifest", "WriteShard",
     "choose_epoch",

@@ -1,7 +1,11 @@
 """The coordinator's side: collect READY from every rank, check that they cover the global plan exactly, write
 and persist the manifest, then publish the decision durably under its fencing token (the commit point), and
 only then tell the ranks. A failed or timed-out rank, a coverage gap or a refused publish is an abort; anything
-short of a published commit is an abort anyway (presumed abort). Garbage collection comes strictly after."""
+short of a published commit is an abort anyway (presumed abort). Garbage collection comes strictly after.
+
+With `discard=True` (the library's coordinators) an aborted attempt is also removed by the machine's own
+command: Discard follows the abort's Notify once no commit of the attempt can land (none was sent, or the
+store refused it for good). A refused commit whose outcome is unknown is left to GC."""
 from __future__ import annotations
 
 import enum
@@ -9,8 +13,8 @@ from dataclasses import dataclass, replace
 
 from fito.protocol.coverage import Voucher, check_coverage
 from fito.protocol.messages import (
-    NO_FENCE, Begin, CollectGarbage, Command, DecisionPublished, Event, Expected, ManifestWritten, Notify,
-    Persist, Persisted, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, TimedOut,
+    NO_FENCE, Begin, CollectGarbage, Command, DecisionPublished, Discard, Event, Expected, GlobalPlan,
+    ManifestWritten, Notify, Persist, Persisted, PublishDecision, PublishRejected, RankFailed, Ready, ReadyReceived, TimedOut,
     WriteManifest, manifest_path,
 )
 
@@ -38,6 +42,7 @@ class Coordinator:
     reason: str = ""
     fence: int = NO_FENCE  # the fencing token every publish and GC of this attempt carries
     expected: Expected | None = None  # the global plan's items (Begin); None: no global plan
+    discard: bool = False  # emit Discard once an abort is decided (see the module docstring)
 
     def handle(self, event: Event) -> tuple["Coordinator", list[Command]]:
         C = CoordinatorPhase
@@ -46,6 +51,8 @@ class Coordinator:
             return replace(self, phase=C.COLLECTING, epoch=event.epoch, attempt=event.attempt, readies=(),
                            manifest="", manifest_hash="", reason="", fence=event.fence,
                            expected=event.expected), []
+        if isinstance(event, GlobalPlan) and self.phase is C.COLLECTING:
+            return replace(self, expected=event.expected), []
         if isinstance(event, ReadyReceived) and self.phase is C.COLLECTING:
             return self.on_ready(event.ready)
         if isinstance(event, ManifestWritten) and self.phase is C.WRITING_MANIFEST:
@@ -55,11 +62,15 @@ class Coordinator:
         if isinstance(event, DecisionPublished) and self.phase is C.PUBLISHING:
             return self.on_published()
         if isinstance(event, DecisionPublished) and self.phase is C.ABORTING:
-            return replace(self, phase=C.ABORTED), [Notify(self.epoch, self.attempt, "abort", self.reason)]
+            return replace(self, phase=C.ABORTED), [Notify(self.epoch, self.attempt, "abort", self.reason),
+                                                    *self.discards()]
         if isinstance(event, PublishRejected) and self.phase in (C.PUBLISHING, C.ABORTING):
-            # Fenced out: our decision never landed, so by presumed abort the attempt is aborted.
+            # Fenced out: our decision never landed, so by presumed abort the attempt is aborted. An abort's
+            # record is a courtesy: refused or not, no commit was sent and the attempt can be removed.
             reason = f"decision refused: {event.reason}"
-            return replace(self, phase=C.ABORTED, reason=reason), [Notify(self.epoch, self.attempt, "abort", reason)]
+            gone = self.phase is C.ABORTING or event.definite
+            return replace(self, phase=C.ABORTED, reason=reason), [Notify(self.epoch, self.attempt, "abort", reason),
+                                                                   *(self.discards() if gone else [])]
         if isinstance(event, (RankFailed, TimedOut)) and self.phase in (
             C.COLLECTING, C.WRITING_MANIFEST, C.PERSISTING,
         ):
@@ -104,6 +115,9 @@ class Coordinator:
             Notify(self.epoch, self.attempt, "commit"),
             CollectGarbage(self.epoch, self.attempt, self.fence),
         ]
+
+    def discards(self) -> list[Command]:
+        return [Discard(self.epoch, self.attempt)] if self.discard else []
 
     def abort(self, reason: str) -> tuple["Coordinator", list[Command]]:
         # Recording the abort is a courtesy for `fito inspect`; safety rests on presumed abort.

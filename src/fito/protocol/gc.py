@@ -29,17 +29,15 @@ The rules, each for a reason:
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Protocol, Sequence, TypeVar, Union
 
-from fito.protocol.layout import parse_attempt
+from fito.protocol.layout import STEPS, parse_attempt, parse_step_dir
 from fito.protocol.messages import attempt_dir, manifest_path, shard_path
 
-EPOCHS = "epochs"
+EPOCHS = STEPS
 DIR, LINK, FILE, OTHER = "dir", "link", "file", "other"  # kinds of listed names
 
-_EPOCH_NAME = re.compile(r"[0-9]{12}")
 
 
 def parse_attempt_fence(name: str) -> int | None:
@@ -197,7 +195,7 @@ def plan_gc(
         children.setdefault(parent, []).append(e)
     for epoch_entry in sorted(children.get(EPOCHS, []), key=lambda e: e.path):
         epoch_name = epoch_entry.path.rpartition("/")[2]
-        if epoch_entry.kind != DIR or not _EPOCH_NAME.fullmatch(epoch_name):
+        if epoch_entry.kind != DIR or parse_step_dir(epoch_name) is None:
             continue  # a link (an operator's `epochs/latest`) or a foreign name: never looked into
         epoch = int(epoch_name)
         left = 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 from fito.protocol.coverage import Key
+from fito.protocol.layout import attempt_dir, manifest_path, object_path
 
 Outcome = Literal["commit", "abort"]
 NO_FENCE = 0  # fencing tokens are >= 1; a machine that holds none (a participant) carries 0
@@ -108,7 +109,17 @@ class CollectGarbage:
     fence: int = NO_FENCE
 
 
-Command = Union[WriteShard, Persist, SendReady, WriteManifest, PublishDecision, Notify, CollectGarbage]
+@dataclass(frozen=True)
+class Discard:
+    """Remove an aborted attempt of one's own by the GC plan's discard (fito.protocol.gc.plan_discard): its
+    objects by name, then its directories non-recursively, so a newer coordinator's attempt of the same step,
+    created meanwhile, survives. Issued only once no commit of the attempt can land."""
+
+    epoch: int
+    attempt: str
+
+
+Command = Union[WriteShard, Persist, SendReady, WriteManifest, PublishDecision, Notify, CollectGarbage, Discard]
 
 
 # ---- events (driver -> machine) ----
@@ -126,6 +137,14 @@ class Begin:
     attempt: str
     fence: int = NO_FENCE
     expected: Expected | None = None
+
+
+@dataclass(frozen=True)
+class GlobalPlan:
+    """The coordinator's final word on what the attempt must cover, when it comes after Begin (fito.dcp: DCP
+    hands its metadata, which a reader plans from, only at finish). Taken while collecting READYs."""
+
+    expected: Expected
 
 
 @dataclass(frozen=True)
@@ -159,6 +178,9 @@ class DecisionPublished:
 @dataclass(frozen=True)
 class PublishRejected:
     reason: str
+    # True: the store refused the decision (a stale fence): it never lands. False: the outcome is unknown (the
+    # store stopped answering; a decision sent may still land), so a refused commit is never discarded.
+    definite: bool = True
 
 
 @dataclass(frozen=True)
@@ -186,19 +208,10 @@ class Aborted:
 
 
 Event = Union[
-    Begin, ShardWritten, Persisted, ReadyReceived, ManifestWritten, DecisionPublished, PublishRejected,
+    Begin, GlobalPlan, ShardWritten, Persisted, ReadyReceived, ManifestWritten, DecisionPublished, PublishRejected,
     RankFailed, TimedOut, Committed, Aborted,
 ]
 
 
-def attempt_dir(epoch: int, attempt: str) -> str:
-    """Directory of one attempt, relative to the root: unique per (epoch, attempt), never reused."""
-    return f"epochs/{epoch:012d}/{attempt}"
-
-
-def shard_path(epoch: int, attempt: str, rank: int) -> str:
-    return f"{attempt_dir(epoch, attempt)}/rank-{rank:05d}.fito"
-
-
-def manifest_path(epoch: int, attempt: str) -> str:
-    return f"{attempt_dir(epoch, attempt)}/manifest.json"
+# Names are the layout's (fito.protocol.layout); here under the names the machines have always used.
+shard_path = object_path

@@ -21,7 +21,8 @@ Kinds: "exception" (InjectedFault, an error of no particular kind: a bug in a ba
 (OSError with that errno, as the kernel reports them), "SIGKILL": the process kills itself at that point
 (after the `after_bytes` of a write landed and were flushed), a real crash at a deterministic place; and "pause": nothing fails, the delete of `target`
 (remove, remove_tree, remove_dir) waits `seconds` before it runs -- a process stalled between a check and its
-delete (a GC pause, a swapped-out coordinator):
+delete (a GC pause, a swapped-out coordinator); armed for "unit write" or "manifest write", the creation of
+the object waits instead (a rank that goes silent mid-save):
 
     plan.arm(Fault("post-commit GC", "pause", target="epochs/000000000005", seconds=5))
 
@@ -43,6 +44,7 @@ from typing import Any, BinaryIO, Iterable, Literal
 
 from fito.coord.base import Decision, DecisionStore
 from fito.coord.choose import default_store
+from fito.protocol.layout import MANIFEST, parse_object
 from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
 
@@ -50,7 +52,7 @@ Phase = Literal["unit write", "persist", "manifest write", "publish", "post-comm
 Kind = Literal["exception", "ENOSPC", "EIO", "pause", "SIGKILL"]
 PHASES: tuple[Phase, ...] = ("unit write", "persist", "manifest write", "publish", "post-commit GC")
 KINDS: tuple[Kind, ...] = ("exception", "ENOSPC", "EIO")  # the kinds that raise, which the fault matrix runs
-KILL: Kind = "SIGKILL"  # the kind that crashes the process instead ("pause" only stalls a delete)
+KILL: Kind = "SIGKILL"  # the kind that crashes the process instead ("pause" only stalls a delete or a create)
 STORE_WRITE_BYTES = 4096  # a SQLite transaction writes at least a page or two
 
 
@@ -210,9 +212,10 @@ class FaultPlan:
 
 
 def _phase_of(rel: str) -> Phase | None:
-    if rel.endswith(".fito"):
+    name = rel.rsplit("/", 1)[-1]  # the layout's names (fito.protocol.layout)
+    if parse_object(name) is not None:
         return "unit write"
-    if rel.endswith("manifest.json"):
+    if name == MANIFEST:
         return "manifest write"
     return None
 
@@ -237,6 +240,9 @@ class FaultyStorage:
         self.inner.makedirs(rel)
 
     def create(self, rel: str) -> BinaryIO:
+        phase = _phase_of(rel)
+        if phase is not None:
+            self.plan.stall(phase, rel)  # a "pause" armed for the write: this rank goes silent here
         self.plan.need_space(1, rel)  # a new entry in a full directory block
         return _FaultyFile(self, rel, self.inner.create(rel))  # type: ignore[return-value]
 

@@ -22,7 +22,7 @@ from fito.ckpt.shard import write_shard
 from fito.ckpt.checkpointer import VALIDATION_ENTRY
 from fito.ckpt.state import capture
 from fito.plan.tree import encode
-from fito.commit.executor import publish_decision
+from fito.commit.executor import discard, publish_decision
 from fito.errors import SaveAbortedError, StateMismatchError
 from fito.format.hashing import digest
 from fito.plan.values import tensor_bytes
@@ -199,15 +199,9 @@ def _discard(ck: "Checkpointer", rel: str, remove: Callable[[str], None]) -> Non
 
 
 def _discard_attempt(ck: "Checkpointer", step: int, attempt: str) -> None:
-    """Coordinator, after an abort decided before any commit was sent: every rank is past writing."""
-    _discard(ck, attempt_dir(step, attempt), ck.storage.remove_tree)
-    epoch_dir = attempt_dir(step, attempt).rsplit("/", 1)[0]
-    try:
-        empty = not ck.storage.listdir(epoch_dir)
-    except Exception:  # noqa: BLE001 - best effort, as above
-        empty = False
-    if empty:
-        _discard(ck, epoch_dir, ck.storage.remove_tree)
+    """Coordinator, after an abort decided before any commit was sent: every rank is past writing. The GC
+    plan's discard (by name, directories non-recursively), as the library's executor runs it."""
+    discard(ck.storage, step, attempt, ck.world_size)
 
 
 def _ready_to_json(r: Ready) -> dict[str, Any]:
