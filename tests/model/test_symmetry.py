@@ -71,6 +71,8 @@ def test_three_ranks_bilateral_reduced_and_full_agree() -> None:
     ("bilateral", 2, {"short_writes": True, "reader": True}),
     # a zombie coordinator (a second coordinator slot) that discards after it is fenced out
     ("bilateral", 2, {"attempts": 2, "zombies": True, "discard": True, "message_loss": False, "timeouts": False}),
+    # replicated copies (their hashes in READYs, the refusal's reason names no rank) and the ghost's copies
+    ("bilateral", 2, {"replicas": True}),
 ])
 def test_key_is_exactly_canonical(protocol: str, ranks: int, extra: dict) -> None:
     """Every reachable state, by brute force: its orbit is the set of its encodings under every renaming;

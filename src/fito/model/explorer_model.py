@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-from fito.model.explorer_properties import Violation, crash_violations, liveness_violations
+from fito.model.explorer_properties import Violation, crash_violations, liveness_violations, replica_violations
 from fito.model.explorer_world import Config, Ghost, World
 from fito.model.protocols import INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, Record, Variant, attempt_name, global_plan
 from fito.model.simexec import SimExecutor, add_attempt as _add, net_add as _net_add
 from fito.model.simfs import SimDisk
-from fito.model.planted import DiscardingCoordinator
+from fito.model.planted import DedupCoordinator, DiscardingCoordinator
 from fito.protocol import (
     Aborted, Begin, Command, Committed, Coordinator, CoordinatorPhase, RankFailed, ReadyReceived, TimedOut, WriteShard,
 )
@@ -42,6 +42,8 @@ class Model:
             return self.variant.participant(i)
         if self.config.discard and self.variant.coordinator is Coordinator:
             return DiscardingCoordinator(self.n)
+        if self.config.replicas and self.variant.coordinator is Coordinator:
+            return DedupCoordinator(self.n)
         return self.variant.coordinator(self.n)
 
     # -- initial state --
@@ -67,7 +69,7 @@ class Model:
             machines.append(m)
             pending.append(cmds)
         # the coordinator begins with its fencing token (0 if it takes it at its first publish) and the plan
-        m, cmds = feed(self.fresh(self.n), Begin(*ghost.current, fence[1], global_plan(self.n)))
+        m, cmds = feed(self.fresh(self.n), Begin(*ghost.current, fence[1], global_plan(self.n, self.config.replicas)))
         machines.append(m)
         pending.append(cmds)
         if self.config.zombies:
@@ -81,8 +83,11 @@ class Model:
         for i in range(self.procs):
             if w.pending[i]:
                 out.append(self.execute(w, i))
-                if self.config.short_writes and i < self.n and isinstance(w.pending[i][0], WriteShard):
-                    out.append(self.execute(w, i, short=True))
+                if i < self.n and isinstance(w.pending[i][0], WriteShard):
+                    if self.config.short_writes:
+                        out.append(self.execute(w, i, short=True))
+                    if self.config.replicas and self.n > 1:
+                        out.append(self.execute(w, i, differs=True))
         seen_msgs = set()
         for k, (dest, ev) in enumerate(w.net):
             if (dest, ev) in seen_msgs:
@@ -146,7 +151,7 @@ class Model:
         per_save = self.variant.fence_per_save
         token = w.fence[0] + 1 if per_save else w.fence[2]
         att = (zombie.epoch + 1, attempt_name(g.named))
-        m, cmds = feed(self._fresh[self.zombie], Begin(*att, token, global_plan(self.n)))
+        m, cmds = feed(self._fresh[self.zombie], Begin(*att, token, global_plan(self.n, self.config.replicas)))
         fence = (token, w.fence[1], token) if per_save else w.fence
         ghost = g._replace(named=g.named + 1, zombie_saved=True, intruder=token if per_save else g.intruder)
         nxt = self._set(w._replace(ghost=ghost, fence=fence, owners=w.owners + ((att[1], token),)), self.zombie, m, cmds)
@@ -188,10 +193,10 @@ class Model:
         w = self._set(w, i, fresh, ())
         return World(w.machines, w.pending, w.net, w.disk.lose_volatile(i), w.store, ghost, fence, w.owners)
 
-    def execute(self, w: World, i: int, short: bool = False) -> tuple[str, World]:
+    def execute(self, w: World, i: int, short: bool = False, differs: bool = False) -> tuple[str, World]:
         """Process i executes its next pending command (a failed file operation is caught as the library does)."""
         try:
-            return self._exec_ok(w, i, short)
+            return self._exec_ok(w, i, short, differs)
         except (FileNotFoundError, FileExistsError) as exc:
             return self._io_failed(w, i, exc)
 
@@ -210,10 +215,10 @@ class Model:
         nxt = self._set(World(w.machines, w.pending, net, w.disk, w.store, ghost, w.fence, w.owners), i, self._fresh[i], ())
         return f"{self.who(i)}: {type(cmd).__name__} FAILED ({type(exc).__name__}: {exc}); save given up", nxt
 
-    def _exec_ok(self, w: World, i: int, short: bool = False) -> tuple[str, World]:
+    def _exec_ok(self, w: World, i: int, short: bool = False, differs: bool = False) -> tuple[str, World]:
         """Process i executes its next command through its simulated executor, and the reply goes back to
         its machine: one `step` of the executor contract the library drives (fito.protocol.drive)."""
-        sim = SimExecutor(self, w, i, short)
+        sim = SimExecutor(self, w, i, short, differs)
         execute = sim if self.observe is None else recording(sim, self.who(i), self.observe)
         machine, rest, _ = step(w.machines[i], w.pending[i], execute)
         nxt = self._set(World(w.machines, w.pending, sim.net, sim.disk, sim.store, sim.ghost, sim.fence, w.owners),
@@ -231,7 +236,7 @@ class Model:
             self._check_memo[key] = hit
             images = hit[1]
         violations = hit[0]
-        liveness = liveness_violations(w, self.n, self.config.timeouts)
+        liveness = liveness_violations(w, self.n, self.config.timeouts) + replica_violations(w)
         return (violations + liveness if liveness else violations), images
 
 
