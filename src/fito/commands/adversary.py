@@ -7,7 +7,8 @@ from rich.console import Console
 
 from fito.commands._contract import UsageError, finish
 
-from fito.model.adversary import attempt_outcomes, crash_search, make_protocol, straddle
+from fito.model.adversary import attempt_outcomes, crash_search, straddle
+from fito.model.adversary_machines import make_protocol
 from fito.model.failure_spec import FailureSpec
 from fito.model.lattice_closed_form import closed_form
 
