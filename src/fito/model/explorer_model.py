@@ -122,10 +122,13 @@ class Model:
             nxt_attempt = (epoch, attempt_name(g.named))
             ghost = g._replace(aborted=_add(g.aborted, g.current), current=nxt_attempt, attempts=g.attempts + 1,
                                named=g.named + 1)
-            nxt = self._begin(w.disk, w.store, ghost, self._new_job_fence(w.fence))
+            zombie_idle = self.config.zombies and not w.pending[self.zombie] and w.machines[self.zombie] == self._fresh[self.zombie]
+            # no process is left that could touch a dead attempt again (a live zombie could still publish one)
+            settle = self.config.settle_dead and (not self.config.zombies or zombie_idle)
+            disk = settle_dead(w.disk, ghost) if settle else w.disk
+            nxt = self._begin(disk, w.store, ghost, self._new_job_fence(w.fence))
             out.append((f"job restart: every process restarts and begins epoch {epoch} attempt {nxt_attempt[1]}",
                         nxt._replace(owners=w.owners + nxt.owners)))
-            zombie_idle = self.config.zombies and not w.pending[self.zombie] and w.machines[self.zombie] == self._fresh[self.zombie]
             if zombie_idle:
                 # The scheduler restarts the job but fails to kill the old coordinator: it keeps its
                 # machine, its pending commands and its fencing token.
@@ -238,6 +241,28 @@ class Model:
         violations = hit[0]
         liveness = liveness_violations(w, self.n, self.config.timeouts) + replica_violations(w)
         return (violations + liveness if liveness else violations), images
+
+
+def settle_dead(disk: SimDisk, ghost: Ghost) -> SimDisk:
+    """At a job restart that leaves no zombie, and with none alive from before: the files of every attempt never committed are settled, as if
+    their page cache had been flushed (data durable, unlinked names gone). No process of theirs is left and no
+    coordinator can publish them, so recovery never reads them (it reads committed manifests and what they
+    name) and nothing rewrites them; what stays observable of them is whether their names exist (the GC's
+    listing, and its deletes), and that is kept. Their page-cache states multiplied every state of the new
+    attempt; the tests check the verdicts are those of the unsettled search (`Config(settle_dead=False)`)."""
+    live = {f"{e:012d}/{a}" for e, a in ghost.committed}
+    files = []
+    changed = False
+    for p, f in disk.files:
+        parts = p.split("/")
+        dead = len(parts) >= 4 and parts[0] == "epochs" and f"{parts[1]}/{parts[2]}" not in live
+        if dead and (f.data != f.durable or f.linked != f.linked_durable):
+            changed = True
+            if not f.linked:
+                continue
+            f = f._replace(durable=f.data, linked_durable=True)
+        files.append((p, f))
+    return SimDisk(tuple(files), disk.removed) if changed else disk
 
 
 def _msg(ev: object) -> str:

@@ -64,5 +64,8 @@ class Config:
     zombie_saves: bool = False
     # every rank writes a copy of one replicated item; a rank's copy may differ (the coordinator must refuse)
     replicas: bool = False
+    # at a job restart without zombies, the files of attempts never committed are settled (fito.model.
+    # explorer_model.settle_dead): their page-cache states are unobservable; False explores them all
+    settle_dead: bool = True
     # one state per class of states equal up to a renaming of ranks (fito.model.symmetry); False: every state
     symmetry: bool = True
