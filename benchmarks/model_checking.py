@@ -100,7 +100,8 @@ def _scale_row(label: str, cfg: Config, cap: int | None, mutation: str | None = 
     res = explore("bilateral", cfg, mutation=mutation, stop_at_first=mutation is not None, max_states=cap)
     done = "yes" if res.complete else ("stopped at the first counterexample" if res.violations else f"no (cut at {cap:,})")
     verdict = ", ".join(sorted(res.violations)) or res.verdict
-    row = (f"| {label} | {'on' if cfg.symmetry else 'off'} | {res.states:,} | {res.transitions:,} | {done} | "
+    settled = ("on" if cfg.settle_dead else "off") if cfg.attempts > 1 else "-"
+    row = (f"| {label} | {'on' if cfg.symmetry else 'off'} | {settled} | {res.states:,} | {res.transitions:,} | {done} | "
            f"{res.seconds:.1f} | {res.cpu_seconds:.1f} | {res.states / res.seconds:,.0f} | "
            f"{res.states / res.cpu_seconds:,.0f} | {verdict} |")
     print(row, flush=True)
@@ -111,12 +112,15 @@ def scale_rows(cap: int) -> list[str]:
     """Issue 16: the bilateral search at 2, 3, 4 ranks before (symmetry off) and after symmetry reduction,
     the goal scenario, and the planted bugs. Searches that would exceed `cap` states are cut there (their
     rate is still measured; their verdict is then "unknown")."""
-    rows = ["| search | symmetry | states | transitions | exhaustive | wall s | CPU s | states/s (wall) | "
-            "states/s (CPU) | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| search | symmetry | dead attempt settled | states | transitions | exhaustive | wall s | CPU s | "
+            "states/s (wall) | states/s (CPU) | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for ranks in (2, 3, 4):
         for sym in (False, True):
             rows.append(_scale_row(f"bilateral, {ranks} ranks (crashes, loss, timeouts)",
                                    Config(ranks=ranks, symmetry=sym), cap))
+    for settle in (False, True):
+        rows.append(_scale_row("bilateral, 2 ranks, + a job restart (--attempts 2)",
+                               Config(ranks=2, attempts=2, settle_dead=settle), cap))
     rows.append(_scale_row("bilateral, 3 ranks, + a job restart (--attempts 2)", Config(ranks=3, attempts=2), cap))
     rows.append(_scale_row("bilateral, 4 ranks, + a job restart (--attempts 2): the issue's goal",
                            Config(ranks=4, attempts=2), cap))

@@ -7,7 +7,8 @@ class of states equal up to renaming ranks: every count below is that of classes
 (tests/model/test_symmetry.py checks both searches agree on every verdict and that the key is exactly
 canonical). 2 ranks: naive 172 -> 97, paper-literal 2,624 -> 1,354, bilateral 2,225 -> 1,179 (10,421 ->
 5,490 transitions; depth unchanged: a renaming does not shorten a path), retry 9,389 -> 4,925; 3 ranks
-58,693 -> 10,939.
+58,693 -> 10,939. Then the restart settles the dead attempt's files (Config.settle_dead, tests/model/
+test_settle_dead.py: same verdicts): retry 4,925 -> 2,067 classes (3,837 states unreduced).
 
 Where the pinned bilateral counts come from, and why they changed with Persist (issue 10's seam; re-derived by
 running the explorer before and after):
