@@ -147,6 +147,11 @@ def test_cli_reports_the_mutation(capsys: pytest.CaptureFixture[str]) -> None:
     # a planted bug that needs a scenario gets it: no-coverage-check turns on --short-writes
     assert main(["check", "--mutation", "no-coverage-check", "--stop-at-first"]) == 1
     assert "vouching for none of its chunks" in capsys.readouterr().out
+    # dedup-keeps-differing turns on --replicas; with the rule, --replicas holds
+    assert main(["check", "--mutation", "dedup-keeps-differing", "--stop-at-first"]) == 1
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "its copy of the replicated item a different value" in out and "ReplicasAgreeWhenKeptOnce" in out
+    assert main(["check", "--replicas", "--no-crashes", "--no-loss"]) == 0
 
 
 def test_dedup_refuses_replicas_that_differ_and_keeps_equal_ones() -> None:
