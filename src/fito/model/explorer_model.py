@@ -11,7 +11,7 @@ from fito.model.explorer_properties import Violation, crash_violations, liveness
 from fito.model.explorer_world import Config, Ghost, World
 from fito.model.protocols import INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, Record, Variant, attempt_name, global_plan
 from fito.model.simexec import SimExecutor, add_attempt as _add, net_add as _net_add
-from fito.model.simfs import SimDisk
+from fito.model.simfs import SimDisk, SimFile
 from fito.model.planted import DedupCoordinator, DiscardingCoordinator
 from fito.protocol import (
     Aborted, Begin, Command, Committed, Coordinator, CoordinatorPhase, RankFailed, ReadyReceived, TimedOut, WriteShard,
@@ -125,7 +125,7 @@ class Model:
             zombie_idle = self.config.zombies and not w.pending[self.zombie] and w.machines[self.zombie] == self._fresh[self.zombie]
             # no process is left that could touch a dead attempt again (a live zombie could still publish one)
             settle = self.config.settle_dead and (not self.config.zombies or zombie_idle)
-            disk = settle_dead(w.disk, ghost) if settle else w.disk
+            disk = settle_dead(w.disk, ghost, self.n) if settle else w.disk
             nxt = self._begin(disk, w.store, ghost, self._new_job_fence(w.fence))
             out.append((f"job restart: every process restarts and begins epoch {epoch} attempt {nxt_attempt[1]}",
                         nxt._replace(owners=w.owners + nxt.owners)))
@@ -243,26 +243,33 @@ class Model:
         return (violations + liveness if liveness else violations), images
 
 
-def settle_dead(disk: SimDisk, ghost: Ghost) -> SimDisk:
-    """At a job restart that leaves no zombie, and with none alive from before: the files of every attempt never committed are settled, as if
-    their page cache had been flushed (data durable, unlinked names gone). No process of theirs is left and no
-    coordinator can publish them, so recovery never reads them (it reads committed manifests and what they
-    name) and nothing rewrites them; what stays observable of them is whether their names exist (the GC's
-    listing, and its deletes), and that is kept. Their page-cache states multiplied every state of the new
-    attempt; the tests check the verdicts are those of the unsettled search (`Config(settle_dead=False)`)."""
+def settle_dead(disk: SimDisk, ghost: Ghost, owner: int) -> SimDisk:
+    """At a job restart that leaves no zombie, and with none alive from before: every attempt never committed
+    is dead. No process of its is left and no coordinator can publish it, so recovery never reads its files (it
+    reads committed manifests and what they name) and nothing writes, persists or unlinks them by name again.
+    What stays observable of a dead attempt is whether its directory holds a file: the GC's listing (and so
+    whether the GC deletes it) and a discard's "is the step's directory empty". So each dead attempt's files
+    are replaced by one durable marker, `epochs/<step>/<attempt>/dead` (on node `owner`, the coordinator's),
+    if any of them has a name now, else by nothing. Which of its objects existed, and which were durable,
+    multiplied every state of the retry; the tests check the verdicts are those of the search that keeps them
+    (`Config(settle_dead=False)`, tests/model/test_settle_dead.py)."""
     live = {f"{e:012d}/{a}" for e, a in ghost.committed}
-    files = []
+    files: list = []
+    dead: set[str] = set()
     changed = False
     for p, f in disk.files:
         parts = p.split("/")
-        dead = len(parts) >= 4 and parts[0] == "epochs" and f"{parts[1]}/{parts[2]}" not in live
-        if dead and (f.data != f.durable or f.linked != f.linked_durable):
+        if len(parts) >= 4 and parts[0] == "epochs" and f"{parts[1]}/{parts[2]}" not in live:
             changed = True
-            if not f.linked:
-                continue
-            f = f._replace(durable=f.data, linked_durable=True)
+            if f.linked:
+                dead.add("/".join(parts[:3]))
+            continue
         files.append((p, f))
-    return SimDisk(tuple(files), disk.removed) if changed else disk
+    if not changed:
+        return disk
+    marker = ("dead",)
+    files += [(f"{d}/dead", SimFile(marker, marker, True, True, owner)) for d in dead]
+    return SimDisk(tuple(sorted(files)), disk.removed)
 
 
 def _msg(ev: object) -> str:
