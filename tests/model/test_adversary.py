@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fito.cli import main
-from fito.model.adversary import Bilateral, TemporalBoundary, crash_search, straddle
+from fito.model.adversary import Timing, TemporalBoundary, crash_search, straddle
+from fito.model.adversary_machines import MachineBilateral as Bilateral, MachineExecution, kind_of
+from fito.model.explorer import happy_path
 from fito.model.lattice import EpochState
 from fito.model.traces import Kind
 
@@ -36,7 +38,9 @@ def test_same_adversary_cannot_mix_the_recovered_state_of_bilateral(boundary: fl
     res = straddle(Bilateral(), n, boundary)
     assert res.durable_class.kind == "mixed"  # Theorem 4.2 about the instant still holds...
     assert res.recovered == (R,) * n  # ...but recovery reads the decision: presumed abort
-    assert not any(ev.component == "coord" for ev in res.execution.trace.events)
+    # the coordinator's machine never commits: after its timeout it publishes an abort and tells the ranks
+    coord = [ev.kind for ev in res.execution.trace.events if ev.component == "coord"]
+    assert coord == [Kind.ABORT, Kind.NOTIFY]
 
 
 def test_victim_choice_and_validation() -> None:
@@ -63,13 +67,12 @@ def test_crash_search_temporal_finds_mixed_states() -> None:
 def test_bilateral_clean_run_commits_and_crash_after_decision_still_commits() -> None:
     res = crash_search(Bilateral(), 2, max_crashes=1)
     assert res.mixed_recovered == 0
-    from fito.model.adversary import Timing
     p = Bilateral()
     base = Timing(start={"c0": 0.0, "c1": 0.0}, step={"c0": 1.0, "c1": 1.0})
     assert p.recover(p.execute(2, 1, base), 1) == (C, C)
     # coordinator dies right after the decision is durable, before telling anyone: still committed
     fsync_t = next(ev.time for ev in p.execute(2, 1, base).trace.events if ev.component == "coord"
-                   and ev.kind is Kind.FSYNC)
+                   and ev.kind is Kind.COMMIT)
     late = Timing(start=base.start, step=base.step, crashes={"coord": fsync_t + 1e-3})
     assert p.recover(p.execute(2, 1, late), 1) == (C, C)
     early = Timing(start=base.start, step=base.step, crashes={"coord": fsync_t - 1e-3})
@@ -100,3 +103,39 @@ def test_correction_5_p_mixed_is_the_abort_rate_under_bilateral() -> None:
     assert abs(bil.rate(bil.recovered, "atomic-bottom") - (1 - cf.all_c)) < 5 * se
     tmp = attempt_outcomes(TemporalBoundary(), n, q, k, seed=7)
     assert tmp.recovered.get("mixed", 0) == tmp.durable["mixed"] > 0  # no protocol: resumes the mix
+
+
+_COMMANDS = {Kind.WRITE, Kind.FSYNC, Kind.ACK, Kind.COMMIT, Kind.ABORT, Kind.NOTIFY, Kind.GC}
+
+
+def _seeded_timing(n: int, seed: int, crash: bool) -> Timing:
+    import random
+    rng = random.Random(seed)
+    names = [f"c{i}" for i in range(n)]
+    start = {c: rng.uniform(0, 3) for c in names}
+    crashes = {rng.choice(names + ["coord"]): rng.uniform(0, 12)} if crash else {}
+    return Timing(start=start, step={c: rng.uniform(0.2, 2) for c in names}, crashes=crashes,
+                  coord_step=rng.uniform(0.1, 1))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_bilateral_trace_is_the_machines_command_order(seed: int) -> None:
+    """The adversary's bilateral trace is generated from the machines: its command events are, in order,
+    the commands the checker's simulated executor ran for this seed's schedule, and with no crash each
+    process runs exactly the commands of the checker's happy path (which the differential test pins to a
+    real fito.dcp save), whatever the interleaving."""
+    n = 2 + seed % 2
+    for crash in (False, True):
+        ex = Bilateral().execute(n, 1, _seeded_timing(n, seed, crash))
+        assert isinstance(ex, MachineExecution)
+        times = [ev.time for ev in ex.trace.events]
+        assert times == sorted(times)
+        events = [(ev.component, ev.kind) for ev in ex.trace.events
+                  if ev.kind in _COMMANDS and not (ev.component != "coord" and ev.kind is Kind.COMMIT)]
+        names = {f"rank{i}": f"c{i}" for i in range(n)} | {"coord": "coord"}
+        assert events == [(names[who], kind_of(cmd)) for who, cmd in ex.commands]
+        if not crash:
+            log, _ = happy_path("bilateral", n)
+            for who in names:
+                assert [c for w, c in ex.commands if w == who] == [c for w, c in log if w == who], who
+            assert Bilateral().recover(ex, 1) == (C,) * n

@@ -9,7 +9,7 @@ from fito.model.explorer import explore, replay
 from fito.model.explorer_world import Config
 import dataclasses
 
-from fito.model.planted import DiscardingCoordinator, NoCoverageCheck, RecursiveDiscard
+from fito.model.planted import DedupCoordinator, DedupKeepsFirst, DiscardingCoordinator, NoCoverageCheck, RecursiveDiscard
 from fito.model.protocols import (
     MUTATION_SETTINGS, MUTATIONS, GcBeforeDecision, PublishBeforeAllReady, ReadyBeforeFsync,
 )
@@ -55,11 +55,15 @@ def test_mutations_are_one_method_overrides_of_the_library_machines() -> None:
     assert overridden <= {"publish", "on_published", "on_ready"}
     assert {n for n in vars(ReadyBeforeFsync) if not n.startswith("_")} <= {"after_write", "send_ready"}
     assert set(MUTATIONS) == {"ready-before-fsync", "gc-before-decision", "publish-before-all-ready",
-                              "recursive-discard", "no-coverage-check", "reader-takes-fence", "fence-per-save"}
+                              "recursive-discard", "no-coverage-check", "reader-takes-fence", "fence-per-save",
+                              "dedup-keeps-differing"}
     # issue 16's: the discard a failed coordinator runs, made recursive; the coverage check, skipped
     assert issubclass(RecursiveDiscard, DiscardingCoordinator) and issubclass(DiscardingCoordinator, Coordinator)
     assert {n for n in vars(RecursiveDiscard) if not n.startswith("_")} <= {"handle", "discard_command"}
     assert {n for n in vars(NoCoverageCheck) if not n.startswith("_")} == {"coverage_problems"}
+    # the dedup of replicated copies, without comparing their hashes
+    assert issubclass(DedupKeepsFirst, DedupCoordinator) and issubclass(DedupCoordinator, Coordinator)
+    assert {n for n in vars(DedupKeepsFirst) if not n.startswith("_")} == {"compares_replicas"}
 
 
 @pytest.mark.slow
@@ -70,7 +74,8 @@ def test_every_mutation_is_also_caught_with_three_ranks() -> None:
     for mutation in MUTATIONS:
         cfg = dataclasses.replace(quiet, **MUTATION_SETTINGS.get(mutation, {}))
         result = explore("bilateral", cfg, mutation=mutation, stop_at_first=True)
-        assert {"CommittedStaysRecoverable", "OnlyANewerWriterFences"} & set(result.violations), mutation
+        assert {"CommittedStaysRecoverable", "OnlyANewerWriterFences", "ReplicasAgreeWhenKeptOnce"} & set(
+            result.violations), mutation
 
 
 # Issue 16's rules, each with its planted bug: (mutation, scenario, property, steps, the damaging step).
@@ -94,6 +99,11 @@ NEW_RULES = [
     ("fence-per-save", Config(ranks=1, attempts=2, zombies=True, zombie_saves=True, message_loss=False,
                               crashes=False), "OnlyANewerWriterFences", 8,
      "coord: publish decision abort e2/b: REFUSED, stale fence"),
+    # every rank writes a copy of a replicated item; rank 1's holds another value (e.g. an RNG state not
+    # broadcast): the coordinator keeps rank 0's copy without comparing and commits; restoring gives rank 1
+    # rank 0's value. With the rule the last READY's coverage check sees two hashes and aborts.
+    ("dedup-keeps-differing", Config(ranks=2, replicas=True), "ReplicasAgreeWhenKeptOnce", 12,
+     "coord: publish decision commit e2/a (durable, atomic)"),
 ]
 
 
@@ -137,3 +147,24 @@ def test_cli_reports_the_mutation(capsys: pytest.CaptureFixture[str]) -> None:
     # a planted bug that needs a scenario gets it: no-coverage-check turns on --short-writes
     assert main(["check", "--mutation", "no-coverage-check", "--stop-at-first"]) == 1
     assert "vouching for none of its chunks" in capsys.readouterr().out
+    # dedup-keeps-differing turns on --replicas; with the rule, --replicas holds
+    assert main(["check", "--mutation", "dedup-keeps-differing", "--stop-at-first"]) == 1
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "its copy of the replicated item a different value" in out and "ReplicasAgreeWhenKeptOnce" in out
+    assert main(["check", "--replicas", "--no-crashes", "--no-loss"]) == 0
+
+
+def test_dedup_refuses_replicas_that_differ_and_keeps_equal_ones() -> None:
+    """The rule behind dedup-keeps-differing: on the last READY the coordinator compares every copy's hash;
+    copies that differ abort the save, equal ones are kept once and the save commits."""
+    cfg = Config(ranks=2, replicas=True)
+    trace = explore("bilateral", cfg, mutation="dedup-keeps-differing", stop_at_first=True).violations[
+        "ReplicasAgreeWhenKeptOnce"].trace
+    upto = trace.index("net: deliver READY(rank1, e2/a) to coord") + 1
+    world, violations = replay("bilateral", cfg, trace[:upto])
+    coord = world.machines[2]
+    assert isinstance(coord, DedupCoordinator) and coord.phase.value == "aborting" and violations == []
+    assert "1 replicated value(s) differ between ranks: 'replica' (2 different copies)" in coord.reason
+    equal = [s.replace(", its copy of the replicated item a different value", "") for s in trace]
+    world, violations = replay("bilateral", cfg, equal)
+    assert violations == [] and (2, "a") in world.ghost.committed

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mutation", choices=sorted(MUTATIONS),
                         help="plant a bug in the bilateral protocol (recursive-discard turns on --attempts 2 "
                              "--zombies --discard; no-coverage-check --short-writes; reader-takes-fence --reader; fence-per-save --attempts 2 --zombies "
-                             "--zombie-saves)")
+                             "--zombie-saves; dedup-keeps-differing --replicas)")
     parser.add_argument("--zombies", action="store_true",
                         help="a job restart may leave the old coordinator running (needs --attempts 2)")
     parser.add_argument("--fence-at-first-publish", action="store_true",
@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "directories only if empty), as the library's executor does")
     parser.add_argument("--short-writes", action="store_true",
                         help="a rank's write may vouch for none of its chunks: the coverage check must abort")
+    parser.add_argument("--replicas", action="store_true",
+                        help="every rank writes a copy of one replicated item, and a rank's copy may differ: the "
+                             "coordinator keeps one copy only if all are equal, else refuses the save")
     parser.add_argument("--reader", action="store_true",
                         help="a read-only opener (inspect, a restore-only Checkpointer) opens the root once, at any point")
     parser.add_argument("--zombie-saves", action="store_true",
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     config = Config(ranks=args.ranks, attempts=args.attempts, epochs=args.epochs, keep=args.keep,
                     crashes=not args.no_crashes, message_loss=not args.no_loss, zombies=args.zombies,
                     fence_at_first_publish=args.fence_at_first_publish, symmetry=not args.no_symmetry,
-                    discard=args.discard, short_writes=args.short_writes, reader=args.reader,
+                    discard=args.discard, short_writes=args.short_writes, reader=args.reader, replicas=args.replicas,
                     zombie_saves=args.zombie_saves)
     # a planted bug runs in the scenario that can show it (at least: more is the user's choice)
     settings = MUTATION_SETTINGS.get(args.mutation or "", {})

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-from fito.model.explorer_properties import Violation, crash_violations, liveness_violations
+from fito.model.explorer_properties import Violation, crash_violations, liveness_violations, replica_violations
 from fito.model.explorer_world import Config, Ghost, World
 from fito.model.protocols import INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, Record, Variant, attempt_name, global_plan
 from fito.model.simexec import SimExecutor, add_attempt as _add, net_add as _net_add
-from fito.model.simfs import SimDisk
-from fito.model.planted import DiscardingCoordinator
+from fito.model.simfs import SimDisk, SimFile
+from fito.model.planted import DedupCoordinator, DiscardingCoordinator
 from fito.protocol import (
     Aborted, Begin, Command, Committed, Coordinator, CoordinatorPhase, RankFailed, ReadyReceived, TimedOut, WriteShard,
 )
@@ -42,6 +42,8 @@ class Model:
             return self.variant.participant(i)
         if self.config.discard and self.variant.coordinator is Coordinator:
             return DiscardingCoordinator(self.n)
+        if self.config.replicas and self.variant.coordinator is Coordinator:
+            return DedupCoordinator(self.n)
         return self.variant.coordinator(self.n)
 
     # -- initial state --
@@ -67,7 +69,7 @@ class Model:
             machines.append(m)
             pending.append(cmds)
         # the coordinator begins with its fencing token (0 if it takes it at its first publish) and the plan
-        m, cmds = feed(self.fresh(self.n), Begin(*ghost.current, fence[1], global_plan(self.n)))
+        m, cmds = feed(self.fresh(self.n), Begin(*ghost.current, fence[1], global_plan(self.n, self.config.replicas)))
         machines.append(m)
         pending.append(cmds)
         if self.config.zombies:
@@ -81,8 +83,11 @@ class Model:
         for i in range(self.procs):
             if w.pending[i]:
                 out.append(self.execute(w, i))
-                if self.config.short_writes and i < self.n and isinstance(w.pending[i][0], WriteShard):
-                    out.append(self.execute(w, i, short=True))
+                if i < self.n and isinstance(w.pending[i][0], WriteShard):
+                    if self.config.short_writes:
+                        out.append(self.execute(w, i, short=True))
+                    if self.config.replicas and self.n > 1:
+                        out.append(self.execute(w, i, differs=True))
         seen_msgs = set()
         for k, (dest, ev) in enumerate(w.net):
             if (dest, ev) in seen_msgs:
@@ -117,10 +122,13 @@ class Model:
             nxt_attempt = (epoch, attempt_name(g.named))
             ghost = g._replace(aborted=_add(g.aborted, g.current), current=nxt_attempt, attempts=g.attempts + 1,
                                named=g.named + 1)
-            nxt = self._begin(w.disk, w.store, ghost, self._new_job_fence(w.fence))
+            zombie_idle = self.config.zombies and not w.pending[self.zombie] and w.machines[self.zombie] == self._fresh[self.zombie]
+            # no process is left that could touch a dead attempt again (a live zombie could still publish one)
+            settle = self.config.settle_dead and (not self.config.zombies or zombie_idle)
+            disk = settle_dead(w.disk, ghost, self.n) if settle else w.disk
+            nxt = self._begin(disk, w.store, ghost, self._new_job_fence(w.fence))
             out.append((f"job restart: every process restarts and begins epoch {epoch} attempt {nxt_attempt[1]}",
                         nxt._replace(owners=w.owners + nxt.owners)))
-            zombie_idle = self.config.zombies and not w.pending[self.zombie] and w.machines[self.zombie] == self._fresh[self.zombie]
             if zombie_idle:
                 # The scheduler restarts the job but fails to kill the old coordinator: it keeps its
                 # machine, its pending commands and its fencing token.
@@ -146,7 +154,7 @@ class Model:
         per_save = self.variant.fence_per_save
         token = w.fence[0] + 1 if per_save else w.fence[2]
         att = (zombie.epoch + 1, attempt_name(g.named))
-        m, cmds = feed(self._fresh[self.zombie], Begin(*att, token, global_plan(self.n)))
+        m, cmds = feed(self._fresh[self.zombie], Begin(*att, token, global_plan(self.n, self.config.replicas)))
         fence = (token, w.fence[1], token) if per_save else w.fence
         ghost = g._replace(named=g.named + 1, zombie_saved=True, intruder=token if per_save else g.intruder)
         nxt = self._set(w._replace(ghost=ghost, fence=fence, owners=w.owners + ((att[1], token),)), self.zombie, m, cmds)
@@ -188,10 +196,10 @@ class Model:
         w = self._set(w, i, fresh, ())
         return World(w.machines, w.pending, w.net, w.disk.lose_volatile(i), w.store, ghost, fence, w.owners)
 
-    def execute(self, w: World, i: int, short: bool = False) -> tuple[str, World]:
+    def execute(self, w: World, i: int, short: bool = False, differs: bool = False) -> tuple[str, World]:
         """Process i executes its next pending command (a failed file operation is caught as the library does)."""
         try:
-            return self._exec_ok(w, i, short)
+            return self._exec_ok(w, i, short, differs)
         except (FileNotFoundError, FileExistsError) as exc:
             return self._io_failed(w, i, exc)
 
@@ -210,10 +218,10 @@ class Model:
         nxt = self._set(World(w.machines, w.pending, net, w.disk, w.store, ghost, w.fence, w.owners), i, self._fresh[i], ())
         return f"{self.who(i)}: {type(cmd).__name__} FAILED ({type(exc).__name__}: {exc}); save given up", nxt
 
-    def _exec_ok(self, w: World, i: int, short: bool = False) -> tuple[str, World]:
+    def _exec_ok(self, w: World, i: int, short: bool = False, differs: bool = False) -> tuple[str, World]:
         """Process i executes its next command through its simulated executor, and the reply goes back to
         its machine: one `step` of the executor contract the library drives (fito.protocol.drive)."""
-        sim = SimExecutor(self, w, i, short)
+        sim = SimExecutor(self, w, i, short, differs)
         execute = sim if self.observe is None else recording(sim, self.who(i), self.observe)
         machine, rest, _ = step(w.machines[i], w.pending[i], execute)
         nxt = self._set(World(w.machines, w.pending, sim.net, sim.disk, sim.store, sim.ghost, sim.fence, w.owners),
@@ -231,8 +239,37 @@ class Model:
             self._check_memo[key] = hit
             images = hit[1]
         violations = hit[0]
-        liveness = liveness_violations(w, self.n, self.config.timeouts)
+        liveness = liveness_violations(w, self.n, self.config.timeouts) + replica_violations(w)
         return (violations + liveness if liveness else violations), images
+
+
+def settle_dead(disk: SimDisk, ghost: Ghost, owner: int) -> SimDisk:
+    """At a job restart that leaves no zombie, and with none alive from before: every attempt never committed
+    is dead. No process of its is left and no coordinator can publish it, so recovery never reads its files (it
+    reads committed manifests and what they name) and nothing writes, persists or unlinks them by name again.
+    What stays observable of a dead attempt is whether its directory holds a file: the GC's listing (and so
+    whether the GC deletes it) and a discard's "is the step's directory empty". So each dead attempt's files
+    are replaced by one durable marker, `epochs/<step>/<attempt>/dead` (on node `owner`, the coordinator's),
+    if any of them has a name now, else by nothing. Which of its objects existed, and which were durable,
+    multiplied every state of the retry; the tests check the verdicts are those of the search that keeps them
+    (`Config(settle_dead=False)`, tests/model/test_settle_dead.py)."""
+    live = {f"{e:012d}/{a}" for e, a in ghost.committed}
+    files: list = []
+    dead: set[str] = set()
+    changed = False
+    for p, f in disk.files:
+        parts = p.split("/")
+        if len(parts) >= 4 and parts[0] == "epochs" and f"{parts[1]}/{parts[2]}" not in live:
+            changed = True
+            if f.linked:
+                dead.add("/".join(parts[:3]))
+            continue
+        files.append((p, f))
+    if not changed:
+        return disk
+    marker = ("dead",)
+    files += [(f"{d}/dead", SimFile(marker, marker, True, True, owner)) for d in dead]
+    return SimDisk(tuple(sorted(files)), disk.removed)
 
 
 def _msg(ev: object) -> str:

@@ -19,6 +19,8 @@ PROPERTIES: dict[str, str] = {
     "AbortedNeverVisible": "always: no unit of an aborted attempt is ever returned by recovery",
     "OnlyANewerWriterFences": "always: the live job's decision is refused only when a newer job's coordinator "
     "took the fence; never a reader, never an older job's coordinator beginning another save",
+    "ReplicasAgreeWhenKeptOnce": "always: an attempt is committed only if the copies of each replicated "
+    "item its ranks wrote were equal (deduplication keeps one copy; a copy that differs is refused)",
     "EventuallyDecides": "eventually: when no process has work left and no message is in flight, the "
     "attempt is committed or aborted (no silent limbo)",
 }
@@ -74,6 +76,22 @@ def liveness_violations(w: World, ranks: int, timeouts: bool) -> list[Violation]
     return [Violation("EventuallyDecides",
                       f"nothing left to do and no message in flight, yet e{g.current[0]}/{g.current[1]} is "
                       f"neither committed nor aborted")]
+
+
+def replica_violations(w: World) -> list[Violation]:
+    """ReplicasAgreeWhenKeptOnce at w: no committed attempt had ranks whose copies of the replica differed."""
+    g = w.ghost
+    if not g.replica_copies:
+        return []
+    values: dict[Attempt, set[int]] = {}
+    for att, value in g.replica_copies:
+        values.setdefault(att, set()).add(value)
+    bad = [a for a, v in values.items() if len(v) > 1 and a in g.committed]
+    if not bad:
+        return []
+    return [Violation("ReplicasAgreeWhenKeptOnce",
+                      f"{_atts(bad)} committed although the ranks' copies of the replicated item differed: one "
+                      "copy was kept and the other ranks' value is silently replaced on restore")]
 
 
 def _att(c: object) -> Attempt | None:

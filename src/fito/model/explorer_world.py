@@ -25,6 +25,8 @@ class Ghost(NamedTuple):
     intruder: int = 0  # a token taken by what must never fence the live job (a reader, an older job's new save)
     fenced_out: str = ""  # an attempt whose decision was refused because an intruder held the newest token
     zombie_saved: bool = False  # the zombie coordinator's job began its next save (Config.zombie_saves)
+    # (attempt, which copy) of every copy of the replicated item written (Config.replicas): 0 the value, 1 another
+    replica_copies: tuple[tuple[Attempt, int], ...] = ()
 
 
 class World(NamedTuple):
@@ -60,5 +62,10 @@ class Config:
     reader: bool = False
     # with zombies: the surviving old coordinator's job goes on and begins its next save (once)
     zombie_saves: bool = False
+    # every rank writes a copy of one replicated item; a rank's copy may differ (the coordinator must refuse)
+    replicas: bool = False
+    # at a job restart without zombies, the files of attempts never committed are settled (fito.model.
+    # explorer_model.settle_dead): their page-cache states are unobservable; False explores them all
+    settle_dead: bool = True
     # one state per class of states equal up to a renaming of ranks (fito.model.symmetry); False: every state
     symmetry: bool = True

@@ -23,7 +23,7 @@ from fito.protocol import (
 )
 from fito.protocol.gc import live_commits
 from fito.protocol.messages import Expected, manifest_path, shard_path
-from fito.model.planted import NoCoverageCheck, RecursiveDiscard
+from fito.model.planted import REPLICA_KEY, DedupKeepsFirst, NoCoverageCheck, RecursiveDiscard
 from fito.model.simfs import MISSING, Content, Reader, SimDisk, content_hash, unit
 
 INITIAL_EPOCH = 1
@@ -115,13 +115,20 @@ def unit_entry(rank: int, c: Content, epoch: int) -> UnitEntry:
     return UnitEntry(f"rank{rank}", 0, 1, content_hash(c), epoch)
 
 
-def global_plan(ranks: int) -> Expected:
-    """The model's global plan, as the coordinator's Begin carries it: each rank's one unit, one byte each."""
-    return tuple(((f"rank{r}", None), 1) for r in range(ranks))
+def global_plan(ranks: int, replicas: bool = False) -> Expected:
+    """The model's global plan, as the coordinator's Begin carries it: each rank's one unit, one byte each
+    (with `replicas`, also the one replicated item every rank holds, kept once)."""
+    return tuple(((f"rank{r}", None), 1) for r in range(ranks)) + ((REPLICA_KEY, 1),) * replicas
+
+
+def replica_copy(epoch: int, attempt: str, differs: bool = False) -> tuple:
+    """A rank's copy of the replicated item (equal on every rank unless this one `differs`)."""
+    return ("replica", epoch, attempt, int(differs))
 
 
 def manifest_content(epoch: int, attempt: str, readies: tuple[Ready, ...]) -> tuple:
-    entries = tuple((r.rank, r.file, u.hash, u.epoch) for r in readies for u in r.units)
+    # per rank, its own unit (recovery loads units; the kept replica's hash is not what it compares)
+    entries = tuple((r.rank, r.file, u.hash, u.epoch) for r in readies for u in r.units if u.key != REPLICA_KEY)
     return ("manifest", epoch, attempt, entries)
 
 
@@ -367,17 +374,23 @@ MUTATIONS: dict[str, Variant] = {
         summary="the coordinator accepts READYs that do not vouch for every chunk of the plan",
         coordinator=NoCoverageCheck,
     ),
+    "dedup-keeps-differing": replace(
+        BILATERAL, name="bilateral+dedup-keeps-differing",
+        summary="the coordinator keeps one copy of a replicated item without comparing the other copies' hashes",
+        coordinator=DedupKeepsFirst,
+    ),
 }
 
 
 # What each planted bug needs of the scenario to show (Config fields set on): discard runs only when an
 # attempt fails, and the race needs a second attempt of the same step and a coordinator that survives the
-# restart; a coverage gap needs a rank whose write misses chunks.
+# restart; a coverage gap needs a rank whose write misses chunks; a dedup, an item every rank writes a copy of.
 MUTATION_SETTINGS: dict[str, dict[str, object]] = {
     "recursive-discard": {"attempts": 2, "zombies": True, "discard": True},
     "no-coverage-check": {"short_writes": True},
     "reader-takes-fence": {"reader": True},
     "fence-per-save": {"attempts": 2, "zombies": True, "zombie_saves": True},
+    "dedup-keeps-differing": {"replicas": True},
 }
 
 

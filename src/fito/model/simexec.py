@@ -9,14 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fito.model.protocols import (
-    CommitPoint, DiscardTentative, MarkStable, Record, WriteInPlace, manifest_content, mark_path, unit_entry,
+    CommitPoint, DiscardTentative, MarkStable, Record, WriteInPlace, manifest_content, mark_path, replica_copy,
+    unit_entry,
 )
 from fito.model.simfs import SimDisk, content_hash, short_path, unit
 from fito.protocol import (
     Aborted, CollectGarbage, Committed, DecisionPublished, ManifestWritten, Notify, Persist, Persisted,
-    PublishDecision, PublishRejected, ReadyReceived, SendReady, ShardWritten, WriteManifest, WriteShard,
+    PublishDecision, PublishRejected, ReadyReceived, SendReady, ShardWritten, UnitEntry, WriteManifest, WriteShard,
 )
-from fito.model.planted import CheckDiscardable, Discard, DiscardChecked, RemoveTree
+from fito.model.planted import REPLICA_KEY, CheckDiscardable, Discard, DiscardChecked, RemoveTree
 from fito.protocol.gc import DIR, Delete, Entry, RemoveEmptyDir, Retire, Unlink, plan_discard, plan_gc
 from fito.protocol.messages import NO_FENCE, attempt_dir
 
@@ -29,9 +30,11 @@ class SimExecutor:
     """Executes commands of process `i` over world `w`; `disk`, `store`, `net`, `ghost`, `fence` and `label`
     hold the outcome. Raises FileNotFoundError/FileExistsError as the real storage would."""
 
-    def __init__(self, model: "Model", w: "World", i: int, short: bool = False) -> None:
+    def __init__(self, model: "Model", w: "World", i: int, short: bool = False, differs: bool = False) -> None:
         self.n, self.i, self.keep = model.n, i, model.config.keep
         self.short = short  # this write vouches for none of its chunks (Config.short_writes)
+        self.replicas = model.config.replicas  # the write also holds a copy of the replicated item
+        self.differs = differs  # ... and this rank's copy differs from the others' (Config.replicas)
         self.slot = i - model.n + 1  # index of this coordinator's token in `fence` (coordinators only)
         self.owners = w.owners
         self.disk, self.store, self.net, self.ghost, self.fence = w.disk, w.store, w.net, w.ghost, w.fence
@@ -46,7 +49,15 @@ class SimExecutor:
                 self.label = f"write shard {short_path(cmd.path)}, vouching for none of its chunks (plan missed them)"
                 return ShardWritten(cmd.path, 1, ())
             self.label = f"write shard {short_path(cmd.path)}"
-            return ShardWritten(cmd.path, 1, (unit_entry(cmd.rank, c, cmd.epoch),))
+            entries = (unit_entry(cmd.rank, c, cmd.epoch),)
+            if self.replicas:
+                copy = replica_copy(cmd.epoch, cmd.attempt, self.differs)
+                entries += (UnitEntry(REPLICA_KEY[0], 1, 1, content_hash(copy), cmd.epoch),)
+                if self.differs:
+                    self.label += ", its copy of the replicated item a different value"
+                copies = add_attempt(self.ghost.replica_copies, ((cmd.epoch, cmd.attempt), int(self.differs)))
+                self.ghost = self.ghost._replace(replica_copies=copies)
+            return ShardWritten(cmd.path, 1, entries)
         if isinstance(cmd, WriteInPlace):
             c = unit(cmd.rank, cmd.epoch, cmd.attempt)
             self.disk = self.disk.overwrite(cmd.path, c, i)

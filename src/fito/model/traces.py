@@ -30,6 +30,9 @@ class Kind(str, Enum):
     CRASH = "crash"        # process dies; volatile state is lost
     RECOVER = "recover"    # process restarts and reads its stable storage
     COMMIT = "commit"      # the component (or the coordinator) records epoch e as committed
+    ABORT = "abort"        # the coordinator records epoch e's attempt as aborted
+    NOTIFY = "notify"      # the coordinator tells every component the outcome
+    GC = "gc"              # retention: older epochs retired, then deleted
 
 
 @dataclass(frozen=True)
