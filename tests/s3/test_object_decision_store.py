@@ -166,3 +166,56 @@ def test_a_new_handle_starts_from_the_newest_snapshot(tmp_path: Path, monkeypatc
     assert _CountsGets.gets == 2  # the snapshot of slot 12 and slot 13: not the 13 entries
     reader.publish(Decision(epoch=10, attempt="a", outcome="commit", manifest="m", manifest_hash="h"), f)
     assert [d.epoch for d in writer.committed()][-1] == 10
+
+
+@pytest.mark.parametrize("kind", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_a_lost_log_beside_attempts_is_refused_not_restarted(kind: str, tmp_path: Path,
+                                                             request: pytest.FixtureRequest) -> None:
+    """The decision objects deleted, the attempts left: a new job must not start an empty log beside them (it
+    would restart at fence 1 and report no checkpoint); the SQLite log refuses the same way."""
+    import shutil
+
+    import torch
+
+    import fito
+    from fito.errors import DecisionLogMissingError
+    from fito.storage.localfs import LocalFS
+
+    if kind == "local":
+        root = tmp_path / "ckpt"
+        root.mkdir()
+
+        def storage() -> Any:
+            return LocalFS(root)
+
+        def lose_log() -> None:
+            shutil.rmtree(root / "decisions.d")
+    else:
+        from obstore.store import S3Store
+
+        from fito.storage.s3 import S3Storage
+        server = request.getfixturevalue("seaweed")
+        url, options = server.new_url(), server.options()
+
+        def storage() -> Any:
+            return S3Storage(url, storage_options=options)
+
+        def lose_log() -> None:
+            s = storage()
+            for info in list(s.list("decisions.d")):
+                s.delete(info.key)
+            assert not list(s.list("decisions.d"))
+    state = {"w": torch.arange(4.0)}
+    with fito.Checkpointer(storage(), store=ObjectDecisionStore.for_storage(storage())) as ck:
+        ck.save(1, state)
+    lose_log()
+    with pytest.raises(DecisionLogMissingError, match="decision log is missing.*recover-log"):
+        ObjectDecisionStore.for_storage(storage())  # a writer's store: refused at open
+    with pytest.raises(DecisionLogMissingError, match="recover-log"):  # a reader's: not "no checkpoint"
+        fito.Checkpointer(storage(), store=ObjectDecisionStore.for_storage(storage(), readonly=True)).restore(
+            {"w": torch.zeros(4)})
+    assert not list(storage().list("decisions.d/log"))  # nothing was written
+    # the explicit opt-in starts a new log beside them
+    with fito.Checkpointer(storage(), store=ObjectDecisionStore.for_storage(storage(), replace_lost=True)) as ck:
+        ck.save(3, state)
+        assert ck.restore({"w": torch.zeros(4)}) == 3

@@ -28,12 +28,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from fito.coord.base import Decision, DecisionStore, new_log_id
 from fito.coord.object_log import ConditionalObjects, LocalObjects, S3Objects, probe
-from fito.errors import DecisionLogDamagedError, RetireRefusedError, StaleFenceError
-from fito.protocol.layout import valid_log_id
+from fito.errors import DecisionLogDamagedError, DecisionLogMissingError, RetireRefusedError, StaleFenceError
+from fito.protocol.layout import STEPS, valid_log_id
 
 LOG = "log/"
 SNAP = "snap/"
@@ -127,10 +127,14 @@ class ObjectDecisionStore(DecisionStore):
     """Decisions and fencing tokens as put-if-absent objects (see the module docstring).
 
     `objects`: where (fito.coord.object_log.S3Objects / LocalObjects); `for_storage` picks them for a
-    checkpoint storage. `readonly=True`: never write (a reader's handle)."""
+    checkpoint storage. `readonly=True`: never write (a reader's handle). `attempts`: the step prefixes that
+    already hold attempts (for_storage lists the storage's); a log that would be started beside them is
+    refused (DecisionLogMissingError), as the SQLite log is, unless `replace_lost=True`."""
 
-    def __init__(self, objects: ConditionalObjects, *, readonly: bool = False) -> None:
+    def __init__(self, objects: ConditionalObjects, *, readonly: bool = False,
+                 attempts: Callable[[], list[str]] | None = None, replace_lost: bool = False) -> None:
         self.objects, self.readonly = objects, readonly
+        self._attempts = None if replace_lost else attempts
         self._entries: dict[int, dict[str, Any]] = {}  # the slots read one by one (after the snapshot)
         self._tail = 0  # the last slot replayed
         self._state = _State()
@@ -138,13 +142,20 @@ class ObjectDecisionStore(DecisionStore):
         self._lock = threading.RLock()
 
     @classmethod
-    def for_storage(cls, storage: Any, *, readonly: bool = False) -> "ObjectDecisionStore":
+    def for_storage(cls, storage: Any, *, readonly: bool = False, replace_lost: bool = False) -> "ObjectDecisionStore":
         """The store kept under `<root>/decisions.d/` of a checkpoint storage: S3Storage's bucket and prefix, or
-        a LocalFS directory (for a POSIX root several machines share)."""
+        a LocalFS directory (for a POSIX root several machines share). `replace_lost=True`: start a new log
+        even beside existing attempts (they are then never restored nor deleted by it)."""
+        from fito.storage.listing import names  # the storage's listing, by prefix
+
+        def attempts() -> list[str]:
+            return sorted(names(storage, STEPS))
         objects = getattr(storage, "decision_objects", None)
-        if objects is not None:
-            return cls(objects(), readonly=readonly)
-        return cls(LocalObjects(storage.root / "decisions.d"), readonly=readonly)
+        where = objects() if objects is not None else LocalObjects(storage.root / "decisions.d")
+        store = cls(where, readonly=readonly, attempts=attempts, replace_lost=replace_lost)
+        if not readonly and store.log_id() is None:
+            store._refuse_if_lost()  # at open, as the SQLite log refuses: before the job starts training
+        return store
 
     @classmethod
     def create_new(cls, objects: ConditionalObjects, *, fence_floor: int = 0,
@@ -261,8 +272,26 @@ class ObjectDecisionStore(DecisionStore):
 
     def _ensure_identity(self) -> None:
         def init(state: _State, slot: int) -> dict[str, Any] | None:
-            return {"op": "init", "log_id": new_log_id()} if slot == 1 else None
+            if slot != 1:
+                return None
+            self._refuse_if_lost()
+            return {"op": "init", "log_id": new_log_id()}
         self._append(init)
+
+    def _refuse_if_lost(self) -> None:
+        """No log, but attempts beside it: the log was lost. An empty one would say "nothing committed", the
+        next save would start over at fence 1, and GC would never see the old attempts."""
+        steps = self._attempts() if self._attempts is not None else []
+        if steps:
+            where = self.objects.where
+            root = where.rsplit("/", 1)[0]
+            raise DecisionLogMissingError(
+                f"{where}: the decision log is missing, but {root}/{STEPS}/ holds attempts of {len(steps)} step(s) "
+                f"({', '.join(steps[-3:])}{', ...' if len(steps) > 3 else ''}); fito will not start an empty log "
+                f"next to them (it would report no checkpoint, and the next save would start over). To recover: "
+                f"put the objects under {where}/ back from a copy, or run `fito recover-log {root}` to see which "
+                f"whole, verified attempts it would record as committed, then `fito recover-log {root} --apply`. To "
+                "start a new log anyway, pass store=ObjectDecisionStore.for_storage(storage, replace_lost=True)")
 
     # ---------------------------------------------------------------- DecisionStore
     def log_id(self) -> str | None:
@@ -295,7 +324,10 @@ class ObjectDecisionStore(DecisionStore):
         return self._state.decisions[self._state.by_id[did]]
 
     def decisions(self) -> list[Decision]:
-        return list(self._refresh().decisions)
+        state = self._refresh()
+        if state.log_id is None:  # no log at all: nothing decided, unless attempts say a log was lost
+            self._refuse_if_lost()
+        return list(state.decisions)
 
     def retire(self, epoch: int, attempt: str, fence: int | None) -> None:
         def mark(state: _State, slot: int) -> dict[str, Any]:
