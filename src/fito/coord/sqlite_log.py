@@ -324,7 +324,7 @@ def holders(path: Path) -> list[str]:
     for pid in pids:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
-            if not any(os.readlink(f"/proc/{pid}/fd/{fd}") in targets for fd in fds):
+            if not any(_link(f"/proc/{pid}/fd/{fd}") in targets for fd in fds):
                 continue
             with open(f"/proc/{pid}/comm") as f:
                 name = f.read().strip()
@@ -332,6 +332,15 @@ def holders(path: Path) -> list[str]:
             continue
         found.append(f"pid {pid} ({name}{', this process' if int(pid) == os.getpid() else ''})")
     return found[:5]
+
+
+def _link(fd_path: str) -> str:
+    """Where an open fd points, or "" if it closed since the listing (another thread of that process: skipping
+    the whole process on one such fd hid the very holder, this process included, under load)."""
+    try:
+        return os.readlink(fd_path)
+    except OSError:
+        return ""
 
 
 def decision_from_row(r: tuple) -> Decision:
