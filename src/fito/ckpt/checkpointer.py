@@ -89,9 +89,11 @@ class Checkpointer:
     def _default_store(self) -> DecisionStore:
         return default_store(self.storage)  # SQLite in a local root, the storage-native store on S3
 
-    # The methods below that the class docstring does not name (take_fence ... progress_bar) are the save and
-    # restore paths' own steps (fito.ckpt.sharded_save, sharded_restore, fito.testing.v1_format):
-    # they run on this Checkpointer's state, so no module outside this one touches its private members.
+    # take_fence, refuse_start, fence, stage, settle_previous, coordinator_fence, apply_voted, validation_loss,
+    # validate, candidates, load_per_rank, progress_bar: steps of the save and restore paths (fito.ckpt.
+    # sharded_save, sharded_restore, fito.testing.v1_format) on this Checkpointer's own state. No leading
+    # underscore so those modules call them instead of reaching into its privates (tests/
+    # test_checkpointer_owns.py); not the documented API (the class docstring and save/restore/close are).
     def take_fence(self) -> str:
         """Rank 0, at the start of a save: hold a fencing token before the first write of the first save (not
         lazily at the first publish: the model checker found that a zombie could then delete live work).
