@@ -7,7 +7,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import Any, Callable, Mapping, MutableMapping
+from typing import Any, Callable, Mapping, MutableMapping, NoReturn
 
 import torch
 
@@ -89,14 +89,36 @@ class Checkpointer:
     def _default_store(self) -> DecisionStore:
         return default_store(self.storage)  # SQLite in a local root, the storage-native store on S3
 
-    def _take_fence(self) -> str:
+    # take_fence, refuse_start, fence, stage, settle_previous, coordinator_fence, apply_voted, validation_loss,
+    # validate, candidates, load_per_rank, progress_bar: steps of the save and restore paths (fito.ckpt.
+    # sharded_save, sharded_restore, fito.testing.v1_format) on this Checkpointer's own state. No leading
+    # underscore so those modules call them instead of reaching into its privates (tests/
+    # test_checkpointer_owns.py); not the documented API (the class docstring and save/restore/close are).
+    def take_fence(self) -> str:
         """Rank 0, at the start of a save: hold a fencing token before the first write of the first save (not
-        lazily at the first publish: the model checker found that a zombie could then delete live work)."""
+        lazily at the first publish: the model checker found that a zombie could then delete live work).
+        Returns the attempt name, or "!reason" when the store refused (raise it with `refuse_start`)."""
         try:
             return self._fence.new_attempt(self.store)
-        except Exception as exc:  # noqa: BLE001 - told to every rank below, so none waits for an attempt that never starts
+        except Exception as exc:  # noqa: BLE001 - told to every rank by the caller, so none waits for an attempt that never starts
             self._fence_error = exc
             return f"!{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else f"!{exc}"
+
+    def refuse_start(self, step: int, reason: str) -> NoReturn:
+        """Raise the refusal of a save whose coordinator could not take the fencing token (`reason`: what
+        `take_fence` returned after its "!"); on rank 0 its cause is the store's own error."""
+        cause, self._fence_error = self._fence_error, None
+        raise SaveAbortedError(f"save of step {step} not started: the coordinator could not take the fencing "
+                               f"token: {reason}", step=step, failures={0: reason}) from cause
+
+    @property
+    def fence(self) -> Fence:
+        """The fencing token this Checkpointer holds for life (fito.commit.attempt), for its saves' Writer."""
+        return self._fence
+
+    def stage(self, items: list[tuple[str, memoryview | torch.Tensor]]) -> list[tuple[str, memoryview]]:
+        """Copy `items` into this Checkpointer's one reused host buffer (fito.ckpt.staging)."""
+        return self._staging.stage(items)
 
     def committed(self) -> list[int]:
         """Steps that a durable decision says committed (and not retired), oldest commit first."""
@@ -152,7 +174,7 @@ class Checkpointer:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         if if_busy not in ("wait", "error"):
             raise ValueError(f"if_busy must be 'wait' or 'error', got {if_busy!r}")
-        self._settle_previous(if_busy)
+        self.settle_previous(if_busy)
         from fito.ckpt import sharded_save  # sharded state (fito-manifest/2): any world size restores it
         commit = sharded_save.prepare(self, step, state, stage=not blocking, rollback=rollback)
         if blocking:
@@ -167,7 +189,7 @@ class Checkpointer:
         handle, self._inflight = self._inflight, None
         return handle.wait() if handle else None
 
-    def _settle_previous(self, if_busy: str) -> None:
+    def settle_previous(self, if_busy: str) -> None:
         handle = self._inflight
         if handle is None:
             return
@@ -179,7 +201,7 @@ class Checkpointer:
             raise SaveAbortedError(f"the background save of step {handle.step} failed: {error}", step=handle.step,
                                    phase=getattr(error, "phase", None), failures=getattr(error, "failures", None)) from error
 
-    def _coordinator_fence(self) -> int:
+    def coordinator_fence(self) -> int:
         return self._fence.held()
 
     # ---------------------------------------------------------------- restore
@@ -208,7 +230,7 @@ class Checkpointer:
                                                       strict=strict)
         return step
 
-    def _apply(self, plan: RestorePlan, applied: list[Applied], d: Decision) -> FitoError | None:
+    def apply_voted(self, plan: RestorePlan, applied: list[Applied], d: Decision) -> FitoError | None:
         """Apply `plan` on this rank, then vote: unless every rank applied its plan, every rank puts its state
         back, so a failed restore leaves nothing changed on any rank."""
         error: FitoError | None = None
@@ -224,19 +246,19 @@ class Checkpointer:
                                        "its error); this rank's state was put back, nothing changed")
         return error
 
-    def _validation_loss(self) -> float:
+    def validation_loss(self) -> float:
         assert self.validator is not None
         with torch.random.fork_rng(devices=[]):  # the check must not shift the training's random stream
             return float(self.validator())
 
-    def _validate(self, d: Decision, recorded: Any) -> Exception | None:
+    def validate(self, d: Decision, recorded: Any) -> Exception | None:
         if recorded is None:
             return None  # saved without a validator: nothing to compare against
         data = recorded.get("data") if isinstance(recorded, dict) else None
         if not isinstance(data, (int, float)) or isinstance(data, bool):
             return UnsafeCheckpointError(path=d.manifest, unit=VALIDATION_ENTRY, expected="a recorded loss", found=repr(data)[:80])
         recorded = float(data)
-        found = self._validation_loss()
+        found = self.validation_loss()
         if abs(found - recorded) <= self.validate_atol + self.validate_rtol * abs(recorded):
             return None
         return ValidationError(
@@ -247,21 +269,21 @@ class Checkpointer:
             "epoch tags, not by it."
         )
 
-    def _candidates(self, step: int | None) -> list[Decision]:
+    def candidates(self, step: int | None) -> list[Decision]:
         """The decisions this restore may try, newest last, the same on every rank (fito.commit.decision)."""
         return decision.agree(self.transport, self.root,
                               lambda: decision.candidates(decision.read_committed(self.root, self.store), step, self.root))
 
-    def _load(self, d: Decision) -> dict[str, Any]:
+    def load_per_rank(self, d: Decision) -> dict[str, Any]:
         m = load_manifest(self.storage, d)
         if m.world_size != self.world_size:
             raise StateMismatchError(f"{d.manifest}: saved by {m.world_size} ranks, restoring on {self.world_size}")
         shard = m.shard(self.rank)
-        with self._progress(f"restore step {d.epoch}", shard.size) as advance:
+        with self.progress_bar(f"restore step {d.epoch}", shard.size) as advance:
             return load_shard(self.storage, m, shard, progress=advance)
 
     # ---------------------------------------------------------------- helpers
-    def _progress(self, label: str, total: int) -> Any:
+    def progress_bar(self, label: str, total: int) -> Any:
         show = self.progress if self.progress is not None else (self.rank == 0 and total >= 256 << 20 and sys.stderr.isatty())
         return ByteProgress(label, total) if show else nullcontext(None)
 

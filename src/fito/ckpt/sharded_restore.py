@@ -72,9 +72,9 @@ def restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | Non
 
 def _restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | None, *, fallback: bool,
              rank_local: rank_local.Policy, scope: Scope) -> tuple[int, IncompatibleKeys]:
-    ck._settle_previous("wait")
+    ck.settle_previous("wait")
     policy = RankLocalPolicy.parse(rank_local)
-    candidates = ck._candidates(step)
+    candidates = ck.candidates(step)
     fresh = FreshOptimizers(optimizers_of(state))
     prepared: dict[str, tuple[RestorePlan, Any]] = {}
     applied: list[Applied] = []  # the candidate currently applied, with the snapshots that undo it
@@ -89,10 +89,10 @@ def _restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | No
         if ck.validator is None:
             return None
         plan, recorded = prepared[d.attempt]
-        error = ck._apply(plan, applied, d)  # validation needs the model as restored
+        error = ck.apply_voted(plan, applied, d)  # validation needs the model as restored
         if error is not None:
             return error
-        error = ck._validate(d, recorded)
+        error = ck.validate(d, recorded)
         if ck.transport.all_ok(error is None):
             return None
         applied.pop().rollback()  # the next candidate starts from the caller's state
@@ -101,7 +101,7 @@ def _restore(ck: "Checkpointer", state: MutableMapping[str, Any], step: int | No
     try:
         decision, skipped = choose_epoch(candidates, verify, fallback=fallback)
         if ck.validator is None:
-            error = ck._apply(prepared[decision.attempt][0], applied, decision)
+            error = ck.apply_voted(prepared[decision.attempt][0], applied, decision)
             if error is not None:
                 raise error
     except BaseException:
@@ -134,7 +134,7 @@ def _prepare(ck: "Checkpointer", state: MutableMapping[str, Any], d: Decision, p
         raise StateMismatchError(f"{where}: strict=False needs a checkpoint of the sharded format; this step was "
                                  f"written in {V1_FORMAT}, which restores strictly")
     if m is None:  # fito-manifest/1: one full shard per rank, the same world size
-        saved = _agreed(ck, d, lambda: ck._load(d))
+        saved = _agreed(ck, d, lambda: ck.load_per_rank(d))
         return _agreed(ck, d, lambda: plan_restore(state, saved, where=where)), saved.get(VALIDATION_ENTRY)
     _read(ck, d, m, targets)
     if after_verify is not None:
@@ -339,7 +339,7 @@ def _read(ck: "Checkpointer", d: Decision, m: ShardedManifest, targets: dict[str
     total = sum(local_bytes(t) for t in targets.values() if isinstance(t, torch.Tensor))
     skip = (set(m.tensors) | set(m.values)) - set(targets)
     try:
-        with ck._progress(f"restore step {d.epoch}", total) if total else nullcontext(None) as advance:
+        with ck.progress_bar(f"restore step {d.epoch}", total) if total else nullcontext(None) as advance:
             # scratch_targets: `targets` are this restore's own buffers (see _targets), applied only after the vote
             reader = Reader(ck.storage, decision=d, manifest=m, transport=ck.transport, progress=advance,
                             scratch_targets=True)

@@ -52,16 +52,14 @@ def prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: b
 
 def _prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: bool,
              rollback: bool) -> Callable[[], int]:
-    internal = {VALIDATION_ENTRY: ck._validation_loss()} if ck.validator is not None else {}
+    internal = {VALIDATION_ENTRY: ck.validation_loss()} if ck.validator is not None else {}
     entries = digests = None
     error: BaseException | None = None
     try:
         if ck.rank == 0:  # the fencing token, before this coordinator's first write (taken once, at the first save)
-            token = ck._take_fence()
+            token = ck.take_fence()
             if token.startswith("!"):
-                cause, ck._fence_error = ck._fence_error, None
-                raise SaveAbortedError(f"save of step {step} not started: the coordinator could not take the fencing "
-                                       f"token: {token[1:]}", step=step, failures={0: token[1:]}) from cause
+                ck.refuse_start(step, token[1:])
         entries = capture(state, internal)
         # Digests find values that differ between ranks; on one rank there is nothing to compare.
         digests = [rank_local.leaf_digests(e) if ck.world_size > 1 else [None] * len(e.leaves) for e in entries]
@@ -76,14 +74,14 @@ def _prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: 
     if stage:
         flat = staged(ck, flat)
     writer = Writer(ck.storage, step, keep=ck.keep, hash=ck.algorithm, store=ck.store if ck.rank == 0 else None,
-                    fence=ck._fence if ck.rank == 0 else None, rollback=rollback)  # the token taken above, held for life
+                    fence=ck.fence if ck.rank == 0 else None, rollback=rollback)  # the token taken above, held for life
     group = getattr(ck.transport, "group", None)
     # The bar's total: what this rank holds; it writes its share of the replicas, so the bar may end early.
     total = sum(local_bytes(v) for v in flat.values() if isinstance(v, torch.Tensor))
 
     def commit() -> int:
         try:
-            with ck._progress(f"save step {step}", total) as advance:
+            with ck.progress_bar(f"save step {step}", total) as advance:
                 writer.progress = advance
                 dcp.save(flat, storage_writer=writer, planner=SavePlanner(known_digests=known, single_rank=ck.world_size == 1), process_group=group)
         except CheckpointException as exc:
@@ -126,7 +124,7 @@ def staged(ck: "Checkpointer", flat: dict[str, Any]) -> dict[str, Any]:
     rebuilt around their staged local shard, with the same mesh, placements and global shape."""
     # a pack (fito.ckpt.packs) is already this save's own copy
     keys = [k for k, v in flat.items() if isinstance(v, torch.Tensor) and not rank_local.is_pack_key(k)]
-    views = ck._staging.stage([(k, _host_or_device(flat[k])) for k in keys])
+    views = ck.stage([(k, _host_or_device(flat[k])) for k in keys])
     out = dict(flat)
     for key, (_, view) in zip(keys, views):
         t = flat[key]

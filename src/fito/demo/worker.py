@@ -22,7 +22,7 @@ import xxhash
 
 from fito import Checkpointer, DataPosition, RNGState, SaveAbortedError
 from fito.plan.values import tensor_bytes
-from fito.protocol.layout import parse_object
+from fito.protocol.layout import parse_attempt_path, parse_object
 from fito.storage.localfs import LocalFS
 
 SAMPLES, FEATURES, BATCH = 512, 16, 16
@@ -66,15 +66,20 @@ def digest_state(state: dict[str, Any]) -> dict[str, str]:
 
 
 class KillMidWrite(LocalFS):
-    """Storage whose shard writes SIGKILL this process after `after` bytes: a crash in the middle of a save."""
+    """Storage whose writes of a rank's object of step `step` SIGKILL this process after `after` bytes: a crash
+    in the middle of that save (`step=None`: a plain LocalFS). Given to the Checkpointer as its root."""
 
-    def __init__(self, root: str, after: int) -> None:
+    def __init__(self, root: str, after: int, step: int | None) -> None:
         super().__init__(root)
-        self.after = after
+        self.after, self.step = after, step
 
     def create(self, rel: str):  # type: ignore[override]
         f = super().create(rel)
-        if parse_object(rel.rsplit("/", 1)[-1]) is None:  # a rank's object (fito.protocol.layout) dies mid-write
+        where, _, name = rel.rpartition("/")
+        attempt = parse_attempt_path(where)
+        # a rank's object of the chosen step (fito.protocol.layout) dies mid-write; in a background save the
+        # previous step's objects may still be written after this one was asked for, and they live
+        if parse_object(name) is None or attempt is None or attempt.step != self.step:
             return f
         limit = self.after
 
@@ -116,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     model, opt, sched, x, y = build(rank)
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     state = {"model": model, "optim": opt, "sched": sched, "rng": RNGState(), "data": DataPosition(seed=7 + rank)}
-    ck = Checkpointer(args.root, keep=3)
+    kill = args.kill_step if rank == args.kill_rank else None
+    ck = Checkpointer(KillMidWrite(args.root, after=1500, step=kill), keep=3)  # dies inside the object write
     try:
         start = ck.restore(state) if args.resume else 0
         if args.resume:
@@ -133,8 +139,6 @@ def main(argv: list[str] | None = None) -> int:
             pos.advance(BATCH, len(x))
             done = step + 1
             if done % args.every == 0:
-                if done == args.kill_step and rank == args.kill_rank:
-                    ck.storage = KillMidWrite(args.root, after=1500)  # dies inside the shard write
                 try:
                     committed = ck.save(done, state, blocking=not args.async_save)
                 except SaveAbortedError as exc:

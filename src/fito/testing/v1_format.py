@@ -40,18 +40,16 @@ log = logging.getLogger("fito")
 
 def save_v1(ck: "Checkpointer", step: int, state: Mapping[str, Any]) -> int:
     """Save `state` as step `step` in the per-rank format (fito-manifest/1), blocking; every rank calls it."""
-    ck._settle_previous("wait")
+    ck.settle_previous("wait")
     return _commit(ck, step, _units(ck, state))
 
 
 def _commit(ck: "Checkpointer", step: int, units: list[tuple[str, memoryview]]) -> int:
     """Run the protocol for one attempt over `units` (views that stay valid until this returns)."""
-    new_id = ck._take_fence().encode() if ck.rank == 0 else None
+    new_id = ck.take_fence().encode() if ck.rank == 0 else None
     attempt = ck.transport.broadcast(new_id).decode()
     if attempt.startswith("!"):
-        cause, ck._fence_error = ck._fence_error, None  # rank 0: the store's own error, as the cause
-        raise SaveAbortedError(f"save of step {step} not started: the coordinator could not take the fencing "
-                               f"token: {attempt[1:]}") from cause
+        ck.refuse_start(step, attempt[1:])  # rank 0: the store's own error, as the cause
     ready, local_error = _participate(ck, step, attempt, units)
     message = json.dumps(_ready_to_json(ready) if ready else {"failed": local_error}).encode()
     try:
@@ -85,7 +83,7 @@ def _collect_garbage(ck: "Checkpointer", step: int, attempt: str) -> None:
     """Retention after a durable commit. The step IS committed, so a failure here only warns: whatever
     was not cleaned up is collected after the next commit, or by `fito gc`."""
     try:
-        collect_garbage(ck.storage, ck.store, ck._coordinator_fence(), ck.keep, newest=(step, attempt))
+        collect_garbage(ck.storage, ck.store, ck.coordinator_fence(), ck.keep, newest=(step, attempt))
     except Exception as exc:  # noqa: BLE001 - nothing here may turn a commit into a failed save
         log.warning("step %d committed, but cleaning up older attempts failed (%s: %s); they are retried after "
                     "the next save, or run `fito gc %s`", step, type(exc).__name__, exc, ck.root)
@@ -95,7 +93,7 @@ def _units(ck: "Checkpointer", state: Mapping[str, Any]) -> list[tuple[str, memo
     arrays: list[tuple[str, Any]] = []
     captured = capture(state)
     if ck.validator is not None:
-        captured[VALIDATION_ENTRY] = {"kind": "value", "data": ck._validation_loss()}
+        captured[VALIDATION_ENTRY] = {"kind": "value", "data": ck.validation_loss()}
     tree = encode(captured, "", arrays)
     doc = json.dumps({"format": STATE_FORMAT, "tree": tree}, separators=(",", ":")).encode()
     if len(doc) > MAX_STATE_BYTES:  # restore refuses larger state trees: never write what cannot be read
@@ -116,7 +114,7 @@ def _participate(ck: "Checkpointer", step: int, attempt: str, units: list[tuple[
     total = sum(len(u) for _, u in units)
     phase, where, own = "unit write", attempt_dir(step, attempt), ""
     try:
-        with ck._progress(f"save step {step}", total) as advance:
+        with ck.progress_bar(f"save step {step}", total) as advance:
             while events:
                 participant, commands = participant.handle(events.pop(0))
                 for cmd in commands:
@@ -142,7 +140,7 @@ def _participate(ck: "Checkpointer", step: int, attempt: str, units: list[tuple[
 def _coordinate(ck: "Checkpointer", step: int, attempt: str, gathered: list[bytes] | None) -> dict[str, str]:
     assert gathered is not None
     coordinator = Coordinator(ck.world_size)
-    events: list[Any] = [Begin(step, attempt, ck._coordinator_fence())]
+    events: list[Any] = [Begin(step, attempt, ck.coordinator_fence())]
     for rank, raw in enumerate(gathered):
         msg = json.loads(raw)
         events.append(RankFailed(rank, msg["failed"]) if "failed" in msg else ReadyReceived(_ready_from_json(msg)))
@@ -185,7 +183,7 @@ def _coordinate(ck: "Checkpointer", step: int, attempt: str, gathered: list[byte
 
 def _record_abort(ck: "Checkpointer", step: int, attempt: str, reason: str) -> None:
     try:
-        publish_decision(ck.store, PublishDecision(step, attempt, "abort", fence=ck._coordinator_fence()))
+        publish_decision(ck.store, PublishDecision(step, attempt, "abort", fence=ck.coordinator_fence()))
     except Exception:  # the abort record is a courtesy; presumed abort already holds
         log.warning("could not record the abort of step %d (%s)", step, reason, exc_info=True)
 
