@@ -284,7 +284,12 @@ def m_tc(b: Bench, d: Path, dropped: bool) -> Result:
         out[f"tc load{cache}"] = timed(load)
         b.check(f"tc load{cache}")
     mgr.close()
-    amgr = CheckpointManager(CheckpointManager.Config(storage_config=storage))
+    from torch_checkpointing.checkpoint_process import CheckpointProcessConfig
+    from torch_checkpointing.config import AsyncCheckpointSaverConfig
+
+    # its writer process must start within 30 s by default: under this shared machine's load it did not
+    amgr = CheckpointManager(CheckpointManager.Config(storage_config=storage, save=AsyncCheckpointSaverConfig(
+        process_config=CheckpointProcessConfig(subprocess_init_timeout_secs=600))))
     for label in ("cold", "warm"):
         t0 = time.perf_counter()
         future = amgr.save(str(d / label), payload())

@@ -182,8 +182,13 @@ def rank_main(args: argparse.Namespace) -> None:
             from torch_checkpointing.config import SyncCheckpointSaverConfig
             from torch_checkpointing.storage.filesystem import LocalFileSystemStorageConfig
 
+            from torch_checkpointing.checkpoint_process import CheckpointProcessConfig
+            from torch_checkpointing.config import AsyncCheckpointSaverConfig
+
             # O_DIRECT (the default) fails here: the last, unaligned write of each file raises EINVAL at close.
-            cfg = CheckpointManager.Config(storage_config=LocalFileSystemStorageConfig(use_direct_io=False))
+            # Its writer process must start within 30 s by default: under this shared machine's load it did not.
+            cfg = CheckpointManager.Config(storage_config=LocalFileSystemStorageConfig(use_direct_io=False), save=(
+                AsyncCheckpointSaverConfig(process_config=CheckpointProcessConfig(subprocess_init_timeout_secs=600))))
             if kind == "tc sync":
                 cfg.save = SyncCheckpointSaverConfig()
             mgr = cfg.build()
