@@ -42,6 +42,7 @@ from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 
 import fito
 from bench_io import CHUNK, drop_caches, fsync_path, write_durably  # beside this script
+from tc_peer import tc_missing  # torch_checkpointing, a peer
 
 OUT = Path(__file__).resolve().parent / "results" / "checkpoint_io.md"
 WARM = " (warm cache)"  # a restore row read right after its save, the page cache still holding the bytes
@@ -242,15 +243,6 @@ def m_dcp_async(b: Bench, d: Path, dropped: bool) -> Result:
             stager.close()
         shutil.rmtree(d / label)
     return out
-
-
-def tc_missing() -> str | None:
-    """Why torch_checkpointing (PyPI 0.1.1) cannot run here, or None."""
-    try:
-        import torch_checkpointing  # noqa: F401
-    except ImportError as exc:
-        return f"not runnable: {exc}"
-    return None
 
 
 def m_tc(b: Bench, d: Path, dropped: bool) -> Result:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import bench_io  # beside this script
 from bench_io import CHUNK, fsync_path
+from tc_peer import tc_load, tc_manager, tc_missing  # torch_checkpointing, the third peer
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "sharded.md"
@@ -91,48 +92,6 @@ def same_sums(got: list[float], want: list[float], what: str) -> None:
     for g, w in zip(got, want):
         if abs(g - w) > 1e-6 * max(abs(w), 1e-30):
             raise AssertionError(f"{what}: restored state differs from the saved one ({got} vs {want})")
-
-
-# ---------------------------------------------------------------- torch_checkpointing (PyPI 0.1.1), the third peer
-def tc_missing() -> str | None:
-    """Why torch_checkpointing cannot run here, or None."""
-    try:
-        import torch_checkpointing  # noqa: F401
-    except ImportError as exc:
-        return f"not runnable: {exc}"
-    return None
-
-
-def tc_manager(reshard: bool = False):  # type: ignore[no-untyped-def]
-    """A synchronous CheckpointManager as documented, O_DIRECT off (its default raises EINVAL at the close of
-    every file whose last write is unaligned, on this ext4). `reshard`: model and optim declare its
-    DefaultResharder, which makes it save the metadata a load on another world size needs. Not used here: in
-    0.1.1 that metadata is gathered through tensors on device="cuda" (metadata_manager.py,
-    _all_gather_pickled_data), so a CPU-only torch raises "Torch not compiled with CUDA enabled" at the save."""
-    from torch_checkpointing import CheckpointManager, ItemSpec
-    from torch_checkpointing.config import SyncCheckpointSaverConfig
-    from torch_checkpointing.default_resharder import DefaultResharder
-    from torch_checkpointing.storage.filesystem import LocalFileSystemStorageConfig
-
-    items = {k: ItemSpec(resharder=DefaultResharder()) for k in ("model", "optim")} if reshard else {}
-    return CheckpointManager(CheckpointManager.Config(items=items, save=SyncCheckpointSaverConfig(),
-                                                      storage_config=LocalFileSystemStorageConfig(use_direct_io=False)))
-
-
-def tc_load(model, opt, d: Path, reshard: bool = False) -> None:  # type: ignore[no-untyped-def]
-    """Into the live state dicts' tensors (torch_checkpointing copies in place, reading through mmap), then
-    load_state_dict, as a user resumes."""
-    from torch.distributed.checkpoint.state_dict import _init_optim_state
-
-    # A fresh AdamW has no moments to load into (into= needs templates): make them as DCP's get_state_dict does.
-    _init_optim_state(opt)
-    mgr = tc_manager(reshard)
-    try:
-        got = mgr.load(str(d), into={"model": model.state_dict(), "optim": opt.state_dict()})
-    finally:
-        mgr.close()
-    model.load_state_dict(got["model"])
-    opt.load_state_dict(got["optim"])
 
 
 # ---------------------------------------------------------------- multi-rank parts (python -m sharded --rank PART)
