@@ -42,8 +42,10 @@ from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 
 import fito
 from bench_io import CHUNK, drop_caches, fsync_path, write_durably  # beside this script
+from tc_peer import tc_missing  # torch_checkpointing, a peer
 
 OUT = Path(__file__).resolve().parent / "results" / "checkpoint_io.md"
+WARM = " (warm cache)"  # a restore row read right after its save, the page cache still holding the bytes
 WIDTH = 4096
 GB = 10**9
 warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
@@ -143,6 +145,9 @@ def m_raw(b: Bench, d: Path, dropped: bool) -> Result:
 
     out = {"raw durable write": timed(write)}
     b.spoil()
+    out[f"raw read{WARM}"] = timed(lambda: read(b.tensors))  # right after the write: from the page cache
+    b.check("raw read (warm)")
+    b.spoil()
     drop_caches() if dropped else None
     out["raw read"] = timed(lambda: read(b.tensors))
     b.check("raw read")
@@ -186,6 +191,9 @@ def m_torch(b: Bench, d: Path, dropped: bool) -> Result:
 
     out = {"torch.save": timed(save)}
     b.spoil()
+    out[f"torch.load{WARM}"] = timed(load)
+    b.check("torch.load (warm)")
+    b.spoil()
     drop_caches() if dropped else None
     out["torch.load"] = timed(load)
     b.check("torch.load")
@@ -204,6 +212,9 @@ def m_dcp(b: Bench, d: Path, dropped: bool) -> Result:
         b.opt.load_state_dict(sd["optim"])
 
     out = {"DCP save": timed(save)}
+    b.spoil()
+    out[f"DCP load{WARM}"] = timed(load)
+    b.check("DCP load (warm)")
     b.spoil()
     drop_caches() if dropped else None
     out["DCP load"] = timed(load)
@@ -234,19 +245,70 @@ def m_dcp_async(b: Bench, d: Path, dropped: bool) -> Result:
     return out
 
 
+def m_tc(b: Bench, d: Path, dropped: bool) -> Result:
+    """torch_checkpointing's CheckpointManager as documented, with two changes: O_DIRECT off (its default: the
+    last, unaligned write of every file raises EINVAL at close on this ext4), and sync and async managers apart.
+    It writes no fsync, so its saves are not durable when they return. Load: `mgr.load(into=...)` copies into the
+    live state dicts' tensors (read through mmap), then load_state_dict, as a user resumes. Async: *stall* = the
+    save call plus the wait for its staging thread (`mgr.lock()`, which a training step must take before it
+    mutates the state); cold = the first save of a new manager (it also starts the writer process)."""
+    from torch_checkpointing import CheckpointManager
+    from torch_checkpointing.config import SyncCheckpointSaverConfig
+    from torch_checkpointing.storage.filesystem import LocalFileSystemStorageConfig
+
+    storage = LocalFileSystemStorageConfig(use_direct_io=False)
+
+    def payload() -> dict[str, object]:
+        return {"model": b.model.state_dict(), "optim": b.opt.state_dict()}
+
+    out: Result = {}
+    mgr = CheckpointManager(CheckpointManager.Config(save=SyncCheckpointSaverConfig(), storage_config=storage))
+    out["tc save"] = timed(lambda: mgr.save(str(d / "sync"), payload()))
+
+    def load() -> None:
+        got = mgr.load(str(d / "sync"), into=payload())
+        b.model.load_state_dict(got["model"])
+        b.opt.load_state_dict(got["optim"])
+
+    for cache in (WARM, ""):
+        b.spoil()
+        drop_caches() if dropped and not cache else None
+        out[f"tc load{cache}"] = timed(load)
+        b.check(f"tc load{cache}")
+    mgr.close()
+    from torch_checkpointing.checkpoint_process import CheckpointProcessConfig
+    from torch_checkpointing.config import AsyncCheckpointSaverConfig
+
+    # its writer process must start within 30 s by default: under this shared machine's load it did not
+    amgr = CheckpointManager(CheckpointManager.Config(storage_config=storage, save=AsyncCheckpointSaverConfig(
+        process_config=CheckpointProcessConfig(subprocess_init_timeout_secs=600))))
+    for label in ("cold", "warm"):
+        t0 = time.perf_counter()
+        future = amgr.save(str(d / label), payload())
+        with amgr.lock():  # staging done: the state may change again
+            stall = time.perf_counter() - t0
+        assert future is not None
+        future.result()
+        out[f"tc async stall ({label})"] = stall
+        out[f"tc async total ({label})"] = time.perf_counter() - t0
+    amgr.close()
+    return out
+
+
 def fito_sync(algorithm: str) -> Callable[[Bench, Path, bool], Result]:
     def run(b: Bench, d: Path, dropped: bool) -> Result:
         ck = fito.Checkpointer(d / "ck", hash=algorithm, progress=False)
         out = {f"fito save [{algorithm}]": timed(lambda: ck.save(1, b.state()))}
         ck.close()
-        b.spoil()
-        drop_caches() if dropped else None
-        t0 = time.perf_counter()
-        with fito.Checkpointer(d / "ck", progress=False) as ck2:
-            step = ck2.restore(b.state())
-        out[f"fito restore [{algorithm}]"] = time.perf_counter() - t0
-        assert step == 1
-        b.check("fito restore")
+        for cache in (WARM, ""):  # right after the save (page cache warm), then after a drop (cold)
+            b.spoil()
+            drop_caches() if dropped and not cache else None
+            t0 = time.perf_counter()
+            with fito.Checkpointer(d / "ck", progress=False) as ck2:
+                step = ck2.restore(b.state())
+            out[f"fito restore [{algorithm}]{cache}"] = time.perf_counter() - t0
+            assert step == 1
+            b.check(f"fito restore{cache}")
         return out
     return run
 
@@ -291,6 +353,8 @@ def methods(hashes: list[str], async_hashes: list[str]) -> dict[str, Callable[[B
     out: dict[str, Callable[[Bench, Path, bool], Result]] = {
         "raw": m_raw, "memcpy": m_memcpy, "torch": m_torch, "dcp": m_dcp, "dcp_async": m_dcp_async,
     }
+    if tc_missing() is None:
+        out["tc"] = m_tc
     for h in hashes:
         out[f"fito[{h}]"] = fito_sync(h)
         if has_async() and h in async_hashes:
@@ -308,6 +372,17 @@ FLOOR = {  # row -> the floor it is compared with
 
 
 def floor_of(row: str) -> str | None:
+    if row.endswith(WARM):  # a warm-cache restore is compared with the warm-cache read of the same floor
+        base = floor_of(row[:-len(WARM)])
+        return base + WARM if base == "raw read" else base
+    if row.startswith("tc save"):
+        return "raw durable write"
+    if row.startswith("tc load"):
+        return "raw read"
+    if row.startswith("tc async stall"):
+        return "host memcpy"
+    if row.startswith("tc async total"):
+        return "raw durable write"
     if row in FLOOR:
         return FLOOR[row]
     if row.startswith("DCP async_save total"):
@@ -327,12 +402,16 @@ FLOORS = ("raw durable write", "raw read", "host memcpy")
 
 
 def dcp_of(row: str) -> str | None:
-    for prefix, peer in (("fito save", "DCP save"), ("fito restore", "DCP load")):
+    if row.endswith(WARM):
+        base = dcp_of(row[:-len(WARM)])
+        return base + WARM if base else None
+    for prefix, peer in (("fito save", "DCP save"), ("fito restore", "DCP load"), ("tc save", "DCP save"),
+                         ("tc load", "DCP load")):
         if row.startswith(prefix):
             return peer
     for kind in ("stall", "total"):
         for label in ("cold", "warm"):
-            if row.startswith(f"fito async {kind} ({label})"):
+            if row.startswith((f"fito async {kind} ({label})", f"tc async {kind} ({label})")):
                 return f"DCP async_save {kind} ({label})"
     return None
 
@@ -378,6 +457,14 @@ def goals(size: str, samples: dict[str, list[float]], algorithm: str) -> list[st
     goal(f"(context) fito restore [{algorithm}] vs raw read into a fresh buffer", f"fito restore [{algorithm}]",
          "raw read, fresh buffer", 1.15)
     goal(f"fito restore [{algorithm}] vs DCP load", f"fito restore [{algorithm}]", "DCP load", 1.0)
+    goal(f"fito restore [{algorithm}] vs DCP load, warm page cache", f"fito restore [{algorithm}]{WARM}",
+         f"DCP load{WARM}", 1.0)
+    for kind, label in (("stall", "warm"), ("stall", "cold"), ("total", "warm")):
+        goal(f"fito async {kind} ({label}) vs torch_checkpointing's", f"fito async {kind} ({label}) [{algorithm}]",
+             f"tc async {kind} ({label})", 1.0)
+    goal(f"fito restore [{algorithm}] vs torch_checkpointing load", f"fito restore [{algorithm}]", "tc load", 1.0)
+    goal(f"fito restore [{algorithm}] vs torch_checkpointing load, warm page cache",
+         f"fito restore [{algorithm}]{WARM}", f"tc load{WARM}", 1.0)
     return out
 
 
@@ -524,6 +611,12 @@ def main() -> int:
         "(`load_state_dict`), and each restore is checked to have loaded the data. *hash in memory* = one "
         "thread hashing the whole state, for reference (fito hashes in a second thread while writing/reading).",
         "",
+        f"Every restore row is measured twice: *{WARM.strip()}* = right after its own save, the bytes still in the "
+        "page cache (a job restarted on the same node), and without the suffix after the page cache was dropped "
+        "as above (cold). *tc* = torch_checkpointing 0.1.1's `CheckpointManager` ("
+        + (tc_missing() or "sync and async managers; O_DIRECT off, as its default raises EINVAL on this ext4; it "
+           "does not fsync, so its save rows are not durable writes") + ").",
+        "",
     ]
     if not has_async():
         header += ["fito's `save(..., blocking=False)` did not exist at this commit: no fito async rows.", ""]
@@ -541,9 +634,10 @@ def main() -> int:
 def _row_order(samples: dict[str, list[float]]) -> list[str]:
     """Floors first, then saves, async, restores, hashing."""
     def key(row: str) -> tuple[int, str]:
-        groups = ["raw durable write", "torch.save", "DCP save", "fito save", "host memcpy", "DCP async_save stall",
-                  "fito async stall", "DCP async_save total", "fito async total", "raw read", "torch.load",
-                  "DCP load", "fito restore", "hash"]
+        groups = ["raw durable write", "torch.save", "DCP save", "tc save", "fito save", "host memcpy",
+                  "DCP async_save stall", "tc async stall", "fito async stall", "DCP async_save total",
+                  "tc async total", "fito async total", "raw read", "torch.load", "DCP load", "tc load",
+                  "fito restore", "hash"]
         for i, g in enumerate(groups):
             if row.startswith(g):
                 return i, row

@@ -155,7 +155,10 @@ class Checkpointer:
         blocking=True: returns `step` once the decision is durable; raises SaveAbortedError if the attempt
         aborted (the previous committed epoch is then intact).
         blocking=False: copies the state to host memory (the only stall), then persists and commits in the
-        background and returns a SaveHandle. At most one save is in flight: a new call waits for the previous
+        background and returns a SaveHandle. The agreement between ranks (same entries on every rank, which
+        values are rank-local) is reached in the background too, on the copy: a state the ranks disagree on
+        fails the save there, and wait() or the next save() raises it (a rank whose state cannot be captured
+        raises at once, and its peers' saves fail). At most one save is in flight: a new call waits for the previous
         one (if_busy="wait") or raises SaveInProgressError (if_busy="error"). A background failure nobody
         has looked at is raised by the next save() or wait().
 

@@ -4,10 +4,14 @@ them through fito's planner (replicas hashed, then written once, balanced over t
 and fito.dcp.Writer (objects unique to the attempt, READY after persist, coverage, manifest, the decision
 under the Checkpointer's fence: the commit point).
 
-`prepare` does everything that must see the live state (capture, the rank-local vote, staging to host
-memory for a background save) and returns the commit, which only reads what it was given."""
+`prepare` does everything that must see the live state and returns the commit, which only reads what it was
+given. A blocking save captures, hashes the plain tensors and holds the rank-local vote (fito.ckpt.rank_local)
+before it commits. A background save stalls only to capture and copy the entries' tensors to host memory
+(fito.ckpt.staging): the hashing and the vote then run on that copy, in the background, before the commit. A
+rank that failed to capture votes at once, in the caller's thread, so every rank's save fails alike."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -61,18 +65,32 @@ def _prepare(ck: "Checkpointer", step: int, state: Mapping[str, Any], *, stage: 
             if token.startswith("!"):
                 ck.refuse_start(step, token[1:])
         entries = capture(state, internal)
-        # Digests find values that differ between ranks; on one rank there is nothing to compare.
-        digests = [rank_local.leaf_digests(e) if ck.world_size > 1 else [None] * len(e.leaves) for e in entries]
+        if stage:  # the only stall of a background save: the vote below runs on this copy, in the background
+            copy = staged_entries(ck, entries)
+            return lambda: _vote(ck, step, copy, None, rollback)()
+        digests = _digests(ck, entries)
     except Exception as exc:  # noqa: BLE001 - every rank must hear of it before anyone starts the save
         error = exc
+    return _vote(ck, step, entries, error, rollback, digests)
+
+
+def _digests(ck: "Checkpointer", entries: list) -> list[list[str | None]]:
+    # Digests find values that differ between ranks; on one rank there is nothing to compare.
+    return [rank_local.leaf_digests(e) if ck.world_size > 1 else [None] * len(e.leaves) for e in entries]
+
+
+def _vote(ck: "Checkpointer", step: int, entries: list | None, error: BaseException | None, rollback: bool,
+          digests: list[list[str | None]] | None = None) -> Callable[[], int]:
+    """The rank-local vote (every rank, once per save), then the commit of what it decided."""
+    if error is None and digests is None:
+        assert entries is not None
+        digests = _digests(ck, entries)
     try:
         local = rank_local.decide(ck.transport, entries, digests, error)
     except PeerLostError as exc:  # the agreement step, before anything is written
         raise peer_lost(step, exc, "before it started") from exc
     assert entries is not None and digests is not None
     flat, known = items(entries, digests, local, ck.rank)
-    if stage:
-        flat = staged(ck, flat)
     writer = Writer(ck.storage, step, keep=ck.keep, hash=ck.algorithm, store=ck.store if ck.rank == 0 else None,
                     fence=ck.fence if ck.rank == 0 else None, rollback=rollback)  # the token taken above, held for life
     group = getattr(ck.transport, "group", None)
@@ -119,21 +137,22 @@ def items(entries: list, digests: list[list[str | None]], local: set[str], rank:
     return flat, known
 
 
-def staged(ck: "Checkpointer", flat: dict[str, Any]) -> dict[str, Any]:
-    """A copy of every tensor in one reused host buffer (the only stall of a background save); DTensors are
-    rebuilt around their staged local shard, with the same mesh, placements and global shape."""
-    # a pack (fito.ckpt.packs) is already this save's own copy
-    keys = [k for k, v in flat.items() if isinstance(v, torch.Tensor) and not rank_local.is_pack_key(k)]
-    views = ck.stage([(k, _host_or_device(flat[k])) for k in keys])
-    out = dict(flat)
-    for key, (_, view) in zip(keys, views):
-        t = flat[key]
-        local = t.to_local() if isinstance(t, DTensor) else t
-        copy = (torch.frombuffer(view, dtype=torch.uint8) if len(view) else torch.empty(0, dtype=torch.uint8))
-        copy = copy.view(local.dtype).reshape(local.shape) if local.numel() else torch.empty(local.shape, dtype=local.dtype)
-        out[key] = (DTensor.from_local(copy, t.device_mesh, t.placements, run_check=False, shape=t.shape, stride=t.stride())
-                    if isinstance(t, DTensor) else copy)
-    return out
+def staged_entries(ck: "Checkpointer", entries: list) -> list:
+    """The entries with every tensor copied into one reused host buffer (the only stall of a background save);
+    DTensors are rebuilt around their staged local shard, with the same mesh, placements and global shape. The
+    documents are already the capture's own (JSON values, no live references)."""
+    leaves = [t for e in entries for t in e.leaves]
+    views = ck.stage([(str(i), _host_or_device(t)) for i, t in enumerate(leaves)])
+    copies = iter(_staged_copy(t, view) for t, (_, view) in zip(leaves, views))
+    return [dataclasses.replace(e, leaves=[next(copies) for _ in e.leaves]) for e in entries]
+
+
+def _staged_copy(t: torch.Tensor, view: memoryview) -> torch.Tensor:
+    local = t.to_local() if isinstance(t, DTensor) else t
+    copy = (torch.frombuffer(view, dtype=torch.uint8) if len(view) else torch.empty(0, dtype=torch.uint8))
+    copy = copy.view(local.dtype).reshape(local.shape) if local.numel() else torch.empty(local.shape, dtype=local.dtype)
+    return (DTensor.from_local(copy, t.device_mesh, t.placements, run_check=False, shape=t.shape, stride=t.stride())
+            if isinstance(t, DTensor) else copy)
 
 
 def _host_or_device(t: torch.Tensor) -> memoryview | torch.Tensor:
