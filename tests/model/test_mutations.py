@@ -9,7 +9,8 @@ from fito.model.explorer import explore, replay
 from fito.model.explorer_world import Config
 import dataclasses
 
-from fito.model.planted import DedupCoordinator, DedupKeepsFirst, DiscardingCoordinator, NoCoverageCheck, RecursiveDiscard
+import fito.model.planted as planted
+from fito.model.planted import DedupCoordinator, DedupKeepsFirst, NoCoverageCheck, RecursiveDiscard
 from fito.model.protocols import (
     MUTATION_SETTINGS, MUTATIONS, GcBeforeDecision, PublishBeforeAllReady, ReadyBeforeFsync,
 )
@@ -57,9 +58,10 @@ def test_mutations_are_one_method_overrides_of_the_library_machines() -> None:
     assert set(MUTATIONS) == {"ready-before-fsync", "gc-before-decision", "publish-before-all-ready",
                               "recursive-discard", "no-coverage-check", "reader-takes-fence", "fence-per-save",
                               "dedup-keeps-differing"}
-    # issue 16's: the discard a failed coordinator runs, made recursive; the coverage check, skipped
-    assert issubclass(RecursiveDiscard, DiscardingCoordinator) and issubclass(DiscardingCoordinator, Coordinator)
-    assert {n for n in vars(RecursiveDiscard) if not n.startswith("_")} <= {"handle", "discard_command"}
+    # issue 16's: the library's discard (Coordinator(discard=True)), made recursive; the coverage check, skipped.
+    # No model-only discarding coordinator is left: the checker runs the library's machine.
+    assert issubclass(RecursiveDiscard, Coordinator) and not hasattr(planted, "DiscardingCoordinator")
+    assert {n for n in vars(RecursiveDiscard) if not n.startswith("_")} <= {"handle", "discards"}
     assert {n for n in vars(NoCoverageCheck) if not n.startswith("_")} == {"coverage_problems"}
     # the dedup of replicated copies, without comparing their hashes
     assert issubclass(DedupKeepsFirst, DedupCoordinator) and issubclass(DedupCoordinator, Coordinator)
@@ -137,6 +139,19 @@ def test_discard_runs_plan_discard_and_spares_a_newer_attempt() -> None:
     assert violations == []
     names = {p for p, f in world.disk.files if f.linked}
     assert "epochs/000000000002/b/manifest.json" in names and not any("/a/" in p for p in names if "00002" in p)
+
+
+def test_the_checker_discards_with_the_library_coordinator() -> None:
+    """Config(discard=True) begins the library's own machine, Coordinator(n, discard=True) as
+    fito.commit.coordinate does, not a model-only copy; replicas keep the dedup rule and still discard."""
+    from fito.model.explorer_model import Model
+    from fito.model.protocols import get_variant
+
+    model = Model(get_variant("bilateral"), Config(ranks=2, discard=True))
+    coord = model.fresh(2)
+    assert type(coord) is Coordinator and coord == Coordinator(2, discard=True)
+    both = Model(get_variant("bilateral"), Config(ranks=2, discard=True, replicas=True)).fresh(2)
+    assert type(both) is DedupCoordinator and both.discard
 
 
 def test_cli_reports_the_mutation(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ from fito.model.explorer_world import Config, Ghost, World
 from fito.model.protocols import INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, Record, Variant, attempt_name, global_plan
 from fito.model.simexec import SimExecutor, add_attempt as _add, net_add as _net_add
 from fito.model.simfs import SimDisk, SimFile
-from fito.model.planted import DedupCoordinator, DiscardingCoordinator
+from fito.model.planted import DedupCoordinator
 from fito.protocol import (
     Aborted, Begin, Command, Committed, Coordinator, CoordinatorPhase, RankFailed, ReadyReceived, TimedOut, WriteShard,
 )
@@ -40,11 +40,12 @@ class Model:
     def fresh(self, i: int) -> object:
         if i < self.n:
             return self.variant.participant(i)
-        if self.config.discard and self.variant.coordinator is Coordinator:
-            return DiscardingCoordinator(self.n)
-        if self.config.replicas and self.variant.coordinator is Coordinator:
-            return DedupCoordinator(self.n)
-        return self.variant.coordinator(self.n)
+        make = self.variant.coordinator
+        if self.config.replicas and make is Coordinator:
+            make = DedupCoordinator
+        if self.config.discard and isinstance(make, type) and issubclass(make, Coordinator):
+            return make(self.n, discard=True)  # the library's own machine: fito.commit.coordinate's
+        return make(self.n)
 
     # -- initial state --
     def initial(self) -> World:

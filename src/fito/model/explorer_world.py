@@ -54,7 +54,7 @@ class Config:
     crashes: bool = True
     message_loss: bool = True
     timeouts: bool = True
-    # a coordinator whose abort is decided discards its attempt (fito.model.planted.DiscardingCoordinator)
+    # every coordinator is begun with discard=True, as the library's: its decided abort discards its attempt
     discard: bool = False
     # a rank's write may vouch for none of its chunks (its plan missed them): the coverage check must abort
     short_writes: bool = False

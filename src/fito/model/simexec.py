@@ -17,9 +17,10 @@ from fito.protocol import (
     Aborted, CollectGarbage, Committed, DecisionPublished, ManifestWritten, Notify, Persist, Persisted,
     PublishDecision, PublishRejected, ReadyReceived, SendReady, ShardWritten, UnitEntry, WriteManifest, WriteShard,
 )
-from fito.model.planted import REPLICA_KEY, CheckDiscardable, Discard, DiscardChecked, RemoveTree
+from fito.model.planted import REPLICA_KEY, CheckDiscardable, DiscardChecked, RemoveTree
 from fito.protocol.gc import DIR, Delete, Entry, RemoveEmptyDir, Retire, Unlink, plan_discard, plan_gc
-from fito.protocol.messages import NO_FENCE, attempt_dir
+from fito.protocol.layout import step_dir
+from fito.protocol.messages import NO_FENCE, Discard, attempt_dir
 
 if TYPE_CHECKING:
     from fito.model.explorer_model import Model
@@ -117,8 +118,7 @@ class SimExecutor:
             for path in plan_discard(cmd.epoch, cmd.attempt, self.n).actions:
                 if isinstance(path, Unlink):
                     self.disk = self.disk.unlink(path.path)
-            epoch_dir = here.rsplit("/", 1)[0]
-            empty = not _holds(self.disk, epoch_dir, but=here)
+            empty = not _holds(self.disk, step_dir(cmd.epoch), but=here)
             self.label = f"discard e{cmd.epoch}/{cmd.attempt}: objects deleted; e{cmd.epoch}/ " + (
                 "holds nothing else" if empty else "holds another attempt")
             return DiscardChecked(empty)
