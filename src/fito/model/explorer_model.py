@@ -205,19 +205,31 @@ class Model:
             return self._io_failed(w, i, exc)
 
     def _io_failed(self, w: World, i: int, exc: OSError) -> tuple[str, World]:
-        """The library's driver catches a failed file operation: a rank reports RankFailed to the
-        coordinator; a coordinator gives up the attempt without publishing (presumed abort)."""
+        """The library's driver catches a failed file operation. A rank reports RankFailed to the
+        coordinator. A coordinator's own command failing (its manifest's write or persist) is fed to its
+        machine as RankFailed of its own rank, rank 0 (fito.dcp.Writer._finish): the machine stays in the
+        phase that issued the command, so while no commit was sent it aborts, publishes the abort and
+        discards, as the library's does; past that it ignores the event and the process gives up."""
         cmd = w.pending[i][0]
         net, ghost = w.net, w.ghost
         m = w.machines[i]
+        machine, pending = self._fresh[i], ()
+        said = f"{type(exc).__name__}"
         if i < self.n:
-            net = _net_add(net, self.n, RankFailed(i, f"{type(exc).__name__}"))
+            net = _net_add(net, self.n, RankFailed(i, said))
+            outcome = "save given up"
         else:
             att = (getattr(m, "epoch", -1), getattr(m, "attempt", ""))
-            if att not in ghost.committed:
+            if att not in ghost.committed:  # the save raised SaveAbortedError: it is aborted for the user
                 ghost = ghost._replace(aborted=_add(ghost.aborted, att))
-        nxt = self._set(World(w.machines, w.pending, net, w.disk, w.store, ghost, w.fence, w.owners), i, self._fresh[i], ())
-        return f"{self.who(i)}: {type(cmd).__name__} FAILED ({type(exc).__name__}: {exc}); save given up", nxt
+            # the commands queued behind the failed one are dropped, as the library's loop is left by the raise
+            fed, cmds = feed(m, RankFailed(0, said))
+            outcome = "save given up"
+            if fed != m or cmds:
+                machine, pending = fed, cmds
+                outcome = "RankFailed(rank 0) fed to its machine: abort"
+        nxt = self._set(World(w.machines, w.pending, net, w.disk, w.store, ghost, w.fence, w.owners), i, machine, pending)
+        return f"{self.who(i)}: {type(cmd).__name__} FAILED ({type(exc).__name__}: {exc}); {outcome}", nxt
 
     def _exec_ok(self, w: World, i: int, short: bool = False, differs: bool = False) -> tuple[str, World]:
         """Process i executes its next command through its simulated executor, and the reply goes back to
