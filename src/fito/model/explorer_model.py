@@ -14,7 +14,8 @@ from fito.model.simexec import SimExecutor, add_attempt as _add, net_add as _net
 from fito.model.simfs import SimDisk, SimFile
 from fito.model.planted import DedupCoordinator
 from fito.protocol import (
-    Aborted, Begin, Command, Committed, Coordinator, CoordinatorPhase, RankFailed, ReadyReceived, TimedOut, WriteShard,
+    Aborted, Begin, Command, Committed, Coordinator, CoordinatorPhase, PublishDecision, RankFailed, ReadyReceived,
+    TimedOut, WriteShard,
 )
 from fito.protocol.drive import feed, recording, step
 
@@ -89,6 +90,9 @@ class Model:
                         out.append(self.execute(w, i, short=True))
                     if self.config.replicas and self.n > 1:
                         out.append(self.execute(w, i, differs=True))
+                if i >= self.n and self.config.store_unreachable and isinstance(w.pending[i][0], PublishDecision):
+                    out.append(self.execute(w, i, unreachable=1))  # the decision never reached the store
+                    out.append(self.execute(w, i, unreachable=2))  # it landed, its answer was lost
         seen_msgs = set()
         for k, (dest, ev) in enumerate(w.net):
             if (dest, ev) in seen_msgs:
@@ -197,10 +201,11 @@ class Model:
         w = self._set(w, i, fresh, ())
         return World(w.machines, w.pending, w.net, w.disk.lose_volatile(i), w.store, ghost, fence, w.owners)
 
-    def execute(self, w: World, i: int, short: bool = False, differs: bool = False) -> tuple[str, World]:
+    def execute(self, w: World, i: int, short: bool = False, differs: bool = False,
+                unreachable: int = 0) -> tuple[str, World]:
         """Process i executes its next pending command (a failed file operation is caught as the library does)."""
         try:
-            return self._exec_ok(w, i, short, differs)
+            return self._exec_ok(w, i, short, differs, unreachable)
         except (FileNotFoundError, FileExistsError) as exc:
             return self._io_failed(w, i, exc)
 
@@ -231,10 +236,11 @@ class Model:
         nxt = self._set(World(w.machines, w.pending, net, w.disk, w.store, ghost, w.fence, w.owners), i, machine, pending)
         return f"{self.who(i)}: {type(cmd).__name__} FAILED ({type(exc).__name__}: {exc}); {outcome}", nxt
 
-    def _exec_ok(self, w: World, i: int, short: bool = False, differs: bool = False) -> tuple[str, World]:
+    def _exec_ok(self, w: World, i: int, short: bool = False, differs: bool = False,
+                 unreachable: int = 0) -> tuple[str, World]:
         """Process i executes its next command through its simulated executor, and the reply goes back to
         its machine: one `step` of the executor contract the library drives (fito.protocol.drive)."""
-        sim = SimExecutor(self, w, i, short, differs)
+        sim = SimExecutor(self, w, i, short, differs, unreachable)
         execute = sim if self.observe is None else recording(sim, self.who(i), self.observe)
         machine, rest, _ = step(w.machines[i], w.pending[i], execute)
         nxt = self._set(World(w.machines, w.pending, sim.net, sim.disk, sim.store, sim.ghost, sim.fence, w.owners),

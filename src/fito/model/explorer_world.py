@@ -67,5 +67,8 @@ class Config:
     # at a job restart without zombies, the files of attempts never committed are settled (fito.model.
     # explorer_model.settle_dead): their page-cache states are unobservable; False explores them all
     settle_dead: bool = True
+    # the decision store may be unreachable at a publish: the decision landed or not, the coordinator cannot
+    # tell (PublishRejected(definite=False), fito.commit.executor.publish_decision); no discard follows a commit
+    store_unreachable: bool = False
     # one state per class of states equal up to a renaming of ranks (fito.model.symmetry); False: every state
     symmetry: bool = True
