@@ -23,7 +23,7 @@ from fito.model.explorer import happy_path
 from fito.model.explorer_model import Model
 from fito.model.explorer_world import Config
 from fito.model.protocols import MUTATIONS, NEXT_EPOCH, get_variant
-from fito.protocol.messages import attempt_dir, shard_path
+from fito.protocol.messages import attempt_dir, manifest_path, shard_path
 
 HELPERS = Path(__file__).parent / "helpers"
 _spec = importlib.util.spec_from_file_location("protocol_trace", HELPERS / "protocol_trace.py")
@@ -130,6 +130,58 @@ def checker_abort(ranks: int, failure: str) -> dict[str, list[Any]]:
     while w.pending[ranks]:
         _, w = model.execute(w, ranks)
     return trace.normalize(log)
+
+
+def checker_coordinator_fails(ranks: int) -> tuple[dict[str, list[Any]], Any]:
+    """The checker's commands when the coordinator's own manifest write fails (the simulated storage holds
+    a file at the manifest's path), and the world after: its driver feeds RankFailed of the coordinator's
+    own rank, as fito.dcp.Writer does, so the machine aborts, publishes the abort and discards."""
+    log: list[Any] = []
+    model = Model(get_variant("bilateral"), Config(ranks=ranks, crashes=False, message_loss=False, timeouts=False,
+                                                   discard=True),
+                  observe=lambda who, cmd: log.append(trace.record(who, cmd)))
+    w = model.initial()
+    for r in range(ranks):
+        while w.pending[r]:
+            _, w = model.execute(w, r)
+    while w.net:
+        _, w = model.deliver(w, 0)
+    coord = w.machines[ranks]
+    w = w._replace(disk=w.disk.create(manifest_path(coord.epoch, coord.attempt), "x", 99))
+    while w.pending[ranks]:
+        _, w = model.execute(w, ranks)
+    while w.net:  # the ranks learn the abort
+        _, w = model.deliver(w, 0)
+    return trace.normalize(log), w
+
+
+def test_the_coordinators_own_failure_aborts_through_the_machine_as_the_checker_does(tmp_path: Path) -> None:
+    """The manifest write fails (EIO, by fito.testing.faults at the storage seam): the library feeds
+    RankFailed of the coordinator's own rank, the abort is published, then discarded; the checker's driver
+    does the same with the same commands (before issue 16's checker3 it gave up without publishing)."""
+    from fito.errors import SaveAbortedError
+    from fito.storage import LocalFS
+    from fito.testing.faults import Fault, FaultPlan, FaultyStorage
+
+    root = tmp_path / "ck"
+    fito.dcp.save({"shared": torch.arange(6.0)}, storage_writer=fito.dcp.Writer(root, 4))  # committed before
+    log: list[Any] = []
+    storage = FaultyStorage(LocalFS(root), FaultPlan(0, [Fault("manifest write", "EIO")]))
+    with pytest.raises(SaveAbortedError, match="rank 0"):
+        fito.dcp.save({"shared": torch.arange(6.0) + 1}, storage_writer=fito.dcp.Writer(
+            storage, 5, observe=lambda who, cmd: log.append(trace.record(who, cmd))))
+    real = trace.normalize(log)
+    model, w = checker_coordinator_fails(1)
+    assert_same(real, model)
+    assert kinds(real["coord"]) == ["WriteManifest", "PublishDecision", "Notify", "Discard"]
+    assert dict(real["coord"])["PublishDecision"]["outcome"] == "abort"
+    notify = [r for r in log if r[0] == "coord" and r[1] == "Notify"][0][2]
+    assert notify["outcome"] == "abort" and notify["reason"].startswith("rank 0 failed: ")
+    # the checker's world agrees: the abort is on record, the attempt's objects are gone, the rank knows
+    assert [(r.epoch, r.outcome) for r in w.store][-1] == (NEXT_EPOCH, "abort")
+    assert not any(p.startswith(f"epochs/{NEXT_EPOCH:012d}/") and f.linked and f.owner != 99 for p, f in w.disk.files)
+    assert w.machines[0].phase.value == "aborted"
+    aborted_then_intact(root, 5)
 
 
 def aborted_then_intact(root: Path, step: int) -> None:

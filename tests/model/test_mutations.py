@@ -8,12 +8,14 @@ from fito.cli import main
 from fito.model.explorer import explore, replay
 from fito.model.explorer_world import Config
 import dataclasses
+from typing import Any
 
-from fito.model.planted import DedupCoordinator, DedupKeepsFirst, DiscardingCoordinator, NoCoverageCheck, RecursiveDiscard
+import fito.model.planted as planted
+from fito.model.planted import DedupCoordinator, DedupKeepsFirst, NoCoverageCheck, RecursiveDiscard
 from fito.model.protocols import (
-    MUTATION_SETTINGS, MUTATIONS, GcBeforeDecision, PublishBeforeAllReady, ReadyBeforeFsync,
+    BILATERAL, MUTATION_SETTINGS, MUTATIONS, GcBeforeDecision, PublishBeforeAllReady, ReadyBeforeFsync,
 )
-from fito.protocol import Coordinator, Participant
+from fito.protocol import Coordinator, Participant, PublishRejected
 
 CFG = Config(ranks=2)
 
@@ -57,9 +59,10 @@ def test_mutations_are_one_method_overrides_of_the_library_machines() -> None:
     assert set(MUTATIONS) == {"ready-before-fsync", "gc-before-decision", "publish-before-all-ready",
                               "recursive-discard", "no-coverage-check", "reader-takes-fence", "fence-per-save",
                               "dedup-keeps-differing"}
-    # issue 16's: the discard a failed coordinator runs, made recursive; the coverage check, skipped
-    assert issubclass(RecursiveDiscard, DiscardingCoordinator) and issubclass(DiscardingCoordinator, Coordinator)
-    assert {n for n in vars(RecursiveDiscard) if not n.startswith("_")} <= {"handle", "discard_command"}
+    # issue 16's: the library's discard (Coordinator(discard=True)), made recursive; the coverage check, skipped.
+    # No model-only discarding coordinator is left: the checker runs the library's machine.
+    assert issubclass(RecursiveDiscard, Coordinator) and not hasattr(planted, "DiscardingCoordinator")
+    assert {n for n in vars(RecursiveDiscard) if not n.startswith("_")} <= {"handle", "discards"}
     assert {n for n in vars(NoCoverageCheck) if not n.startswith("_")} == {"coverage_problems"}
     # the dedup of replicated copies, without comparing their hashes
     assert issubclass(DedupKeepsFirst, DedupCoordinator) and issubclass(DedupCoordinator, Coordinator)
@@ -137,6 +140,47 @@ def test_discard_runs_plan_discard_and_spares_a_newer_attempt() -> None:
     assert violations == []
     names = {p for p, f in world.disk.files if f.linked}
     assert "epochs/000000000002/b/manifest.json" in names and not any("/a/" in p for p in names if "00002" in p)
+
+
+def test_the_checker_discards_with_the_library_coordinator() -> None:
+    """Config(discard=True) begins the library's own machine, Coordinator(n, discard=True) as
+    fito.commit.coordinate does, not a model-only copy; replicas keep the dedup rule and still discard."""
+    from fito.model.explorer_model import Model
+    from fito.model.protocols import get_variant
+
+    model = Model(get_variant("bilateral"), Config(ranks=2, discard=True))
+    coord = model.fresh(2)
+    assert type(coord) is Coordinator and coord == Coordinator(2, discard=True)
+    both = Model(get_variant("bilateral"), Config(ranks=2, discard=True, replicas=True)).fresh(2)
+    assert type(both) is DedupCoordinator and both.discard
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscardsOnUnknownOutcome(Coordinator):
+    """Planted: takes every refused publish as definite, so it discards after a commit whose answer was lost."""
+
+    def handle(self, event: Any) -> tuple[Coordinator, list]:
+        if isinstance(event, PublishRejected):
+            event = PublishRejected(event.reason, definite=True)
+        return super().handle(event)
+
+
+def test_an_unreachable_store_leaves_the_attempt_to_gc() -> None:
+    """Config(store_unreachable=True): a publish may not land, or land with its answer lost; the coordinator
+    gets PublishRejected(definite=False), as fito.commit.executor.publish_decision gives, and no Discard
+    follows a commit. A coordinator that discards anyway deletes a committed attempt's objects."""
+    cfg = Config(ranks=2, discard=True, store_unreachable=True, crashes=False, message_loss=False)
+    clean = explore("bilateral", cfg)
+    assert clean.ok and clean.complete
+    # 1,605 states with the fault (it adds the publish's two unknown outcomes, each followed by abort notices)
+    assert clean.states == 1605
+    bug = explore(dataclasses.replace(BILATERAL, coordinator=DiscardsOnUnknownOutcome), cfg, stop_at_first=True)
+    cex = bug.violations["CommittedStaysRecoverable"]
+    assert cex.trace[-3:] == ["coord: publish decision commit e2/a (durable, atomic), its answer lost: store unreachable",
+                              "coord: notify every rank: abort e2/a",
+                              "coord: discard e2/a (objects by name, directories only if empty)"]
+    world, after = replay("bilateral", cfg, cex.trace[:-1])  # the library's machine: no discard queued
+    assert after == [] and world.pending[2] == ()
 
 
 def test_cli_reports_the_mutation(capsys: pytest.CaptureFixture[str]) -> None:

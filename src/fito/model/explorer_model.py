@@ -12,9 +12,10 @@ from fito.model.explorer_world import Config, Ghost, World
 from fito.model.protocols import INITIAL_ATTEMPT, INITIAL_EPOCH, NEXT_EPOCH, Record, Variant, attempt_name, global_plan
 from fito.model.simexec import SimExecutor, add_attempt as _add, net_add as _net_add
 from fito.model.simfs import SimDisk, SimFile
-from fito.model.planted import DedupCoordinator, DiscardingCoordinator
+from fito.model.planted import DedupCoordinator
 from fito.protocol import (
-    Aborted, Begin, Command, Committed, Coordinator, CoordinatorPhase, RankFailed, ReadyReceived, TimedOut, WriteShard,
+    Aborted, Begin, Command, Committed, Coordinator, CoordinatorPhase, PublishDecision, RankFailed, ReadyReceived,
+    TimedOut, WriteShard,
 )
 from fito.protocol.drive import feed, recording, step
 
@@ -40,11 +41,12 @@ class Model:
     def fresh(self, i: int) -> object:
         if i < self.n:
             return self.variant.participant(i)
-        if self.config.discard and self.variant.coordinator is Coordinator:
-            return DiscardingCoordinator(self.n)
-        if self.config.replicas and self.variant.coordinator is Coordinator:
-            return DedupCoordinator(self.n)
-        return self.variant.coordinator(self.n)
+        make = self.variant.coordinator
+        if self.config.replicas and make is Coordinator:
+            make = DedupCoordinator
+        if self.config.discard and isinstance(make, type) and issubclass(make, Coordinator):
+            return make(self.n, discard=True)  # the library's own machine: fito.commit.coordinate's
+        return make(self.n)
 
     # -- initial state --
     def initial(self) -> World:
@@ -88,6 +90,9 @@ class Model:
                         out.append(self.execute(w, i, short=True))
                     if self.config.replicas and self.n > 1:
                         out.append(self.execute(w, i, differs=True))
+                if i >= self.n and self.config.store_unreachable and isinstance(w.pending[i][0], PublishDecision):
+                    out.append(self.execute(w, i, unreachable=1))  # the decision never reached the store
+                    out.append(self.execute(w, i, unreachable=2))  # it landed, its answer was lost
         seen_msgs = set()
         for k, (dest, ev) in enumerate(w.net):
             if (dest, ev) in seen_msgs:
@@ -196,32 +201,46 @@ class Model:
         w = self._set(w, i, fresh, ())
         return World(w.machines, w.pending, w.net, w.disk.lose_volatile(i), w.store, ghost, fence, w.owners)
 
-    def execute(self, w: World, i: int, short: bool = False, differs: bool = False) -> tuple[str, World]:
+    def execute(self, w: World, i: int, short: bool = False, differs: bool = False,
+                unreachable: int = 0) -> tuple[str, World]:
         """Process i executes its next pending command (a failed file operation is caught as the library does)."""
         try:
-            return self._exec_ok(w, i, short, differs)
+            return self._exec_ok(w, i, short, differs, unreachable)
         except (FileNotFoundError, FileExistsError) as exc:
             return self._io_failed(w, i, exc)
 
     def _io_failed(self, w: World, i: int, exc: OSError) -> tuple[str, World]:
-        """The library's driver catches a failed file operation: a rank reports RankFailed to the
-        coordinator; a coordinator gives up the attempt without publishing (presumed abort)."""
+        """The library's driver catches a failed file operation. A rank reports RankFailed to the
+        coordinator. A coordinator's own command failing (its manifest's write or persist) is fed to its
+        machine as RankFailed of its own rank, rank 0 (fito.dcp.Writer._finish): the machine stays in the
+        phase that issued the command, so while no commit was sent it aborts, publishes the abort and
+        discards, as the library's does; past that it ignores the event and the process gives up."""
         cmd = w.pending[i][0]
         net, ghost = w.net, w.ghost
         m = w.machines[i]
+        machine, pending = self._fresh[i], ()
+        said = f"{type(exc).__name__}"
         if i < self.n:
-            net = _net_add(net, self.n, RankFailed(i, f"{type(exc).__name__}"))
+            net = _net_add(net, self.n, RankFailed(i, said))
+            outcome = "save given up"
         else:
             att = (getattr(m, "epoch", -1), getattr(m, "attempt", ""))
-            if att not in ghost.committed:
+            if att not in ghost.committed:  # the save raised SaveAbortedError: it is aborted for the user
                 ghost = ghost._replace(aborted=_add(ghost.aborted, att))
-        nxt = self._set(World(w.machines, w.pending, net, w.disk, w.store, ghost, w.fence, w.owners), i, self._fresh[i], ())
-        return f"{self.who(i)}: {type(cmd).__name__} FAILED ({type(exc).__name__}: {exc}); save given up", nxt
+            # the commands queued behind the failed one are dropped, as the library's loop is left by the raise
+            fed, cmds = feed(m, RankFailed(0, said))
+            outcome = "save given up"
+            if fed != m or cmds:
+                machine, pending = fed, cmds
+                outcome = "RankFailed(rank 0) fed to its machine: abort"
+        nxt = self._set(World(w.machines, w.pending, net, w.disk, w.store, ghost, w.fence, w.owners), i, machine, pending)
+        return f"{self.who(i)}: {type(cmd).__name__} FAILED ({type(exc).__name__}: {exc}); {outcome}", nxt
 
-    def _exec_ok(self, w: World, i: int, short: bool = False, differs: bool = False) -> tuple[str, World]:
+    def _exec_ok(self, w: World, i: int, short: bool = False, differs: bool = False,
+                 unreachable: int = 0) -> tuple[str, World]:
         """Process i executes its next command through its simulated executor, and the reply goes back to
         its machine: one `step` of the executor contract the library drives (fito.protocol.drive)."""
-        sim = SimExecutor(self, w, i, short, differs)
+        sim = SimExecutor(self, w, i, short, differs, unreachable)
         execute = sim if self.observe is None else recording(sim, self.who(i), self.observe)
         machine, rest, _ = step(w.machines[i], w.pending[i], execute)
         nxt = self._set(World(w.machines, w.pending, sim.net, sim.disk, sim.store, sim.ghost, sim.fence, w.owners),

@@ -54,7 +54,7 @@ class Config:
     crashes: bool = True
     message_loss: bool = True
     timeouts: bool = True
-    # a coordinator whose abort is decided discards its attempt (fito.model.planted.DiscardingCoordinator)
+    # every coordinator is begun with discard=True, as the library's: its decided abort discards its attempt
     discard: bool = False
     # a rank's write may vouch for none of its chunks (its plan missed them): the coverage check must abort
     short_writes: bool = False
@@ -67,5 +67,8 @@ class Config:
     # at a job restart without zombies, the files of attempts never committed are settled (fito.model.
     # explorer_model.settle_dead): their page-cache states are unobservable; False explores them all
     settle_dead: bool = True
+    # the decision store may be unreachable at a publish: the decision landed or not, the coordinator cannot
+    # tell (PublishRejected(definite=False), fito.commit.executor.publish_decision); no discard follows a commit
+    store_unreachable: bool = False
     # one state per class of states equal up to a renaming of ranks (fito.model.symmetry); False: every state
     symmetry: bool = True

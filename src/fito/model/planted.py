@@ -1,11 +1,11 @@
 """The discard a coordinator runs after its attempt failed, and planted bugs against the newer commit rules
 (issue 16), as machines the checker explores.
 
-* `DiscardingCoordinator` -- the library's coordinator plus discard: once its abort is decided (an abort
-  published, or its publish refused because it was fenced out), it deletes its own attempt by the
-  library's plan, `fito.protocol.gc.plan_discard`: its objects by name, then its directories only if empty
-  (`Discard`, executed by fito.model.simexec). With `Config(discard=True)` the checker runs it in place of
-  the plain coordinator.
+* Discard is the library's own machine: `fito.protocol.Coordinator(n, discard=True)`, the one
+  fito.commit.coordinate runs. Once its abort is decided (an abort published, or refused; or its commit
+  refused for good) it emits `Discard`, which fito.model.simexec executes by the library's plan,
+  `fito.protocol.gc.plan_discard`: its objects by name, then its directories only if empty. With
+  `Config(discard=True)` the checker begins every coordinator with `discard=True`.
 * `RecursiveDiscard` (planted bug) -- `Writer.discard` before issue 16: look whether `epochs/<step>` holds
   anything but this attempt, and if not, remove it recursively. The look and the removal are two steps, so a
   newer coordinator's attempt of the same step can appear in between -- and is deleted after it committed.
@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fito.protocol import Coordinator, CoordinatorPhase
+from fito.protocol import Coordinator
 from fito.protocol.coverage import Key, Voucher, check_coverage
-from fito.protocol.messages import DecisionPublished, Discard, Event, PublishRejected
+from fito.protocol.layout import step_dir
+from fito.protocol.messages import Command, Event
 
 REPLICA_KEY: Key = ("replica", None)  # the model's one replicated item: every rank holds and writes a copy
 
@@ -53,34 +54,16 @@ class RemoveTree:
     path: str
 
 
-def _aborts_now(before: Coordinator, event: Event) -> bool:
-    """Whether `event` is the one that makes `before` decide its abort (what the library discards after)."""
-    C = CoordinatorPhase
-    return (isinstance(event, DecisionPublished) and before.phase is C.ABORTING) or (
-        isinstance(event, PublishRejected) and before.phase in (C.PUBLISHING, C.ABORTING))
-
-
 @dataclass(frozen=True)
-class DiscardingCoordinator(Coordinator):
-    def handle(self, event: Event) -> tuple[Coordinator, list]:
-        nxt, cmds = super().handle(event)
-        if _aborts_now(self, event):
-            return nxt, [*cmds, self.discard_command()]
-        return nxt, cmds
+class RecursiveDiscard(Coordinator):
+    """The library's coordinator whose Discard is the old look-then-rmtree (when begun with discard=True)."""
 
-    def discard_command(self) -> object:
-        return Discard(self.epoch, self.attempt)
-
-
-@dataclass(frozen=True)
-class RecursiveDiscard(DiscardingCoordinator):
-    def discard_command(self) -> object:
-        return CheckDiscardable(self.epoch, self.attempt)
+    def discards(self) -> list[Command]:
+        return [CheckDiscardable(self.epoch, self.attempt)] if self.discard else []  # type: ignore[list-item]
 
     def handle(self, event: Event) -> tuple[Coordinator, list]:
         if isinstance(event, DiscardChecked):
-            epoch_dir = f"epochs/{self.epoch:012d}"
-            return self, [RemoveTree(epoch_dir)] if event.empty else []
+            return self, [RemoveTree(step_dir(self.epoch))] if event.empty else []
         return super().handle(event)
 
 
@@ -88,8 +71,6 @@ class RecursiveDiscard(DiscardingCoordinator):
 class NoCoverageCheck(Coordinator):
     def coverage_problems(self) -> list[str]:
         return []
-
-
 
 
 @dataclass(frozen=True)

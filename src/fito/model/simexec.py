@@ -17,9 +17,10 @@ from fito.protocol import (
     Aborted, CollectGarbage, Committed, DecisionPublished, ManifestWritten, Notify, Persist, Persisted,
     PublishDecision, PublishRejected, ReadyReceived, SendReady, ShardWritten, UnitEntry, WriteManifest, WriteShard,
 )
-from fito.model.planted import REPLICA_KEY, CheckDiscardable, Discard, DiscardChecked, RemoveTree
+from fito.model.planted import REPLICA_KEY, CheckDiscardable, DiscardChecked, RemoveTree
 from fito.protocol.gc import DIR, Delete, Entry, RemoveEmptyDir, Retire, Unlink, plan_discard, plan_gc
-from fito.protocol.messages import NO_FENCE, attempt_dir
+from fito.protocol.layout import step_dir
+from fito.protocol.messages import NO_FENCE, Discard, attempt_dir
 
 if TYPE_CHECKING:
     from fito.model.explorer_model import Model
@@ -30,11 +31,13 @@ class SimExecutor:
     """Executes commands of process `i` over world `w`; `disk`, `store`, `net`, `ghost`, `fence` and `label`
     hold the outcome. Raises FileNotFoundError/FileExistsError as the real storage would."""
 
-    def __init__(self, model: "Model", w: "World", i: int, short: bool = False, differs: bool = False) -> None:
+    def __init__(self, model: "Model", w: "World", i: int, short: bool = False, differs: bool = False,
+                 unreachable: int = 0) -> None:
         self.n, self.i, self.keep = model.n, i, model.config.keep
         self.short = short  # this write vouches for none of its chunks (Config.short_writes)
         self.replicas = model.config.replicas  # the write also holds a copy of the replicated item
         self.differs = differs  # ... and this rank's copy differs from the others' (Config.replicas)
+        self.unreachable = unreachable  # a publish: 1 never reached the store, 2 landed but its answer was lost
         self.slot = i - model.n + 1  # index of this coordinator's token in `fence` (coordinators only)
         self.owners = w.owners
         self.disk, self.store, self.net, self.ghost, self.fence = w.disk, w.store, w.net, w.ghost, w.fence
@@ -117,8 +120,7 @@ class SimExecutor:
             for path in plan_discard(cmd.epoch, cmd.attempt, self.n).actions:
                 if isinstance(path, Unlink):
                     self.disk = self.disk.unlink(path.path)
-            epoch_dir = here.rsplit("/", 1)[0]
-            empty = not _holds(self.disk, epoch_dir, but=here)
+            empty = not _holds(self.disk, step_dir(cmd.epoch), but=here)
             self.label = f"discard e{cmd.epoch}/{cmd.attempt}: objects deleted; e{cmd.epoch}/ " + (
                 "holds nothing else" if empty else "holds another attempt")
             return DiscardChecked(empty)
@@ -141,6 +143,9 @@ class SimExecutor:
                 self.fence = _with(_with(self.fence, 0, self.fence[0] + 1), self.slot, self.fence[0] + 1)
             token = self.fence[self.slot]
         att = (cmd.epoch, cmd.attempt)
+        if self.unreachable == 1:
+            self.label = f"publish decision {cmd.outcome} e{cmd.epoch}/{cmd.attempt}: store unreachable, not landed"
+            return PublishRejected("decision store unreachable, outcome unknown", definite=False)
         if token != self.fence[0]:
             self.label = f"publish decision {cmd.outcome} e{cmd.epoch}/{cmd.attempt}: REFUSED, stale fence"
             g = self.ghost
@@ -155,6 +160,9 @@ class SimExecutor:
         else:
             self.aborted(att)
         self.label = f"publish decision {cmd.outcome} e{cmd.epoch}/{cmd.attempt} (durable, atomic)"
+        if self.unreachable == 2:  # the library retries until its tries run out, then cannot tell
+            self.label += ", its answer lost: store unreachable"
+            return PublishRejected("decision store unreachable, outcome unknown", definite=False)
         return DecisionPublished(cmd.outcome)
 
     def collect_garbage(self, cmd: CollectGarbage) -> None:
