@@ -47,6 +47,7 @@ from fito.coord.choose import default_store
 from fito.protocol.layout import MANIFEST, parse_object
 from fito.storage.base import Storage
 from fito.storage.localfs import LocalFS
+from fito.testing.wrapped import ReadsThrough
 
 Phase = Literal["unit write", "persist", "manifest write", "publish", "post-commit GC"]
 Kind = Literal["exception", "ENOSPC", "EIO", "pause", "SIGKILL"]
@@ -220,13 +221,13 @@ def _phase_of(rel: str) -> Phase | None:
     return None
 
 
-class FaultyStorage:
-    """A Storage that runs every operation on a real one (`inner`) unless its plan makes it fail first."""
+class FaultyStorage(ReadsThrough):
+    """A Storage that runs every operation on a real one (`inner`) unless its plan makes it fail first. Reads
+    are never faulty here (restore faults are damaged files, see tests/test_mutation_fuzz.py)."""
 
     def __init__(self, inner: Storage, plan: FaultPlan) -> None:
         self.inner, self.plan = inner, plan
         self.root: Path = inner.root  # type: ignore[attr-defined]  # LocalFS's: the default SQLite log beside it
-        self.url: str = inner.url
         self.kind = getattr(inner, "kind", "object")
         self.directories = getattr(inner, "directories", False)
         self._charged: dict[str, int] = {}  # bytes each object took from the plan's space
@@ -255,22 +256,6 @@ class FaultyStorage:
     def persist(self, rel: str) -> None:
         self.plan.check("persist", rel)
         self.inner.persist(rel)
-
-    # ---- reading: never faulty here (restore faults are damaged files, see tests/test_mutation_fuzz.py) ----
-    def read_bytes(self, rel: str, limit: int) -> bytes:
-        return self.inner.read_bytes(rel, limit)
-
-    def open_read(self, rel: str) -> BinaryIO:
-        return self.inner.open_read(rel)
-
-    def size(self, rel: str) -> int:
-        return self.inner.size(rel)
-
-    def exists(self, rel: str) -> bool:
-        return self.inner.exists(rel)
-
-    def path(self, rel: str) -> Path:
-        return self.inner.path(rel)
 
     # ---- listing and deleting ----
     def listdir(self, rel: str) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from fito.coord.base import Decision, DecisionStore
 from fito.model.posix_crash import Op
 from fito.storage.localfs import LocalFS
+from fito.testing.wrapped import ReadsThrough
 
 
 @dataclass
@@ -101,7 +102,7 @@ class RecordingFile:
         self.close()
 
 
-class RecordingStorage:
+class RecordingStorage(ReadsThrough):
     """A Storage over a real `LocalFS` that logs every change it makes (reads are passed through unlogged)."""
 
     def __init__(self, inner: LocalFS, rec: Recording) -> None:
@@ -112,13 +113,6 @@ class RecordingStorage:
     @property
     def root(self) -> Path:
         return self.inner.root
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    def path(self, rel: str) -> Path:
-        return self.inner.path(rel)
 
     # ---- changes, logged ----
     def makedirs(self, rel: str) -> None:
@@ -175,28 +169,6 @@ class RecordingStorage:
             self.remove_tree(rel)
         else:
             self.remove(rel)
-
-    # ---- reads, passed through ----
-    def read_bytes(self, rel: str, limit: int) -> bytes:
-        return self.inner.read_bytes(rel, limit)
-
-    def open_read(self, rel: str) -> BinaryIO:
-        return self.inner.open_read(rel)
-
-    def size(self, rel: str) -> int:
-        return self.inner.size(rel)
-
-    def exists(self, rel: str) -> bool:
-        return self.inner.exists(rel)
-
-    def listdir(self, rel: str) -> list[str]:
-        return self.inner.listdir(rel)
-
-    def entries(self, rel: str) -> list[Any]:
-        return self.inner.entries(rel)
-
-    def list(self, prefix: str = "") -> Any:
-        return self.inner.list(prefix)
 
 
 def store_rows(store: DecisionStore) -> tuple[tuple, ...]:
