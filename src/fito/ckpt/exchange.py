@@ -53,10 +53,7 @@ def exchangeable(module: torch.nn.Module, targets: Any) -> list[tuple[torch.Tens
     pairs, storages = [], set()
     for key, tensor in live.items():
         target = targets[key]
-        if not all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" and t.is_contiguous()
-                   for t in (tensor, target)):
-            return None
-        if tensor.dtype != target.dtype or tensor.shape != target.shape:
+        if not _swappable(tensor, target):
             return None
         storage = tensor.untyped_storage().data_ptr()
         if storage in storages:
@@ -90,10 +87,7 @@ def sharded_exchangeable(module: torch.nn.Module, targets: Any) -> list[tuple[to
             if tensor.dtype != target.dtype or tensor.shape != target.shape:
                 return None
             tensor, target = tensor.to_local(), target.to_local()
-        if not all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" and t.is_contiguous()
-                   for t in (tensor, target)):
-            return None
-        if tensor.dtype != target.dtype or tensor.shape != target.shape:
+        if not _swappable(tensor, target):
             return None
         storage = tensor.untyped_storage().data_ptr()
         if tensor.numel() and storage in storages:
@@ -101,6 +95,13 @@ def sharded_exchangeable(module: torch.nn.Module, targets: Any) -> list[tuple[to
         storages.add(storage)
         pairs.append((tensor, target))
     return pairs
+
+
+def _swappable(tensor: torch.Tensor, target: torch.Tensor) -> bool:
+    """Both plain, contiguous CPU tensors of one dtype and shape: their bytes can trade places."""
+    return (all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type == "cpu" and t.is_contiguous()
+                for t in (tensor, target))
+            and tensor.dtype == target.dtype and tensor.shape == target.shape)
 
 
 def _loads_like_fsdp2(m: torch.nn.Module) -> bool:
